@@ -1,0 +1,158 @@
+"""The `rlaif` command line.
+
+argparse (stdlib) rather than typer/click: nothing to import at start-up,
+so `rlaif --help` and `rlaif constitution lint` stay fast; heavy libraries
+load inside the stage that needs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from rlaif import __version__
+from rlaif.errors import RlaifError
+
+PIPELINE_STAGES = ("sft", "generate", "judge", "mix", "train-rm", "train-policy", "eval")
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="pipeline YAML (e.g. pipelines/quickstart.yaml)")
+    p.add_argument("--workdir", help="run directory (default: the config's workdir, else runs/<name>)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set generate.num_candidates=2 (repeatable)")
+    p.add_argument("--force", action="store_true", help="re-run the stage(s) even if inputs are unchanged")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rlaif", description="Turn a written constitution into training signal.")
+    parser.add_argument("--version", action="version", version=f"rlaif {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run every pipeline stage (skipping those whose inputs are unchanged)")
+    _add_config_args(p)
+    for stage in PIPELINE_STAGES:
+        p = sub.add_parser(stage, help=f"run the {stage} stage only")
+        _add_config_args(p)
+
+    c = sub.add_parser("constitution", help="lint, show or import constitution files")
+    csub = c.add_subparsers(dest="action", metavar="ACTION")
+    lint = csub.add_parser("lint", help="validate constitution files (exit 2 on problems)")
+    lint.add_argument("files", nargs="+")
+    show = csub.add_parser("show", help="render a constitution")
+    show.add_argument("file")
+    imp = csub.add_parser("import", help="convert another project's principle file")
+    imp.add_argument("file")
+    imp.add_argument("--format", required=True, choices=["llm-swarm"])
+    imp.add_argument("-o", "--output", required=True)
+    imp.add_argument("--name", help="constitution name (default: the input file's stem)")
+
+    e = sub.add_parser("eval-judge", help="agreement of the judge with human pairwise labels")
+    e.add_argument("--pairs", required=True, help="JSONL with prompt, response_a, response_b, label (A|B|tie)")
+    e.add_argument("--constitution", required=True)
+    e.add_argument("--backend", default="embedding")
+    e.add_argument("--model", default="minilm")
+    e.add_argument("--limit", type=int, help="first N pairs only")
+    e.add_argument("--json", dest="json_out", help="also write the figures to this JSON file")
+    return parser
+
+
+def _cmd_constitution(args) -> int:
+    from rlaif.constitution import lint_constitution
+
+    if args.action == "lint":
+        bad = 0
+        for f in args.files:
+            c, problems = lint_constitution(f)
+            for line in problems:
+                print(line, file=sys.stderr)
+            if c is None:
+                bad += 1
+            else:
+                print(f"{f}: ok ({len(c.principles)} principles, hash {c.hash})")
+        return 2 if bad else 0
+    if args.action == "show":
+        from rlaif.constitution import load_constitution
+        from rlaif.show_constitution import render
+
+        render(load_constitution(args.file))
+        return 0
+    if args.action == "import":
+        from pathlib import Path
+
+        from rlaif.constitution import dump_constitution, import_llm_swarm
+
+        c = import_llm_swarm(args.file, args.name)
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(f"# Imported by `rlaif constitution import --format {args.format}` from {Path(args.file).name}\n"
+                       + dump_constitution(c))
+        print(f"wrote {out} ({len(c.principles)} principles, hash {c.hash})")
+        return 0
+    raise RlaifError("usage: rlaif constitution {lint,show,import} ...")
+
+
+def _cmd_pipeline(args) -> int:
+    from rlaif.config import load_config
+    from rlaif.pipeline import STAGES, run_pipeline
+    from rlaif.progress import console
+
+    cfg = load_config(args.config, args.overrides)
+    stages = STAGES if args.command == "run" else (args.command,)
+    run = run_pipeline(cfg, stages, args.workdir, force=args.force)
+    if "eval" in stages:
+        console.print(f"report: {run.workdir / 'report.md'} (figures in {run.workdir / 'report.json'})")
+    else:
+        console.print(f"run directory: {run.workdir}")
+    return 0
+
+
+def _cmd_eval_judge(args) -> int:
+    from rich.table import Table
+
+    from rlaif.eval_judge import eval_judge
+    from rlaif.progress import console
+
+    r = eval_judge(args.pairs, args.constitution, args.backend, args.model, args.limit)
+    t = Table(title=f"judge {r['backend']}:{r['model']} vs human labels ({r['constitution']})")
+    for col in ("scope", "accuracy (non-tie)", "kappa", "n"):
+        t.add_column(col)
+    fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
+    t.add_row("all principles", fmt(r["accuracy"]), fmt(r["kappa"]), str(r["n"]))
+    for pid, a in r["per_principle"].items():
+        t.add_row(pid, fmt(a["accuracy"]), fmt(a["kappa"]), str(a["n"]))
+    from rich.console import Console
+
+    Console().print(t)
+    print(f"pairs {r['pairs']}, human ties {r['human_ties']}, judge ties {r['judge_ties']}, unscored {r['unscored']}")
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(r, f, indent=2)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        if args.command == "constitution":
+            if args.action is None:
+                parser.parse_args(["constitution", "--help"])
+            return _cmd_constitution(args)
+        if args.command == "eval-judge":
+            return _cmd_eval_judge(args)
+        return _cmd_pipeline(args)
+    except RlaifError as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,277 @@
+"""Constitutions: YAML principle files.
+
+Schema (see README "Constitution files")::
+
+    name: helpful_harmless
+    version: "1.0"
+    description: ...
+    principles:
+      - id: refuse-harm
+        text: Prefer the response that ...
+        weight: 2.0
+        tags: [harmless]
+        applies_to: [harmful]        # prompt categories; omitted = all
+        examples: {better: [...], worse: [...]}
+        checks:
+          - {type: regex, pattern: "(?i)sure, here is how", effect: -0.5}
+          - {type: max_words, limit: 120, effect: -0.3}
+
+Every constitution and principle has a content hash over its meaning (not
+its formatting): editing a comment changes nothing, editing a principle's
+text changes that principle's hash and the constitution's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from rlaif.errors import RlaifError
+from rlaif.hashing import content_hash
+from rlaif.yamlio import LoadedYaml, format_pydantic_errors, load_yaml
+
+ID_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RegexCheck(_Strict):
+    """Adds ``effect`` to the principle's score when ``pattern`` matches."""
+
+    type: Literal["regex"]
+    pattern: str
+    effect: float
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as e:
+            raise ValueError(f"bad regex {v!r}: {e}") from None
+        return v
+
+    def apply(self, text: str) -> float:
+        return self.effect if re.search(self.pattern, text) else 0.0
+
+
+class MaxWordsCheck(_Strict):
+    """Adds ``effect`` when the response has more than ``limit`` words."""
+
+    type: Literal["max_words"]
+    limit: int = Field(gt=0)
+    effect: float
+
+    def apply(self, text: str) -> float:
+        return self.effect if len(text.split()) > self.limit else 0.0
+
+
+class MinWordsCheck(_Strict):
+    """Adds ``effect`` when the response has fewer than ``limit`` words."""
+
+    type: Literal["min_words"]
+    limit: int = Field(gt=0)
+    effect: float
+
+    def apply(self, text: str) -> float:
+        return self.effect if len(text.split()) < self.limit else 0.0
+
+
+Check = Annotated[Union[RegexCheck, MaxWordsCheck, MinWordsCheck], Field(discriminator="type")]
+
+
+class Examples(_Strict):
+    better: list[str] = Field(default_factory=list)
+    worse: list[str] = Field(default_factory=list)
+
+
+class Principle(_Strict):
+    id: str = Field(pattern=ID_PATTERN)
+    text: str
+    weight: float = 1.0
+    tags: list[str] = Field(default_factory=list)
+    applies_to: list[str] | None = None
+    examples: Examples | None = None
+    checks: list[Check] = Field(default_factory=list)
+    # The revision request of critique/revision (CAI-style) files; judges ignore it.
+    revision: str | None = None
+
+    @field_validator("text")
+    @classmethod
+    def _non_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("text is empty; write the instruction the judge should read")
+        return v.strip()
+
+    @field_validator("weight")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if not math.isfinite(v) or v <= 0:
+            raise ValueError(f"weight must be a positive number, got {v}")
+        return v
+
+    @cached_property
+    def hash(self) -> str:
+        return content_hash(self.model_dump(mode="json"))
+
+    def applies(self, category: str | None) -> bool:
+        return self.applies_to is None or category is None or category in self.applies_to
+
+    def check_effect(self, text: str) -> float:
+        return sum(c.apply(text) for c in self.checks)
+
+
+class Constitution(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    version: str = "1"
+    description: str = ""
+    principles: list[Principle] = Field(min_length=1)
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_str(cls, v):
+        return str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> "Constitution":
+        seen: set[str] = set()
+        for p in self.principles:
+            if p.id in seen:
+                raise ValueError(f"duplicate principle id {p.id!r}")
+            seen.add(p.id)
+        return self
+
+    @cached_property
+    def hash(self) -> str:
+        return content_hash(self.model_dump(mode="json"))
+
+    def principle(self, pid: str) -> Principle:
+        for p in self.principles:
+            if p.id == pid:
+                return p
+        raise KeyError(pid)
+
+
+def _duplicate_id_problems(loaded: LoadedYaml) -> list[str]:
+    problems = []
+    data = loaded.data
+    if not isinstance(data, dict) or not isinstance(data.get("principles"), list):
+        return problems
+    seen: dict[str, int] = {}
+    for i, p in enumerate(data["principles"]):
+        if isinstance(p, dict) and isinstance(p.get("id"), str):
+            pid = p["id"]
+            line = loaded.line_of(("principles", i, "id"))
+            if pid in seen:
+                problems.append(
+                    f"{loaded.path}:{line}: principles.{i}.id: duplicate id {pid!r} "
+                    f"(first used on line {seen[pid]}); give each principle its own id"
+                )
+            else:
+                seen[pid] = line
+    return problems
+
+
+def lint_constitution(path: str | Path) -> tuple[Constitution | None, list[str]]:
+    """Validate a constitution file; return (constitution or None, problems)."""
+    try:
+        loaded = load_yaml(path, "constitution")
+    except RlaifError as e:
+        return None, [e.message]
+    problems = [
+        f"{loaded.path}:{line}: {'.'.join(map(str, loc))}: duplicate key (YAML keeps only the last one)"
+        for loc, line in loaded.duplicates
+    ]
+    if not isinstance(loaded.data, dict):
+        return None, problems + [f"{loaded.path}:1: (top level): expected a mapping with name, version, principles"]
+    problems += _duplicate_id_problems(loaded)
+    try:
+        c = Constitution.model_validate(loaded.data)
+    except ValidationError as e:
+        for line in format_pydantic_errors(loaded, e):
+            # The duplicate-id model error is already reported with its line.
+            if "duplicate principle id" in line and any("duplicate id" in p for p in problems):
+                continue
+            problems.append(line)
+        return None, problems
+    return (c if not problems else None), problems
+
+
+def load_constitution(path: str | Path) -> Constitution:
+    c, problems = lint_constitution(path)
+    if c is None:
+        first = problems[0] if problems else f"{path}: invalid constitution"
+        more = f" (and {len(problems) - 1} more; run `rlaif constitution lint {path}`)" if len(problems) > 1 else ""
+        raise RlaifError(first + more, problems=problems)
+    return c
+
+
+# ---------------------------------------------------------------- import
+
+def _slug(text: str, n: int) -> str:
+    words = re.findall(r"[a-z0-9]+", text.lower())
+    stop = {"the", "a", "an", "and", "or", "of", "to", "in", "is", "it", "any", "whether", "that", "if"}
+    words = [w for w in words if w not in stop][:4] or ["principle"]
+    return f"p{n:02d}-" + "-".join(words)
+
+
+def import_llm_swarm(path: str | Path, name: str | None = None) -> Constitution:
+    """Convert llm-swarm's critique/revision JSON into a Constitution.
+
+    Each ``{"critic", "revision"}`` entry becomes a principle whose ``text`` is
+    the critique request (what a judge should look for) and whose
+    ``revision`` keeps the revision request. ``system_chat`` few-shot
+    dialogues are not principles and are dropped (their count is noted in
+    the description).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise RlaifError(f"{p}: file not found (check the path)")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise RlaifError(f"{p}:{e.lineno}: invalid JSON: {e.msg}") from None
+    entries = data.get("constitutions") if isinstance(data, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise RlaifError(f"{p}: expected a JSON object with a non-empty 'constitutions' list (llm-swarm format)")
+    principles = []
+    for i, e in enumerate(entries, 1):
+        if not isinstance(e, dict) or not isinstance(e.get("critic"), str) or not e["critic"].strip():
+            raise RlaifError(f"{p}: constitutions[{i - 1}]: expected an object with a non-empty 'critic' string")
+        principles.append(
+            Principle(
+                id=_slug(e["critic"], i),
+                text=e["critic"].strip(),
+                weight=1.0,
+                tags=["imported"],
+                revision=(e.get("revision") or None),
+            )
+        )
+    n_chat = len(data.get("system_chat") or [])
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", name or p.stem)
+    return Constitution(
+        name=stem,
+        version="1",
+        description=f"Imported from {p.name} (llm-swarm critique/revision format); "
+        f"{n_chat} few-shot dialogue(s) not imported.",
+        principles=principles,
+    )
+
+
+def dump_constitution(c: Constitution) -> str:
+    import yaml
+
+    data = c.model_dump(mode="json", exclude_none=True, exclude_defaults=False)
+    for pr in data["principles"]:
+        for key in ("tags", "checks"):
+            if not pr.get(key):
+                pr.pop(key, None)
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)

@@ -1,0 +1,73 @@
+"""Candidate sampling from the policy (transformers ``generate``, batched, seeded)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rlaif.formats import policy_prompt
+from rlaif.hashing import content_hash
+
+
+def load_policy(path: str | Path, device: str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(path))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(str(path)).to(device)
+    model.eval()
+    return model, tok
+
+
+def sample(model, tok, prompts: list[str], n: int, max_new_tokens: int, temperature: float, top_p: float,
+           seed: int, device: str) -> list[list[str]]:
+    """``n`` sampled responses per prompt (one batched ``generate`` call)."""
+    import torch
+
+    torch.manual_seed(seed)
+    enc = tok([policy_prompt(p) for p in prompts], return_tensors="pt", padding=True).to(device)
+    max_pos = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", 4096)
+    max_new = max(1, min(max_new_tokens, max_pos - enc["input_ids"].shape[1]))
+    with torch.no_grad():
+        out = model.generate(
+            **enc, do_sample=True, temperature=temperature, top_p=top_p, max_new_tokens=max_new,
+            num_return_sequences=n, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+        )
+    texts = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    return [[t.strip() for t in texts[i * n:(i + 1) * n]] for i in range(len(prompts))]
+
+
+def batch_seed(seed: int, prompt_ids: list[str]) -> int:
+    """Seed from the batch's own prompts, so a resumed run samples the same way."""
+    return int(content_hash([seed, prompt_ids], 8), 16)
+
+
+def generate_candidates(store, policy_dir: Path, policy_hash: str, gen_hash: str, gcfg, seed: int,
+                        device: str) -> int:
+    """Sample ``gcfg.num_candidates`` per train prompt; skip prompts already done. Returns new count."""
+    from rlaif.progress import task
+    from rlaif.records import Candidate
+
+    prompts = store.prompts("train")
+    done = store.done_prompt_ids(gen_hash)
+    todo = [p for p in prompts if p.id not in done]
+    if not todo:
+        return 0
+    model, tok = load_policy(policy_dir, device)
+    made = 0
+    with task("generate", len(prompts)) as advance:
+        advance(len(prompts) - len(todo))
+        for i in range(0, len(todo), gcfg.batch_size):
+            batch = todo[i:i + gcfg.batch_size]
+            ids = [p.id for p in batch]
+            outs = sample(model, tok, [p.text for p in batch], gcfg.num_candidates, gcfg.max_new_tokens,
+                          gcfg.temperature, gcfg.top_p, batch_seed(seed, ids), device)
+            cands = [
+                Candidate(content_hash([gen_hash, p.id, k]), p.id, k, text, policy_hash)
+                for p, texts in zip(batch, outs) for k, text in enumerate(texts)
+            ]
+            store.add_candidates(cands, gen_hash)  # committed: a kill loses at most this batch
+            made += len(cands)
+            advance(len(batch))
+    return made

@@ -1,0 +1,109 @@
+"""Running a judge over many responses: cache, batches, aggregation, pairs.
+
+Backends only score; this module owns the judge-call cache (keyed by
+content, so a re-run makes no calls and editing one principle re-judges only
+that principle), commits after each batch (a kill loses at most the batch in
+flight), and turns per-principle scores into rankings and pairs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rlaif.constitution import Constitution
+from rlaif.judges.base import Judge, Verdict, cache_key
+from rlaif.judges.ranking import aggregate, confidence, rank_pairs
+
+
+@dataclass
+class JudgeStats:
+    calls: int = 0
+    cache_hits: int = 0
+    unscored: int = 0
+
+    def as_dict(self) -> dict:
+        return {"calls": self.calls, "cache_hits": self.cache_hits, "unscored": self.unscored}
+
+
+@dataclass
+class Item:
+    prompt: str
+    category: str | None
+    response: str
+    verdicts: dict[str, Verdict] = field(default_factory=dict)
+
+    def total(self, constitution: Constitution) -> float | None:
+        scores = {pid: v.score for pid, v in self.verdicts.items() if v.status == "scored"}
+        return aggregate(scores, constitution, self.category)
+
+
+def score_items(judge: Judge, constitution: Constitution, items: list[Item], store=None, batch_size: int = 64,
+                progress: str | None = None) -> JudgeStats:
+    """Fill ``item.verdicts`` for every applicable principle; use and fill the store's cache."""
+    from rlaif.progress import task
+
+    stats = JudgeStats()
+    work = [(p, it) for it in items for p in constitution.principles if p.applies(it.category)]
+    with task(progress or "judge", len(work)) as advance:
+        for start in range(0, len(work), batch_size):
+            chunk = work[start:start + batch_size]
+            keys = [cache_key(judge, p, it.prompt, it.response) for p, it in chunk]
+            cached = store.cache_get_many(keys) if store is not None else {}
+            fresh: dict[str, dict] = {}
+            by_principle: dict[str, list[int]] = {}
+            for i, ((p, it), k) in enumerate(zip(chunk, keys)):
+                if k in cached:
+                    it.verdicts[p.id] = Verdict(**cached[k])
+                    stats.cache_hits += 1
+                else:
+                    by_principle.setdefault(p.id, []).append(i)
+            for pid, idxs in by_principle.items():
+                principle = constitution.principle(pid)
+                verdicts = judge.score([chunk[i][1].prompt for i in idxs], [chunk[i][1].response for i in idxs], principle)
+                stats.calls += len(idxs)
+                for i, v in zip(idxs, verdicts):
+                    chunk[i][1].verdicts[pid] = v
+                    fresh[keys[i]] = {"score": v.score, "status": v.status, "raw": v.raw}
+            if store is not None and fresh:
+                store.cache_put_many(fresh)  # committed before the next batch
+            stats.unscored += sum(1 for p, it in chunk if it.verdicts[p.id].status != "scored")
+            advance(len(chunk), info=f"{stats.calls} calls, {stats.cache_hits} cached")
+    return stats
+
+
+def judge_candidates(store, judge: Judge, constitution: Constitution, gen_hash: str, judge_hash: str,
+                     mode: str, temperature: float, batch_size: int) -> dict:
+    """Score every candidate, store judgements, rank per prompt, store AI pairs."""
+    prompts = {p.id: p for p in store.prompts("train")}
+    cands = [c for c in store.candidates(gen_hash) if c.prompt_id in prompts]
+    items = [Item(prompts[c.prompt_id].text, prompts[c.prompt_id].category, c.text) for c in cands]
+    stats = score_items(judge, constitution, items, store, batch_size)
+    rows = [
+        (c.id, pid, constitution.principle(pid).hash, v.score, v.status, v.raw)
+        for c, it in zip(cands, items) for pid, v in it.verdicts.items()
+    ]
+    store.put_judgements(judge_hash, rows)
+
+    by_prompt: dict[str, list[tuple]] = {}
+    for c, it in zip(cands, items):
+        by_prompt.setdefault(c.prompt_id, []).append((c, it))
+    pairs = []
+    for pid, group in by_prompt.items():
+        # Identical texts compete once; candidates with no score are left out.
+        seen, totals, per = set(), [], {}
+        for c, it in group:
+            t = it.total(constitution)
+            if t is None or c.text.strip() in seen:
+                continue
+            seen.add(c.text.strip())
+            totals.append((c.id, t))
+            per[c.id] = {k: v.score for k, v in it.verdicts.items()}
+        for chosen, rejected, gap in rank_pairs(totals, mode):
+            pairs.append((pid, chosen, rejected, confidence(gap, temperature), {
+                "gap": gap, "scores": {"chosen": per[chosen], "rejected": per[rejected]},
+                "constitution_hash": constitution.hash,
+                "principle_hashes": {p.id: p.hash for p in constitution.principles},
+                "judge": {"backend": judge.backend, "model": judge.model, "template_hash": judge.template_hash},
+            }))
+    store.put_ai_pairs(judge_hash, pairs)
+    return stats.as_dict() | {"candidates": len(cands), "ai_pairs": len(pairs)}

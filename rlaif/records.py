@@ -1,0 +1,172 @@
+"""The records that flow through the pipeline, and the JSONL readers for them.
+
+Prompt -> Candidate -> Judgement -> PreferencePair; HumanLabel comes from
+files (or the viewer) and joins at the mix.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from rlaif.errors import RlaifError
+from rlaif.hashing import content_hash
+
+
+@dataclass(frozen=True)
+class Prompt:
+    id: str
+    text: str
+    category: str | None = None
+    split: str = "train"  # "train" (generate + judge) or "eval" (held out for policy eval)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    id: str
+    prompt_id: str
+    index: int
+    text: str
+    policy_hash: str
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """One principle's score for one candidate (or ``status='unscored'``)."""
+
+    candidate_id: str
+    principle_id: str
+    principle_hash: str
+    score: float | None
+    status: str  # "scored" | "unscored"
+    raw: str = ""
+    cached: bool = False
+
+
+@dataclass(frozen=True)
+class HumanLabel:
+    prompt: str
+    chosen: str
+    rejected: str
+    label: str = "chosen"  # "chosen" (first wins) | "tie" | "both_bad"
+    source: str = ""
+    annotator: str | None = None
+    note: str | None = None
+
+    @property
+    def key(self) -> str:
+        return pair_key(self.prompt, self.chosen, self.rejected)
+
+
+@dataclass
+class PreferencePair:
+    prompt: str
+    chosen: str
+    rejected: str
+    source: str  # "ai" | "human"
+    weight: float = 1.0
+    confidence: float | None = None
+    prompt_id: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return pair_key(self.prompt, self.chosen, self.rejected)
+
+    def to_row(self) -> dict[str, Any]:
+        row = asdict(self)
+        row["meta"] = json.dumps(self.meta, sort_keys=True)
+        return row
+
+
+def pair_key(prompt: str, a: str, b: str) -> str:
+    """Order-free key of a comparison: same prompt and same two texts."""
+    return content_hash([prompt.strip(), sorted([a.strip(), b.strip()])])
+
+
+def iter_jsonl(path: str | Path, what: str) -> Iterator[tuple[int, dict]]:
+    """Yield (line number, object); RlaifError naming file:line on bad JSON."""
+    p = Path(path)
+    if not p.exists():
+        raise RlaifError(f"{p}: {what} file not found (check the path)")
+    if p.is_dir():
+        raise RlaifError(f"{p}: is a directory, expected a JSONL {what} file")
+    with open(p, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise RlaifError(f"{p}:{n}: invalid JSON ({e.msg}); each line must be one JSON object") from None
+            if not isinstance(obj, dict):
+                raise RlaifError(f"{p}:{n}: expected a JSON object, got {type(obj).__name__}")
+            yield n, obj
+
+
+def _need_str(p, n, obj, key, what) -> str:
+    v = obj.get(key)
+    if not isinstance(v, str) or not v.strip():
+        raise RlaifError(f"{p}:{n}: {what} record needs a non-empty string field {key!r}")
+    return v
+
+
+def load_prompts(path: str | Path) -> list[Prompt]:
+    out, seen = [], set()
+    for n, obj in iter_jsonl(path, "prompts"):
+        key = "text" if "text" in obj else "prompt"
+        text = _need_str(path, n, obj, key, "prompt")
+        pid = str(obj.get("id") or content_hash(text, 12))
+        if pid in seen:
+            raise RlaifError(f"{path}:{n}: duplicate prompt id {pid!r}; ids must be unique")
+        seen.add(pid)
+        cat = obj.get("category")
+        if cat is not None and not isinstance(cat, str):
+            raise RlaifError(f"{path}:{n}: 'category' must be a string")
+        out.append(Prompt(id=pid, text=text.strip(), category=cat))
+    if not out:
+        raise RlaifError(f"{path}: no prompts found; expected JSON lines like {{\"text\": \"...\"}}")
+    return out
+
+
+def load_sft(path: str | Path) -> list[dict[str, str]]:
+    out = []
+    for n, obj in iter_jsonl(path, "SFT data"):
+        out.append({"prompt": _need_str(path, n, obj, "prompt", "SFT").strip(),
+                    "response": _need_str(path, n, obj, "response", "SFT").strip()})
+    if not out:
+        raise RlaifError(f"{path}: no SFT examples; expected JSON lines {{\"prompt\": ..., \"response\": ...}}")
+    return out
+
+
+def load_human_labels(path: str | Path) -> list[HumanLabel]:
+    """Read TRL (prompt/chosen/rejected) or A/B (response_a/response_b/label) records."""
+    out = []
+    src = Path(path).name
+    for n, obj in iter_jsonl(path, "human labels"):
+        prompt = _need_str(path, n, obj, "prompt", "label")
+        if "chosen" in obj or "rejected" in obj:
+            out.append(HumanLabel(prompt, _need_str(path, n, obj, "chosen", "label"),
+                                  _need_str(path, n, obj, "rejected", "label"), "chosen", f"{src}:{n}"))
+        elif "response_a" in obj or "response_b" in obj:
+            a = _need_str(path, n, obj, "response_a", "label")
+            b = _need_str(path, n, obj, "response_b", "label")
+            label = obj.get("label")
+            if label == "A":
+                out.append(HumanLabel(prompt, a, b, "chosen", f"{src}:{n}"))
+            elif label == "B":
+                out.append(HumanLabel(prompt, b, a, "chosen", f"{src}:{n}"))
+            elif label == "tie":
+                out.append(HumanLabel(prompt, a, b, "tie", f"{src}:{n}"))
+            else:
+                raise RlaifError(f"{path}:{n}: 'label' must be \"A\", \"B\" or \"tie\", got {label!r}")
+        else:
+            raise RlaifError(
+                f"{path}:{n}: unknown label format; use {{prompt, chosen, rejected}} (TRL) "
+                "or {prompt, response_a, response_b, label} (A/B)"
+            )
+    if not out:
+        raise RlaifError(f"{path}: no labels found")
+    return out

@@ -1,0 +1,157 @@
+"""report.json (figures) and report.md (a readable rendering with plots)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rlaif.evaluate import agreement
+
+
+def _judge_human_agreement(run) -> dict:
+    """How often the configured judge prefers what humans preferred (all human preference labels)."""
+    from rlaif.judges import make_judge
+    from rlaif.judges.run import Item, score_items
+
+    labels = [h for h in run.store.human_labels() if h.label == "chosen"]
+    if not labels:
+        return {"accuracy": None, "kappa": None, "n": 0}
+    judge = make_judge(run.cfg.judge, run.device)
+    c = run.inputs.constitution
+    # Human-label prompts carry no category: every principle applies. Show the
+    # chosen text as A for half the items so that kappa is meaningful.
+    items, human = [], []
+    for i, h in enumerate(labels):
+        a, b = (h.chosen, h.rejected) if i % 2 == 0 else (h.rejected, h.chosen)
+        items += [Item(h.prompt, None, a), Item(h.prompt, None, b)]
+        human.append("A" if i % 2 == 0 else "B")
+    score_items(judge, c, items, run.store, run.cfg.judge.batch_size, progress="judge vs human")
+    pred = []
+    for i in range(0, len(items), 2):
+        ta, tb = items[i].total(c), items[i + 1].total(c)
+        pred.append("tie" if ta is None or tb is None or ta == tb else ("A" if ta > tb else "B"))
+    return agreement(human, pred)
+
+
+def build_report(run) -> dict:
+    from datasets import load_from_disk
+
+    from rlaif.evaluate import evaluate_policy
+    from rlaif.train.reward import RewardScorer
+
+    cfg = run.cfg
+    mixr, judger = run.results_of("mix"), run.results_of("judge")
+    scorer = RewardScorer(run.rm_dir, run.device, cfg.reward_model.train.max_length)
+    ev = load_from_disk(str(run.pairs_dir))["eval"]
+    rm_acc = scorer.accuracy(ev["prompt"], ev["chosen"], ev["rejected"])
+    eval_prompts = [p.text for p in run.store.prompts("eval")][: cfg.eval.max_prompts]
+    pol = evaluate_policy(run.sft_dir, run.policy_dir, scorer, eval_prompts, cfg.eval, cfg.seed, run.device) \
+        if eval_prompts else {}
+    agree = _judge_human_agreement(run)
+    stages = run.store.stages()
+    report = {
+        "name": cfg.name,
+        "config_hash": cfg.hash,
+        "constitution_hash": run.inputs.constitution.hash,
+        "counts": {
+            "prompts": len(run.inputs.prompts),
+            "eval_prompts": len(eval_prompts),
+            "candidates": run.results_of("generate").get("candidates"),
+            "ai_pairs": judger.get("ai_pairs"),
+            "human_pairs": mixr.get("human_pairs"),
+            "train_pairs": mixr.get("train_pairs"),
+            "eval_pairs": mixr.get("eval_pairs"),
+        },
+        "judge": {
+            "backend": judger.get("backend"), "model": judger.get("model"),
+            "template_hash": judger.get("template_hash"),
+            "calls": judger.get("calls"), "cache_hits": judger.get("cache_hits"), "unscored": judger.get("unscored"),
+            "human_agreement": agree.get("accuracy"), "human_agreement_kappa": agree.get("kappa"),
+            "human_agreement_n": agree.get("n"),
+        },
+        "mix": {k: mixr.get(k) for k in ("human_overrides", "human_disagreements", "ai_dropped_low_confidence",
+                                         "ai_dropped_held_out", "ai_dropped_mix_ratio", "human_ties",
+                                         "human_weight", "min_confidence", "max_ai_per_human", "eval_source")},
+        "reward_model": {"eval_accuracy": rm_acc, "eval_pairs": len(ev), "eval_source": mixr.get("eval_source"),
+                         "base": cfg.reward_model.base},
+        "policy": {
+            "algorithm": cfg.policy_training.algorithm,
+            "reward_before": pol.get("reward_before"), "reward_after": pol.get("reward_after"),
+            "kl": pol.get("kl"), "win_rate_vs_ref": pol.get("win_rate_vs_ref"),
+        },
+        "timings_s": {s: (stages.get(s) or {}).get("seconds") for s in ("sft", "generate", "judge", "mix",
+                                                                           "train-rm", "train-policy")},
+        "_policy_detail": pol,
+    }
+    return report
+
+
+def _plots(run, report: dict) -> list[tuple[str, str]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = []
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for stage, label in (("sft", "SFT"), ("train-rm", "reward model"), ("train-policy", "DPO")):
+        hist = run.results_of(stage).get("history") or []
+        pts = [(h["step"], h["loss"]) for h in hist if "loss" in h and "step" in h]
+        if pts:
+            ax.plot(*zip(*pts), marker=".", label=label)
+    ax.set_xlabel("step"), ax.set_ylabel("training loss"), ax.legend(), ax.set_title("Training loss")
+    fig.tight_layout()
+    fig.savefig(run.workdir / "loss.png", dpi=90)
+    plt.close(fig)
+    out.append(("Training loss", "loss.png"))
+    pol = report["_policy_detail"]
+    if pol.get("rewards_before"):
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        ax.hist([pol["rewards_before"], pol["rewards_after"]], bins=20, label=["SFT policy", "trained policy"])
+        ax.set_xlabel("reward-model score on held-out prompts"), ax.set_ylabel("samples"), ax.legend()
+        ax.set_title("Reward before and after policy training")
+        fig.tight_layout()
+        fig.savefig(run.workdir / "rewards.png", dpi=90)
+        plt.close(fig)
+        out.append(("Reward before and after", "rewards.png"))
+    return out
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v)
+
+
+def render_markdown(run, report: dict, plots: list[tuple[str, str]]) -> str:
+    lines = [f"# rlaif report: {report['name']}", "",
+             f"config `{report['config_hash']}` · constitution `{report['constitution_hash']}`", ""]
+    for section in ("counts", "judge", "mix", "reward_model", "policy", "timings_s"):
+        lines += [f"## {section}", "", "| key | value |", "|---|---|"]
+        lines += [f"| {k} | {_fmt(v)} |" for k, v in report[section].items()]
+        lines.append("")
+    for title, fname in plots:
+        lines += [f"## {title}", "", f"![{title}]({fname})", ""]
+    samples = report["_policy_detail"].get("samples") or []
+    if samples:
+        lines += ["## Samples (held-out prompts)", "", "| prompt | SFT policy | trained policy |", "|---|---|---|"]
+        for s in samples[:8]:
+            cell = lambda t: t.replace("|", "\\|").replace("\n", " ")[:160]  # noqa: E731
+            lines.append(f"| {cell(s['prompt'])} | {cell(s['before'])} ({s['reward_before']:.2f}) | "
+                         f"{cell(s['after'])} ({s['reward_after']:.2f}) |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_report(run, report: dict) -> None:
+    plots = _plots(run, report)
+    md = render_markdown(run, report, plots)
+    detail = report.pop("_policy_detail")
+    (run.workdir / "samples.json").write_text(json.dumps(detail.get("samples", []), indent=1))
+    tmp = run.workdir / "report.json.tmp"
+    tmp.write_text(json.dumps(report, indent=2))
+    tmp.replace(run.workdir / "report.json")
+    (run.workdir / "report.md").write_text(md)
+    report["_policy_detail"] = detail

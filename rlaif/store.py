@@ -1,0 +1,216 @@
+"""SQLite run store (WAL): prompts, candidates, judgements, labels, the
+judge-call cache and stage records.
+
+WAL mode lets a reader (the viewer, `rlaif show`) and a writer (a judge run)
+share the file. Every batch is committed before the next starts, so a kill
+loses at most the batch in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from rlaif.errors import RlaifError
+from rlaif.records import Candidate, HumanLabel, Prompt
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS prompts (
+    id TEXT PRIMARY KEY, text TEXT NOT NULL, category TEXT, split TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS candidates (
+    id TEXT PRIMARY KEY, prompt_id TEXT NOT NULL, idx INTEGER NOT NULL, text TEXT NOT NULL,
+    policy_hash TEXT NOT NULL, gen_hash TEXT NOT NULL, created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS candidates_gen ON candidates(gen_hash, prompt_id);
+CREATE TABLE IF NOT EXISTS judgements (
+    judge_hash TEXT NOT NULL, candidate_id TEXT NOT NULL, principle_id TEXT NOT NULL,
+    principle_hash TEXT NOT NULL, score REAL, status TEXT NOT NULL, raw TEXT,
+    PRIMARY KEY (judge_hash, candidate_id, principle_id)
+);
+CREATE TABLE IF NOT EXISTS ai_pairs (
+    judge_hash TEXT NOT NULL, prompt_id TEXT NOT NULL, chosen_id TEXT NOT NULL, rejected_id TEXT NOT NULL,
+    confidence REAL NOT NULL, details TEXT NOT NULL,
+    PRIMARY KEY (judge_hash, prompt_id, chosen_id, rejected_id)
+);
+CREATE TABLE IF NOT EXISTS human_labels (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, pair_key TEXT NOT NULL, prompt TEXT NOT NULL,
+    chosen TEXT NOT NULL, rejected TEXT NOT NULL, label TEXT NOT NULL, source TEXT NOT NULL,
+    annotator TEXT, note TEXT, created_at REAL NOT NULL, UNIQUE (pair_key, source)
+);
+CREATE TABLE IF NOT EXISTS judge_cache (
+    key TEXT PRIMARY KEY, value TEXT NOT NULL, created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS stages (
+    name TEXT PRIMARY KEY, input_hash TEXT NOT NULL, status TEXT NOT NULL,
+    started_at REAL, finished_at REAL, seconds REAL, info TEXT
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class Store:
+    def __init__(self, path: str | Path, create: bool = True):
+        self.path = Path(path)
+        if not create and not self.path.exists():
+            raise RlaifError(f"{self.path}: no run store here (run `rlaif run CONFIG` first)")
+        try:
+            self.db = sqlite3.connect(self.path, timeout=30.0)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise RlaifError(f"{self.path}: not a valid run store ({e}); remove it or pick another --workdir") from None
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---------------------------------------------------------- prompts
+    def put_prompts(self, prompts: Iterable[Prompt]) -> None:
+        with self.db:
+            self.db.execute("DELETE FROM prompts")
+            self.db.executemany(
+                "INSERT INTO prompts(id, text, category, split) VALUES (?,?,?,?)",
+                [(p.id, p.text, p.category, p.split) for p in prompts],
+            )
+
+    def prompts(self, split: str | None = None) -> list[Prompt]:
+        q = "SELECT id, text, category, split FROM prompts"
+        rows = self.db.execute(q + (" WHERE split=?" if split else "") + " ORDER BY rowid", (split,) if split else ())
+        return [Prompt(*r) for r in rows]
+
+    # ---------------------------------------------------------- candidates
+    def add_candidates(self, cands: Iterable[Candidate], gen_hash: str) -> None:
+        now = time.time()
+        with self.db:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO candidates VALUES (?,?,?,?,?,?,?)",
+                [(c.id, c.prompt_id, c.index, c.text, c.policy_hash, gen_hash, now) for c in cands],
+            )
+
+    def done_prompt_ids(self, gen_hash: str) -> set[str]:
+        rows = self.db.execute("SELECT DISTINCT prompt_id FROM candidates WHERE gen_hash=?", (gen_hash,))
+        return {r[0] for r in rows}
+
+    def candidates(self, gen_hash: str) -> list[Candidate]:
+        rows = self.db.execute(
+            "SELECT id, prompt_id, idx, text, policy_hash FROM candidates WHERE gen_hash=? ORDER BY prompt_id, idx",
+            (gen_hash,),
+        )
+        return [Candidate(*r) for r in rows]
+
+    # ---------------------------------------------------------- judge cache
+    def cache_get_many(self, keys: list[str]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            q = f"SELECT key, value FROM judge_cache WHERE key IN ({','.join('?' * len(chunk))})"
+            out.update({k: json.loads(v) for k, v in self.db.execute(q, chunk)})
+        return out
+
+    def cache_put_many(self, items: dict[str, Any]) -> None:
+        now = time.time()
+        with self.db:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO judge_cache VALUES (?,?,?)",
+                [(k, json.dumps(v), now) for k, v in items.items()],
+            )
+
+    # ---------------------------------------------------------- judgements and AI pairs
+    def put_judgements(self, judge_hash: str, rows: list[tuple]) -> None:
+        """rows: (candidate_id, principle_id, principle_hash, score, status, raw)."""
+        with self.db:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO judgements VALUES (?,?,?,?,?,?,?)", [(judge_hash, *r) for r in rows]
+            )
+
+    def judgements(self, judge_hash: str) -> list[tuple]:
+        return list(self.db.execute(
+            "SELECT candidate_id, principle_id, principle_hash, score, status, raw FROM judgements WHERE judge_hash=?",
+            (judge_hash,),
+        ))
+
+    def put_ai_pairs(self, judge_hash: str, rows: list[tuple]) -> None:
+        """rows: (prompt_id, chosen_id, rejected_id, confidence, details dict)."""
+        with self.db:
+            self.db.execute("DELETE FROM ai_pairs WHERE judge_hash=?", (judge_hash,))
+            self.db.executemany(
+                "INSERT INTO ai_pairs VALUES (?,?,?,?,?,?)",
+                [(judge_hash, p, c, r, conf, json.dumps(d, sort_keys=True)) for p, c, r, conf, d in rows],
+            )
+
+    def ai_pairs(self, judge_hash: str) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            """SELECT a.prompt_id, p.text, p.category, c.text, r.text, a.confidence, a.details, a.chosen_id, a.rejected_id
+               FROM ai_pairs a JOIN prompts p ON p.id=a.prompt_id
+               JOIN candidates c ON c.id=a.chosen_id JOIN candidates r ON r.id=a.rejected_id
+               WHERE a.judge_hash=? ORDER BY a.prompt_id, a.chosen_id, a.rejected_id""",
+            (judge_hash,),
+        )
+        keys = ("prompt_id", "prompt", "category", "chosen", "rejected", "confidence", "details", "chosen_id", "rejected_id")
+        out = []
+        for r in rows:
+            d = dict(zip(keys, r))
+            d["details"] = json.loads(d["details"])
+            out.append(d)
+        return out
+
+    # ---------------------------------------------------------- human labels
+    def add_human_labels(self, labels: Iterable[HumanLabel]) -> int:
+        now = time.time()
+        with self.db:
+            cur = self.db.executemany(
+                """INSERT INTO human_labels(pair_key, prompt, chosen, rejected, label, source, annotator, note, created_at)
+                   VALUES (?,?,?,?,?,?,?,?,?)
+                   ON CONFLICT(pair_key, source) DO UPDATE SET chosen=excluded.chosen, rejected=excluded.rejected,
+                   label=excluded.label, annotator=excluded.annotator, note=excluded.note, created_at=excluded.created_at""",
+                [(h.key, h.prompt, h.chosen, h.rejected, h.label, h.source, h.annotator, h.note, now) for h in labels],
+            )
+        return cur.rowcount
+
+    def human_labels(self) -> list[HumanLabel]:
+        rows = self.db.execute(
+            "SELECT prompt, chosen, rejected, label, source, annotator, note FROM human_labels ORDER BY id"
+        )
+        return [HumanLabel(*r) for r in rows]
+
+    # ---------------------------------------------------------- stages
+    def stage(self, name: str) -> dict[str, Any] | None:
+        r = self.db.execute(
+            "SELECT input_hash, status, started_at, finished_at, seconds, info FROM stages WHERE name=?", (name,)
+        ).fetchone()
+        if r is None:
+            return None
+        return {"input_hash": r[0], "status": r[1], "started_at": r[2], "finished_at": r[3],
+                "seconds": r[4], "info": json.loads(r[5] or "{}")}
+
+    def stages(self) -> dict[str, dict[str, Any]]:
+        names = [r[0] for r in self.db.execute("SELECT name FROM stages")]
+        return {n: self.stage(n) for n in names}  # type: ignore[misc]
+
+    def set_stage(self, name: str, input_hash: str, status: str, seconds: float | None = None,
+                  info: dict | None = None) -> None:
+        now = time.time()
+        with self.db:
+            self.db.execute(
+                """INSERT INTO stages(name, input_hash, status, started_at, finished_at, seconds, info)
+                   VALUES (?,?,?,?,?,?,?)
+                   ON CONFLICT(name) DO UPDATE SET input_hash=excluded.input_hash, status=excluded.status,
+                   started_at=CASE WHEN excluded.status='running' THEN excluded.started_at ELSE stages.started_at END,
+                   finished_at=excluded.finished_at, seconds=excluded.seconds, info=excluded.info""",
+                (name, input_hash, status, now, now if status == "done" else None, seconds,
+                 json.dumps(info or {}, sort_keys=True, default=str)),
+            )
+
+    def counts(self) -> dict[str, int]:
+        return {t: self.db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+                for t in ("prompts", "candidates", "judgements", "ai_pairs", "human_labels", "judge_cache")}

@@ -1,0 +1,1 @@
+"""Training stages: tiny-model builder, SFT, reward model, DPO."""

@@ -1,0 +1,142 @@
+"""Reward model: trl's RewardTrainer on the mixed pairs, plus a scorer.
+
+Two things are done by hand, each because trl does not do it:
+- pairs are tokenized here with truncation (trl's own preprocessing drops
+  pairs longer than ``max_length`` instead of truncating them), through the
+  same ``encode`` the scorer uses, so training and scoring see one format;
+- the loss is weighted per pair (``weight`` column: the mix's human weight);
+  RewardTrainer has no per-example weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rlaif.config import PipelineConfig
+from rlaif.formats import rm_text
+from rlaif.train.common import finalize_dir, last_checkpoint, log_history, trainer_kwargs
+
+
+def resolve_base(base: str) -> str:
+    if base == "minilm":
+        from rlaif.judges.embedding import resolve_encoder_path
+
+        return resolve_encoder_path("minilm")
+    return base
+
+
+def encode(tokenizer, prompt: str, response: str, max_length: int) -> list[int]:
+    return tokenizer(rm_text(prompt, response), truncation=True, max_length=max_length)["input_ids"]
+
+
+def _weighted_trainer_cls():
+    import torch
+    from trl import RewardTrainer
+
+    class WeightedRewardTrainer(RewardTrainer):
+        def _set_signature_columns_if_needed(self):
+            if self._signature_columns is None:
+                self._signature_columns = ["chosen_ids", "rejected_ids", "margin", "weight"]
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            weight = inputs.pop("weight", None)
+            if weight is None:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            # Same loss as RewardTrainer, weighted per pair; its metrics come from the parent call.
+            loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
+            chosen, rejected = torch.chunk(outputs.logits.squeeze(-1), chunks=2)
+            per_pair = -torch.nn.functional.logsigmoid(chosen - rejected)
+            w = weight.to(per_pair.dtype)
+            loss = (per_pair * w).sum() / w.sum()
+            return (loss, outputs) if return_outputs else loss
+
+    return WeightedRewardTrainer
+
+
+class _WeightCollator:
+    def __init__(self, base):
+        self.base = base
+
+    def __call__(self, examples):
+        import torch
+
+        weights = [e.get("weight", 1.0) for e in examples]
+        out = self.base([{k: v for k, v in e.items() if k != "weight"} for e in examples])
+        out["weight"] = torch.tensor(weights, dtype=torch.float)
+        return out
+
+
+def train_reward_model(cfg: PipelineConfig, pairs_dir: Path, out_dir: Path, device: str) -> dict:
+    from datasets import load_from_disk
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from trl import RewardConfig
+    from trl.trainer.reward_trainer import DataCollatorForPreference
+
+    from rlaif.progress import use_rich_progress
+
+    targs = cfg.reward_model.train
+    base = resolve_base(cfg.reward_model.base)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    dd = load_from_disk(str(pairs_dir))
+
+    def tok(split):
+        return dd[split].map(
+            lambda ex: {"chosen_ids": encode(tokenizer, ex["prompt"], ex["chosen"], targs.max_length),
+                        "rejected_ids": encode(tokenizer, ex["prompt"], ex["rejected"], targs.max_length)},
+            remove_columns=[c for c in dd[split].column_names if c != "weight"],
+        )
+
+    train_ds = tok("train")
+    eval_ds = tok("eval") if len(dd["eval"]) else None
+    work = out_dir.with_name(out_dir.name + ".partial")
+    args = RewardConfig(**trainer_kwargs(targs, work / "checkpoints", cfg.seed, device), max_length=None,
+                        remove_unused_columns=True)
+    trainer = _weighted_trainer_cls()(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                                      processing_class=tokenizer)
+    trainer.data_collator = _WeightCollator(DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id))
+    use_rich_progress(trainer, "train-rm")
+    trainer.train(resume_from_checkpoint=last_checkpoint(work / "checkpoints"))
+    history = log_history(trainer)
+    trainer.save_model(str(work / "model"))
+    tokenizer.save_pretrained(str(work / "model"))
+    finalize_dir(work / "model", out_dir)
+    import shutil
+
+    shutil.rmtree(work, ignore_errors=True)
+    losses = [h["loss"] for h in history if "loss" in h]
+    return {"train_pairs": len(train_ds), "first_loss": losses[0] if losses else None,
+            "final_loss": losses[-1] if losses else None, "history": history}
+
+
+class RewardScorer:
+    """Scores (prompt, response) with a trained reward model, batched."""
+
+    def __init__(self, path: str | Path, device: str = "cpu", max_length: int = 256, batch_size: int = 32):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(str(path))
+        self.model = AutoModelForSequenceClassification.from_pretrained(str(path)).to(device).eval()
+        self.device, self.max_length, self.batch_size = device, max_length, batch_size
+
+    def score(self, prompts: list[str], responses: list[str]) -> list[float]:
+        import torch
+
+        out: list[float] = []
+        for i in range(0, len(prompts), self.batch_size):
+            ids = [encode(self.tokenizer, p, r, self.max_length)
+                   for p, r in zip(prompts[i:i + self.batch_size], responses[i:i + self.batch_size])]
+            batch = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt").to(self.device)
+            with torch.no_grad():
+                out.extend(self.model(**batch).logits.squeeze(-1).float().tolist())
+        return out
+
+    def accuracy(self, prompts: list[str], chosen: list[str], rejected: list[str]) -> float | None:
+        if not prompts:
+            return None
+        sc, sr = self.score(prompts, chosen), self.score(prompts, rejected)
+        return sum(1.0 if c > r else 0.5 if c == r else 0.0 for c, r in zip(sc, sr)) / len(prompts)

@@ -1,0 +1,114 @@
+"""YAML loading that remembers where every value came from.
+
+PyYAML's ``safe_load`` forgets line numbers, and pydantic reports errors by
+field path; to print ``FILE:LINE: field: message`` we compose the node tree
+ourselves and keep a map from field path to line. Duplicate keys (which
+``safe_load`` silently merges) are reported too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rlaif.errors import RlaifError
+
+Loc = tuple[Any, ...]
+
+
+@dataclass
+class LoadedYaml:
+    path: Path
+    data: Any
+    lines: dict[Loc, int] = field(default_factory=dict)
+    duplicates: list[tuple[Loc, int]] = field(default_factory=list)
+
+    def line_of(self, loc: Loc) -> int:
+        """Line of the deepest known prefix of ``loc`` (1-based)."""
+        loc = tuple(loc)
+        while loc:
+            if loc in self.lines:
+                return self.lines[loc]
+            loc = loc[:-1]
+        return self.lines.get((), 1)
+
+
+def _walk(node: yaml.Node, loc: Loc, out: LoadedYaml) -> Any:
+    out.lines.setdefault(loc, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        result: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = yaml.safe_load(yaml.serialize(key_node)) if not isinstance(key_node, yaml.ScalarNode) else _scalar(key_node)
+            if key in result:
+                out.duplicates.append((loc + (key,), key_node.start_mark.line + 1))
+            out.lines[loc + (key,)] = key_node.start_mark.line + 1
+            result[key] = _walk(value_node, loc + (key,), out)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_walk(item, loc + (i,), out) for i, item in enumerate(node.value)]
+    return _scalar(node)
+
+
+def _scalar(node: yaml.ScalarNode) -> Any:
+    # Resolve the scalar with SafeLoader's own rules (ints, floats, bools, null).
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_object(node, deep=True)
+    finally:
+        loader.dispose()
+
+
+def load_yaml(path: str | Path, what: str = "file") -> LoadedYaml:
+    """Load a YAML file; raise RlaifError naming the file and line on failure."""
+    p = Path(path)
+    if not p.exists():
+        raise RlaifError(f"{p}: {what} not found (check the path)")
+    if p.is_dir():
+        raise RlaifError(f"{p}: is a directory, expected a YAML {what}")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise RlaifError(f"{p}: not UTF-8 text ({e.reason}); save the {what} as UTF-8") from None
+    out = LoadedYaml(path=p, data=None)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise RlaifError(f"{p}:{line}: invalid YAML: {problem}") from None
+    if node is None:
+        out.data = None
+        return out
+    try:
+        out.data = _walk(node, (), out)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        raise RlaifError(f"{p}:{line}: invalid YAML value: {getattr(e, 'problem', e)}") from None
+    return out
+
+
+def format_pydantic_errors(loaded: LoadedYaml, exc: Exception, overridden: set[str] = frozenset()) -> list[str]:
+    """One ``FILE:LINE: field: message`` line per pydantic validation error.
+
+    Fields named in ``overridden`` (set with ``--set``) are reported as
+    ``--set field: message`` since no file line holds them.
+    """
+    lines = []
+    for err in exc.errors():  # type: ignore[attr-defined]
+        loc = tuple(err.get("loc", ()))
+        field_name = ".".join(str(x) for x in loc) or "(top level)"
+        msg = err.get("msg", "invalid value")
+        if err.get("type") == "extra_forbidden":
+            msg = "unknown key (remove it or check its spelling)"
+        elif err.get("type") == "missing":
+            msg = "required field is missing"
+        if any(field_name == k or field_name.startswith(k + ".") for k in overridden):
+            lines.append(f"--set {field_name}: {msg}")
+        else:
+            lines.append(f"{loaded.path}:{loaded.line_of(loc)}: {field_name}: {msg}")
+    return lines
