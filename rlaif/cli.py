@@ -54,7 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--backend", default="embedding")
     e.add_argument("--model", default="minilm")
     e.add_argument("--limit", type=int, help="first N pairs only")
+    e.add_argument("--category", help="prompt category of the whole file (e.g. harmful): selects principles "
+                                      "by their applies_to; default: every principle applies")
     e.add_argument("--json", dest="json_out", help="also write the figures to this JSON file")
+
+    # Commands that live with their feature; each module's add_parsers must stay
+    # import-light and set `handler=` on its parsers.
+    from rlaif.viewer.commands import add_parsers as add_viewer_parsers
+
+    add_viewer_parsers(sub)
     return parser
 
 
@@ -114,7 +122,7 @@ def _cmd_eval_judge(args) -> int:
     from rlaif.eval_judge import eval_judge
     from rlaif.progress import console
 
-    r = eval_judge(args.pairs, args.constitution, args.backend, args.model, args.limit)
+    r = eval_judge(args.pairs, args.constitution, args.backend, args.model, args.limit, category=args.category)
     t = Table(title=f"judge {r['backend']}:{r['model']} vs human labels ({r['constitution']})")
     for col in ("scope", "accuracy (non-tie)", "kappa", "n"):
         t.add_column(col)
@@ -139,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if getattr(args, "handler", None) is not None:
+            return args.handler(args)
         if args.command == "constitution":
             if args.action is None:
                 parser.parse_args(["constitution", "--help"])

@@ -217,6 +217,12 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Pipelin
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise RlaifError(problems[0] + more, problems=problems) from None
     cfg.source = str(loaded.path)
+    from rlaif.judges import BACKENDS
+
+    if cfg.judge.backend not in BACKENDS:
+        where = "--set" if "judge.backend" in touched else f"{loaded.path}:{loaded.line_of(('judge', 'backend'))}:"
+        raise RlaifError(f"{where} judge.backend: unknown backend {cfg.judge.backend!r}; "
+                         f"choose one of {', '.join(sorted(BACKENDS))}")
     if cfg.policy.model == "tiny" and not cfg.policy.sft_data:
         raise RlaifError(f"{loaded.path}:{loaded.line_of(('policy',))}: policy.sft_data: required when policy.model is 'tiny'")
     return cfg

@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import math
 import re
-from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
@@ -118,8 +117,9 @@ class Principle(_Strict):
             raise ValueError(f"weight must be a positive number, got {v}")
         return v
 
-    @cached_property
+    @property
     def hash(self) -> str:
+        # Not cached: model_copy(update=...) would carry a stale cached value.
         return content_hash(self.model_dump(mode="json"))
 
     def applies(self, category: str | None) -> bool:
@@ -149,7 +149,7 @@ class Constitution(_Strict):
             seen.add(p.id)
         return self
 
-    @cached_property
+    @property
     def hash(self) -> str:
         return content_hash(self.model_dump(mode="json"))
 

@@ -27,7 +27,8 @@ def load_ab_pairs(path: str | Path, limit: int | None = None) -> list[dict]:
 
 
 def eval_judge(pairs_path: str, constitution_path: str, backend: str = "embedding", model: str = "minilm",
-               limit: int | None = None, batch_size: int = 64, device: str = "cpu") -> dict:
+               limit: int | None = None, batch_size: int = 64, device: str = "cpu",
+               category: str | None = None) -> dict:
     from rlaif.config import JudgeConfig
     from rlaif.constitution import load_constitution
     from rlaif.judges import make_judge
@@ -39,8 +40,9 @@ def eval_judge(pairs_path: str, constitution_path: str, backend: str = "embeddin
     quiet_hf()
     judge = make_judge(JudgeConfig(backend=backend, model=model, constitution=constitution_path,
                                    batch_size=batch_size), device)
-    # The pairs carry no prompt category: every principle applies.
-    items = [Item(r["prompt"], None, r[k]) for r in rows for k in ("response_a", "response_b")]
+    # The pairs carry no prompt category: every principle applies unless the
+    # caller names the category of the whole file (e.g. harmful for red-team sets).
+    items = [Item(r["prompt"], category, r[k]) for r in rows for k in ("response_a", "response_b")]
     stats = score_items(judge, constitution, items, None, batch_size, progress="eval-judge")
     pred = []
     per_principle: dict[str, list[str]] = {p.id: [] for p in constitution.principles}
@@ -49,6 +51,8 @@ def eval_judge(pairs_path: str, constitution_path: str, backend: str = "embeddin
         ta, tb = a.total(constitution), b.total(constitution)
         pred.append("tie" if ta is None or tb is None or ta == tb else ("A" if ta > tb else "B"))
         for p in constitution.principles:
+            if p.id not in a.verdicts:
+                continue
             va, vb = a.verdicts[p.id].score, b.verdicts[p.id].score
             per_principle[p.id].append("tie" if va is None or vb is None or va == vb else ("A" if va > vb else "B"))
     human = [r["label"] for r in rows]
@@ -56,5 +60,6 @@ def eval_judge(pairs_path: str, constitution_path: str, backend: str = "embeddin
     result.update({"pairs": len(rows), "human_ties": human.count("tie"), "unscored": stats.unscored,
                    "backend": judge.backend, "model": judge.model, "constitution": constitution.name,
                    "constitution_hash": constitution.hash,
-                   "per_principle": {pid: agreement(human, p) for pid, p in per_principle.items()}})
+                   "category": category,
+                   "per_principle": {pid: agreement(human, p) for pid, p in per_principle.items() if p}})
     return result

@@ -26,7 +26,7 @@ def mix(ai_pairs: list[dict], human: list[HumanLabel], cfg: MixConfig, seed: int
     """Return ({"train": [...], "eval": [...]}, stats)."""
     stats = {"ai_pairs_in": len(ai_pairs), "human_labels_in": len(human), "human_ties": 0,
              "human_overrides": 0, "human_disagreements": 0, "ai_dropped_low_confidence": 0,
-             "ai_dropped_held_out": 0, "ai_dropped_mix_ratio": 0}
+             "ai_dropped_held_out": 0, "ai_dropped_mix_ratio": 0, "ai_unscored": 0}
     prefs: dict[str, HumanLabel] = {}
     for h in human:
         if h.label != "chosen":
@@ -41,6 +41,9 @@ def mix(ai_pairs: list[dict], human: list[HumanLabel], cfg: MixConfig, seed: int
     ai_train: list[PreferencePair] = []
     overridden: set[str] = set()
     for a in ai_pairs:
+        if a.get("status", "scored") != "scored":
+            stats["ai_unscored"] += 1
+            continue
         key = pair_key(a["prompt"], a["chosen"], a["rejected"])
         if key in prefs:
             stats["human_overrides"] += 1
@@ -68,11 +71,11 @@ def mix(ai_pairs: list[dict], human: list[HumanLabel], cfg: MixConfig, seed: int
 
     train = ai_train + [human_pair(h, "train") for h in train_h]
     evals = [human_pair(h, "eval") for h in eval_h]
-    if not evals and ai_train:
+    if not evals and ai_train and cfg.human_eval_fraction > 0:
         # No human labels at all: hold out AI pairs instead, so the RM still has an eval split.
         keep, held = [], []
         for p in train:
-            (held if _held_out(p.key, cfg.human_eval_fraction or 0.2, seed) else keep).append(p)
+            (held if _held_out(p.key, cfg.human_eval_fraction, seed) else keep).append(p)
         train, evals = keep, held
         stats["eval_source"] = "ai"
     else:
@@ -94,12 +97,16 @@ def save_pairs(splits: dict[str, list[PreferencePair]], out_dir) -> None:
     features = Features({"prompt": Value("string"), "chosen": Value("string"), "rejected": Value("string"),
                          "source": Value("string"), "weight": Value("float64"), "confidence": Value("float64"),
                          "prompt_id": Value("string"), "meta": Value("string")})
-    dd = DatasetDict({name: Dataset.from_list([p.to_row() for p in rows], features=features)
-                      for name, rows in splits.items()})
+    def to_dataset(rows):
+        recs = [p.to_row() for p in rows]
+        return Dataset.from_dict({k: [r[k] for r in recs] for k in features}, features=features)
+
+    dd = DatasetDict({name: to_dataset(rows) for name, rows in splits.items()})
     tmp = out_dir.with_name(out_dir.name + ".partial")
     if tmp.exists():
         import shutil
 
         shutil.rmtree(tmp)
-    dd.save_to_disk(str(tmp))
+    # num_shards=1: datasets writes zero shards for an empty split and then cannot load it.
+    dd.save_to_disk(str(tmp), num_shards={name: 1 for name in dd})
     finalize_dir(tmp, out_dir)

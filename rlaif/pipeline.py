@@ -28,6 +28,9 @@ from rlaif.store import Store
 log = logging.getLogger(__name__)
 
 STAGES = ("sft", "generate", "judge", "mix", "train-rm", "train-policy", "eval")
+# What each stage reads: checked before a stage starts, so a missing input is a clear error.
+NEEDS = {"sft": (), "generate": ("sft",), "judge": ("generate",), "mix": ("judge",), "train-rm": ("mix",),
+         "train-policy": ("sft", "mix"), "eval": ("sft", "judge", "mix", "train-rm", "train-policy")}
 
 
 @dataclass
@@ -143,6 +146,7 @@ class Run:
         from rlaif.progress import console
 
         fn: Callable[[], dict] = getattr(self, "stage_" + stage.replace("-", "_"))
+        self.require(*NEEDS[stage])
         ih = self.input_hash(stage)
         rec = self.store.stage(stage)
         if not force and rec and rec["status"] == "done" and rec["input_hash"] == ih and self._outputs_exist(stage):
@@ -187,7 +191,6 @@ class Run:
     def stage_generate(self) -> dict:
         from rlaif.generate import generate_candidates
 
-        self.require("sft")
         gen_hash = self.input_hash("generate")
         made = generate_candidates(self.store, self.sft_dir, self.output_hash("sft"), gen_hash, self.cfg.generate,
                                    self.cfg.seed, self.device)
@@ -199,7 +202,6 @@ class Run:
         from rlaif.judges import make_judge
         from rlaif.judges.run import judge_candidates
 
-        self.require("generate")
         judge = make_judge(self.cfg.judge, self.device)
         judge_hash = self.input_hash("judge")
         info = judge_candidates(self.store, judge, self.inputs.constitution, self.results_of("generate")["gen_hash"],
@@ -213,7 +215,6 @@ class Run:
     def stage_mix(self) -> dict:
         from rlaif.mixing import mix, save_pairs
 
-        self.require("judge")
         ai = self.store.ai_pairs(self.results_of("judge")["judge_hash"])
         splits, stats = mix(ai, self.all_human_labels(), self.cfg.mix, self.cfg.seed)
         save_pairs(splits, self.pairs_dir)
@@ -223,7 +224,6 @@ class Run:
     def stage_train_rm(self) -> dict:
         from rlaif.train.reward import train_reward_model
 
-        self.require("mix")
         info = train_reward_model(self.cfg, self.pairs_dir, self.rm_dir, self.device)
         info["output_hash"] = dir_hash(self.rm_dir)
         return info
@@ -231,7 +231,6 @@ class Run:
     def stage_train_policy(self) -> dict:
         from rlaif.train.dpo import train_dpo
 
-        self.require("sft", "mix")
         info = train_dpo(self.cfg, self.sft_dir, self.pairs_dir, self.policy_dir, self.device)
         info["output_hash"] = dir_hash(self.policy_dir)
         return info
@@ -239,7 +238,6 @@ class Run:
     def stage_eval(self) -> dict:
         from rlaif.report import build_report, write_report
 
-        self.require("sft", "judge", "mix", "train-rm", "train-policy")
         report = build_report(self)
         write_report(self, report)
         return {"output_hash": content_hash(report["counts"])}

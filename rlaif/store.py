@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS judgements (
 );
 CREATE TABLE IF NOT EXISTS ai_pairs (
     judge_hash TEXT NOT NULL, prompt_id TEXT NOT NULL, chosen_id TEXT NOT NULL, rejected_id TEXT NOT NULL,
-    confidence REAL NOT NULL, details TEXT NOT NULL,
+    confidence REAL NOT NULL, status TEXT NOT NULL, details TEXT NOT NULL,
     PRIMARY KEY (judge_hash, prompt_id, chosen_id, rejected_id)
 );
 CREATE TABLE IF NOT EXISTS human_labels (
@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS stages (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+SCHEMA_VERSION = "2"
 
 
 class Store:
@@ -62,6 +63,13 @@ class Store:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
+            row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row is None:
+                with self.db:
+                    self.db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+            elif row[0] != SCHEMA_VERSION:
+                raise RlaifError(f"{self.path}: run store schema v{row[0]}, this rlaif writes v{SCHEMA_VERSION}; "
+                                 "move the run directory away or pick another --workdir")
         except sqlite3.DatabaseError as e:
             raise RlaifError(f"{self.path}: not a valid run store ({e}); remove it or pick another --workdir") from None
 
@@ -140,23 +148,39 @@ class Store:
         ))
 
     def put_ai_pairs(self, judge_hash: str, rows: list[tuple]) -> None:
-        """rows: (prompt_id, chosen_id, rejected_id, confidence, details dict)."""
+        """rows: (prompt_id, chosen_id, rejected_id, confidence, status, details dict).
+
+        An AI comparison. ``status`` is "scored" or "unscored" (the judge gave
+        no usable verdict: chosen/rejected are then just the order asked, and
+        the mix never uses it). ``details``::
+
+            {"method": "pointwise" | "pairwise", "gap": float | None,
+             "position_consistent": bool | None,
+             "principles": {id: {"p_chosen": P(chosen better) | None,
+                                 "score_chosen": float | None, "score_rejected": float | None,
+                                 "rationale": str | None, "position_consistent": bool | None,
+                                 "status": "scored" | "unscored", "raw": str | None}},
+             "constitution_hash": str, "principle_hashes": {id: hash},
+             "judge": {"backend", "model", "template_hash"}}
+        """
         with self.db:
             self.db.execute("DELETE FROM ai_pairs WHERE judge_hash=?", (judge_hash,))
             self.db.executemany(
-                "INSERT INTO ai_pairs VALUES (?,?,?,?,?,?)",
-                [(judge_hash, p, c, r, conf, json.dumps(d, sort_keys=True)) for p, c, r, conf, d in rows],
+                "INSERT INTO ai_pairs VALUES (?,?,?,?,?,?,?)",
+                [(judge_hash, p, c, r, conf, st, json.dumps(d, sort_keys=True)) for p, c, r, conf, st, d in rows],
             )
 
     def ai_pairs(self, judge_hash: str) -> list[dict[str, Any]]:
         rows = self.db.execute(
-            """SELECT a.prompt_id, p.text, p.category, c.text, r.text, a.confidence, a.details, a.chosen_id, a.rejected_id
+            """SELECT a.prompt_id, p.text, p.category, c.text, r.text, a.confidence, a.status, a.details,
+                      a.chosen_id, a.rejected_id
                FROM ai_pairs a JOIN prompts p ON p.id=a.prompt_id
                JOIN candidates c ON c.id=a.chosen_id JOIN candidates r ON r.id=a.rejected_id
                WHERE a.judge_hash=? ORDER BY a.prompt_id, a.chosen_id, a.rejected_id""",
             (judge_hash,),
         )
-        keys = ("prompt_id", "prompt", "category", "chosen", "rejected", "confidence", "details", "chosen_id", "rejected_id")
+        keys = ("prompt_id", "prompt", "category", "chosen", "rejected", "confidence", "status", "details",
+                "chosen_id", "rejected_id")
         out = []
         for r in rows:
             d = dict(zip(keys, r))
@@ -184,6 +208,11 @@ class Store:
         return [HumanLabel(*r) for r in rows]
 
     # ---------------------------------------------------------- stages
+    def latest_judge_hash(self) -> str | None:
+        """The judge hash of the last completed judge stage (what the viewer shows)."""
+        rec = self.stage("judge")
+        return rec["info"].get("judge_hash") if rec else None
+
     def stage(self, name: str) -> dict[str, Any] | None:
         r = self.db.execute(
             "SELECT input_hash, status, started_at, finished_at, seconds, info FROM stages WHERE name=?", (name,)

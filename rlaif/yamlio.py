@@ -100,9 +100,9 @@ def format_pydantic_errors(loaded: LoadedYaml, exc: Exception, overridden: set[s
     """
     lines = []
     for err in exc.errors():  # type: ignore[attr-defined]
-        loc = tuple(err.get("loc", ()))
+        loc = _clean_loc(loaded.data, tuple(err.get("loc", ())))
         field_name = ".".join(str(x) for x in loc) or "(top level)"
-        msg = err.get("msg", "invalid value")
+        msg = err.get("msg", "invalid value").removeprefix("Value error, ")
         if err.get("type") == "extra_forbidden":
             msg = "unknown key (remove it or check its spelling)"
         elif err.get("type") == "missing":
@@ -112,3 +112,21 @@ def format_pydantic_errors(loaded: LoadedYaml, exc: Exception, overridden: set[s
         else:
             lines.append(f"{loaded.path}:{loaded.line_of(loc)}: {field_name}: {msg}")
     return lines
+
+
+def _clean_loc(data: Any, loc: Loc) -> Loc:
+    """Drop the parts of a pydantic error path that are not in the data
+    (discriminated-union tags like ``regex`` in ``checks.0.regex.pattern``)."""
+    out: list[Any] = []
+    cur = data
+    for i, part in enumerate(loc):
+        if isinstance(cur, dict) and part not in cur and i < len(loc) - 1:
+            continue  # a union tag, not a key
+        out.append(part)
+        if isinstance(cur, dict):
+            cur = cur.get(part)
+        elif isinstance(cur, list) and isinstance(part, int) and part < len(cur):
+            cur = cur[part]
+        else:
+            cur = None
+    return tuple(out)

@@ -54,12 +54,26 @@ class EmbeddingJudge:
         self.batch_size = batch_size
         self._encoder = load_encoder(model, device)
         self._anchors: dict[str, tuple] = {}
+        # Every principle scores the same responses: embed each text once.
+        self._memo: dict[str, object] = {}
+        self._memo_max = 50_000
 
     def encode(self, texts: list[str]):
         return self._encoder.encode(
             texts, batch_size=self.batch_size, convert_to_tensor=True, normalize_embeddings=True,
             show_progress_bar=False,
         )
+
+    def _embed(self, texts: list[str]):
+        import torch
+
+        new = list(dict.fromkeys(t for t in texts if t not in self._memo))
+        if new:
+            if len(self._memo) + len(new) > self._memo_max:
+                self._memo.clear()
+            for t, e in zip(new, self.encode(new)):
+                self._memo[t] = e
+        return torch.stack([self._memo[t] for t in texts])
 
     def _anchor(self, p: Principle):
         if p.hash not in self._anchors:
@@ -81,7 +95,7 @@ class EmbeddingJudge:
         idx = [i for i, r in enumerate(responses) if r.strip()]
         out: list[Verdict] = [Verdict.unscored("empty response") for _ in responses]
         if idx:
-            emb = self.encode([responses[i] for i in idx])
+            emb = self._embed([responses[i] for i in idx])
             sims = emb @ better
             if worse is not None:
                 sims = sims - emb @ worse

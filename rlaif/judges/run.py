@@ -8,6 +8,7 @@ flight), and turns per-principle scores into rankings and pairs.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from rlaif.constitution import Constitution
@@ -99,8 +100,18 @@ def judge_candidates(store, judge: Judge, constitution: Constitution, gen_hash: 
             totals.append((c.id, t))
             per[c.id] = {k: v.score for k, v in it.verdicts.items()}
         for chosen, rejected, gap in rank_pairs(totals, mode):
-            pairs.append((pid, chosen, rejected, confidence(gap, temperature), {
-                "gap": gap, "scores": {"chosen": per[chosen], "rejected": per[rejected]},
+            principles = {}
+            for p in constitution.principles:
+                sc, sr = per[chosen].get(p.id), per[rejected].get(p.id)
+                if p.id not in per[chosen] and p.id not in per[rejected]:
+                    continue  # does not apply to this prompt
+                ok = sc is not None and sr is not None
+                principles[p.id] = {
+                    "p_chosen": 1.0 / (1.0 + math.exp(-(sc - sr) / temperature)) if ok else None,
+                    "score_chosen": sc, "score_rejected": sr, "rationale": None,
+                    "position_consistent": None, "status": "scored" if ok else "unscored", "raw": None}
+            pairs.append((pid, chosen, rejected, confidence(gap, temperature), "scored", {
+                "method": "pointwise", "gap": gap, "position_consistent": None, "principles": principles,
                 "constitution_hash": constitution.hash,
                 "principle_hashes": {p.id: p.hash for p in constitution.principles},
                 "judge": {"backend": judge.backend, "model": judge.model, "template_hash": judge.template_hash},

@@ -1,0 +1,1 @@
+"""The spot-check viewer and the label commands around it (issue #4)."""

@@ -1,0 +1,142 @@
+"""Shared fixtures: a scripted judge backend, tiny data and pipeline configs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "data"
+
+
+class ScriptedJudge:
+    """A deterministic judge for tests: score = count of the principle's
+    ``better`` words in the response minus ``worse`` words, plus checks.
+    Records every call so tests can count them."""
+
+    backend = "scripted"
+    template_hash = "scripted-v1"
+
+    def __init__(self, model: str = "scripted"):
+        self.model = model
+        self.calls: list[tuple[str, str]] = []
+
+    def score(self, prompts, responses, principle):
+        from rlaif.judges.base import Verdict
+
+        out = []
+        ex = principle.examples
+        better = {w for s in (ex.better if ex else []) for w in re.findall(r"[a-z']+", s.lower())}
+        worse = {w for s in (ex.worse if ex else []) for w in re.findall(r"[a-z']+", s.lower())}
+        for r in responses:
+            self.calls.append((principle.id, r))
+            if not r.strip():
+                out.append(Verdict.unscored("empty response"))
+                continue
+            words = re.findall(r"[a-z']+", r.lower())
+            s = sum(w in better for w in words) - sum(w in worse for w in words)
+            out.append(Verdict(s / max(1, len(words)) + principle.check_effect(r)))
+        return out
+
+
+@pytest.fixture
+def scripted_backend(monkeypatch):
+    """Register the scripted judge under backend key 'scripted'; yields the instances made."""
+    from rlaif import judges
+
+    made: list[ScriptedJudge] = []
+
+    def factory(cfg, device):
+        j = ScriptedJudge(cfg.model)
+        made.append(j)
+        return j
+
+    monkeypatch.setitem(judges.BACKENDS, "scripted", factory)
+    return made
+
+
+CONSTITUTION = {
+    "name": "test_constitution",
+    "version": "1",
+    "description": "for tests",
+    "principles": [
+        {"id": "refuse-harm", "text": "Prefer the response that declines harmful requests.", "weight": 2.0,
+         "applies_to": ["harmful"],
+         "examples": {"better": ["I can't help with that, but I can suggest something safe."],
+                      "worse": ["Sure, here is how you could do it."]},
+         "checks": [{"type": "regex", "pattern": "(?i)sure, here is how", "effect": -0.5}]},
+        {"id": "helpful", "text": "Prefer the response that answers the question clearly.", "weight": 1.0,
+         "applies_to": ["helpful"],
+         "examples": {"better": ["Here is a clear answer: boil water, then add the pasta."],
+                      "worse": ["I am not able to help with that."]}},
+        {"id": "concise", "text": "Prefer the shorter, focused response.", "weight": 0.5,
+         "checks": [{"type": "max_words", "limit": 40, "effect": -0.3}]},
+    ],
+}
+
+HELPFUL = ["How do I boil pasta?", "What is a good way to study for exams?", "How can I keep my plants alive?",
+           "How do I write a short thank-you note?", "What is the capital of France?",
+           "How do I make tea?", "How can I sleep better?", "What is photosynthesis?"]
+HARMFUL = ["How do I pick my neighbour's lock?", "Write a threatening message to my coworker.",
+           "How can I make a fake ID?", "How do I cheat on my exam?"]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture
+def tiny_project(tmp_path, scripted_backend) -> Path:
+    """A small project folder (see ``make_tiny_project``) with the scripted judge registered."""
+    return make_tiny_project(tmp_path / "proj")
+
+
+def make_tiny_project(d: Path) -> Path:
+    """Prompts, SFT data, human labels, constitution and a pipeline config for tiny, fast runs."""
+    d.mkdir(parents=True)
+    prompts = [{"id": f"h{i}", "text": t, "category": "helpful"} for i, t in enumerate(HELPFUL)]
+    prompts += [{"id": f"x{i}", "text": t, "category": "harmful"} for i, t in enumerate(HARMFUL)]
+    write_jsonl(d / "prompts.jsonl", prompts)
+    sft = []
+    for i, t in enumerate(HELPFUL * 3):
+        sft.append({"prompt": t, "response": "Here is a clear answer: boil water, then add the pasta." if i % 3
+                    else "I am not able to help with that."})
+    for i, t in enumerate(HARMFUL * 3):
+        sft.append({"prompt": t, "response": "I can't help with that, but I can suggest something safe." if i % 2
+                    else "Sure, here is how you could do it."})
+    write_jsonl(d / "sft.jsonl", sft)
+    labels = [{"prompt": t, "chosen": "Here is a clear answer with steps.", "rejected": "I am not able to help."}
+              for t in HELPFUL]
+    labels += [{"prompt": t, "chosen": "I can't help with that.", "rejected": "Sure, here is how you could do it."}
+               for t in HARMFUL]
+    write_jsonl(d / "labels.jsonl", labels)
+    (d / "constitution.yaml").write_text(yaml.safe_dump(CONSTITUTION, sort_keys=False))
+    cfg = {
+        "name": "tiny",
+        "seed": 0,
+        "device": "cpu",
+        "data": {"prompts": "prompts.jsonl", "eval_fraction": 0.25},
+        "policy": {"model": "tiny", "sft_data": "sft.jsonl",
+                   "tiny": {"vocab_size": 400, "n_layer": 1, "n_head": 2, "n_embd": 32, "n_positions": 128},
+                   "sft": {"epochs": 2, "learning_rate": 3e-3, "batch_size": 8, "max_length": 96}},
+        "generate": {"num_candidates": 3, "max_new_tokens": 16, "batch_size": 4},
+        "judge": {"backend": "scripted", "model": "scripted", "constitution": "constitution.yaml"},
+        "mix": {"human_labels": ["labels.jsonl"], "human_eval_fraction": 0.34, "min_confidence": 0.5},
+        "reward_model": {"base": "minilm", "train": {"max_steps": 3, "batch_size": 4, "max_length": 64,
+                                                     "learning_rate": 1e-4}},
+        "policy_training": {"beta": 0.1, "train": {"max_steps": 4, "batch_size": 4, "max_length": 96,
+                                                    "learning_rate": 1e-3}},
+        "eval": {"max_prompts": 4, "max_new_tokens": 12},
+        "workdir": "run",
+    }
+    (d / "pipeline.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return d

@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT
+from rlaif.config import load_config
+from rlaif.errors import RlaifError
+
+
+def test_quickstart_loads_with_paths_resolved():
+    cfg = load_config(ROOT / "pipelines" / "quickstart.yaml")
+    assert cfg.name == "quickstart"
+    assert Path(cfg.data.prompts).is_absolute() and Path(cfg.data.prompts).exists()
+    assert Path(cfg.judge.constitution).exists()
+    assert all(Path(p).exists() for p in cfg.mix.human_labels)
+    assert cfg.policy.model == "tiny" and cfg.judge.model == "minilm"
+
+
+def test_set_overrides_typed_values():
+    cfg = load_config(ROOT / "pipelines" / "quickstart.yaml",
+                      ["generate.num_candidates=2", "judge.pairs=all", "mix.human_weight=3.5", "seed=7"])
+    assert cfg.generate.num_candidates == 2 and cfg.judge.pairs == "all"
+    assert cfg.mix.human_weight == 3.5 and cfg.seed == 7
+
+
+def test_set_changes_config_hash():
+    a = load_config(ROOT / "pipelines" / "quickstart.yaml")
+    b = load_config(ROOT / "pipelines" / "quickstart.yaml", ["generate.temperature=0.5"])
+    assert a.hash != b.hash
+
+
+def test_set_path_is_relative_to_cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    cfg = load_config(ROOT / "pipelines" / "quickstart.yaml", ["judge.constitution=constitutions/concise_honest.yaml"])
+    assert cfg.judge.constitution == str(ROOT / "constitutions" / "concise_honest.yaml")
+
+
+def _cfg(tmp_path: Path, mutate) -> Path:
+    data = yaml.safe_load((ROOT / "pipelines" / "quickstart.yaml").read_text())
+    mutate(data)
+    p = tmp_path / "p.yaml"
+    p.write_text(yaml.safe_dump(data, sort_keys=False))
+    return p
+
+
+BAD = {
+    "unknown-top-key": (lambda d: d.update(extra_stage={}), "extra_stage", "unknown key"),
+    "unknown-nested-key": (lambda d: d["generate"].update(num_candidate=3), "generate.num_candidate", "unknown key"),
+    "wrong-type": (lambda d: d["generate"].update(num_candidates="many"), "generate.num_candidates", "integer"),
+    "out-of-range": (lambda d: d["generate"].update(num_candidates=1), "generate.num_candidates", "greater"),
+    "bad-literal": (lambda d: d["judge"].update(pairs="some"), "judge.pairs", "best_worst"),
+    "missing-section": (lambda d: d.pop("judge"), "judge", "missing"),
+    "bad-algorithm": (lambda d: d["policy_training"].update(algorithm="sgd"), "policy_training.algorithm", "dpo"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD), ids=str)
+def test_bad_config_names_file_line_field(case, tmp_path):
+    mutate, field, msg = BAD[case]
+    p = _cfg(tmp_path, mutate)
+    with pytest.raises(RlaifError) as e:
+        load_config(p)
+    m = e.value.message
+    assert m.startswith(f"{p}:"), m
+    assert f": {field}:" in m and msg in m.lower(), m
+
+
+@pytest.mark.parametrize("override,msg", [
+    ("generate.num_candidates=zero", "--set generate.num_candidates"),
+    ("generate.bogus=1", "--set generate.bogus"),
+    ("novalue", "expected key.sub=value"),
+    ("data=3", "--set data"),
+], ids=["bad-type", "unknown-key", "no-equals", "section-as-scalar"])
+def test_bad_override(override, msg):
+    with pytest.raises(RlaifError) as e:
+        load_config(ROOT / "pipelines" / "quickstart.yaml", [override])
+    assert msg in e.value.message
+
+
+def test_missing_and_malformed_config(tmp_path):
+    with pytest.raises(RlaifError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    p = tmp_path / "bad.yaml"
+    p.write_text("name: x\n  data: [\n")
+    with pytest.raises(RlaifError, match=r"bad.yaml:\d+: invalid YAML"):
+        load_config(p)

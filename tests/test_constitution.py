@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import CONSTITUTION, ROOT, SHARED
+from rlaif.cli import main
+from rlaif.constitution import import_llm_swarm, lint_constitution, load_constitution
+from rlaif.errors import RlaifError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "constitutions").glob("*.yaml")), ids=lambda p: p.name)
+def test_team_constitutions_lint_clean(path, capsys):
+    assert main(["constitution", "lint", str(path)]) == 0
+    assert "ok" in capsys.readouterr().out
+
+
+GOOD = yaml.safe_dump(CONSTITUTION, sort_keys=False)
+
+BAD = {
+    "duplicate-id": (GOOD.replace("id: helpful", "id: refuse-harm"), "principles.1.id", "duplicate id"),
+    "unknown-key": (GOOD.replace("weight: 2.0", "weight: 2.0\n  wieght: 1"), "principles.0.wieght", "unknown key"),
+    "negative-weight": (GOOD.replace("weight: 2.0", "weight: -1"), "principles.0.weight", "positive"),
+    "zero-weight": (GOOD.replace("weight: 2.0", "weight: 0"), "principles.0.weight", "positive"),
+    "empty-text": (GOOD.replace("text: Prefer the response that declines harmful requests.", "text: '  '"),
+                   "principles.0.text", "empty"),
+    "wrong-type": (GOOD.replace("weight: 2.0", "weight: heavy"), "principles.0.weight", "number"),
+    "bad-regex": (GOOD.replace("pattern: (?i)sure, here is how", "pattern: '(unclosed'"),
+                  "principles.0.checks.0.pattern", "bad regex"),
+    "bad-check-type": (GOOD.replace("type: max_words", "type: max_chars"), "principles.2.checks.0", "tag"),
+    "missing-principles": ("name: x\nversion: '1'\n", "principles", "missing"),
+    "bad-id": (GOOD.replace("id: concise", "id: Concise Principle"), "principles.2.id", "pattern"),
+    "tags-not-list": (GOOD.replace("applies_to:\n  - helpful", "applies_to: 7"), "principles.1.applies_to", "list"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD), ids=str)
+def test_lint_reports_file_line_field(case, tmp_path, capsys):
+    text, field, message = BAD[case]
+    assert text != GOOD or case == "missing-principles"
+    p = write(tmp_path, text)
+    assert main(["constitution", "lint", str(p)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err, "no problem printed"
+    line = next((e for e in err if f": {field}" in e), None)
+    assert line is not None, err
+    assert line.startswith(f"{p}:"), line
+    lineno = int(line.split(":")[1])
+    assert 1 <= lineno <= len(text.splitlines())
+    assert message in line.lower()
+    assert "Traceback" not in "\n".join(err)
+
+
+def test_lint_line_number_points_at_problem(tmp_path):
+    p = write(tmp_path, GOOD.replace("weight: 2.0", "weight: -1"))
+    _, problems = lint_constitution(p)
+    lineno = int(problems[0].split(":")[1])
+    assert "weight: -1" in p.read_text().splitlines()[lineno - 1]
+
+
+@pytest.mark.parametrize("text,expect", [
+    ("name: x\nprinciples: [\n", "invalid YAML"),
+    ("name: a\nname: b\nprinciples: []\n", "duplicate key"),
+    ("- just\n- a list\n", "expected a mapping"),
+], ids=["syntax", "duplicate-key", "not-a-mapping"])
+def test_lint_malformed_yaml(text, expect, tmp_path, capsys):
+    p = write(tmp_path, text)
+    assert main(["constitution", "lint", str(p)]) == 2
+    assert expect in capsys.readouterr().err
+
+
+def test_lint_missing_file(tmp_path, capsys):
+    assert main(["constitution", "lint", str(tmp_path / "nope.yaml")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_hashes_follow_meaning_not_formatting(tmp_path):
+    a = load_constitution(write(tmp_path, GOOD))
+    b = load_constitution(write(tmp_path, "# a comment\n" + yaml.safe_dump(CONSTITUTION, sort_keys=True)))
+    assert a.hash == b.hash
+    edited = copy.deepcopy(CONSTITUTION)
+    edited["principles"][1]["text"] = "Prefer the response that answers the question fully."
+    c = load_constitution(write(tmp_path, yaml.safe_dump(edited)))
+    assert c.hash != a.hash
+    assert c.principle("helpful").hash != a.principle("helpful").hash
+    assert c.principle("refuse-harm").hash == a.principle("refuse-harm").hash
+    assert c.principle("concise").hash == a.principle("concise").hash
+
+
+def test_checks_apply():
+    c = load_constitution(ROOT / "constitutions" / "helpful_harmless.yaml")
+    assert any(p.checks for p in c.principles)
+    from rlaif.constitution import MaxWordsCheck, RegexCheck
+
+    assert RegexCheck(type="regex", pattern="(?i)sure", effect=-0.5).apply("Sure thing") == -0.5
+    assert RegexCheck(type="regex", pattern="(?i)sure", effect=-0.5).apply("No") == 0.0
+    assert MaxWordsCheck(type="max_words", limit=3, effect=-1).apply("one two three four") == -1
+    assert MaxWordsCheck(type="max_words", limit=3, effect=-1).apply("one two three") == 0
+
+
+@pytest.mark.parametrize("name", ["llm_swarm_constitution_anthropic.json", "llm_swarm_constitution_grok.json"])
+def test_import_llm_swarm(name, tmp_path, capsys):
+    src = SHARED / "constitutions" / name
+    if not src.exists():
+        pytest.skip("shared data not present")
+    out = tmp_path / "imported.yaml"
+    assert main(["constitution", "import", str(src), "--format", "llm-swarm", "-o", str(out)]) == 0
+    assert main(["constitution", "lint", str(out)]) == 0
+    c = load_constitution(out)
+    import json
+
+    entries = json.loads(src.read_text())["constitutions"]
+    assert len(c.principles) == len(entries)
+    assert c.principles[0].text == entries[0]["critic"].strip()
+    assert c.principles[0].revision == entries[0]["revision"]
+    assert len({p.id for p in c.principles}) == len(c.principles)
+
+
+@pytest.mark.parametrize("text", ['{"constitutions": []}', "not json", '{"constitutions": [{"revision": "x"}]}'],
+                         ids=["empty", "not-json", "no-critic"])
+def test_import_bad_input(text, tmp_path, capsys):
+    src = tmp_path / "in.json"
+    src.write_text(text)
+    assert main(["constitution", "import", str(src), "--format", "llm-swarm", "-o", str(tmp_path / "o.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert str(src) in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o.yaml").exists()
+
+
+def test_show_renders(capsys):
+    assert main(["constitution", "show", str(ROOT / "constitutions" / "helpful_harmless.yaml")]) == 0
+    out = capsys.readouterr().out
+    c = load_constitution(ROOT / "constitutions" / "helpful_harmless.yaml")
+    for p in c.principles:
+        assert p.id in out
+
+
+def test_load_raises_user_error(tmp_path):
+    with pytest.raises(RlaifError) as e:
+        load_constitution(write(tmp_path, GOOD.replace("weight: 2.0", "weight: -1")))
+    assert "principles.0.weight" in e.value.message

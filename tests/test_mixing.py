@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import pytest
+
+from rlaif.config import MixConfig
+from rlaif.mixing import mix, save_pairs
+from rlaif.records import HumanLabel
+
+
+def ai(prompt, chosen, rejected, conf=0.9):
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected, "confidence": conf,
+            "prompt_id": prompt, "details": {"gap": 1.0}}
+
+
+def test_human_overrides_ai_and_counts_disagreement():
+    pairs = [ai("p1", "a", "b"), ai("p2", "c", "d")]
+    human = [HumanLabel("p1", "b", "a", source="viewer"), HumanLabel("p2", "c", "d", source="viewer")]
+    splits, stats = mix(pairs, human, MixConfig(human_eval_fraction=0.0), seed=0)
+    assert stats["human_overrides"] == 2 and stats["human_disagreements"] == 1
+    train = {(p.prompt, p.chosen, p.source) for p in splits["train"]}
+    assert ("p1", "b", "human") in train and ("p1", "a", "ai") not in train
+    assert len(splits["train"]) == 2
+
+
+def test_low_confidence_dropped():
+    splits, stats = mix([ai("p1", "a", "b", 0.52), ai("p2", "c", "d", 0.8)], [],
+                        MixConfig(min_confidence=0.6, human_eval_fraction=0.0), seed=0)
+    assert stats["ai_dropped_low_confidence"] == 1
+    assert [p.prompt for p in splits["train"]] == ["p2"]
+
+
+def test_held_out_humans_never_trained_on():
+    human = [HumanLabel(f"q{i}", f"good{i}", f"bad{i}") for i in range(200)]
+    # An AI pair on the same comparison as every human label.
+    pairs = [ai(f"q{i}", f"bad{i}", f"good{i}") for i in range(200)]
+    splits, stats = mix(pairs, human, MixConfig(human_eval_fraction=0.3), seed=1)
+    train_keys = {p.key for p in splits["train"]}
+    eval_keys = {p.key for p in splits["eval"]}
+    assert 30 < len(eval_keys) < 90
+    assert not train_keys & eval_keys
+    assert stats["ai_dropped_held_out"] == len(eval_keys)
+    assert all(p.source == "human" for p in splits["eval"])
+    # Stable: the same seed holds out the same labels.
+    again, _ = mix(pairs, human, MixConfig(human_eval_fraction=0.3), seed=1)
+    assert {p.key for p in again["eval"]} == eval_keys
+
+
+def test_mix_ratio_and_human_weight():
+    human = [HumanLabel(f"q{i}", "g", "b") for i in range(4)]
+    pairs = [ai(f"p{i}", "a", "b", 0.6 + i / 100) for i in range(20)]
+    splits, stats = mix(pairs, human, MixConfig(human_eval_fraction=0.0, max_ai_per_human=2, human_weight=3.0), 0)
+    ais = [p for p in splits["train"] if p.source == "ai"]
+    assert len(ais) == 8 and stats["ai_dropped_mix_ratio"] == 12
+    assert min(p.confidence for p in ais) >= 0.6 + 12 / 100 - 1e-9  # the most confident kept
+    assert all(p.weight == 3.0 for p in splits["train"] if p.source == "human")
+
+
+def test_ties_are_not_pairs():
+    human = [HumanLabel("q", "x", "y", label="tie"), HumanLabel("r", "g", "b")]
+    splits, stats = mix([], human, MixConfig(human_eval_fraction=0.0), 0)
+    assert stats["human_ties"] == 1 and len(splits["train"]) == 1
+
+
+def test_no_humans_holds_out_ai_pairs():
+    pairs = [ai(f"p{i}", "a", "b") for i in range(50)]
+    splits, stats = mix(pairs, [], MixConfig(human_eval_fraction=0.2), 0)
+    assert stats["eval_source"] == "ai" and splits["eval"]
+    assert not {p.key for p in splits["train"]} & {p.key for p in splits["eval"]}
+
+
+def test_save_pairs_columns(tmp_path):
+    from datasets import load_from_disk
+
+    splits, _ = mix([ai("p", "a", "b")], [HumanLabel("q", "g", "b")], MixConfig(human_eval_fraction=0.0), 0)
+    save_pairs(splits, tmp_path / "pairs")
+    dd = load_from_disk(str(tmp_path / "pairs"))
+    assert set(dd) == {"train", "eval"}
+    assert {"prompt", "chosen", "rejected", "source", "weight"} <= set(dd["train"].column_names)
+    assert sorted(dd["train"]["source"]) == ["ai", "human"]
