@@ -51,12 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval-judge", help="agreement of the judge with human pairwise labels")
     e.add_argument("--pairs", required=True, help="JSONL with prompt, response_a, response_b, label (A|B|tie)")
     e.add_argument("--constitution", required=True)
-    e.add_argument("--backend", default="embedding")
-    e.add_argument("--model", default="minilm")
+    e.add_argument("--backend", default=None, help="shorthand for --judge.backend (default embedding)")
+    e.add_argument("--model", default=None, help="shorthand for --judge.model (default minilm)")
+    e.add_argument("--config", help="take the judge section of this pipeline config")
     e.add_argument("--limit", type=int, help="first N pairs only")
     e.add_argument("--category", help="prompt category of the whole file (e.g. harmful): selects principles "
                                       "by their applies_to; default: every principle applies")
     e.add_argument("--json", dest="json_out", help="also write the figures to this JSON file")
+    e.epilog = "Any judge field can be set as --judge.FIELD=VALUE (e.g. --judge.base_url=http://127.0.0.1:8000/v1)."
 
     # Commands that live with their feature; each module's add_parsers must stay
     # import-light and set `handler=` on its parsers.
@@ -116,14 +118,48 @@ def _cmd_pipeline(args) -> int:
     return 0
 
 
-def _cmd_eval_judge(args) -> int:
+def judge_config_from_args(args, extra: list[str]):
+    """JudgeConfig from --config's judge section, then --backend/--model, then --judge.* overrides."""
+    from pydantic import ValidationError
+
+    from rlaif.config import JudgeConfig, apply_overrides, load_config
+
+    base: dict = {}
+    if args.config:
+        base = load_config(args.config).judge.model_dump(exclude_unset=True)
+    base["constitution"] = args.constitution
+    if args.backend:
+        base["backend"] = args.backend
+    if args.model:
+        base["model"] = args.model
+    items = []
+    it = iter(extra)
+    for tok in it:
+        if not tok.startswith("--judge."):
+            raise RlaifError(f"unknown argument {tok!r}; judge fields are set as --judge.FIELD=VALUE")
+        key, eq, value = tok[len("--judge."):].partition("=")
+        if not eq:
+            value = next(it, None)
+            if value is None:
+                raise RlaifError(f"{tok}: missing value")
+        items.append(f"{key}={value}")
+    apply_overrides(base, items)
+    try:
+        return JudgeConfig.model_validate(base)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(map(str, err["loc"]))
+        raise RlaifError(f"--judge.{field}: {err['msg']}") from None
+
+
+def _cmd_eval_judge(args, extra: list[str]) -> int:
     from rich.table import Table
 
     from rlaif.eval_judge import eval_judge
-    from rlaif.progress import console
 
-    r = eval_judge(args.pairs, args.constitution, args.backend, args.model, args.limit, category=args.category)
-    t = Table(title=f"judge {r['backend']}:{r['model']} vs human labels ({r['constitution']})")
+    jcfg = judge_config_from_args(args, extra)
+    r = eval_judge(args.pairs, jcfg, args.limit, category=args.category)
+    t = Table(title=f"judge {r['backend']}:{r['model']} ({r['method']}) vs human labels ({r['constitution']})")
     for col in ("scope", "accuracy (non-tie)", "kappa", "n"):
         t.add_column(col)
     fmt = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
@@ -133,7 +169,9 @@ def _cmd_eval_judge(args) -> int:
     from rich.console import Console
 
     Console().print(t)
-    print(f"pairs {r['pairs']}, human ties {r['human_ties']}, judge ties {r['judge_ties']}, unscored {r['unscored']}")
+    pc = r.get("position_consistency")
+    print(f"pairs {r['pairs']}, human ties {r['human_ties']}, judge ties {r['judge_ties']}, "
+          f"unscored {r['unscored']}, position consistency {fmt(pc)}, calls {r.get('calls')}")
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump(r, f, indent=2)
@@ -142,7 +180,9 @@ def _cmd_eval_judge(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "eval-judge":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help()
         return 2
@@ -154,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                 parser.parse_args(["constitution", "--help"])
             return _cmd_constitution(args)
         if args.command == "eval-judge":
-            return _cmd_eval_judge(args)
+            return _cmd_eval_judge(args, extra)
         return _cmd_pipeline(args)
     except RlaifError as e:
         print(f"error: {e.message}", file=sys.stderr)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from rlaif.errors import RlaifError
 from rlaif.hashing import content_hash
@@ -68,12 +68,60 @@ class GenerateConfig(_Section):
 
 
 class JudgeConfig(_Section):
-    backend: str = Field("embedding", description="registry key: see `rlaif.judges.BACKENDS`")
-    model: str = Field("minilm", description="embedding backend: 'minilm' (bundled) or a local path")
+    backend: str = Field("embedding", description="registry key: embedding | openai | transformers")
+    model: str = Field("minilm", description="embedding: 'minilm' or a local folder; openai: the served model "
+                                             "name; transformers: a local path or hub id")
     constitution: str = Field(..., description="path to a constitution YAML")
     pairs: Literal["best_worst", "all", "adjacent"] = "best_worst"
-    temperature: float = Field(0.1, gt=0, description="score gap -> confidence: sigmoid(gap / temperature)")
-    batch_size: int = Field(64, ge=1)
+    temperature: float = Field(0.1, gt=0, description="pointwise: score gap -> confidence sigmoid(gap / temperature)")
+    batch_size: int = Field(64, ge=1, description="items per committed batch (and per forward pass locally)")
+    # ---- labelling method (LLM backends)
+    method: Literal["auto", "pairwise", "pointwise"] = Field(
+        "auto", description="auto: pointwise for embedding, pairwise for LLM backends")
+    orders: Literal["both", "random"] = Field("both", description="pairwise: judge (A,B) and (B,A), or one seeded order")
+    cot: bool = Field(False, description="pairwise: rationale first, then the single-token verdict")
+    cot_clamp: tuple[float, float] | None = Field(None, description="clamp CoT probabilities, e.g. [0.4, 0.6]")
+    cot_max_tokens: int = Field(256, ge=8)
+    principles: Literal["all", "sample"] = Field("all", description="judge every principle, or sample one per comparison")
+    top_logprobs: int = Field(5, ge=1, le=20)
+    # ---- openai backend
+    base_url: str | None = Field(None, description="e.g. http://127.0.0.1:8000/v1 (vLLM, SGLang, Ollama, ...)")
+    api_key_env: str | None = Field(None, description="NAME of the environment variable holding the key")
+    concurrency: int = Field(8, ge=1)
+    rpm: float | None = Field(None, gt=0, description="requests per minute limit")
+    tpm: float | None = Field(None, gt=0, description="tokens per minute limit (estimated as chars/4)")
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(4, ge=0)
+    max_calls: int | None = Field(None, ge=0, description="budget: stop the stage after this many calls")
+    max_cost_usd: float | None = Field(None, ge=0, description="budget: stop when the cost reaches this")
+    price_prompt_per_mtok: float = Field(0.0, ge=0, description="USD per million prompt tokens")
+    price_completion_per_mtok: float = Field(0.0, ge=0, description="USD per million completion tokens")
+    # ---- transformers backend
+    dtype: Literal["auto", "bf16", "fp32"] = "auto"
+    device_map: str | None = None
+    max_length: int = Field(2048, ge=64, description="truncate judge prompts to this many tokens")
+
+    @field_validator("cot_clamp")
+    @classmethod
+    def _clamp_ok(cls, v):
+        if v is not None and not (0.0 <= v[0] < v[1] <= 1.0):
+            raise ValueError("cot_clamp must be [low, high] with 0 <= low < high <= 1")
+        return v
+
+    @property
+    def resolved_method(self) -> str:
+        if self.method != "auto":
+            return self.method
+        from rlaif.judges import PAIRWISE
+
+        return "pairwise" if self.backend in PAIRWISE else "pointwise"
+
+    def call_hash(self) -> dict:
+        """The fields that change labels (not speed, budgets or secrets' names)."""
+        return self.model_dump(mode="json", exclude={"batch_size", "constitution", "concurrency", "rpm", "tpm",
+                                                     "timeout_s", "max_retries", "max_calls", "max_cost_usd",
+                                                     "api_key_env", "price_prompt_per_mtok",
+                                                     "price_completion_per_mtok", "device_map"})
 
 
 class MixConfig(_Section):
@@ -217,8 +265,11 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Pipelin
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise RlaifError(problems[0] + more, problems=problems) from None
     cfg.source = str(loaded.path)
-    from rlaif.judges import BACKENDS
+    from rlaif.judges import BACKENDS, PAIRWISE
 
+    if cfg.judge.resolved_method == "pairwise" and cfg.judge.backend in BACKENDS and cfg.judge.backend not in PAIRWISE:
+        raise RlaifError(f"{loaded.path}:{loaded.line_of(('judge', 'method'))}: judge.method: backend "
+                         f"{cfg.judge.backend!r} scores pointwise only; use method: pointwise or an LLM backend")
     if cfg.judge.backend not in BACKENDS:
         where = "--set" if "judge.backend" in touched else f"{loaded.path}:{loaded.line_of(('judge', 'backend'))}:"
         raise RlaifError(f"{where} judge.backend: unknown backend {cfg.judge.backend!r}; "

@@ -20,13 +20,18 @@ def cohen_kappa(a: list[str], b: list[str]) -> float | None:
 
 
 def agreement(human: list[str], judge: list[str]) -> dict:
-    """Accuracy on items where the human label is not a tie, kappa, n."""
+    """Accuracy on items where the human label is not a tie, kappa, n.
+
+    A judge label of None (unscored) counts against accuracy and is reported
+    as ``unscored``; kappa is computed over the scored items.
+    """
     pairs = [(h, j) for h, j in zip(human, judge) if h in ("A", "B")]
     n = len(pairs)
     acc = sum(h == j for h, j in pairs) / n if n else None
-    kappa = cohen_kappa([h for h, _ in pairs], [j for _, j in pairs])
-    return {"accuracy": acc, "kappa": kappa, "n": n,
-            "judge_ties": sum(j == "tie" for _, j in pairs)}
+    scored = [(h, j) for h, j in pairs if j is not None]
+    kappa = cohen_kappa([h for h, _ in scored], [j for _, j in scored])
+    return {"accuracy": acc, "kappa": kappa, "n": n, "judge_ties": sum(j == "tie" for _, j in pairs),
+            "judge_unscored": sum(j is None for _, j in pairs)}
 
 
 def sequence_logprobs(model, tok, prompts: list[str], responses: list[str], device: str,

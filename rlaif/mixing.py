@@ -28,7 +28,8 @@ def mix(ai_pairs: list[dict], human: list[HumanLabel], cfg: MixConfig, seed: int
              "human_overrides": 0, "human_disagreements": 0, "ai_dropped_low_confidence": 0,
              "ai_dropped_held_out": 0, "ai_dropped_mix_ratio": 0, "ai_unscored": 0}
     prefs: dict[str, HumanLabel] = {}
-    for h in human:
+    # File labels are re-inserted on every run; viewer and import labels must still win over them.
+    for h in sorted(human, key=lambda h: not h.source.startswith("file:")):
         if h.label != "chosen":
             stats["human_ties"] += 1
             continue

@@ -114,7 +114,7 @@ class Run:
                      "prompts": [(p.id, p.text, p.split) for p in self.inputs.prompts]}
         elif stage == "judge":
             parts = {"generate": self.output_hash("generate"),
-                     "judge": c.judge.model_dump(exclude={"batch_size", "constitution"}),
+                     "judge": c.judge.call_hash(),
                      "constitution": self.inputs.constitution.hash,
                      "categories": {p.id: p.category for p in self.inputs.prompts}}
         elif stage == "mix":
@@ -157,7 +157,14 @@ class Run:
         console.print(f"[bold cyan]{stage}[/bold cyan] ...")
         self.store.set_stage(stage, ih, "running")
         t0 = time.perf_counter()
-        info = fn()
+        from rlaif.judges.llm import BudgetExceeded
+
+        try:
+            info = fn()
+        except BudgetExceeded as e:
+            self.store.set_stage(stage, ih, "stopped", time.perf_counter() - t0, {"reason": str(e)})
+            raise RlaifError(f"{stage} stopped: {e}; completed calls are cached, raise the budget and "
+                             "re-run to resume", exit_code=3) from None
         seconds = time.perf_counter() - t0
         info["seconds"] = seconds
         self.store.set_stage(stage, ih, "done", seconds, info)
@@ -200,12 +207,19 @@ class Run:
 
     def stage_judge(self) -> dict:
         from rlaif.judges import make_judge
+        from rlaif.judges.pairwise import judge_pairwise
         from rlaif.judges.run import judge_candidates
 
-        judge = make_judge(self.cfg.judge, self.device)
+        jc = self.cfg.judge
+        judge = make_judge(jc, self.device, self.cfg.seed, self.store)
         judge_hash = self.input_hash("judge")
-        info = judge_candidates(self.store, judge, self.inputs.constitution, self.results_of("generate")["gen_hash"],
-                                judge_hash, self.cfg.judge.pairs, self.cfg.judge.temperature, self.cfg.judge.batch_size)
+        gen_hash = self.results_of("generate")["gen_hash"]
+        if jc.resolved_method == "pairwise":
+            info = judge_pairwise(self.store, judge, self.inputs.constitution, gen_hash, judge_hash, jc.pairs,
+                                  jc.principles, self.cfg.seed, jc.batch_size)
+        else:
+            info = judge_candidates(self.store, judge, self.inputs.constitution, gen_hash, judge_hash, jc.pairs,
+                                    jc.temperature, jc.batch_size)
         pairs = self.store.ai_pairs(judge_hash)
         info.update({"judge_hash": judge_hash, "backend": judge.backend, "model": judge.model,
                      "template_hash": judge.template_hash, "constitution_hash": self.inputs.constitution.hash,

@@ -9,28 +9,41 @@ from rlaif.evaluate import agreement
 
 
 def _judge_human_agreement(run) -> dict:
-    """How often the configured judge prefers what humans preferred (all human preference labels)."""
+    """How often the configured judge prefers what humans preferred.
+
+    Human labels on an AI pair's own comparison (viewer labels) are compared
+    with that AI label directly; every other human preference label is judged
+    (through the cache) with the chosen text shown as A for half the items, so
+    that kappa is meaningful. Their prompts carry no category: every
+    principle applies.
+    """
+    from rlaif.eval_judge import judge_rows
     from rlaif.judges import make_judge
-    from rlaif.judges.run import Item, score_items
+    from rlaif.records import pair_key
 
     labels = [h for h in run.store.human_labels() if h.label == "chosen"]
     if not labels:
         return {"accuracy": None, "kappa": None, "n": 0}
-    judge = make_judge(run.cfg.judge, run.device)
-    c = run.inputs.constitution
-    # Human-label prompts carry no category: every principle applies. Show the
-    # chosen text as A for half the items so that kappa is meaningful.
-    items, human = [], []
+    judge_hash = run.results_of("judge").get("judge_hash")
+    ai = {pair_key(a["prompt"], a["chosen"], a["rejected"]): a
+          for a in (run.store.ai_pairs(judge_hash) if judge_hash else []) if a["status"] == "scored"}
+    human, pred, rows = [], [], []
     for i, h in enumerate(labels):
-        a, b = (h.chosen, h.rejected) if i % 2 == 0 else (h.rejected, h.chosen)
-        items += [Item(h.prompt, None, a), Item(h.prompt, None, b)]
-        human.append("A" if i % 2 == 0 else "B")
-    score_items(judge, c, items, run.store, run.cfg.judge.batch_size, progress="judge vs human")
-    pred = []
-    for i in range(0, len(items), 2):
-        ta, tb = items[i].total(c), items[i + 1].total(c)
-        pred.append("tie" if ta is None or tb is None or ta == tb else ("A" if ta > tb else "B"))
-    return agreement(human, pred)
+        first = "A" if i % 2 == 0 else "B"
+        a, b = (h.chosen, h.rejected) if first == "A" else (h.rejected, h.chosen)
+        human.append(first)
+        if h.key in ai:
+            pred.append("A" if ai[h.key]["chosen"].strip() == a.strip() else "B")
+        else:
+            pred.append(None)
+            rows.append((len(pred) - 1, {"prompt": h.prompt, "response_a": a, "response_b": b, "uid": h.key}))
+    if rows:
+        judge = make_judge(run.cfg.judge, run.device, run.cfg.seed, run.store)
+        votes, _, _ = judge_rows(judge, run.inputs.constitution, [r for _, r in rows], run.cfg.judge, None,
+                                 run.cfg.seed, run.store)
+        for (i, _), v in zip(rows, votes):
+            pred[i] = v
+    return agreement(human, pred) | {"on_ai_pairs": len(labels) - len(rows)}
 
 
 def build_report(run) -> dict:
@@ -66,6 +79,10 @@ def build_report(run) -> dict:
             "backend": judger.get("backend"), "model": judger.get("model"),
             "template_hash": judger.get("template_hash"),
             "calls": judger.get("calls"), "cache_hits": judger.get("cache_hits"), "unscored": judger.get("unscored"),
+            "retries": judger.get("retries"), "prompt_tokens": judger.get("prompt_tokens"),
+            "completion_tokens": judger.get("completion_tokens"), "cost_usd": judger.get("cost_usd"),
+            "position_consistency": judger.get("position_consistency"),
+            "unscored_comparisons": judger.get("unscored_comparisons"),
             "human_agreement": agree.get("accuracy"), "human_agreement_kappa": agree.get("kappa"),
             "human_agreement_n": agree.get("n"),
         },

@@ -77,3 +77,12 @@ def test_save_pairs_columns(tmp_path):
     assert set(dd) == {"train", "eval"}
     assert {"prompt", "chosen", "rejected", "source", "weight"} <= set(dd["train"].column_names)
     assert sorted(dd["train"]["source"]) == ["ai", "human"]
+
+
+def test_viewer_label_beats_file_label_on_same_comparison():
+    """File labels are re-inserted each run (newer rows); the reviewer's verdict still wins."""
+    pairs = [ai("p1", "a", "b")]
+    human = [HumanLabel("p1", "b", "a", source="viewer:ann"), HumanLabel("p1", "a", "b", source="file:l.jsonl:1")]
+    splits, stats = mix(pairs, human, MixConfig(human_eval_fraction=0.0), 0)
+    assert [(p.chosen, p.source) for p in splits["train"]] == [("b", "human")]
+    assert stats["human_disagreements"] == 1

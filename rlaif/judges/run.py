@@ -78,7 +78,9 @@ def judge_candidates(store, judge: Judge, constitution: Constitution, gen_hash: 
     prompts = {p.id: p for p in store.prompts("train")}
     cands = [c for c in store.candidates(gen_hash) if c.prompt_id in prompts]
     items = [Item(prompts[c.prompt_id].text, prompts[c.prompt_id].category, c.text) for c in cands]
-    stats = score_items(judge, constitution, items, store, batch_size)
+    # LLM judges cache each call themselves (finer keys); others are cached per item here.
+    own_cache = getattr(judge, "caches_calls", False)
+    stats = score_items(judge, constitution, items, None if own_cache else store, batch_size)
     rows = [
         (c.id, pid, constitution.principle(pid).hash, v.score, v.status, v.raw)
         for c, it in zip(cands, items) for pid, v in it.verdicts.items()
@@ -117,4 +119,5 @@ def judge_candidates(store, judge: Judge, constitution: Constitution, gen_hash: 
                 "judge": {"backend": judge.backend, "model": judge.model, "template_hash": judge.template_hash},
             }))
     store.put_ai_pairs(judge_hash, pairs)
-    return stats.as_dict() | {"candidates": len(cands), "ai_pairs": len(pairs)}
+    counts = judge.report() if own_cache else stats.as_dict()
+    return counts | {"candidates": len(cands), "ai_pairs": len(pairs)}

@@ -1,0 +1,123 @@
+"""`transformers` backend: a local causal LM (path or hub id), batched.
+
+Single-token verdicts are read from the next-token logits of one forward
+pass over a left-padded batch (no sampling): the log-probabilities of the
+offered tokens (each option's first token, with and without a leading
+space) plus the top-k tokens. Rationales (chain of thought) are generated
+greedily. bf16 and device placement when a GPU is present.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rlaif.judges.llm import Call, Completion
+
+
+def render_chat(tokenizer, messages: list[dict]) -> str:
+    """The model's chat template when it has one; a plain transcript otherwise."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
+    return "\n\n".join(lines) + "\n\nAssistant:"
+
+
+class TransformersCompleter:
+    backend = "transformers"
+
+    def __init__(self, cfg, device: str = "cpu"):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from rlaif.errors import RlaifError
+
+        self.cfg, self.model = cfg, cfg.model
+        try:
+            self.tok = AutoTokenizer.from_pretrained(cfg.model)
+            dtype = torch.bfloat16 if device == "cuda" and cfg.dtype in ("auto", "bf16") else torch.float32
+            kw: dict[str, Any] = {"dtype": dtype}
+            if cfg.device_map:
+                kw["device_map"] = cfg.device_map
+            self.lm = AutoModelForCausalLM.from_pretrained(cfg.model, **kw)
+        except OSError as e:
+            raise RlaifError(f"judge.model: cannot load {cfg.model!r} as a local causal LM ({str(e)[:200]})") from None
+        if not cfg.device_map:
+            self.lm.to(device)
+        self.lm.eval()
+        self.device = next(self.lm.parameters()).device
+        if self.tok.pad_token is None:
+            self.tok.pad_token = self.tok.eos_token
+        self.tok.padding_side = "left"
+        self.prompt_tokens = self.completion_tokens = 0
+
+    def usage(self) -> dict[str, Any]:
+        return {"retries": 0, "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "cost_usd": 0.0, "failed_calls": 0}
+
+    def _option_ids(self, options: tuple[str, ...]) -> dict[str, list[int]]:
+        out = {}
+        for o in options:
+            ids = set()
+            for variant in (o, " " + o):
+                toks = self.tok(variant, add_special_tokens=False)["input_ids"]
+                if toks:
+                    ids.add(toks[0])
+            out[o] = sorted(ids)
+        return out
+
+    def run(self, calls: list[Call]) -> list[Completion]:
+        out: list[Completion | None] = [None] * len(calls)
+        bs = self.cfg.batch_size
+        single = [i for i, c in enumerate(calls) if c.max_tokens == 1]
+        multi = [i for i, c in enumerate(calls) if c.max_tokens > 1]
+        for start in range(0, len(single), bs):
+            idx = single[start:start + bs]
+            for i, r in zip(idx, self._next_token([calls[i] for i in idx])):
+                out[i] = r
+        for start in range(0, len(multi), bs):
+            idx = multi[start:start + bs]
+            for i, r in zip(idx, self._generate([calls[i] for i in idx])):
+                out[i] = r
+        return out  # type: ignore[return-value]
+
+    def _encode(self, calls: list[Call]):
+        texts = [render_chat(self.tok, c.messages) for c in calls]
+        enc = self.tok(texts, return_tensors="pt", padding=True, truncation=True, max_length=self.cfg.max_length,
+                       add_special_tokens=False)
+        self.prompt_tokens += int(enc["attention_mask"].sum())
+        return enc.to(self.device)
+
+    def _next_token(self, calls: list[Call]) -> list[Completion]:
+        import torch
+
+        enc = self._encode(calls)
+        with torch.no_grad():
+            logits = self.lm(**enc).logits[:, -1, :].float()
+        logp = torch.log_softmax(logits, dim=-1)
+        k = min(self.cfg.top_logprobs, logp.shape[-1])
+        top = torch.topk(logp, k, dim=-1)
+        out = []
+        for row, c in enumerate(calls):
+            lps: dict[str, float] = {}
+            for lp, tid in zip(top.values[row].tolist(), top.indices[row].tolist()):
+                piece = self.tok.decode([tid])
+                if piece.strip() not in c.options:  # options are added below, variants summed
+                    lps[piece] = max(lp, lps.get(piece, float("-inf")))
+            for opt, ids in self._option_ids(c.options).items():
+                # Sum the variants' probabilities into the option itself.
+                lps[opt] = float(torch.logsumexp(logp[row, ids], dim=0)) if ids else float("-inf")
+            text = self.tok.decode([int(top.indices[row, 0])])
+            self.completion_tokens += 1
+            out.append(Completion(text=text, top_logprobs=lps))
+        return out
+
+    def _generate(self, calls: list[Call]) -> list[Completion]:
+        import torch
+
+        enc = self._encode(calls)
+        with torch.no_grad():
+            gen = self.lm.generate(**enc, do_sample=False, max_new_tokens=max(c.max_tokens for c in calls),
+                                   pad_token_id=self.tok.pad_token_id)
+        new = gen[:, enc["input_ids"].shape[1]:]
+        self.completion_tokens += int((new != self.tok.pad_token_id).sum())
+        return [Completion(text=t.strip()) for t in self.tok.batch_decode(new, skip_special_tokens=True)]

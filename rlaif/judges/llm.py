@@ -1,0 +1,214 @@
+"""LLM judging, independent of the backend that serves the model.
+
+A backend is a *completer*: it runs a list of chat calls (``Call``) and
+returns one ``Completion`` each, never raising for transport errors (a call
+that failed after its retries comes back with ``error`` set). ``LLMJudge``
+builds the calls from the templates, reads verdicts, and owns the call-level
+cache: the key covers backend, model, template hash, principle hash, the
+messages (so the prompt and the *ordered* candidates) and the sampling
+parameters. Each ``run_calls`` commits its new results before returning, so a
+kill loses at most the batch in flight.
+
+Labelling methods (RLAIF / Constitutional AI):
+- pairwise, both orders (default): P(A) from (A,B) and (B,A) averaged into a
+  soft label; position consistency recorded; or one seeded random order;
+- chain of thought: a rationale first (stored), then the single-token verdict
+  conditioned on it; optional clamping of the probability (e.g. [0.4, 0.6]);
+- pointwise rubric: a 1-9 score per principle per candidate (expected value
+  under the digit probabilities).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from rlaif.constitution import Principle
+from rlaif.hashing import content_hash
+from rlaif.judges.base import Verdict
+from rlaif.judges.prompts import load_template, pairwise_messages, pointwise_messages, verdict_followup
+from rlaif.judges.verdicts import CHOICES, DIGITS, parse_choice, parse_digit
+
+
+@dataclass(frozen=True)
+class Call:
+    messages: list[dict]
+    max_tokens: int = 1
+    logprobs: bool = True
+    options: tuple[str, ...] = ()  # offered verdict tokens (local backends read their logits directly)
+
+
+@dataclass
+class Completion:
+    text: str | None = None
+    top_logprobs: dict[str, float] | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str | None = None
+
+    def as_json(self) -> dict:
+        return {"text": self.text, "top_logprobs": self.top_logprobs, "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens, "error": self.error}
+
+
+class BudgetExceeded(Exception):
+    """A configured budget (max_calls, max_cost_usd) is reached; the stage stops, resumable."""
+
+
+class Completer(Protocol):
+    backend: str
+    model: str
+
+    def run(self, calls: list[Call]) -> list[Completion]:
+        """One completion per call, in order. May raise BudgetExceeded after finishing the calls in flight."""
+
+    def usage(self) -> dict[str, Any]:
+        """Counters: retries, prompt_tokens, completion_tokens, cost_usd."""
+
+
+@dataclass
+class PairVerdict:
+    """A principle's verdict on (a, b): P(a better), from one or two orders."""
+
+    p_first: float | None
+    status: str  # "scored" | "unscored"
+    position_consistent: bool | None = None
+    rationale: str | None = None
+    raw: str | None = None
+    orders: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class LLMStats:
+    calls: int = 0
+    cache_hits: int = 0
+    unscored: int = 0
+    consistent: int = 0
+    consistency_checked: int = 0
+
+    def as_dict(self, usage: dict) -> dict:
+        return {"calls": self.calls, "cache_hits": self.cache_hits, "unscored": self.unscored, **usage,
+                "position_consistency": (self.consistent / self.consistency_checked
+                                         if self.consistency_checked else None)}
+
+
+class LLMJudge:
+    """Pairwise or pointwise judging through a completer, with a call cache."""
+
+    caches_calls = True
+
+    def __init__(self, completer: Completer, *, method: str = "pairwise", orders: str = "both", cot: bool = False,
+                 cot_clamp: tuple[float, float] | None = None, cot_max_tokens: int = 256, top_logprobs: int = 5,
+                 seed: int = 0, store=None):
+        self.completer = completer
+        self.backend, self.model = completer.backend, completer.model
+        self.method, self.orders, self.cot, self.cot_clamp = method, orders, cot, cot_clamp
+        self.cot_max_tokens, self.top_logprobs, self.seed = cot_max_tokens, top_logprobs, seed
+        self.store = store
+        self.stats = LLMStats()
+        name = "pointwise" if method == "pointwise" else ("pairwise_cot" if cot else "pairwise")
+        self.template = load_template(name)
+        self.template_hash = content_hash([self.template.hash, method, orders, cot, cot_clamp, cot_max_tokens])
+
+    # ------------------------------------------------------------ calls + cache
+    def _key(self, call: Call, principle: Principle) -> str:
+        return content_hash([self.backend, self.model, self.template.hash, principle.hash, call.messages,
+                             call.max_tokens, call.logprobs, self.top_logprobs, 0.0], length=32)
+
+    def run_calls(self, calls: list[tuple[Call, Principle]]) -> list[Completion]:
+        keys = [self._key(c, p) for c, p in calls]
+        cached = self.store.cache_get_many(keys) if self.store is not None else {}
+        out: list[Completion | None] = [None] * len(calls)
+        todo: dict[str, list[int]] = {}
+        for i, k in enumerate(keys):
+            if k in cached:
+                out[i] = Completion(**cached[k])
+                self.stats.cache_hits += 1
+            else:
+                todo.setdefault(k, []).append(i)  # identical calls in one batch are made once
+        if todo:
+            first = [idx[0] for idx in todo.values()]
+            try:
+                results = self.completer.run([calls[i][0] for i in first])
+            except BudgetExceeded as e:
+                done = getattr(e, "completed", None) or {}
+                self.stats.calls += len(done)
+                self._commit({keys[first[j]]: r.as_json() for j, r in done.items() if r.error is None})
+                raise
+            self.stats.calls += len(first)
+            fresh = {}
+            for (k, idx), r in zip(todo.items(), results):
+                for i in idx:
+                    out[i] = r
+                if r.error is None:  # failures are not cached: a re-run tries them again
+                    fresh[k] = r.as_json()
+            self._commit(fresh)
+        return out  # type: ignore[return-value]
+
+    def _commit(self, fresh: dict[str, dict]) -> None:
+        if self.store is not None and fresh:
+            self.store.cache_put_many(fresh)
+
+    # ------------------------------------------------------------ pairwise
+    def _order_flip(self, prompt: str, a: str, b: str, principle: Principle) -> bool:
+        return int(content_hash([self.seed, prompt, sorted([a, b]), principle.id], 8), 16) % 2 == 1
+
+    def compare(self, items: list[tuple[str, str, str, Principle]]) -> list[PairVerdict]:
+        """P(a better than b) for each (prompt, a, b, principle)."""
+        plan = []  # (item index, flipped, messages, principle)
+        for n, (prompt, a, b, pr) in enumerate(items):
+            if self.orders == "both":
+                orders = [False, True]
+            else:
+                orders = [self._order_flip(prompt, a, b, pr)]
+            for flipped in orders:
+                first, second = (b, a) if flipped else (a, b)
+                plan.append((n, flipped, pairwise_messages(self.template, pr.text, prompt, first, second), pr))
+        rationales: list[str | None] = [None] * len(plan)
+        if self.cot:
+            firsts = self.run_calls([(Call(m, self.cot_max_tokens, False), pr) for _, _, m, pr in plan])
+            rationales = [r.text if r.error is None else None for r in firsts]
+            verdict_calls = [(Call(verdict_followup(self.template, m, rationales[i] or ""), 1, True, CHOICES), pr)
+                             for i, (_, _, m, pr) in enumerate(plan)]
+        else:
+            verdict_calls = [(Call(m, 1, True, CHOICES), pr) for _, _, m, pr in plan]
+        results = self.run_calls(verdict_calls)
+        per_item: list[list[dict]] = [[] for _ in items]
+        for (n, flipped, _, _), r, rat in zip(plan, results, rationales):
+            p, how = (None, "error") if r.error else parse_choice(r.text, r.top_logprobs)
+            if p is not None and self.cot and self.cot_clamp:
+                p = min(max(p, self.cot_clamp[0]), self.cot_clamp[1])
+            p_a = None if p is None else (1.0 - p if flipped else p)
+            per_item[n].append({"flipped": flipped, "p_a": p_a, "read": how, "raw": r.error or r.text,
+                                "rationale": rat})
+        return [self._combine(o) for o in per_item]
+
+    def _combine(self, orders: list[dict]) -> PairVerdict:
+        ps = [o["p_a"] for o in orders if o["p_a"] is not None]
+        rationale = "\n---\n".join(o["rationale"] for o in orders if o["rationale"]) or None
+        if not ps:
+            self.stats.unscored += 1
+            return PairVerdict(None, "unscored", None, rationale, " | ".join(str(o["raw"]) for o in orders), orders)
+        consistent = None
+        if len(ps) == 2:
+            consistent = (ps[0] > 0.5) == (ps[1] > 0.5) and ps[0] != 0.5 and ps[1] != 0.5
+            self.stats.consistency_checked += 1
+            self.stats.consistent += int(consistent)
+        return PairVerdict(sum(ps) / len(ps), "scored", consistent, rationale, None, orders)
+
+    # ------------------------------------------------------------ pointwise
+    def score(self, prompts: list[str], responses: list[str], principle: Principle) -> list[Verdict]:
+        calls = [(Call(pointwise_messages(self.template, principle.text, p, r), 1, True, DIGITS), principle)
+                 for p, r in zip(prompts, responses)]
+        out = []
+        for r in self.run_calls(calls):
+            s, how = (None, "error") if r.error else parse_digit(r.text, r.top_logprobs)
+            if s is None:
+                self.stats.unscored += 1
+                out.append(Verdict.unscored(f"{how}: {r.error or r.text!r}"))
+            else:
+                out.append(Verdict(s))
+        return out
+
+    def report(self) -> dict:
+        return self.stats.as_dict(self.completer.usage())

@@ -1,0 +1,171 @@
+"""`openai` backend: any OpenAI-compatible server through the official async client.
+
+OpenAI, vLLM, SGLang, Ollama, llama.cpp server, `transformers serve`. The API
+key is read from the environment variable named by ``judge.api_key_env`` and
+is never written anywhere.
+
+Retries are the client's own (exponential backoff with jitter on 429, 5xx,
+timeouts and connection errors, honouring Retry-After); attempts are counted
+through an httpx request hook so the report can say how many were retries.
+Written here because the client has none of them: client-side rate limits
+(``rpm``/``tpm`` token buckets), a concurrency cap, and call/cost budgets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import time
+from typing import Any
+
+from rlaif.errors import RlaifError
+from rlaif.judges.llm import BudgetExceeded, Call, Completion
+
+
+class _Bucket:
+    """A token bucket refilled continuously at ``per_minute``; bursts up to one second's worth."""
+
+    def __init__(self, per_minute: float):
+        self.capacity = max(1.0, per_minute / 60.0)
+        self.level = self.capacity
+        self.rate = per_minute / 60.0
+        self.stamp = time.monotonic()
+
+    async def take(self, n: float) -> None:
+        n = min(n, self.capacity)  # a single larger request waits for a full bucket
+        while True:
+            now = time.monotonic()
+            self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
+            self.stamp = now
+            if self.level >= n:
+                self.level -= n
+                return
+            await asyncio.sleep((n - self.level) / self.rate)
+
+
+class OpenAICompleter:
+    backend = "openai"
+
+    def __init__(self, cfg):
+        try:
+            import openai  # noqa: F401
+        except ImportError:  # pragma: no cover - a declared dependency
+            raise RlaifError("judge.backend 'openai' needs the openai package (pip install openai)") from None
+        self.cfg = cfg
+        self.model = cfg.model
+        if not cfg.base_url and not cfg.api_key_env:
+            raise RlaifError("judge.base_url: required for the openai backend (e.g. http://127.0.0.1:8000/v1), "
+                             "or set judge.api_key_env for api.openai.com")
+        self._key = "not-needed"
+        if cfg.api_key_env:
+            key = os.environ.get(cfg.api_key_env)
+            if not key:
+                raise RlaifError(f"judge.api_key_env: environment variable {cfg.api_key_env} is not set")
+            self._key = key
+        self.calls = self.attempts = 0
+        self.prompt_tokens = self.completion_tokens = 0
+        self.failed = 0
+
+    # ------------------------------------------------------------ accounting
+    def cost_usd(self) -> float:
+        c = self.cfg
+        return (self.prompt_tokens * c.price_prompt_per_mtok + self.completion_tokens * c.price_completion_per_mtok) / 1e6
+
+    def usage(self) -> dict[str, Any]:
+        return {"retries": max(0, self.attempts - self.calls), "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens, "cost_usd": round(self.cost_usd(), 6),
+                "failed_calls": self.failed}
+
+    def _check_budget(self) -> None:
+        c = self.cfg
+        if c.max_calls is not None and self.calls >= c.max_calls:
+            raise BudgetExceeded(f"judge.max_calls={c.max_calls} reached")
+        if c.max_cost_usd is not None and self.cost_usd() >= c.max_cost_usd:
+            raise BudgetExceeded(f"judge.max_cost_usd={c.max_cost_usd} reached (spent ${self.cost_usd():.4f})")
+
+    # ------------------------------------------------------------ running
+    def run(self, calls: list[Call]) -> list[Completion]:
+        return asyncio.run(self._run(calls))
+
+    async def _run(self, calls: list[Call]) -> list[Completion]:
+        import openai
+
+        async def on_request(request):  # one per attempt, retries included
+            self.attempts += 1
+
+        http = openai.DefaultAsyncHttpxClient(event_hooks={"request": [on_request]})
+        client = openai.AsyncOpenAI(base_url=self.cfg.base_url, api_key=self._key, max_retries=self.cfg.max_retries,
+                                    timeout=self.cfg.timeout_s, http_client=http)
+        sem = asyncio.Semaphore(self.cfg.concurrency)
+        rpm = _Bucket(self.cfg.rpm) if self.cfg.rpm else None
+        tpm = _Bucket(self.cfg.tpm) if self.cfg.tpm else None
+        results: dict[int, Completion] = {}
+        budget: list[BudgetExceeded] = []
+
+        async def one(i: int, call: Call) -> None:
+            async with sem:
+                if budget:
+                    return
+                try:
+                    self._check_budget()
+                except BudgetExceeded as e:
+                    budget.append(e)
+                    return
+                self.calls += 1
+                if rpm:
+                    await rpm.take(1)
+                if tpm:
+                    await tpm.take(sum(len(m["content"]) for m in call.messages) / 4 + call.max_tokens)
+                results[i] = await self._complete(client, call)
+
+        try:
+            await asyncio.gather(*(one(i, c) for i, c in enumerate(calls)))
+        finally:
+            await client.close()
+        if budget:
+            e = budget[0]
+            e.completed = results  # type: ignore[attr-defined]
+            raise e
+        return [results[i] for i in range(len(calls))]
+
+    async def _complete(self, client, call: Call) -> Completion:
+        import openai
+
+        kw: dict[str, Any] = {"model": self.model, "messages": call.messages, "max_tokens": call.max_tokens,
+                              "temperature": 0.0}
+        if call.logprobs:
+            kw.update(logprobs=True, top_logprobs=self.cfg.top_logprobs)
+        try:
+            resp = await client.chat.completions.create(**kw)
+        except openai.APIStatusError as e:
+            self.failed += 1
+            return Completion(error=f"HTTP {e.status_code} after {self.cfg.max_retries} retries: {str(e)[:200]}")
+        except openai.APITimeoutError:
+            self.failed += 1
+            return Completion(error=f"timeout after {self.cfg.max_retries} retries ({self.cfg.timeout_s}s)")
+        except openai.APIConnectionError as e:
+            self.failed += 1
+            return Completion(error=f"connection error after {self.cfg.max_retries} retries: {e}")
+        except (openai.APIError, ValueError, json.JSONDecodeError) as e:  # malformed bodies
+            self.failed += 1
+            return Completion(error=f"malformed response: {type(e).__name__}: {str(e)[:200]}")
+        if isinstance(resp, str) or not getattr(resp, "choices", None):
+            self.failed += 1
+            return Completion(error=f"malformed response: no choices ({str(resp)[:200]})")
+        usage = getattr(resp, "usage", None)
+        pt = getattr(usage, "prompt_tokens", 0) or 0
+        ct = getattr(usage, "completion_tokens", 0) or 0
+        self.prompt_tokens += pt
+        self.completion_tokens += ct
+        choice = resp.choices[0]
+        text = choice.message.content if choice.message else None
+        top = None
+        lp = getattr(choice, "logprobs", None)
+        if call.logprobs and lp is not None and lp.content:
+            first = lp.content[0]
+            top = {t.token: t.logprob for t in (first.top_logprobs or [])}
+            top.setdefault(first.token, first.logprob)
+            top = {k: v for k, v in top.items() if v is not None and math.isfinite(v)} or None
+        return Completion(text=text, top_logprobs=top, prompt_tokens=pt, completion_tokens=ct)

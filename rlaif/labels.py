@@ -1,0 +1,250 @@
+"""Human labels of a run: statistics, export and import (`rlaif labels ...`).
+
+Stats compare every human preference label that falls on an AI comparison
+of the latest judge run (same ``pair_key``) with the AI's label: overall,
+per principle (that principle's ``p_chosen > 0.5`` means it picks the AI's
+chosen text) and per label source. Each human label counts once (two
+annotators on one comparison are two items); ties and "both bad" are
+counted but not scored. Kappa needs an orientation that does not depend on
+the AI: a comparison's "A" is its two texts' first in sorted order (as in
+``pair_key``).
+
+Export writes human labels, AI labels, or ``all`` (human labels plus the AI
+pairs no human label covers, as the mix does) as JSONL (every field),
+TRL JSONL ({prompt, chosen, rejected}; preferences only) or Parquet (the
+JSONL columns). Import reads TRL or A/B JSONL (``rlaif.records``) or the
+JSONL/Parquet written by export, keeps ``label``/``annotator``/``note``
+when present, and stores each label with source ``import:FILE:LINE``
+(re-importing a file replaces its labels). AI records are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from rlaif.errors import RlaifError
+from rlaif.evaluate import agreement
+from rlaif.records import HumanLabel, iter_jsonl, load_human_labels
+from rlaif.store import Store
+from rlaif.viewer.queue import PREFERENCE, Comparison, label_rows, wilson
+
+LABELS = ("chosen", "tie", "both_bad")
+FORMATS = ("jsonl", "trl", "parquet")
+SOURCES = ("human", "ai", "all")
+COLUMNS = ("kind", "prompt", "chosen", "rejected", "label", "source", "annotator", "note", "pair_key",
+           "confidence", "prompt_id", "status", "details", "created_at")
+
+
+# ---------------------------------------------------------------- stats
+def source_group(source: str) -> str:
+    """``file:x.jsonl:12`` -> ``file:x.jsonl``; ``viewer:alice`` stays."""
+    return re.sub(r":\d+$", "", source)
+
+
+def _orient(c: Comparison, side: str) -> str:
+    """A side of ``c`` ("A" = AI chosen, "B" = AI rejected) in content order; ties pass through."""
+    if side not in ("A", "B"):
+        return side
+    chosen_first = c.chosen.strip() <= c.rejected.strip()
+    return "A" if (side == "A") == chosen_first else "B"
+
+
+def label_stats(store: Store, comps: list[Comparison]) -> dict[str, Any]:
+    """Counts by source and label, AI-human agreement overall, per principle and per source."""
+    labels = label_rows(store)
+    ai = {}
+    for c in comps:
+        ai.setdefault(c.key, c)
+    by_source = Counter(source_group(h.source) for hs in labels.values() for h in hs)
+    by_label = Counter(h.label for hs in labels.values() for h in hs)
+    human, judge = [], []
+    per_p: dict[str, tuple[list[str], list[str]]] = {}
+    per_s: dict[str, tuple[list[str], list[str]]] = {}
+    matched = unmatched = on_unscored = 0
+    for key, hs in labels.items():
+        c = ai.get(key)
+        if c is None:
+            unmatched += len(hs)
+            continue
+        if not c.scored:
+            on_unscored += len(hs)
+            continue
+        for h in hs:
+            matched += 1
+            hv, jv = _orient(c, c.verdict_of(h)), _orient(c, "A")
+            human.append(hv)
+            judge.append(jv)
+            s = per_s.setdefault(source_group(h.source), ([], []))
+            s[0].append(hv)
+            s[1].append(jv)
+            for p in c.principles:
+                if p.status == "scored" and p.pick is not None:
+                    t = per_p.setdefault(p.id, ([], []))
+                    t[0].append(hv)
+                    t[1].append(_orient(c, p.pick))
+    overall = agreement(human, judge)
+    k = round((overall["accuracy"] or 0) * overall["n"])
+    overall["ci95"] = wilson(k, overall["n"])
+    return {
+        "ai_pairs": len(comps), "ai_scored": sum(c.scored for c in comps),
+        "human_labels": sum(by_source.values()), "by_source": dict(sorted(by_source.items())),
+        "by_label": dict(sorted(by_label.items())), "on_ai_pairs": matched, "not_on_ai_pairs": unmatched,
+        "on_unscored_ai_pairs": on_unscored, "overall": overall,
+        "per_principle": {pid: agreement(*v) for pid, v in sorted(per_p.items())},
+        "per_source": {s: agreement(*v) for s, v in sorted(per_s.items())},
+    }
+
+
+def print_stats(st: dict[str, Any], console) -> None:
+    from rich.table import Table
+
+    f = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
+    console.print(f"AI pairs {st['ai_pairs']} ({st['ai_scored']} scored) · human labels {st['human_labels']} "
+                  f"({st['on_ai_pairs']} on scored AI pairs, {st['on_unscored_ai_pairs']} on unscored, "
+                  f"{st['not_on_ai_pairs']} on other comparisons) · "
+                  + ", ".join(f"{k} {v}" for k, v in st["by_label"].items()))
+    t = Table(title="human labels by source")
+    for col in ("source", "labels", "AI agreement", "n (preferences on AI pairs)"):
+        t.add_column(col)
+    for s, n in st["by_source"].items():
+        a = st["per_source"].get(s, {"accuracy": None, "n": 0})
+        t.add_row(s, str(n), f(a["accuracy"]), str(a["n"]))
+    console.print(t)
+    t = Table(title="AI-human agreement (human ties and both-bad not scored)")
+    for col in ("scope", "agreement", "Cohen's kappa", "n"):
+        t.add_column(col)
+    o = st["overall"]
+    ci = f" (95% CI {o['ci95'][0]:.3f}–{o['ci95'][1]:.3f})" if o["ci95"] else ""
+    t.add_row("aggregate label", f(o["accuracy"]) + ci, f(o["kappa"]), str(o["n"]))
+    for pid, a in st["per_principle"].items():
+        t.add_row(f"principle {pid}", f(a["accuracy"]), f(a["kappa"]), str(a["n"]))
+    console.print(t)
+
+
+# ---------------------------------------------------------------- export
+def export_records(store: Store, comps: list[Comparison] | None, source: str) -> list[dict[str, Any]]:
+    """Rows with COLUMNS; ``comps`` (the AI comparisons) is needed for ``ai`` and ``all``."""
+    if source not in SOURCES:
+        raise RlaifError(f"--source must be one of {', '.join(SOURCES)}, got {source!r}")
+    rows: list[dict[str, Any]] = []
+    labels = label_rows(store)
+    if source in ("human", "all"):
+        for key, hs in labels.items():
+            for h in hs:
+                rows.append({"kind": "human", "prompt": h.prompt, "chosen": h.chosen, "rejected": h.rejected,
+                             "label": h.label, "source": h.source, "annotator": h.annotator, "note": h.note,
+                             "pair_key": key, "confidence": None, "prompt_id": None, "status": None,
+                             "details": None, "created_at": h.created_at})
+    if source in ("ai", "all"):
+        for c in comps or []:
+            if source == "all" and c.key in labels:
+                continue  # a human label takes its place, as in the mix
+            judge = c.details.get("judge") or {}
+            rows.append({"kind": "ai", "prompt": c.prompt, "chosen": c.chosen, "rejected": c.rejected,
+                         "label": PREFERENCE, "source": f"ai:{judge.get('backend') or 'judge'}",
+                         "annotator": None, "note": None, "pair_key": c.key, "confidence": c.confidence,
+                         "prompt_id": c.prompt_id, "status": c.status,
+                         "details": json.dumps(c.details, sort_keys=True), "created_at": None})
+    return rows
+
+
+def write_export(rows: list[dict[str, Any]], fmt: str, out: str | Path) -> tuple[int, dict[str, int]]:
+    """Write ``rows`` as ``fmt``; returns (written, {reason: rows left out}).
+
+    Rows with an empty prompt or answer are left out (label files need non-empty text, so
+    `labels import` could not read them back); TRL also leaves out ties, both-bad and unscored.
+    """
+    if fmt not in FORMATS:
+        raise RlaifError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    path = Path(out)
+    if path.is_dir():
+        raise RlaifError(f"{path}: is a directory; -o takes a file name")
+    skipped: dict[str, int] = {}
+
+    def leave_out(reason: str) -> bool:
+        skipped[reason] = skipped.get(reason, 0) + 1
+        return False
+
+    rows = [r for r in rows if all(str(r[k] or "").strip() for k in ("prompt", "chosen", "rejected"))
+            or leave_out("empty text")]
+    if fmt == "trl":
+        rows = [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows
+                if (r["label"] == PREFERENCE and r["status"] in (None, "scored"))
+                or leave_out("tie, both-bad or unscored (TRL holds preferences only)")]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    if fmt == "parquet":
+        pa, pq = _pyarrow()
+        pq.write_table(pa.Table.from_pylist(rows, schema=_schema(pa)), tmp)
+    else:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for r in rows:
+                fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return len(rows), skipped
+
+
+def _pyarrow():
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:  # pragma: no cover - pyarrow comes with datasets
+        raise RlaifError("Parquet needs pyarrow: pip install pyarrow") from None
+    return pa, pq
+
+
+def _schema(pa):
+    types = {"confidence": pa.float64(), "created_at": pa.float64()}
+    return pa.schema([(c, types.get(c, pa.string())) for c in COLUMNS])
+
+
+# ---------------------------------------------------------------- import
+def _parquet_rows(path: Path) -> list[dict[str, Any]]:
+    pa, pq = _pyarrow()
+    if not path.is_file():
+        raise RlaifError(f"{path}: human labels file not found (check the path)")
+    try:
+        return pq.read_table(path).to_pylist()
+    except Exception as e:  # noqa: BLE001 - pyarrow raises several types
+        raise RlaifError(f"{path}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
+
+
+def _need(path: Path, n: int, obj: dict, key: str) -> str:
+    v = obj.get(key)
+    if not isinstance(v, str) or not v.strip():
+        raise RlaifError(f"{path}:{n}: label record needs a non-empty string field {key!r}")
+    return v
+
+
+def read_labels(path: str | Path) -> list[HumanLabel]:
+    """Labels from a TRL / A/B / exported JSONL file or an exported Parquet file, source import:FILE:LINE."""
+    p = Path(path)
+    if p.suffix == ".parquet":
+        rows = list(enumerate(_parquet_rows(p), 1))
+        base = {n: HumanLabel(_need(p, n, o, "prompt"), _need(p, n, o, "chosen"), _need(p, n, o, "rejected"))
+                for n, o in rows}
+    else:
+        base = {int(h.source.rsplit(":", 1)[1]): h for h in load_human_labels(p)}
+        rows = list(iter_jsonl(p, "human labels"))
+    out = []
+    for n, obj in rows:
+        if obj.get("kind") == "ai":
+            raise RlaifError(f"{p}:{n}: an AI label (kind \"ai\"); import human labels only "
+                             "(export with --source human)")
+        h = base[n]
+        if "chosen" in obj and obj.get("label") is not None:
+            if obj["label"] not in LABELS:
+                raise RlaifError(f"{p}:{n}: 'label' must be one of {', '.join(LABELS)}, got {obj['label']!r}")
+            h = replace(h, label=obj["label"])
+        extra = {k: obj[k] if isinstance(obj.get(k), str) and obj[k].strip() else None
+                 for k in ("annotator", "note")}
+        out.append(replace(h, source=f"import:{p.name}:{n}", **extra))
+    if not out:
+        raise RlaifError(f"{p}: no labels found")
+    return out
+

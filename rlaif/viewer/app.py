@@ -1,0 +1,254 @@
+"""The spot-check TUI (Textual): a queue of AI-labelled comparisons above
+(or, on wide terminals, beside) the selected comparison, a status bar and a
+footer of keys. Verdicts go to the store the moment a key is pressed.
+
+Every key is an App binding; the queue table and the detail pane take no
+focus, so the keys mean the same thing everywhere except in the one-line
+input that `/` (search) and `n` (note) open.
+"""
+
+from __future__ import annotations
+
+from textual import events
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Container, VerticalScroll
+from textual.widgets import DataTable, Footer, Input, Static
+
+from rlaif.store import Store
+from rlaif.viewer import verdicts as V
+from rlaif.viewer.queue import (LOW_CONFIDENCE, Comparison, Filters, agreement_with, build_queue, refresh,
+                                wilson)
+from rlaif.viewer.render import one_line, render_comparison, short_flag, short_verdict
+
+WIDE = 140  # columns from which the queue sits beside the detail
+
+
+class ViewerApp(App[None]):
+    """``ViewerApp(store, comparisons, annotator).run()``; the store stays open (and is not closed) here."""
+
+    TITLE = "rlaif view"
+    ENABLE_COMMAND_PALETTE = False
+    AUTO_FOCUS = None  # keys go to the App bindings until / or n opens the input
+    CSS = """
+    #status { height: 1; background: $primary-background; color: $text; padding: 0 1; }
+    #body { height: 1fr; layout: vertical; }
+    #queue { height: 8; border-bottom: solid $primary; overflow-x: hidden; }
+    #detail { height: 1fr; padding: 0 1; }
+    #ask { dock: bottom; display: none; height: 3; }
+    #ask.shown { display: block; }
+    Screen.wide #body { layout: horizontal; }
+    Screen.wide #queue { height: 1fr; width: 60; border-bottom: none; border-right: solid $primary; }
+    """
+    BINDINGS = [
+        Binding("a", "verdict('agree')", "agree"),
+        Binding("f", "verdict('flip')", "flip"),
+        Binding("t", "verdict('tie')", "tie"),
+        Binding("b", "verdict('both_bad')", "both bad"),
+        Binding("s", "skip", "skip"),
+        Binding("n", "note", "note"),
+        Binding("u", "undo", "undo"),
+        Binding("slash", "search", "search", key_display="/"),
+        Binding("q", "quit", "quit"),
+        Binding("down,j", "move(1)", "next", show=False),
+        Binding("up,k", "move(-1)", "previous", show=False),
+        Binding("home", "jump(0)", "first", show=False),
+        Binding("end", "jump(-1)", "last", show=False),
+        Binding("pagedown,space", "scroll_detail(1)", "scroll down", show=False, priority=True),
+        Binding("pageup", "scroll_detail(-1)", "scroll up", show=False, priority=True),
+        Binding("r", "reload", "reload", show=False),
+        Binding("escape", "close_input", "cancel", show=False),
+    ]
+
+    def __init__(self, store: Store, comparisons: list[Comparison], annotator: str, *,
+                 filters: Filters | None = None, order: str = "review", seed: int = 0,
+                 low_confidence: float = LOW_CONFIDENCE):
+        super().__init__()
+        self.store = store
+        self.all = comparisons
+        self.annotator = annotator
+        self.source = V.viewer_source(annotator)
+        self.filters = filters or Filters()
+        self.order_name, self.seed, self.low = order, seed, low_confidence
+        self.queue: list[Comparison] = []
+        self.cursor = 0
+        self.undo_stack: list[V.UndoEntry] = []
+        self.pending_notes: dict[str, str] = {}
+        self.ask_mode: str | None = None
+
+    # ------------------------------------------------------------ layout
+    def compose(self) -> ComposeResult:
+        yield Static(id="status")
+        with Container(id="body"):
+            table = DataTable(id="queue", cursor_type="row", zebra_stripes=False)
+            table.can_focus = False
+            yield table
+            with VerticalScroll(id="detail") as detail:
+                detail.can_focus = False
+                yield Static(id="detail-body")
+        yield Input(id="ask")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#queue", DataTable)
+        for label, key, width in (("#", "n", 4), ("why", "why", 8), ("conf", "conf", 5), ("you", "you", 4),
+                                  ("prompt", "prompt", None)):
+            table.add_column(label, key=key, width=width)
+        self._rebuild()
+        self._layout_for(self.size.width)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._layout_for(event.size.width)
+
+    def _layout_for(self, width: int) -> None:
+        self.screen.set_class(width >= WIDE, "wide")
+
+    # ------------------------------------------------------------ queue and detail
+    def _rebuild(self, keep: Comparison | None = None) -> None:
+        self.queue = build_queue(self.all, self.filters, self.order_name, self.seed, self.low)
+        table = self.query_one("#queue", DataTable)
+        table.clear()
+        for i, c in enumerate(self.queue):
+            table.add_row(*self._cells(i, c), key=str(i))
+        self.cursor = self.queue.index(keep) if keep in self.queue else 0
+        self._show()
+
+    def _cells(self, i: int, c: Comparison) -> tuple[str, ...]:
+        conf = f"{c.confidence:.2f}" if c.scored else "—"
+        return (str(i + 1), short_flag(c, self.low), conf, short_verdict(c, c.label_from(self.source)),
+                one_line(c.prompt, 200))
+
+    @property
+    def current(self) -> Comparison | None:
+        return self.queue[self.cursor] if self.queue else None
+
+    def _show(self) -> None:
+        body = self.query_one("#detail-body", Static)
+        c = self.current
+        if c is None:
+            body.update(f"No comparisons match (filters: {self.filters.describe()}). Press / to change the search.")
+        else:
+            self.query_one("#queue", DataTable).move_cursor(row=self.cursor)
+            body.update(render_comparison(c, position=f"{self.cursor + 1}/{len(self.queue)}", mine=self.source,
+                                          pending_note=self.pending_notes.get(c.key), low_confidence=self.low))
+            self.query_one("#detail", VerticalScroll).scroll_home(animate=False)
+        self._status()
+
+    def _status(self) -> None:
+        reviewed = sum(c.reviewed for c in self.queue)
+        k, n = agreement_with(self.queue, self.source)
+        ci = wilson(k, n)
+        agree = (f"AI agrees {k}/{n} {k / n:.0%} (95% CI {ci[0]:.0%}–{ci[1]:.0%})" if ci
+                 else "AI agreement: no verdicts yet")
+        extra = f" │ /{self.filters.search}" if self.filters.search else ""
+        self.query_one("#status", Static).update(
+            f"{reviewed}/{len(self.queue)} reviewed │ {agree} │ {self.order_name}{extra} │ {self.annotator}")
+
+    def _update_row(self, c: Comparison) -> None:
+        if c in self.queue:
+            i = self.queue.index(c)
+            table = self.query_one("#queue", DataTable)
+            table.update_cell(str(i), "you", short_verdict(c, c.label_from(self.source)))
+
+    # ------------------------------------------------------------ actions
+    def action_move(self, step: int) -> None:
+        if self.queue:
+            self.cursor = max(0, min(len(self.queue) - 1, self.cursor + step))
+            self._show()
+
+    def action_jump(self, where: int) -> None:
+        if self.queue:
+            self.cursor = where % len(self.queue)
+            self._show()
+
+    def action_scroll_detail(self, direction: int) -> None:
+        if self.ask_mode is not None:
+            return
+        detail = self.query_one("#detail", VerticalScroll)
+        (detail.scroll_page_down if direction > 0 else detail.scroll_page_up)(animate=False)
+
+    def action_verdict(self, verdict: str) -> None:
+        c = self.current
+        if c is None:
+            return
+        entry = V.record_verdict(self.store, c, verdict, self.annotator, self.pending_notes.pop(c.key, None))
+        self.undo_stack.append(entry)
+        refresh(self.store, [c])
+        self._update_row(c)
+        if self.cursor < len(self.queue) - 1:
+            self.cursor += 1
+        else:
+            self.notify("end of the queue", timeout=2)
+        self._show()
+
+    def action_skip(self) -> None:
+        self.action_move(1)
+
+    def action_undo(self) -> None:
+        if not self.undo_stack:
+            self.notify("nothing to undo in this session", timeout=2)
+            return
+        entry = self.undo_stack.pop()
+        V.undo(self.store, entry)
+        hit = [c for c in self.all if c.key == entry.key]
+        refresh(self.store, hit)
+        for c in hit:
+            self._update_row(c)
+        if hit and hit[0] in self.queue:
+            self.cursor = self.queue.index(hit[0])
+        self.notify(f"undid {entry.what.replace('_', ' ')}", timeout=2)
+        self._show()
+
+    def action_reload(self) -> None:
+        """Re-read the human labels (another reviewer or an import may have added some)."""
+        refresh(self.store, self.all)
+        for c in self.queue:
+            self._update_row(c)
+        self._rebuild(self.current)
+        self.notify("labels reloaded", timeout=2)
+
+    def _open_input(self, mode: str, value: str, placeholder: str) -> None:
+        ask = self.query_one("#ask", Input)
+        self.ask_mode = mode
+        ask.placeholder = placeholder
+        ask.value = value
+        ask.add_class("shown")
+        ask.focus()
+
+    def action_search(self) -> None:
+        self._open_input("search", self.filters.search or "", "search prompt, answers, rationales, notes (Enter; empty clears)")
+
+    def action_note(self) -> None:
+        c = self.current
+        if c is None:
+            return
+        mine = c.label_from(self.source)
+        value = self.pending_notes.get(c.key) or (mine.note if mine else None) or ""
+        self._open_input("note", value, "note on this comparison (Enter saves, Esc cancels)")
+
+    def action_close_input(self) -> None:
+        ask = self.query_one("#ask", Input)
+        ask.remove_class("shown")
+        self.ask_mode = None
+        self.set_focus(None)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        mode, text = self.ask_mode, event.value.strip()
+        self.action_close_input()
+        if mode == "search":
+            keep = self.current
+            self.filters.search = text or None
+            self._rebuild(keep)
+        elif mode == "note" and (c := self.current) is not None:
+            entry = V.set_note(self.store, c, self.annotator, text or None)
+            if entry is None:
+                if text:
+                    self.pending_notes[c.key] = text
+                else:
+                    self.pending_notes.pop(c.key, None)
+                self.notify("note kept: it is saved with your verdict on this comparison", timeout=2)
+            else:
+                self.undo_stack.append(entry)
+                refresh(self.store, [c])
+                self.notify("note saved", timeout=2)
+            self._show()
