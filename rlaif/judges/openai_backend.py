@@ -17,6 +17,7 @@ import asyncio
 import json
 import math
 import os
+import threading
 import time
 from typing import Any
 
@@ -67,6 +68,8 @@ class OpenAICompleter:
         self.calls = self.attempts = 0
         self.prompt_tokens = self.completion_tokens = 0
         self.failed = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------ accounting
     def cost_usd(self) -> float:
@@ -87,25 +90,49 @@ class OpenAICompleter:
 
     # ------------------------------------------------------------ running
     def run(self, calls: list[Call]) -> list[Completion]:
-        return asyncio.run(self._run(calls))
+        """Run calls on the completer's own event loop (one client, warm connections and
+        rate-limit buckets shared by every batch of the stage)."""
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(target=self._loop.run_forever, name="rlaif-openai", daemon=True)
+            self._thread.start()
+            asyncio.run_coroutine_threadsafe(self._setup(), self._loop).result()
+        return asyncio.run_coroutine_threadsafe(self._run(calls), self._loop).result()
 
-    async def _run(self, calls: list[Call]) -> list[Completion]:
+    def close(self) -> None:
+        if self._loop is not None:
+            asyncio.run_coroutine_threadsafe(self._client.close(), self._loop).result(timeout=10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+            self._loop.close()
+            self._loop = None
+
+    def __del__(self):  # pragma: no cover - best effort at interpreter exit
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    async def _setup(self) -> None:
         import openai
 
         async def on_request(request):  # one per attempt, retries included
             self.attempts += 1
 
         http = openai.DefaultAsyncHttpxClient(event_hooks={"request": [on_request]})
-        client = openai.AsyncOpenAI(base_url=self.cfg.base_url, api_key=self._key, max_retries=self.cfg.max_retries,
-                                    timeout=self.cfg.timeout_s, http_client=http)
-        sem = asyncio.Semaphore(self.cfg.concurrency)
-        rpm = _Bucket(self.cfg.rpm) if self.cfg.rpm else None
-        tpm = _Bucket(self.cfg.tpm) if self.cfg.tpm else None
+        self._client = openai.AsyncOpenAI(base_url=self.cfg.base_url, api_key=self._key,
+                                          max_retries=self.cfg.max_retries, timeout=self.cfg.timeout_s,
+                                          http_client=http)
+        self._sem = asyncio.Semaphore(self.cfg.concurrency)
+        self._rpm = _Bucket(self.cfg.rpm) if self.cfg.rpm else None
+        self._tpm = _Bucket(self.cfg.tpm) if self.cfg.tpm else None
+
+    async def _run(self, calls: list[Call]) -> list[Completion]:
         results: dict[int, Completion] = {}
         budget: list[BudgetExceeded] = []
 
         async def one(i: int, call: Call) -> None:
-            async with sem:
+            async with self._sem:
                 if budget:
                     return
                 try:
@@ -114,16 +141,13 @@ class OpenAICompleter:
                     budget.append(e)
                     return
                 self.calls += 1
-                if rpm:
-                    await rpm.take(1)
-                if tpm:
-                    await tpm.take(sum(len(m["content"]) for m in call.messages) / 4 + call.max_tokens)
-                results[i] = await self._complete(client, call)
+                if self._rpm:
+                    await self._rpm.take(1)
+                if self._tpm:
+                    await self._tpm.take(sum(len(m["content"]) for m in call.messages) / 4 + call.max_tokens)
+                results[i] = await self._complete(self._client, call)
 
-        try:
-            await asyncio.gather(*(one(i, c) for i, c in enumerate(calls)))
-        finally:
-            await client.close()
+        await asyncio.gather(*(one(i, c) for i, c in enumerate(calls)))
         if budget:
             e = budget[0]
             e.completed = results  # type: ignore[attr-defined]

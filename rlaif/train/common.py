@@ -86,3 +86,23 @@ def finalize_dir(tmp: Path, final: Path) -> None:
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
+
+
+def train_and_save(trainer, tokenizer, work: Path, out_dir: Path, description: str) -> dict:
+    """Train (resuming from a checkpoint in ``work`` if a killed run left one),
+    save model + tokenizer so that ``out_dir`` appears whole or not at all, and
+    return the log history with the first and final training loss."""
+    import shutil
+
+    from rlaif.progress import use_rich_progress
+
+    use_rich_progress(trainer, description)
+    trainer.train(resume_from_checkpoint=last_checkpoint(work / "checkpoints"))
+    history = log_history(trainer)
+    trainer.save_model(str(work / "model"))
+    tokenizer.save_pretrained(str(work / "model"))
+    finalize_dir(work / "model", out_dir)
+    shutil.rmtree(work, ignore_errors=True)
+    losses = [h["loss"] for h in history if "loss" in h]
+    return {"first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None,
+            "history": history}

@@ -6,15 +6,13 @@ from pathlib import Path
 
 from rlaif.config import PipelineConfig
 from rlaif.formats import policy_prompt
-from rlaif.train.common import finalize_dir, last_checkpoint, log_history, trainer_kwargs
+from rlaif.train.common import train_and_save, trainer_kwargs
 
 
 def train_dpo(cfg: PipelineConfig, sft_dir: Path, pairs_dir: Path, out_dir: Path, device: str) -> dict:
     from datasets import load_from_disk
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
-
-    from rlaif.progress import use_rich_progress
 
     pcfg = cfg.policy_training
     tokenizer = AutoTokenizer.from_pretrained(str(sft_dir))
@@ -30,15 +28,5 @@ def train_dpo(cfg: PipelineConfig, sft_dir: Path, pairs_dir: Path, out_dir: Path
     args = DPOConfig(**trainer_kwargs(pcfg.train, work / "checkpoints", cfg.seed, device), beta=pcfg.beta,
                      max_length=pcfg.train.max_length, truncation_mode="keep_start")
     trainer = DPOTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer)
-    use_rich_progress(trainer, "train-policy (dpo)")
-    trainer.train(resume_from_checkpoint=last_checkpoint(work / "checkpoints"))
-    history = log_history(trainer)
-    trainer.save_model(str(work / "model"))
-    tokenizer.save_pretrained(str(work / "model"))
-    finalize_dir(work / "model", out_dir)
-    import shutil
-
-    shutil.rmtree(work, ignore_errors=True)
-    losses = [h["loss"] for h in history if "loss" in h]
-    return {"algorithm": "dpo", "train_pairs": len(train), "first_loss": losses[0] if losses else None,
-            "final_loss": losses[-1] if losses else None, "history": history}
+    return {"algorithm": "dpo", "train_pairs": len(train),
+            **train_and_save(trainer, tokenizer, work, out_dir, "train-policy (dpo)")}

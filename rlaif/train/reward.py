@@ -14,7 +14,7 @@ from pathlib import Path
 
 from rlaif.config import PipelineConfig
 from rlaif.formats import rm_text
-from rlaif.train.common import finalize_dir, last_checkpoint, log_history, trainer_kwargs
+from rlaif.train.common import train_and_save, trainer_kwargs
 
 
 def resolve_base(base: str) -> str:
@@ -72,8 +72,6 @@ def train_reward_model(cfg: PipelineConfig, pairs_dir: Path, out_dir: Path, devi
     from trl import RewardConfig
     from trl.trainer.reward_trainer import DataCollatorForPreference
 
-    from rlaif.progress import use_rich_progress
-
     targs = cfg.reward_model.train
     base = resolve_base(cfg.reward_model.base)
     tokenizer = AutoTokenizer.from_pretrained(base)
@@ -99,18 +97,7 @@ def train_reward_model(cfg: PipelineConfig, pairs_dir: Path, out_dir: Path, devi
     trainer = _weighted_trainer_cls()(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                                       processing_class=tokenizer)
     trainer.data_collator = _WeightCollator(DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id))
-    use_rich_progress(trainer, "train-rm")
-    trainer.train(resume_from_checkpoint=last_checkpoint(work / "checkpoints"))
-    history = log_history(trainer)
-    trainer.save_model(str(work / "model"))
-    tokenizer.save_pretrained(str(work / "model"))
-    finalize_dir(work / "model", out_dir)
-    import shutil
-
-    shutil.rmtree(work, ignore_errors=True)
-    losses = [h["loss"] for h in history if "loss" in h]
-    return {"train_pairs": len(train_ds), "first_loss": losses[0] if losses else None,
-            "final_loss": losses[-1] if losses else None, "history": history}
+    return {"train_pairs": len(train_ds), **train_and_save(trainer, tokenizer, work, out_dir, "train-rm")}
 
 
 class RewardScorer:

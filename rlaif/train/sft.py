@@ -7,9 +7,8 @@ from pathlib import Path
 
 from rlaif.config import PipelineConfig
 from rlaif.formats import policy_prompt
-from rlaif.progress import use_rich_progress
 from rlaif.records import load_sft
-from rlaif.train.common import finalize_dir, last_checkpoint, log_history, trainer_kwargs
+from rlaif.train.common import train_and_save, trainer_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +46,4 @@ def run_sft(cfg: PipelineConfig, out_dir: Path, extra_texts: list[str], device: 
         packing=False,
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer)
-    use_rich_progress(trainer, "sft")
-    trainer.train(resume_from_checkpoint=last_checkpoint(work / "checkpoints"))
-    final_tmp = work / "model"
-    trainer.save_model(str(final_tmp))
-    tokenizer.save_pretrained(final_tmp)
-    history = log_history(trainer)
-    import shutil
-
-    shutil.rmtree(work / "checkpoints", ignore_errors=True)
-    finalize_dir(final_tmp, out_dir)
-    shutil.rmtree(work, ignore_errors=True)
-    losses = [h["loss"] for h in history if "loss" in h]
-    return {"examples": len(rows), "first_loss": losses[0] if losses else None,
-            "final_loss": losses[-1] if losses else None, "history": history}
+    return {"examples": len(rows), **train_and_save(trainer, tokenizer, work, out_dir, "sft")}

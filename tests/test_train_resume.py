@@ -1,0 +1,63 @@
+"""A killed training stage resumes from its last checkpoint, not from step 0."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import make_tiny_project
+from rlaif.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def mixed_project(tmp_path_factory):
+    """A tiny project run up to the mix stage (shared; each test works on a copy)."""
+    import conftest
+    from rlaif import judges
+
+    judges.BACKENDS["scripted"] = lambda cfg, device: conftest.ScriptedJudge(cfg.model)
+    proj = make_tiny_project(tmp_path_factory.mktemp("resume") / "proj")
+    for s in ("sft", "generate", "judge", "mix"):
+        assert main([s, str(proj / "pipeline.yaml")]) == 0
+    yield proj
+    judges.BACKENDS.pop("scripted", None)
+
+
+@pytest.mark.parametrize("stage", ["train-rm", "train-policy"])
+def test_killed_trainer_resumes_from_checkpoint(stage, mixed_project, tmp_path, monkeypatch):
+    import shutil
+
+    from transformers import TrainerCallback
+
+    import rlaif.progress as progress
+
+    proj = tmp_path / "proj"
+    shutil.copytree(mixed_project, proj)
+    cfg = str(proj / "pipeline.yaml")
+    section = "reward_model" if stage == "train-rm" else "policy_training"
+    args = [stage, cfg, "--set", f"{section}.train.max_steps=6", "--set", f"{section}.train.save_steps=2"]
+    seen: list[int] = []
+    kill_at = {"step": 3}
+    original = progress.use_rich_progress
+
+    class Probe(TrainerCallback):
+        def on_step_begin(self, a, state, control, **kw):
+            seen.append(state.global_step)
+            if state.global_step == kill_at["step"]:
+                raise KeyboardInterrupt
+
+    def patched(trainer, description):
+        original(trainer, description)
+        trainer.add_callback(Probe())
+
+    monkeypatch.setattr(progress, "use_rich_progress", patched)
+    assert main(args) == 130
+    out = proj / "run" / ("reward_model" if stage == "train-rm" else "policy")
+    assert not out.exists()  # nothing half-written where the model goes
+    assert list((out.with_name(out.name + ".partial") / "checkpoints").glob("checkpoint-2"))
+    seen.clear()
+    kill_at["step"] = -1
+    assert main(args) == 0
+    assert seen[0] == 2  # resumed from checkpoint-2, not from step 0
+    assert (out / "config.json").exists() and not out.with_name(out.name + ".partial").exists()
