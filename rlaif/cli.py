@@ -35,6 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     for stage in PIPELINE_STAGES:
         p = sub.add_parser(stage, help=f"run the {stage} stage only")
         _add_config_args(p)
+        if stage in ("train-rm", "train-policy"):
+            p.add_argument("--launcher", choices=["accelerate"],
+                           help="run the stage under `accelerate launch` (several GPUs or CPU processes)")
+            p.add_argument("--num-processes", type=int, default=None, metavar="N",
+                           help="with --launcher: processes to start (default: the config file's, else 1)")
+            p.add_argument("--accelerate-config", metavar="FILE",
+                           help="with --launcher: an accelerate config (configs/accelerate/{ddp,fsdp,zero3,cpu_gloo}.yaml)")
 
     c = sub.add_parser("constitution", help="lint, show or import constitution files")
     csub = c.add_subparsers(dest="action", metavar="ACTION")
@@ -104,6 +111,12 @@ def _cmd_constitution(args) -> int:
 
 
 def _cmd_pipeline(args) -> int:
+    if getattr(args, "launcher", None) == "accelerate":
+        from rlaif.launch import launch
+
+        return launch(args)
+    if getattr(args, "num_processes", None) is not None or getattr(args, "accelerate_config", None):
+        raise RlaifError("--num-processes and --accelerate-config go with --launcher accelerate")
     from rlaif.config import load_config
     from rlaif.pipeline import STAGES, run_pipeline
     from rlaif.progress import console

@@ -139,10 +139,86 @@ class RewardModelConfig(_Section):
     train: TrainArgs = TrainArgs(epochs=2, learning_rate=5e-5, batch_size=16, max_length=192)
 
 
+class LoraSettings(_Section):
+    """LoRA adapters through peft (imported only when set; ``pip install peft``)."""
+
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+
+
+class PPOSettings(_Section):
+    """rlaif's own PPO (rlaif/train/ppo.py); per-process sizes."""
+
+    steps: int | None = Field(None, ge=1, description="PPO iterations (one rollout batch each); default: "
+                                                      "train.max_steps if > 0, else train.epochs passes over the prompts")
+    rollout_batch_size: int = Field(16, ge=1, description="prompts sampled per iteration (per process)")
+    mini_batch_size: int = Field(8, ge=1, description="rollouts per optimizer step")
+    ppo_epochs: int = Field(2, ge=1, description="passes over each rollout batch")
+    max_new_tokens: int = Field(32, ge=1)
+    temperature: float = Field(1.0, gt=0, description="sampling temperature; logits are divided by it in training too")
+    kl_coef: float = Field(0.05, ge=0, description="per-token KL penalty to the reference (SFT) policy")
+    kl_estimator: Literal["k1", "k3"] = Field("k1", description="per-token KL estimate in the reward")
+    target_kl: float | None = Field(None, gt=0, description="adaptive KL controller target (per sequence); None: fixed")
+    kl_horizon: int = Field(10000, ge=1, description="adaptive KL controller horizon (rollouts)")
+    cliprange: float = Field(0.2, gt=0)
+    cliprange_value: float = Field(0.2, gt=0)
+    vf_coef: float = Field(0.1, ge=0)
+    vf_learning_rate: float | None = Field(None, gt=0, description="critic learning rate; None: train.learning_rate")
+    gamma: float = Field(1.0, ge=0, le=1)
+    lam: float = Field(0.95, ge=0, le=1)
+    whiten_rewards: bool = False
+    normalize_reward: bool = Field(True, description="scale RM scores to mean 0, std 1 on the initial policy's samples")
+    missing_eos_penalty: float | None = Field(1.0, ge=0, description="subtracted from the score of a response "
+                                                                      "that does not end (no EOS); None: off")
+    max_grad_norm: float = Field(1.0, gt=0)
+
+
+class GroupRLSettings(_Section):
+    """RLOO / GRPO through trl (rlaif/train/online.py)."""
+
+    steps: int | None = Field(None, ge=1, description="optimizer steps; default: train.max_steps / train.epochs")
+    num_generations: int = Field(4, ge=2, description="completions per prompt (the group)")
+    max_new_tokens: int = Field(32, ge=1)
+    temperature: float = Field(1.0, gt=0)
+    kl_coef: float = Field(0.05, ge=0, description="trl's beta")
+    num_iterations: int = Field(1, ge=1, description="optimisation passes per generation batch (mu)")
+    cliprange: float = Field(0.2, gt=0, description="trl's epsilon")
+    missing_eos_penalty: float | None = Field(None, ge=0, description="subtracted from the RM score of a "
+                                                                       "completion with no EOS; None: off")
+
+
+class RLOOSettings(GroupRLSettings):
+    normalize_advantages: bool = False
+
+
+class GRPOSettings(GroupRLSettings):
+    kl_coef: float = Field(0.04, ge=0, description="trl's beta")
+    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo"] = "dapo"
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+
+
 class PolicyTrainingConfig(_Section):
-    algorithm: Literal["dpo"] = Field("dpo", description="dpo now; ppo/rloo/grpo come with issue #5")
-    beta: float = Field(0.1, gt=0)
+    algorithm: Literal["dpo", "ppo", "rloo", "grpo"] = Field(
+        "dpo", description="dpo: offline on the mixed pairs; ppo | rloo | grpo: online RL against the trained "
+                           "reward model on the train prompts")
+    beta: float = Field(0.1, gt=0, description="DPO beta")
     train: TrainArgs = TrainArgs(epochs=2, learning_rate=5e-4, batch_size=16, max_length=160)
+    ppo: PPOSettings = PPOSettings()
+    rloo: RLOOSettings = RLOOSettings()
+    grpo: GRPOSettings = GRPOSettings()
+    # ---- GPU options (ppo/rloo/grpo; ignored on CPU where noted)
+    bf16: bool | None = Field(None, description="None: bf16 on a CUDA GPU that supports it; always fp32 on CPU")
+    gradient_checkpointing: bool = False
+    lora: LoraSettings | None = Field(None, description="train LoRA adapters (peft) instead of every weight")
+    device_map: str | None = Field(None, description="e.g. 'auto': spread one process's models over its GPUs "
+                                                     "(single process only; unused on CPU)")
+
+    def hash_view(self) -> dict:
+        """The fields that change the trained policy (other algorithms' sections left out)."""
+        skip = {"ppo", "rloo", "grpo"} - {self.algorithm}
+        return self.model_dump(mode="json", exclude=skip if self.algorithm == "dpo" else skip | {"beta"})
 
 
 class EvalConfig(_Section):

@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 STAGES = ("sft", "generate", "judge", "mix", "train-rm", "train-policy", "eval")
 # What each stage reads: checked before a stage starts, so a missing input is a clear error.
 NEEDS = {"sft": (), "generate": ("sft",), "judge": ("generate",), "mix": ("judge",), "train-rm": ("mix",),
-         "train-policy": ("sft", "mix"), "eval": ("sft", "judge", "mix", "train-rm", "train-policy")}
+         "train-policy": ("sft", "mix", "train-rm"), "eval": ("sft", "judge", "mix", "train-rm", "train-policy")}
+OFFLINE_POLICY_NEEDS = ("sft", "mix")  # DPO learns from the pairs alone; online RL needs the reward model
 
 
 @dataclass
@@ -124,7 +125,10 @@ class Run:
             parts = {"mix": self.output_hash("mix"), "reward_model": c.reward_model.model_dump()}
         elif stage == "train-policy":
             parts = {"sft": self.output_hash("sft"), "mix": self.output_hash("mix"),
-                     "policy_training": c.policy_training.model_dump()}
+                     "policy_training": c.policy_training.hash_view()}
+            if c.policy_training.algorithm != "dpo":  # online RL: rewarded by the RM on the train prompts
+                parts["train-rm"] = self.output_hash("train-rm")
+                parts["prompts"] = [(p.id, p.text) for p in self.inputs.prompts if p.split == "train"]
         elif stage == "eval":
             parts = {s: self.output_hash(s) for s in ("sft", "judge", "mix", "train-rm", "train-policy")}
             parts["eval"] = c.eval.model_dump()
@@ -146,7 +150,10 @@ class Run:
         from rlaif.progress import console
 
         fn: Callable[[], dict] = getattr(self, "stage_" + stage.replace("-", "_"))
-        self.require(*NEEDS[stage])
+        needs = NEEDS[stage]
+        if stage == "train-policy" and self.cfg.policy_training.algorithm == "dpo":
+            needs = OFFLINE_POLICY_NEEDS
+        self.require(*needs)
         ih = self.input_hash(stage)
         rec = self.store.stage(stage)
         if not force and rec and rec["status"] == "done" and rec["input_hash"] == ih and self._outputs_exist(stage):
@@ -243,10 +250,12 @@ class Run:
         return info
 
     def stage_train_policy(self) -> dict:
-        from rlaif.train.dpo import train_dpo
+        from rlaif.train.policy import train_policy
 
-        info = train_dpo(self.cfg, self.sft_dir, self.pairs_dir, self.policy_dir, self.device)
-        info["output_hash"] = dir_hash(self.policy_dir)
+        prompts = [p.text for p in self.store.prompts("train")]
+        info = train_policy(self.cfg, self.sft_dir, self.pairs_dir, self.rm_dir, prompts, self.policy_dir, self.device)
+        # Under `--launcher accelerate` only the main process writes the policy.
+        info["output_hash"] = dir_hash(self.policy_dir) if self.policy_dir.exists() else None
         return info
 
     def stage_eval(self) -> dict:

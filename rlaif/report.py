@@ -111,7 +111,8 @@ def _plots(run, report: dict) -> list[tuple[str, str]]:
 
     out = []
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    for stage, label in (("sft", "SFT"), ("train-rm", "reward model"), ("train-policy", "DPO")):
+    algo = run.cfg.policy_training.algorithm.upper()
+    for stage, label in (("sft", "SFT"), ("train-rm", "reward model"), ("train-policy", algo)):
         hist = run.results_of(stage).get("history") or []
         pts = [(h["step"], h["loss"]) for h in hist if "loss" in h and "step" in h]
         if pts:
@@ -121,6 +122,9 @@ def _plots(run, report: dict) -> list[tuple[str, str]]:
     fig.savefig(run.workdir / "loss.png", dpi=90)
     plt.close(fig)
     out.append(("Training loss", "loss.png"))
+    rl = _rl_plot(run, plt)
+    if rl:
+        out.append(rl)
     pol = report["_policy_detail"]
     if pol.get("rewards_before"):
         fig, ax = plt.subplots(figsize=(7, 3.5))
@@ -132,6 +136,31 @@ def _plots(run, report: dict) -> list[tuple[str, str]]:
         plt.close(fig)
         out.append(("Reward before and after", "rewards.png"))
     return out
+
+
+# Per-step metrics of online policy training (ppo, rloo, grpo), plotted when the history has them.
+RL_METRICS = (("reward", "mean reward (RM score)"), ("kl", "KL to reference (per sequence)"),
+              ("kl_per_token", "KL to reference (per token)"), ("entropy", "entropy (per token)"),
+              ("clipfrac", "policy clip fraction"), ("value_loss", "value loss"))
+
+
+def _rl_plot(run, plt) -> tuple[str, str] | None:
+    hist = run.results_of("train-policy").get("history") or []
+    series = [(label, [(h["step"], h[k]) for h in hist if k in h and "step" in h]) for k, label in RL_METRICS]
+    series = [(label, pts) for label, pts in series if pts]
+    if not series or series[0][0] != RL_METRICS[0][1]:
+        return None  # no per-step reward: not an online algorithm
+    fig, axes = plt.subplots(1, len(series), figsize=(3.0 * len(series), 3.0), squeeze=False)
+    for ax, (label, pts) in zip(axes[0], series):
+        ax.plot(*zip(*pts), marker=".")
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("step")
+    algo = run.cfg.policy_training.algorithm.upper()
+    fig.suptitle(f"{algo}: per-step training metrics")
+    fig.tight_layout()
+    fig.savefig(run.workdir / "rl.png", dpi=90)
+    plt.close(fig)
+    return (f"{algo} training (per step)", "rl.png")
 
 
 def _fmt(v) -> str:

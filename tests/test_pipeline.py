@@ -164,3 +164,19 @@ def test_killed_generate_resumes_without_redoing_batches(finished_run, tmp_path,
     assert info["new_candidates"] < info["candidates"]  # the first batch was kept, not redone
     ids = {r[0] for r in db.execute("SELECT id FROM candidates")}
     assert seen < ids
+
+
+def test_dpo_with_lora_writes_a_plain_merged_policy(finished_run, tmp_path):
+    import shutil
+
+    pytest.importorskip("peft")
+    proj = tmp_path / "lora"
+    shutil.copytree(finished_run, proj)
+    assert main(["train-policy", str(proj / "pipeline.yaml"), "--set", "policy_training.lora.r=4",
+                 "--set", "policy_training.gradient_checkpointing=true"]) == 0
+    pol = proj / "run" / "policy"
+    assert (pol / "config.json").exists() and not (pol / "adapter_config.json").exists()
+    before, after = _params(finished_run / "run" / "policy"), _params(pol)
+    assert set(before) == set(after)  # same plain architecture, no lora_ tensors
+    sft = _params(proj / "run" / "sft")
+    assert any(not (sft[k] == after[k]).all() for k in sft)

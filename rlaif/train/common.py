@@ -99,7 +99,12 @@ def train_and_save(trainer, tokenizer, work: Path, out_dir: Path, description: s
     use_rich_progress(trainer, description)
     trainer.train(resume_from_checkpoint=last_checkpoint(work / "checkpoints"))
     history = log_history(trainer)
-    trainer.save_model(str(work / "model"))
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if hasattr(model, "merge_and_unload"):  # LoRA: write a plain model, adapters merged
+        if trainer.accelerator.is_main_process:
+            model.merge_and_unload().save_pretrained(str(work / "model"))
+    else:
+        trainer.save_model(str(work / "model"))
     tokenizer.save_pretrained(str(work / "model"))
     finalize_dir(work / "model", out_dir)
     shutil.rmtree(work, ignore_errors=True)

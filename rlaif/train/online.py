@@ -1,0 +1,172 @@
+"""RLOO and GRPO through trl's trainers, rewarded by the trained reward model.
+
+trl's ``RLOOTrainer`` / ``GRPOTrainer`` sample ``num_generations`` completions per prompt, call
+every reward function as ``fn(prompts=..., completions=..., completion_ids=..., **dataset_columns,
+trainer_state=..., log_extra=..., log_metric=...)`` and compute group-relative advantages (RLOO:
+leave-one-out baseline, KL folded into the reward; GRPO: group-normalised reward, KL as a loss
+term). rlaif's part: the prompt format (``policy_prompt``), a reward callable that scores the raw
+prompt and the completion (``RewardScorer`` in the pipeline) (minus an optional missing-EOS penalty), the
+config mapping, resuming, LoRA merging, and a history whose keys match PPO's
+(``reward``, ``kl_per_token``, ``entropy``, ``clipfrac``, ``loss``, ``response_length``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from rlaif.errors import RlaifError
+from rlaif.formats import policy_prompt
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rlaif.config import PipelineConfig, PolicyTrainingConfig
+
+# trl log key -> rlaif history key (the same names as PPO's history where the quantity is the same)
+HISTORY_KEYS = {"reward": "reward", "reward_std": "reward_std", "kl": "kl_per_token", "entropy": "entropy",
+                "clip_ratio/region_mean": "clipfrac", "loss": "loss", "completions/mean_length": "response_length",
+                "completions/clipped_ratio": "no_eos_fraction", "learning_rate": "learning_rate", "step": "step",
+                "grad_norm": "grad_norm"}
+
+
+def local_device(device: str) -> str:
+    """This process's device: ``cuda:LOCAL_RANK`` under a multi-GPU launch."""
+    if device == "cuda":
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    return device
+
+
+class ScoreReward:
+    """A trl reward function from ``score(prompts, responses) -> scores`` (e.g. ``RewardScorer.score``).
+
+    ``raw_prompt`` is a dataset column (trl passes every extra column as a keyword argument);
+    ``missing_eos_penalty`` is subtracted when a completion does not end in EOS.
+    """
+
+    __name__ = "reward_model"
+
+    def __init__(self, score: Callable[[list[str], list[str]], list[float]], eos_token_id: int | None = None,
+                 missing_eos_penalty: float | None = None):
+        self.score, self.eos_token_id, self.missing_eos_penalty = score, eos_token_id, missing_eos_penalty
+
+    def __call__(self, prompts, completions, completion_ids=None, raw_prompt=None, **_):
+        texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+        scores = [float(s) for s in self.score(list(raw_prompt or prompts), [t.strip() for t in texts])]
+        if self.missing_eos_penalty is not None and completion_ids is not None:
+            scores = [s - (self.missing_eos_penalty if not ids or ids[-1] != self.eos_token_id else 0.0)
+                      for s, ids in zip(scores, completion_ids)]
+        return scores
+
+
+def _fit_prompt(tok, text: str, max_tokens: int) -> str:
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    return text if len(ids) <= max_tokens else tok.decode(ids[-max_tokens:])
+
+
+def history_of(log_history: list[dict]) -> list[dict]:
+    out = []
+    for h in log_history:
+        row = {HISTORY_KEYS[k]: v for k, v in h.items() if k in HISTORY_KEYS and v is not None}
+        if len(row) > 1:
+            out.append(row)
+    return out
+
+
+def run_online(algorithm: str, policy_dir: str | Path, reward_fn: Callable[[list[str], list[str]], list[float]],
+               prompts: list[str], pcfg: "PolicyTrainingConfig", out_dir: str | Path, seed: int = 0,
+               device: str = "cpu", progress: str | None = None) -> dict:
+    """Train ``policy_dir`` with trl's RLOO or GRPO on ``prompts`` (raw), rewarded by
+    ``reward_fn(raw_prompts, responses) -> scores``; write the policy to ``out_dir`` (LoRA merged).
+    Resumes from a killed run's checkpoint."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rlaif.progress import use_rich_progress
+    from rlaif.train.common import finalize_dir, last_checkpoint, trainer_kwargs
+    from rlaif.train.gpu import lora_config, model_load_kwargs, resolve_bf16
+
+    if algorithm not in ("rloo", "grpo"):
+        raise ValueError(algorithm)
+    if not prompts:
+        raise RlaifError(f"{algorithm} needs training prompts; data.prompts has none in the train split")
+    s = pcfg.rloo if algorithm == "rloo" else pcfg.grpo
+    targs = pcfg.train
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    global_batch = targs.batch_size * world * targs.gradient_accumulation_steps
+    if global_batch % s.num_generations:
+        raise RlaifError(f"policy_training.train.batch_size ({targs.batch_size}) x processes ({world}) x "
+                         f"gradient_accumulation_steps ({targs.gradient_accumulation_steps}) = {global_batch} "
+                         f"completions per step must be a multiple of {algorithm}.num_generations "
+                         f"({s.num_generations})")
+    tok = AutoTokenizer.from_pretrained(str(policy_dir))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    bf16 = resolve_bf16(pcfg, device)
+    model = AutoModelForCausalLM.from_pretrained(str(policy_dir), **model_load_kwargs(pcfg, device, bf16, world > 1))
+    max_pos = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", 4096)
+    max_new = max(1, min(s.max_new_tokens, max_pos - 8))
+    max_prompt = max(8, min(targs.max_length, max_pos) - max_new)
+    ds = Dataset.from_dict({"prompt": [_fit_prompt(tok, policy_prompt(p), max_prompt) for p in prompts],
+                            "raw_prompt": list(prompts)})
+    out_dir = Path(out_dir)
+    work = out_dir.with_name(out_dir.name + ".partial")
+    kw = trainer_kwargs(targs, work / "checkpoints", seed, device)
+    kw.update(logging_steps=1, bf16=bf16, gradient_checkpointing=pcfg.gradient_checkpointing,
+              num_generations=s.num_generations, max_completion_length=max_new, temperature=s.temperature,
+              top_p=1.0, top_k=0, beta=s.kl_coef, num_iterations=s.num_iterations, epsilon=s.cliprange,
+              disable_dropout=True, remove_unused_columns=False, log_completions=False)
+    if s.steps:
+        kw["max_steps"] = s.steps
+    if algorithm == "rloo":
+        from trl import RLOOConfig as Config, RLOOTrainer as Trainer
+
+        kw["normalize_advantages"] = s.normalize_advantages
+    else:
+        from trl import GRPOConfig as Config, GRPOTrainer as Trainer
+
+        kw.update(loss_type=s.loss_type, scale_rewards=s.scale_rewards)
+    args = Config(**kw)
+    reward = ScoreReward(reward_fn, tok.eos_token_id, s.missing_eos_penalty)
+    trainer = Trainer(model=model, reward_funcs=reward, args=args, train_dataset=ds, processing_class=tok,
+                      peft_config=lora_config(pcfg.lora) if pcfg.lora is not None else None)
+    if progress:
+        use_rich_progress(trainer, progress)
+    else:
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
+    trainer.train(resume_from_checkpoint=last_checkpoint(work / "checkpoints"))
+    history = history_of(trainer.state.log_history)
+    acc = trainer.accelerator
+    acc.wait_for_everyone()
+    if pcfg.lora is None:
+        trainer.save_model(str(work / "model"))  # main process writes (gathers ZeRO-3/FSDP shards)
+    elif acc.is_main_process:
+        acc.unwrap_model(trainer.model).merge_and_unload().save_pretrained(str(work / "model"))
+    if acc.is_main_process:
+        tok.padding_side = "right"
+        tok.save_pretrained(str(work / "model"))
+        finalize_dir(work / "model", out_dir)
+        shutil.rmtree(work, ignore_errors=True)
+    acc.wait_for_everyone()
+    rewards = [h["reward"] for h in history if "reward" in h]
+    del model, trainer
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return {"algorithm": algorithm, "train_prompts": len(prompts), "steps": history[-1]["step"] if history else 0,
+            "reward_first": rewards[0] if rewards else None, "reward_last": rewards[-1] if rewards else None,
+            "history": history}
+
+
+def train_online(cfg: "PipelineConfig", algorithm: str, sft_dir: Path, rm_dir: Path, prompts: list[str],
+                 out_dir: Path, device: str) -> dict:
+    """The pipeline's RLOO/GRPO: policy from ``sft_dir``, reward from the trained reward model."""
+    from rlaif.train.reward import RewardScorer
+
+    scorer = RewardScorer(rm_dir, local_device(device), cfg.reward_model.train.max_length)
+    return run_online(algorithm, sft_dir, scorer.score, prompts, cfg.policy_training, out_dir, cfg.seed, device,
+                      progress=f"train-policy ({algorithm})")
