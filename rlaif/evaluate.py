@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from rlaif.formats import policy_prompt
@@ -87,8 +86,3 @@ def evaluate_policy(ref_dir: Path, policy_dir: Path, scorer, prompts: list[str],
         "samples": [{"prompt": p, "before": a, "after": b, "reward_before": x, "reward_after": y}
                     for p, a, b, x, y in zip(prompts, ref_out, pol_out, r_ref, r_pol)],
     }
-
-
-def mean_std(xs: list[float]) -> tuple[float, float]:
-    m = sum(xs) / len(xs)
-    return m, math.sqrt(sum((x - m) ** 2 for x in xs) / max(1, len(xs) - 1))

@@ -1,6 +1,7 @@
 """The records that flow through the pipeline, and the JSONL readers for them.
 
-Prompt -> Candidate -> Judgement -> PreferencePair; HumanLabel comes from
+Prompt -> Candidate -> judgement (a per-principle ``rlaif.judges.base.Verdict``,
+stored in the ``judgements`` table) -> PreferencePair; HumanLabel comes from
 files (or the viewer) and joins at the mix.
 """
 
@@ -30,19 +31,6 @@ class Candidate:
     index: int
     text: str
     policy_hash: str
-
-
-@dataclass(frozen=True)
-class Judgement:
-    """One principle's score for one candidate (or ``status='unscored'``)."""
-
-    candidate_id: str
-    principle_id: str
-    principle_hash: str
-    score: float | None
-    status: str  # "scored" | "unscored"
-    raw: str = ""
-    cached: bool = False
 
 
 @dataclass(frozen=True)

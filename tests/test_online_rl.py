@@ -12,20 +12,7 @@ torch = pytest.importorskip("torch")
 
 from rlaif.config import PolicyTrainingConfig  # noqa: E402
 from rlaif.train.online import ScoreReward, history_of, run_online  # noqa: E402
-from test_ppo import PROMPTS, build_word_model, count_yes  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def word_model(tmp_path_factory):
-    return build_word_model(tmp_path_factory.mktemp("word") / "model")
-
-
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+from test_ppo import PROMPTS, count_yes, one_thread, word_model  # noqa: E402,F401  (fixtures shared)
 
 
 def group_cfg(algo: str, **kw) -> PolicyTrainingConfig:

@@ -49,12 +49,15 @@ class TransformersCompleter:
             self.tok.pad_token = self.tok.eos_token
         self.tok.padding_side = "left"
         self.prompt_tokens = self.completion_tokens = 0
+        self._option_cache: dict[tuple[str, ...], dict[str, list[int]]] = {}
 
     def usage(self) -> dict[str, Any]:
         return {"retries": 0, "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
                 "cost_usd": 0.0, "failed_calls": 0}
 
     def _option_ids(self, options: tuple[str, ...]) -> dict[str, list[int]]:
+        if options in self._option_cache:
+            return self._option_cache[options]
         out = {}
         for o in options:
             ids = set()
@@ -63,6 +66,7 @@ class TransformersCompleter:
                 if toks:
                     ids.add(toks[0])
             out[o] = sorted(ids)
+        self._option_cache[options] = out
         return out
 
     def run(self, calls: list[Call]) -> list[Completion]:
