@@ -1,12 +1,15 @@
 """Benchmark: LLM-judge throughput against a local OpenAI-compatible server.
 
-    python bench/judge_throughput.py [--latency 0.05] [--pairs 2500] [--principles 4]
+    python bench/judge_throughput.py [--latency 0.05] [--pairs 10000] [--principles 4]
 
 Starts tests/fake_openai.py in its own process (50 ms added latency), then
 1. judge calls/s at concurrency 1, 8, 64 (rlaif's openai backend, call cache
-   in a SQLite store), and in the same run a bare loop of `AsyncOpenAI` calls
-   at the same concurrency against the same server (the floor set by the
-   client and this machine);
+   in a SQLite store, batches of the default `judge.batch_size`, pipelined as
+   in the judge stage), with each of the client's transports (aiohttp, the
+   default, and httpx), and in the same run a bare loop of
+   `AsyncOpenAI().chat.completions.create` calls at the same concurrency with
+   the same transport against the same server (the floor set by the client
+   and this machine);
 2. a labelling run of PAIRS comparisons x PRINCIPLES principles (one order:
    PAIRS x PRINCIPLES calls) at concurrency 64, with peak RSS;
 3. the same run again (all cached: zero calls expected);
@@ -52,10 +55,12 @@ def start_server(latency: float) -> tuple[subprocess.Popen, str]:
     return proc, f"http://127.0.0.1:{port}/v1"
 
 
-async def bare_loop(base_url: str, n: int, concurrency: int) -> float:
+async def bare_loop(base_url: str, n: int, concurrency: int, transport: str) -> float:
+    """calls/s of a plain gather over AsyncOpenAI calls (the client's default httpx transport, or aiohttp)."""
     import openai
 
-    client = openai.AsyncOpenAI(base_url=base_url, api_key="x", max_retries=0)
+    http = openai.DefaultAioHttpClient() if transport == "aiohttp" else openai.DefaultAsyncHttpxClient()
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="x", max_retries=0, http_client=http)
     sem = asyncio.Semaphore(concurrency)
     msgs = [{"role": "user", "content": "Which is better, A or B? " * 20}]
 
@@ -64,6 +69,7 @@ async def bare_loop(base_url: str, n: int, concurrency: int) -> float:
             await client.chat.completions.create(model="fake-judge", messages=msgs, max_tokens=1, logprobs=True,
                                                  top_logprobs=5, temperature=0.0)
 
+    await asyncio.gather(*(one() for _ in range(min(n, 2 * concurrency))))  # warm connections
     t0 = time.perf_counter()
     await asyncio.gather(*(one() for _ in range(n)))
     dt = time.perf_counter() - t0
@@ -79,28 +85,32 @@ def constitution(n: int, edited: int | None = None):
     return Constitution.model_validate({"name": "bench", "principles": ps})
 
 
-def judge_for(base_url: str, concurrency: int, store, batch: int):
+def judge_for(base_url: str, concurrency: int, store, transport: str = "aiohttp"):
     from rlaif.config import JudgeConfig
     from rlaif.judges import make_judge
 
     cfg = JudgeConfig(backend="openai", model="fake-judge", base_url=base_url, constitution="x", orders="random",
-                      concurrency=concurrency, batch_size=batch, timeout_s=30)
+                      concurrency=concurrency, timeout_s=30, http_client=transport)
     return make_judge(cfg, store=store)
 
 
 def label(judge, items, batch: int) -> tuple[float, int]:
+    """Label items as the judge stage does: batches of the default size, each committed, pipelined."""
     t0 = time.perf_counter()
-    for i in range(0, len(items), batch):
-        judge.compare(items[i:i + batch])  # committed per batch, as in the pipeline
-    return time.perf_counter() - t0, judge.stats.calls
+    for _ in judge.compare_batches(items[i:i + batch] for i in range(0, len(items), batch)):
+        pass
+    dt = time.perf_counter() - t0
+    judge.close()
+    return dt, judge.stats.calls
 
 
 def main() -> int:
+    from rlaif.config import JudgeConfig
     from rlaif.store import Store
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--latency", type=float, default=0.05)
-    ap.add_argument("--pairs", type=int, default=2500)
+    ap.add_argument("--pairs", type=int, default=10000)
     ap.add_argument("--principles", type=int, default=4)
     args = ap.parse_args()
     server, url = start_server(args.latency)
@@ -108,33 +118,38 @@ def main() -> int:
     rows = []
     try:
         c1 = constitution(1)
+        batch = JudgeConfig.model_fields["batch_size"].default
         for conc, n in ((1, 100), (8, 800), (64, 3000)):
-            bare = asyncio.run(bare_loop(url, n, conc))
-            with Store(tmp / f"c{conc}.sqlite") as store:
-                batch = max(256, conc * 8)
-                judge = judge_for(url, conc, store, batch)
-                items = [(f"prompt {conc}-{i}", f"answer a {i}", f"answer b {i}", c1.principles[0]) for i in range(n)]
-                dt, calls = label(judge, items, batch)
-            rate = calls / dt
             limit = conc / args.latency
-            rows.append((f"concurrency {conc}", f"{rate:8.1f} calls/s", f"bare client {bare:8.1f}/s",
-                         f"{rate / bare:6.1%} of bare", f"{rate / limit:6.1%} of {limit:.0f}/s limit"))
+            bare = {t: asyncio.run(bare_loop(url, n, conc, t)) for t in ("httpx", "aiohttp")}
+            for transport in ("aiohttp", "httpx"):
+                with Store(tmp / f"c{conc}-{transport}.sqlite") as store:
+                    judge = judge_for(url, conc, store, transport)
+                    items = [(f"prompt {conc}-{i}", f"answer a {i}", f"answer b {i}", c1.principles[0])
+                             for i in range(n)]
+                    dt, calls = label(judge, items, batch)
+                rate = calls / dt
+                rows.append((f"concurrency {conc:2d}, {transport:7s}", f"{rate:7.1f} calls/s",
+                             f"{rate / limit:6.1%} of {limit:.0f}/s limit",
+                             f"bare client {bare[transport]:7.1f}/s ({transport})",
+                             f"{rate / bare[transport]:6.1%} of bare",
+                             f"{rate / bare['httpx']:6.1%} of the default-client bare loop"))
 
         cN = constitution(args.principles)
         items = [(f"prompt {i}", f"answer a {i}", f"answer b {i}", p) for i in range(args.pairs) for p in cN.principles]
         with Store(tmp / "big.sqlite") as store:
-            judge = judge_for(url, 64, store, 1024)
-            dt, calls = label(judge, items, 1024)
+            judge = judge_for(url, 64, store)
+            dt, calls = label(judge, items, batch)
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             rows.append((f"{len(items)} calls (pairs x principles)", f"{calls / dt:8.1f} calls/s", f"{dt:6.1f} s",
                          f"peak RSS {rss:.0f} MB", ""))
-            again = judge_for(url, 64, store, 1024)
-            dt2, calls2 = label(again, items, 1024)
+            again = judge_for(url, 64, store)
+            dt2, calls2 = label(again, items, batch)
             rows.append(("re-run, unchanged", f"{calls2} calls", f"{dt2:6.1f} s", f"{again.stats.cache_hits} cached", ""))
             edited = constitution(args.principles, edited=1)
             items2 = [(p_, a, b, edited.principle(pr.id)) for p_, a, b, pr in items]
-            third = judge_for(url, 64, store, 1024)
-            dt3, calls3 = label(third, items2, 1024)
+            third = judge_for(url, 64, store)
+            dt3, calls3 = label(third, items2, batch)
             rows.append((f"re-run, 1 of {args.principles} principles edited", f"{calls3} calls",
                          f"{calls3 / len(items):.1%} of calls", f"{dt3:6.1f} s", ""))
     finally:

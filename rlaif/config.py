@@ -88,6 +88,8 @@ class JudgeConfig(_Section):
     base_url: str | None = Field(None, description="e.g. http://127.0.0.1:8000/v1 (vLLM, SGLang, Ollama, ...)")
     api_key_env: str | None = Field(None, description="NAME of the environment variable holding the key")
     concurrency: int = Field(8, ge=1)
+    http_client: Literal["aiohttp", "httpx"] = Field(
+        "aiohttp", description="the openai client's HTTP transport: aiohttp (faster under concurrency) or httpx")
     rpm: float | None = Field(None, gt=0, description="requests per minute limit")
     tpm: float | None = Field(None, gt=0, description="tokens per minute limit (estimated as chars/4)")
     timeout_s: float = Field(60.0, gt=0)
@@ -118,7 +120,7 @@ class JudgeConfig(_Section):
 
     def call_hash(self) -> dict:
         """The fields that change labels (not speed, budgets or secrets' names)."""
-        return self.model_dump(mode="json", exclude={"batch_size", "constitution", "concurrency", "rpm", "tpm",
+        return self.model_dump(mode="json", exclude={"batch_size", "constitution", "concurrency", "http_client", "rpm", "tpm",
                                                      "timeout_s", "max_retries", "max_calls", "max_cost_usd",
                                                      "api_key_env", "price_prompt_per_mtok",
                                                      "price_completion_per_mtok", "device_map"})

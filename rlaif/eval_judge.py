@@ -31,13 +31,17 @@ def eval_judge(pairs_path: str, jcfg, limit: int | None = None, device: str = "c
     """Agreement of the judge described by ``jcfg`` (a JudgeConfig) with the file's human labels."""
     from rlaif.constitution import load_constitution
     from rlaif.judges import make_judge
+    from rlaif.judges.base import close_judge
     from rlaif.train.common import quiet_hf
 
     constitution = load_constitution(jcfg.constitution)
     rows = load_ab_pairs(pairs_path, limit)
     quiet_hf()
     judge = make_judge(jcfg, device, seed)
-    pred, per_principle, extra = judge_rows(judge, constitution, rows, jcfg, category, seed)
+    try:
+        pred, per_principle, extra = judge_rows(judge, constitution, rows, jcfg, category, seed)
+    finally:
+        close_judge(judge)
     human = [r["label"] for r in rows]
     result = agreement(human, pred)
     result.update({"pairs": len(rows), "human_ties": human.count("tie"), "backend": judge.backend,
@@ -91,11 +95,12 @@ def _pairwise(judge, constitution, rows, jcfg, category, seed):
     jobs = [(i, pr) for i, r in enumerate(rows)
             for pr in comparison_principles(constitution, category, jcfg.principles, seed, r.get("uid", str(i)))]
     verdicts: list[dict] = [{} for _ in rows]
+    chunks = [jobs[s:s + jcfg.batch_size] for s in range(0, len(jobs), jcfg.batch_size)]
+    batches = ([(rows[i]["prompt"], rows[i]["response_a"], rows[i]["response_b"], pr) for i, pr in chunk]
+               for chunk in chunks)
     with task("eval-judge (pairwise)", len(jobs)) as advance:
-        for start in range(0, len(jobs), jcfg.batch_size):
-            chunk = jobs[start:start + jcfg.batch_size]
-            items = [(rows[i]["prompt"], rows[i]["response_a"], rows[i]["response_b"], pr) for i, pr in chunk]
-            for (i, pr), v in zip(chunk, judge.compare(items)):
+        for chunk, vs in zip(chunks, judge.compare_batches(batches)):
+            for (i, pr), v in zip(chunk, vs):
                 verdicts[i][pr.id] = v
             advance(len(chunk))
     pred = [_vote(aggregate_pair(vs, constitution)) for vs in verdicts]

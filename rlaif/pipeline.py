@@ -214,6 +214,7 @@ class Run:
 
     def stage_judge(self) -> dict:
         from rlaif.judges import make_judge
+        from rlaif.judges.base import close_judge
         from rlaif.judges.pairwise import judge_pairwise
         from rlaif.judges.run import judge_candidates
 
@@ -221,12 +222,15 @@ class Run:
         judge = make_judge(jc, self.device, self.cfg.seed, self.store)
         judge_hash = self.input_hash("judge")
         gen_hash = self.results_of("generate")["gen_hash"]
-        if jc.resolved_method == "pairwise":
-            info = judge_pairwise(self.store, judge, self.inputs.constitution, gen_hash, judge_hash, jc.pairs,
-                                  jc.principles, self.cfg.seed, jc.batch_size)
-        else:
-            info = judge_candidates(self.store, judge, self.inputs.constitution, gen_hash, judge_hash, jc.pairs,
-                                    jc.temperature, jc.batch_size)
+        try:
+            if jc.resolved_method == "pairwise":
+                info = judge_pairwise(self.store, judge, self.inputs.constitution, gen_hash, judge_hash, jc.pairs,
+                                      jc.principles, self.cfg.seed, jc.batch_size)
+            else:
+                info = judge_candidates(self.store, judge, self.inputs.constitution, gen_hash, judge_hash, jc.pairs,
+                                        jc.temperature, jc.batch_size)
+        finally:
+            close_judge(judge)
         pairs = self.store.ai_pairs(judge_hash)
         info.update({"judge_hash": judge_hash, "backend": judge.backend, "model": judge.model,
                      "template_hash": judge.template_hash, "constitution_hash": self.inputs.constitution.hash,

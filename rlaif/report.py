@@ -19,6 +19,7 @@ def _judge_human_agreement(run) -> dict:
     """
     from rlaif.eval_judge import judge_rows
     from rlaif.judges import make_judge
+    from rlaif.judges.base import close_judge
     from rlaif.records import pair_key
 
     labels = [h for h in run.store.human_labels() if h.label == "chosen"]
@@ -39,8 +40,11 @@ def _judge_human_agreement(run) -> dict:
             rows.append((len(pred) - 1, {"prompt": h.prompt, "response_a": a, "response_b": b, "uid": h.key}))
     if rows:
         judge = make_judge(run.cfg.judge, run.device, run.cfg.seed, run.store)
-        votes, _, _ = judge_rows(judge, run.inputs.constitution, [r for _, r in rows], run.cfg.judge, None,
-                                 run.cfg.seed, run.store)
+        try:
+            votes, _, _ = judge_rows(judge, run.inputs.constitution, [r for _, r in rows], run.cfg.judge, None,
+                                     run.cfg.seed, run.store)
+        finally:
+            close_judge(judge)
         for (i, _), v in zip(rows, votes):
             pred[i] = v
     return agreement(human, pred) | {"on_ai_pairs": len(labels) - len(rows)}

@@ -183,11 +183,12 @@ def test_missing_logprobs_uses_hard_label(fault, reads):
 @pytest.mark.parametrize("fault", [Fault.rate_limit(retry_after=0.2), Fault.server_error(500),
                                    Fault.server_error(503), Fault.timeout(5.0), Fault.drop_connection()],
                          ids=["429-retry-after", "500", "503", "timeout", "dropped-connection"])
-def test_transient_faults_are_retried(fault):
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_transient_faults_are_retried(fault, transport):
     import time
 
     with FakeOpenAI(responder=keyword_judge()) as server:
-        judge = make_judge(cfg(server, orders="random", timeout_s=0.5))
+        judge = make_judge(cfg(server, orders="random", timeout_s=0.5, http_client=transport))
         server.script(fault)
         t0 = time.monotonic()
         [v] = judge.compare([("q", SAFE, UNSAFE, PRINCIPLES.principles[0])])
@@ -204,10 +205,12 @@ def test_transient_faults_are_retried(fault):
     (Fault.empty_choices(), "no choices"),
     (Fault.respond_with(Reply("Both are fine, really.", {"Both": -0.1})), "Both"),
     (Fault.drop_connection(), "connection error"),
-], ids=["500-forever", "malformed", "empty-choices", "not-a-verdict", "drop-forever"])
-def test_exhausted_or_unparseable_is_unscored_with_reason(fault, reason):
+    (Fault.timeout(5.0), "timeout"),
+], ids=["500-forever", "malformed", "empty-choices", "not-a-verdict", "drop-forever", "timeout-forever"])
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_exhausted_or_unparseable_is_unscored_with_reason(fault, reason, transport):
     with FakeOpenAI(responder=keyword_judge(), fault_fn=lambda i, body: fault) as server:
-        judge = make_judge(cfg(server, orders="random", max_retries=1))
+        judge = make_judge(cfg(server, orders="random", max_retries=1, timeout_s=0.5, http_client=transport))
         vs = judge.compare([("q", SAFE, UNSAFE, PRINCIPLES.principles[0]),
                             ("q2", SAFE, UNSAFE, PRINCIPLES.principles[1])])
     assert all(v.status == "unscored" and v.p_first is None for v in vs)

@@ -34,6 +34,13 @@ class Judge(Protocol):
         """One verdict per (prompt, response), in order."""
 
 
+def close_judge(judge) -> None:
+    """Release a judge's connections, if it holds any (remote backends)."""
+    close = getattr(judge, "close", None)
+    if close is not None:
+        close()
+
+
 def cache_key(judge: Judge, principle: Principle, prompt: str, response: str) -> str:
     """Content key of one judge call: a re-run with the same inputs is free."""
     return content_hash(

@@ -6,8 +6,9 @@ that failed after its retries comes back with ``error`` set). ``LLMJudge``
 builds the calls from the templates, reads verdicts, and owns the call-level
 cache: the key covers backend, model, template hash, principle hash, the
 messages (so the prompt and the *ordered* candidates) and the sampling
-parameters. Each ``run_calls`` commits its new results before returning, so a
-kill loses at most the batch in flight.
+parameters. Each batch's new results are committed before its verdicts are
+returned, so a kill loses at most the calls in flight (``compare_batches``
+keeps the next batches in flight so the server never waits between batches).
 
 Labelling methods (RLAIF / Constitutional AI):
 - pairwise, both orders (default): P(A) from (A,B) and (B,A) averaged into a
@@ -20,8 +21,10 @@ Labelling methods (RLAIF / Constitutional AI):
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Iterable, Iterator, Protocol
 
 from rlaif.constitution import Principle
 from rlaif.hashing import content_hash
@@ -62,8 +65,24 @@ class Completer(Protocol):
     def run(self, calls: list[Call]) -> list[Completion]:
         """One completion per call, in order. May raise BudgetExceeded after finishing the calls in flight."""
 
+    # Optional: ``submit(calls) -> concurrent.futures.Future`` of ``run``'s result, returning at once
+    # (remote backends), so that LLMJudge.compare_batches can keep the next batch in flight.
+    # Optional: ``close()``, to release connections.
+
     def usage(self) -> dict[str, Any]:
         """Counters: retries, prompt_tokens, completion_tokens, cost_usd."""
+
+
+@dataclass
+class _Pending:
+    """A batch of calls: cached results filled in, the rest in flight."""
+
+    keys: list[str]
+    out: list[Completion | None]
+    todo: dict[str, list[int]] = field(default_factory=dict)  # key -> indices, for calls made by this batch
+    borrowed: list[tuple[int, "_Pending"]] = field(default_factory=list)  # made by an earlier batch in flight
+    future: concurrent.futures.Future | None = None
+    by_key: dict[str, Completion] = field(default_factory=dict)
 
 
 @dataclass
@@ -106,6 +125,7 @@ class LLMJudge:
         self.cot_max_tokens, self.top_logprobs, self.seed = cot_max_tokens, top_logprobs, seed
         self.store = store
         self.stats = LLMStats()
+        self._in_flight: dict[str, _Pending] = {}
         name = "pointwise" if method == "pointwise" else ("pairwise_cot" if cot else "pairwise")
         self.template = load_template(name)
         self.template_hash = content_hash([self.template.hash, method, orders, cot, cot_clamp, cot_max_tokens])
@@ -116,34 +136,64 @@ class LLMJudge:
                              call.max_tokens, call.logprobs, self.top_logprobs, 0.0], length=32)
 
     def run_calls(self, calls: list[tuple[Call, Principle]]) -> list[Completion]:
+        return self._finish_calls(self._start_calls(calls))
+
+    def _start_calls(self, calls: list[tuple[Call, Principle]]) -> "_Pending":
+        """Look up the cache and put the uncached calls in flight (without waiting for them)."""
         keys = [self._key(c, p) for c, p in calls]
         cached = self.store.cache_get_many(keys) if self.store is not None else {}
-        out: list[Completion | None] = [None] * len(calls)
-        todo: dict[str, list[int]] = {}
+        job = _Pending(keys, [None] * len(calls))
         for i, k in enumerate(keys):
             if k in cached:
-                out[i] = Completion(**cached[k])
+                job.out[i] = Completion(**cached[k])
                 self.stats.cache_hits += 1
+            elif k in self._in_flight:  # already asked by a batch still in flight: wait for that answer
+                job.borrowed.append((i, self._in_flight[k]))
             else:
-                todo.setdefault(k, []).append(i)  # identical calls in one batch are made once
-        if todo:
-            first = [idx[0] for idx in todo.values()]
-            try:
-                results = self.completer.run([calls[i][0] for i in first])
-            except BudgetExceeded as e:
-                done = getattr(e, "completed", None) or {}
-                self.stats.calls += len(done)
-                self._commit({keys[first[j]]: r.as_json() for j, r in done.items() if r.error is None})
-                raise
-            self.stats.calls += len(first)
-            fresh = {}
-            for (k, idx), r in zip(todo.items(), results):
-                for i in idx:
-                    out[i] = r
-                if r.error is None:  # failures are not cached: a re-run tries them again
-                    fresh[k] = r.as_json()
-            self._commit(fresh)
-        return out  # type: ignore[return-value]
+                job.todo.setdefault(k, []).append(i)  # identical calls in one batch are made once
+        for k in job.todo:
+            self._in_flight[k] = job
+        if job.todo:
+            first = [calls[idx[0]][0] for idx in job.todo.values()]
+            submit = getattr(self.completer, "submit", None)
+            if submit is not None:
+                job.future = submit(first)
+            else:  # a synchronous completer (local model): run it now
+                job.future = concurrent.futures.Future()
+                try:
+                    job.future.set_result(self.completer.run(first))
+                except BaseException as e:  # noqa: BLE001 - handed to _finish_calls
+                    job.future.set_exception(e)
+        return job
+
+    def _finish_calls(self, job: "_Pending") -> list[Completion]:
+        """Wait for a batch's calls, commit the new results, return one completion per call."""
+        try:
+            if job.future is not None:
+                try:
+                    results = job.future.result()
+                except BudgetExceeded as e:
+                    done = getattr(e, "completed", None) or {}
+                    self.stats.calls += len(done)
+                    keys = list(job.todo)
+                    self._commit({keys[j]: r.as_json() for j, r in done.items() if r.error is None})
+                    raise
+                self.stats.calls += len(results)
+                fresh = {}
+                for (k, idx), r in zip(job.todo.items(), results):
+                    job.by_key[k] = r
+                    for i in idx:
+                        job.out[i] = r
+                    if r.error is None:  # failures are not cached: a re-run tries them again
+                        fresh[k] = r.as_json()
+                self._commit(fresh)
+            for i, other in job.borrowed:  # batches finish in order, so `other` is done
+                job.out[i] = other.by_key.get(job.keys[i]) or Completion(error="the batch that made this call failed")
+        finally:
+            for k in job.todo:
+                if self._in_flight.get(k) is job:
+                    del self._in_flight[k]
+        return job.out  # type: ignore[return-value]
 
     def _commit(self, fresh: dict[str, dict]) -> None:
         if self.store is not None and fresh:
@@ -155,6 +205,53 @@ class LLMJudge:
 
     def compare(self, items: list[tuple[str, str, str, Principle]]) -> list[PairVerdict]:
         """P(a better than b) for each (prompt, a, b, principle)."""
+        return self._finish_compare(self._start_compare(items))
+
+    def compare_batches(self, batches: Iterable[list[tuple[str, str, str, Principle]]]) -> Iterator[list[PairVerdict]]:
+        """``compare`` over consecutive batches, yielding each batch's verdicts in order.
+
+        The next batches' calls are already in flight while a batch is read and committed,
+        so the server is never left waiting for the caller between batches (a plain loop over
+        ``compare`` drains to zero calls in flight at every batch boundary). Each batch is
+        still committed before its verdicts are yielded: a kill loses at most the calls in
+        flight (about twice the concurrency). On a budget stop the finished calls of the
+        batches behind it are committed too before the stop propagates.
+        """
+        return self._pipelined(batches, self._start_compare, self._finish_compare)
+
+    def score_batches(self, batches: Iterable[tuple[list[str], list[str], Principle]]) -> Iterator[list[Verdict]]:
+        """``score`` over consecutive (prompts, responses, principle) batches, pipelined like
+        ``compare_batches``."""
+        return self._pipelined(batches, lambda b: self._start_score(*b), self._finish_score)
+
+    MAX_BATCHES_AHEAD = 16
+
+    def _pipelined(self, batches, start, finish):
+        # Batches are started ahead until about twice the completer's concurrency worth of
+        # calls is waiting (mostly-cached batches put few calls in flight each), but never
+        # more than MAX_BATCHES_AHEAD batches; they are finished (committed) in order.
+        target = 2 * getattr(self.completer, "concurrency", 1)
+        pending: collections.deque = collections.deque()
+
+        def waiting() -> int:
+            return sum(len((p[-1] if isinstance(p, tuple) else p).todo) for p in pending)
+
+        try:
+            for batch in batches:
+                pending.append(start(batch))
+                while len(pending) > 1 and (waiting() >= target or len(pending) > self.MAX_BATCHES_AHEAD):
+                    yield finish(pending.popleft())
+            while pending:
+                yield finish(pending.popleft())
+        except BudgetExceeded:
+            while pending:  # keep what the batch behind it already paid for
+                try:
+                    finish(pending.popleft())
+                except BudgetExceeded:
+                    pass
+            raise
+
+    def _start_compare(self, items: list[tuple[str, str, str, Principle]]) -> tuple:
         plan = []  # (item index, flipped, messages, principle)
         for n, (prompt, a, b, pr) in enumerate(items):
             if self.orders == "both":
@@ -165,15 +262,19 @@ class LLMJudge:
                 first, second = (b, a) if flipped else (a, b)
                 plan.append((n, flipped, pairwise_messages(self.template, pr.text, prompt, first, second), pr))
         rationales: list[str | None] = [None] * len(plan)
-        if self.cot:
+        if self.cot:  # the rationale step runs now; its verdict step is pipelined like any call
             firsts = self.run_calls([(Call(m, self.cot_max_tokens, False), pr) for _, _, m, pr in plan])
             rationales = [r.text if r.error is None else None for r in firsts]
             verdict_calls = [(Call(verdict_followup(self.template, m, rationales[i] or ""), 1, True, CHOICES), pr)
                              for i, (_, _, m, pr) in enumerate(plan)]
         else:
             verdict_calls = [(Call(m, 1, True, CHOICES), pr) for _, _, m, pr in plan]
-        results = self.run_calls(verdict_calls)
-        per_item: list[list[dict]] = [[] for _ in items]
+        return len(items), plan, rationales, self._start_calls(verdict_calls)
+
+    def _finish_compare(self, started: tuple) -> list[PairVerdict]:
+        n_items, plan, rationales, job = started
+        results = self._finish_calls(job)
+        per_item: list[list[dict]] = [[] for _ in range(n_items)]
         for (n, flipped, _, _), r, rat in zip(plan, results, rationales):
             p, how = (None, "error") if r.error else parse_choice(r.text, r.top_logprobs)
             if p is not None and self.cot and self.cot_clamp:
@@ -198,10 +299,16 @@ class LLMJudge:
 
     # ------------------------------------------------------------ pointwise
     def score(self, prompts: list[str], responses: list[str], principle: Principle) -> list[Verdict]:
+        return self._finish_score(self._start_score(prompts, responses, principle))
+
+    def _start_score(self, prompts: list[str], responses: list[str], principle: Principle) -> _Pending:
         calls = [(Call(pointwise_messages(self.template, principle.text, p, r), 1, True, DIGITS), principle)
                  for p, r in zip(prompts, responses)]
+        return self._start_calls(calls)
+
+    def _finish_score(self, job: _Pending) -> list[Verdict]:
         out = []
-        for r in self.run_calls(calls):
+        for r in self._finish_calls(job):
             s, how = (None, "error") if r.error else parse_digit(r.text, r.top_logprobs)
             if s is None:
                 self.stats.unscored += 1
@@ -212,3 +319,9 @@ class LLMJudge:
 
     def report(self) -> dict:
         return self.stats.as_dict(self.completer.usage())
+
+    def close(self) -> None:
+        """Release the backend's connections (the judge can still be used: a later call reopens them)."""
+        close = getattr(self.completer, "close", None)
+        if close is not None:
+            close()

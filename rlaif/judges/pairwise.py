@@ -69,11 +69,11 @@ def judge_pairwise(store, judge: LLMJudge, constitution: Constitution, gen_hash:
                 comps.append((p, a, b, ps))
     jobs = [(ci, pr) for ci, (_, _, _, ps) in enumerate(comps) for pr in ps]
     verdicts: list[dict[str, PairVerdict]] = [{} for _ in comps]
+    chunks = [jobs[s:s + batch_size] for s in range(0, len(jobs), batch_size)]
+    batches = ([(comps[ci][0].text, comps[ci][1].text, comps[ci][2].text, pr) for ci, pr in chunk] for chunk in chunks)
     with task("judge (pairwise)", len(jobs)) as advance:
-        for start in range(0, len(jobs), batch_size):
-            chunk = jobs[start:start + batch_size]
-            items = [(comps[ci][0].text, comps[ci][1].text, comps[ci][2].text, pr) for ci, pr in chunk]
-            for (ci, pr), v in zip(chunk, judge.compare(items)):  # committed per batch
+        for chunk, vs in zip(chunks, judge.compare_batches(batches)):  # committed per batch
+            for (ci, pr), v in zip(chunk, vs):
                 verdicts[ci][pr.id] = v
             advance(len(chunk), info=f"{judge.stats.calls} calls, {judge.stats.cache_hits} cached")
 

@@ -40,35 +40,63 @@ class Item:
 
 def score_items(judge: Judge, constitution: Constitution, items: list[Item], store=None, batch_size: int = 64,
                 progress: str | None = None) -> JudgeStats:
-    """Fill ``item.verdicts`` for every applicable principle; use and fill the store's cache."""
+    """Fill ``item.verdicts`` for every applicable principle; use and fill the store's cache.
+
+    Work goes in chunks of ``batch_size`` (principle, item) pairs, each chunk's new verdicts
+    committed to ``store`` before the next chunk's are read. A judge with ``score_batches``
+    (the LLM judges) gets the chunks' per-principle groups as one stream, so its next calls
+    are in flight while a group is read back.
+    """
     from rlaif.progress import task
 
     stats = JudgeStats()
     work = [(p, it) for it in items for p in constitution.principles if p.applies(it.category)]
-    with task(progress or "judge", len(work)) as advance:
-        for start in range(0, len(work), batch_size):
-            chunk = work[start:start + batch_size]
-            keys = [cache_key(judge, p, it.prompt, it.response) for p, it in chunk]
-            cached = store.cache_get_many(keys) if store is not None else {}
-            fresh: dict[str, dict] = {}
-            by_principle: dict[str, list[int]] = {}
-            for i, ((p, it), k) in enumerate(zip(chunk, keys)):
-                if k in cached:
-                    it.verdicts[p.id] = Verdict(**cached[k])
-                    stats.cache_hits += 1
-                else:
-                    by_principle.setdefault(p.id, []).append(i)
-            for pid, idxs in by_principle.items():
-                principle = constitution.principle(pid)
-                verdicts = judge.score([chunk[i][1].prompt for i in idxs], [chunk[i][1].response for i in idxs], principle)
-                stats.calls += len(idxs)
-                for i, v in zip(idxs, verdicts):
-                    chunk[i][1].verdicts[pid] = v
-                    fresh[keys[i]] = {"score": v.score, "status": v.status, "raw": v.raw}
+    chunks = [work[s:s + batch_size] for s in range(0, len(work), batch_size)]
+    keys = [[cache_key(judge, p, it.prompt, it.response) for p, it in chunk] for chunk in chunks]
+    groups: list[tuple[int, str, list[int]]] = []  # (chunk index, principle id, indices in the chunk)
+    for c, chunk in enumerate(chunks):
+        cached = store.cache_get_many(keys[c]) if store is not None else {}
+        by_principle: dict[str, list[int]] = {}
+        for i, ((p, it), k) in enumerate(zip(chunk, keys[c])):
+            if k in cached:
+                it.verdicts[p.id] = Verdict(**cached[k])
+                stats.cache_hits += 1
+            else:
+                by_principle.setdefault(p.id, []).append(i)
+        groups += [(c, pid, idxs) for pid, idxs in by_principle.items()]
+
+    def calls():
+        for c, pid, idxs in groups:
+            yield ([chunks[c][i][1].prompt for i in idxs], [chunks[c][i][1].response for i in idxs],
+                   constitution.principle(pid))
+
+    stream = judge.score_batches(calls()) if hasattr(judge, "score_batches") else (judge.score(*b) for b in calls())
+    left = [0] * len(chunks)  # groups not yet read back, per chunk
+    for c, _, _ in groups:
+        left[c] += 1
+    fresh: dict[str, dict] = {}
+    done = 0  # chunks finished, in order
+
+    def finish_ready(advance) -> None:
+        nonlocal done, fresh
+        while done < len(chunks) and left[done] == 0:
+            chunk = chunks[done]
             if store is not None and fresh:
-                store.cache_put_many(fresh)  # committed before the next batch
+                store.cache_put_many(fresh)  # committed before the next chunk is read
+            fresh = {}
             stats.unscored += sum(1 for p, it in chunk if it.verdicts[p.id].status != "scored")
             advance(len(chunk), info=f"{stats.calls} calls, {stats.cache_hits} cached")
+            done += 1
+
+    with task(progress or "judge", len(work)) as advance:
+        finish_ready(advance)
+        for (c, pid, idxs), verdicts in zip(groups, stream):
+            stats.calls += len(idxs)
+            for i, v in zip(idxs, verdicts):
+                chunks[c][i][1].verdicts[pid] = v
+                fresh[keys[c][i]] = {"score": v.score, "status": v.status, "raw": v.raw}
+            left[c] -= 1
+            finish_ready(advance)
     return stats
 
 

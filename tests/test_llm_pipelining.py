@@ -1,0 +1,132 @@
+"""LLM judges over many batches: the next batch is in flight while one is read back,
+nothing paid for is lost or asked twice, and the result equals batch-by-batch judging."""
+
+from __future__ import annotations
+
+import concurrent.futures
+
+import pytest
+
+from conftest import CONSTITUTION
+from fake_openai import FakeOpenAI, digits, last_user_text, prefers
+from rlaif.config import JudgeConfig
+from rlaif.constitution import Constitution
+from rlaif.judges import make_judge
+from rlaif.judges.llm import Completion, LLMJudge
+from rlaif.judges.run import Item, score_items
+from rlaif.store import Store
+
+PRINCIPLES = Constitution.model_validate(CONSTITUTION)
+P0 = PRINCIPLES.principles[0]
+
+
+class LoggingCompleter:
+    """Answers 'A' with P=0.8 at once; logs when each batch is submitted."""
+
+    backend, model = "logging", "m"
+
+    def __init__(self, log: list):
+        self.log, self.n = log, 0
+
+    def run(self, calls):
+        return [Completion(text="A", top_logprobs={"A": -0.223, "B": -1.609}) for _ in calls]
+
+    def submit(self, calls):
+        self.log.append(f"submit {self.n}")
+        self.n += 1
+        f = concurrent.futures.Future()
+        f.set_result(self.run(calls))
+        return f
+
+    def usage(self):
+        return {}
+
+
+def test_next_batch_is_submitted_before_a_batch_is_read_back():
+    log: list[str] = []
+    judge = LLMJudge(LoggingCompleter(log), orders="random")
+    batches = [[(f"q{b}-{i}", "x", "y", P0) for i in range(3)] for b in range(3)]
+    out = []
+    for k, vs in enumerate(judge.compare_batches(batches)):
+        log.append(f"read {k}")
+        out.append(vs)
+    assert log == ["submit 0", "submit 1", "read 0", "submit 2", "read 1", "read 2"]
+    plain = LLMJudge(LoggingCompleter([]), orders="random")
+    assert [[v.p_first for v in vs] for vs in out] == [[v.p_first for v in plain.compare(b)] for b in batches]
+
+
+def test_batches_with_few_new_calls_are_started_further_ahead():
+    log: list[str] = []
+    completer = LoggingCompleter(log)
+    completer.concurrency = 3  # keep about 2 x 3 calls waiting
+    judge = LLMJudge(completer, orders="random")
+    batches = [[(f"q{b}", "x", "y", P0)] for b in range(10)]  # one call per batch
+    for k, _ in enumerate(judge.compare_batches(batches)):
+        log.append(f"read {k}")
+    assert log.index("read 0") == 6 and log[:6] == [f"submit {i}" for i in range(6)]
+    assert [x for x in log if x.startswith("read")] == [f"read {k}" for k in range(10)]
+
+
+def cfg(server, **kw) -> JudgeConfig:
+    base = dict(backend="openai", model="fake-judge", base_url=server.base_url, constitution="x.yaml",
+                max_retries=1, timeout_s=5.0, concurrency=4, orders="random")
+    base.update(kw)
+    return JudgeConfig(**base)
+
+
+def test_same_call_in_two_batches_in_flight_is_made_once():
+    with FakeOpenAI(latency_s=0.2, responder=prefers(lambda req: 0.7)) as server:
+        judge = make_judge(cfg(server))
+        same = ("q", "first answer", "second answer", P0)
+        out = list(judge.compare_batches([[same], [same, ("q2", "a", "b", P0)]]))
+    assert len(server.requests) == 2  # `same` once, q2 once
+    assert out[0][0].p_first == out[1][0].p_first  # the second batch reads the first batch's answer
+    assert abs(out[0][0].p_first - 0.5) == pytest.approx(0.2)
+    assert judge.stats.calls == 2
+
+
+def test_budget_stop_in_pipelined_batches_keeps_every_paid_call(tmp_path):
+    from rlaif.judges.llm import BudgetExceeded
+
+    batches = [[(f"q{b}-{i}", "x", "y", P0) for i in range(3)] for b in range(5)]
+    with FakeOpenAI(latency_s=0.02, responder=prefers(lambda req: 0.7)) as server, \
+            Store(tmp_path / "s.sqlite") as store:
+        judge = make_judge(cfg(server, max_calls=7, concurrency=2), store=store)
+        with pytest.raises(BudgetExceeded):
+            for _ in judge.compare_batches(batches):
+                pass
+        paid = len(server.requests)
+        assert paid == 7
+        resumed = make_judge(cfg(server), store=store)
+        out = list(resumed.compare_batches(batches))
+        assert len(server.requests) - paid == 15 - 7  # nothing paid for is asked again
+        assert resumed.stats.cache_hits == 7
+    assert all(v.status == "scored" for vs in out for v in vs)
+
+
+def test_pointwise_score_items_pipelined_equals_unpipelined(tmp_path):
+    def digit_of(req):
+        d = str(len(last_user_text(req)) % 8 + 1)  # 1..8, differs between responses
+        return {d: 0.8, "9": 0.2}
+
+    items = [(f"prompt {i}", f"response {'x' * i}") for i in range(9)]
+    with FakeOpenAI(responder=digits(digit_of)) as server:
+        judge = make_judge(cfg(server, method="pointwise"))
+        piped = [Item(p, None, r) for p, r in items]
+        score_items(judge, PRINCIPLES, piped, batch_size=4)
+        calls = len(server.requests)
+
+        class NoPipeline:  # the same judge seen without score_batches: one group at a time
+            def __init__(self, inner):
+                self.inner = inner
+                self.backend, self.model, self.template_hash = inner.backend, inner.model, inner.template_hash
+
+            def score(self, *a):
+                return self.inner.score(*a)
+
+        plain = [Item(p, None, r) for p, r in items]
+        score_items(NoPipeline(make_judge(cfg(server, method="pointwise"))), PRINCIPLES, plain, batch_size=4)
+    assert calls == len(items) * sum(p.applies(None) for p in PRINCIPLES.principles)
+    assert [{k: v.score for k, v in it.verdicts.items()} for it in piped] == \
+        [{k: v.score for k, v in it.verdicts.items()} for it in plain]
+    assert all(v.status == "scored" for it in piped for v in it.verdicts.values())
