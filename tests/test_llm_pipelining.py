@@ -130,3 +130,20 @@ def test_pointwise_score_items_pipelined_equals_unpipelined(tmp_path):
     assert [{k: v.score for k, v in it.verdicts.items()} for it in piped] == \
         [{k: v.score for k, v in it.verdicts.items()} for it in plain]
     assert all(v.status == "scored" for it in piped for v in it.verdicts.values())
+
+
+def test_cot_same_item_in_two_batches_in_flight(tmp_path):
+    from fake_openai import Reply, _lp
+
+    def responder(req):
+        if req.get("max_tokens", 1) > 1:  # the rationale step
+            return Reply("Response A is kinder.")
+        return Reply("A", {"A": _lp(0.8), "B": _lp(0.2)})
+
+    with FakeOpenAI(latency_s=0.1, responder=responder) as server, Store(tmp_path / "s.sqlite") as store:
+        judge = make_judge(cfg(server, cot=True), store=store)
+        same = ("q", "first answer", "second answer", P0)
+        out = list(judge.compare_batches([[same], [same]]))
+        assert len(server.requests) == 2  # one rationale (then cached), one verdict (in flight, shared)
+    assert [vs[0].status for vs in out] == ["scored", "scored"]
+    assert out[0][0].p_first == out[1][0].p_first and out[1][0].rationale == "Response A is kinder."

@@ -176,6 +176,7 @@ class LLMJudge:
                     done = getattr(e, "completed", None) or {}
                     self.stats.calls += len(done)
                     keys = list(job.todo)
+                    job.by_key.update({keys[j]: r for j, r in done.items()})
                     self._commit({keys[j]: r.as_json() for j, r in done.items() if r.error is None})
                     raise
                 self.stats.calls += len(results)
@@ -187,13 +188,25 @@ class LLMJudge:
                     if r.error is None:  # failures are not cached: a re-run tries them again
                         fresh[k] = r.as_json()
                 self._commit(fresh)
-            for i, other in job.borrowed:  # batches finish in order, so `other` is done
-                job.out[i] = other.by_key.get(job.keys[i]) or Completion(error="the batch that made this call failed")
+            for i, other in job.borrowed:
+                job.out[i] = self._borrowed(other, job.keys[i])
         finally:
             for k in job.todo:
                 if self._in_flight.get(k) is job:
                     del self._in_flight[k]
         return job.out  # type: ignore[return-value]
+
+    @staticmethod
+    def _borrowed(other: "_Pending", key: str) -> Completion:
+        """The answer to a call made by an earlier batch (finished by now, except when a CoT
+        rationale step waits on a batch still in flight: then wait for that batch's calls)."""
+        if key in other.by_key:
+            return other.by_key[key]
+        try:
+            results = other.future.result()
+        except BaseException:  # noqa: BLE001 - that batch's own finish reports it
+            return Completion(error="the batch that made this call failed")
+        return results[list(other.todo).index(key)]
 
     def _commit(self, fresh: dict[str, dict]) -> None:
         if self.store is not None and fresh:
