@@ -158,3 +158,26 @@ def test_transformers_backend_soft_labels_and_batching(tiny_lm):
     pw = make_judge(JudgeConfig(**cfg, method="pointwise"))
     scores = pw.score(["q", "q"], ["short", "a longer answer here"], c.principles[0])
     assert all(1.0 <= v.score <= 9.0 for v in scores)
+
+
+def test_ctrl_c_mid_judge_exits_130_quickly_and_resumes(project):
+    with FakeOpenAI(latency_s=0.15, responder=safe_judge()) as server:
+        args = llm_args(server, "--set", "judge.concurrency=4", "--set", "judge.batch_size=4")
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        proc = subprocess.Popen([sys.executable, "-m", "rlaif", "judge", str(project / "pipeline.yaml"), *args],
+                                cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 60
+        while len(server.requests) < 12 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert proc.poll() is None, "judge finished before it could be interrupted"
+        os.kill(proc.pid, signal.SIGINT)
+        t0 = time.time()
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, err
+        assert time.time() - t0 < 5 and "Traceback" not in err
+        db = sqlite3.connect(project / "run" / "store.sqlite")
+        committed = db.execute("SELECT COUNT(*) FROM judge_cache").fetchone()[0]
+        before = len(server.requests)
+        assert main(["judge", str(project / "pipeline.yaml"), *args]) == 0
+        total = db.execute("SELECT COUNT(*) FROM judge_cache").fetchone()[0]
+    assert len(server.requests) - before == total - committed  # nothing committed was asked again

@@ -31,7 +31,7 @@ class LoggingCompleter:
     def run(self, calls):
         return [Completion(text="A", top_logprobs={"A": -0.223, "B": -1.609}) for _ in calls]
 
-    def submit(self, calls):
+    def submit(self, calls, results=None):
         self.log.append(f"submit {self.n}")
         self.n += 1
         f = concurrent.futures.Future()
@@ -147,3 +147,30 @@ def test_cot_same_item_in_two_batches_in_flight(tmp_path):
         assert len(server.requests) == 2  # one rationale (then cached), one verdict (in flight, shared)
     assert [vs[0].status for vs in out] == ["scored", "scored"]
     assert out[0][0].p_first == out[1][0].p_first and out[1][0].rationale == "Response A is kinder."
+
+
+class InterruptedCompleter(LoggingCompleter):
+    """Batch 0 finishes; from batch 1 on, the first call of a batch finishes and then Ctrl-C arrives."""
+
+    def submit(self, calls, results=None):
+        self.n += 1
+        f = concurrent.futures.Future()
+        if self.n == 1:
+            f.set_result(self.run(calls))
+        else:
+            results[0] = self.run(calls[:1])[0]
+            f.set_exception(KeyboardInterrupt())
+        return f
+
+
+def test_ctrl_c_keeps_the_calls_that_finished_in_batches_in_flight(tmp_path):
+    with Store(tmp_path / "s.sqlite") as store:
+        judge = LLMJudge(InterruptedCompleter([]), orders="random", store=store)
+        batches = [[(f"q{b}-{i}", "x", "y", P0) for i in range(3)] for b in range(4)]
+        read = []
+        with pytest.raises(KeyboardInterrupt):
+            for vs in judge.compare_batches(batches):
+                read.append(vs)
+        assert len(read) == 1
+        n = store.db.execute("SELECT COUNT(*) FROM judge_cache").fetchone()[0]
+    assert n == 3 + 1 + 1  # batch 0, and the first call of each of the two batches in flight

@@ -83,6 +83,7 @@ class _Pending:
     borrowed: list[tuple[int, "_Pending"]] = field(default_factory=list)  # made by an earlier batch in flight
     future: concurrent.futures.Future | None = None
     by_key: dict[str, Completion] = field(default_factory=dict)
+    partial: dict[int, Completion] = field(default_factory=dict)  # filled by the completer as calls finish
 
 
 @dataclass
@@ -157,7 +158,7 @@ class LLMJudge:
             first = [calls[idx[0]][0] for idx in job.todo.values()]
             submit = getattr(self.completer, "submit", None)
             if submit is not None:
-                job.future = submit(first)
+                job.future = submit(first, job.partial)
             else:  # a synchronous completer (local model): run it now
                 job.future = concurrent.futures.Future()
                 try:
@@ -249,19 +250,31 @@ class LLMJudge:
         def waiting() -> int:
             return sum(len((p[-1] if isinstance(p, tuple) else p).todo) for p in pending)
 
+        def finish_oldest():
+            out = finish(pending[0])  # left in `pending` until finished, for the handlers below
+            pending.popleft()
+            return out
+
         try:
             for batch in batches:
                 pending.append(start(batch))
                 while len(pending) > 1 and (waiting() >= target or len(pending) > self.MAX_BATCHES_AHEAD):
-                    yield finish(pending.popleft())
+                    yield finish_oldest()
             while pending:
-                yield finish(pending.popleft())
+                yield finish_oldest()
         except BudgetExceeded:
-            while pending:  # keep what the batch behind it already paid for
+            pending.popleft()  # its finished calls are committed
+            while pending:  # keep what the batches behind it already paid for
                 try:
                     finish(pending.popleft())
                 except BudgetExceeded:
                     pass
+            raise
+        except BaseException:  # Ctrl-C, or an error in the caller: keep the calls that did finish
+            for p in pending:
+                job = p[-1] if isinstance(p, tuple) else p
+                keys = list(job.todo)
+                self._commit({keys[j]: r.as_json() for j, r in list(job.partial.items()) if r.error is None})
             raise
 
     def _start_compare(self, items: list[tuple[str, str, str, Principle]]) -> tuple:

@@ -108,19 +108,21 @@ class OpenAICompleter:
     def run(self, calls: list[Call]) -> list[Completion]:
         return self.submit(calls).result()
 
-    def submit(self, calls: list[Call]) -> concurrent.futures.Future:
+    def submit(self, calls: list[Call], results: dict[int, Completion] | None = None) -> concurrent.futures.Future:
         """Put calls in flight on the completer's own event loop and return at once (one client,
-        warm connections, the concurrency cap and rate-limit buckets shared by every batch)."""
+        warm connections, the concurrency cap and rate-limit buckets shared by every batch).
+        ``results``, if given, is filled (index -> Completion) as each call finishes, so that
+        an interrupted caller can keep what was already paid for."""
         if self._loop is None:
             self._loop = asyncio.new_event_loop()
             self._thread = threading.Thread(target=self._loop.run_forever, name="rlaif-openai", daemon=True)
             self._thread.start()
             asyncio.run_coroutine_threadsafe(self._setup(), self._loop).result()
-        return asyncio.run_coroutine_threadsafe(self._run(calls), self._loop)
+        return asyncio.run_coroutine_threadsafe(self._run(calls, results), self._loop)
 
     def close(self) -> None:
         if self._loop is not None:
-            asyncio.run_coroutine_threadsafe(self._client.close(), self._loop).result(timeout=10)
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=10)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
             self._loop.close()
@@ -149,8 +151,16 @@ class OpenAICompleter:
         self._rpm = _Bucket(self.cfg.rpm) if self.cfg.rpm else None
         self._tpm = _Bucket(self.cfg.tpm) if self.cfg.tpm else None
 
-    async def _run(self, calls: list[Call]) -> list[Completion]:
-        results: dict[int, Completion] = {}
+    async def _shutdown(self) -> None:
+        """Cancel the calls still in flight (after Ctrl-C), then close the connections."""
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._client.close()
+
+    async def _run(self, calls: list[Call], results: dict[int, Completion] | None = None) -> list[Completion]:
+        results = {} if results is None else results
         budget: list[BudgetExceeded] = []
 
         async def one(i: int, call: Call) -> None:
