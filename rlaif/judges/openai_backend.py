@@ -14,12 +14,14 @@ Written here because the client has none of them: client-side rate limits
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import json
 import math
 import os
 import threading
 import time
+import weakref
 from typing import Any
 
 from rlaif.errors import RlaifError
@@ -38,6 +40,20 @@ def _dropped_connection(e: BaseException) -> BaseException | None:
             return e
         e = e.__cause__ or e.__context__
     return None
+
+
+# Completers with a running loop: closed at exit if their owner did not (a library user who
+# never calls close() would otherwise see aiohttp's "Unclosed client session" warnings).
+_OPEN: "weakref.WeakSet[OpenAICompleter]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_completers() -> None:
+    for c in list(_OPEN):
+        try:
+            c.close()
+        except Exception:  # noqa: BLE001 - best effort at interpreter exit
+            pass
 
 
 class _Bucket:
@@ -118,6 +134,7 @@ class OpenAICompleter:
             self._thread = threading.Thread(target=self._loop.run_forever, name="rlaif-openai", daemon=True)
             self._thread.start()
             asyncio.run_coroutine_threadsafe(self._setup(), self._loop).result()
+            _OPEN.add(self)
         return asyncio.run_coroutine_threadsafe(self._run(calls, results), self._loop)
 
     def close(self) -> None:
