@@ -174,3 +174,28 @@ def test_ctrl_c_keeps_the_calls_that_finished_in_batches_in_flight(tmp_path):
         assert len(read) == 1
         n = store.db.execute("SELECT COUNT(*) FROM judge_cache").fetchone()[0]
     assert n == 3 + 1 + 1  # batch 0, and the first call of each of the two batches in flight
+
+
+def test_budget_reached_in_a_cot_rationale_step_keeps_the_batches_in_flight(tmp_path):
+    from fake_openai import Reply, _lp
+
+    from rlaif.judges.llm import BudgetExceeded
+
+    def responder(req):
+        if req.get("max_tokens", 1) > 1:
+            return Reply("Response A is kinder.")
+        return Reply("A", {"A": _lp(0.8), "B": _lp(0.2)})
+
+    batches = [[(f"q{b}-{i}", "x", "y", P0) for i in range(2)] for b in range(3)]
+    with FakeOpenAI(latency_s=0.05, responder=responder) as server, Store(tmp_path / "s.sqlite") as store:
+        # batch 0: 2 rationales + 2 verdicts (in flight); batch 1: the 2nd rationale is over budget
+        judge = make_judge(cfg(server, cot=True, max_calls=5), store=store)
+        with pytest.raises(BudgetExceeded):
+            for _ in judge.compare_batches(batches):
+                pass
+        paid = len(server.requests)
+        assert paid == 5
+        resumed = make_judge(cfg(server, cot=True), store=store)
+        list(resumed.compare_batches(batches))
+        assert resumed.stats.cache_hits == 5  # batch 0's verdicts in flight were kept too
+        assert len(server.requests) - paid == 12 - 5

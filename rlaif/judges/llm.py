@@ -65,8 +65,9 @@ class Completer(Protocol):
     def run(self, calls: list[Call]) -> list[Completion]:
         """One completion per call, in order. May raise BudgetExceeded after finishing the calls in flight."""
 
-    # Optional: ``submit(calls) -> concurrent.futures.Future`` of ``run``'s result, returning at once
-    # (remote backends), so that LLMJudge.compare_batches can keep the next batch in flight.
+    # Optional: ``submit(calls, results) -> concurrent.futures.Future`` of ``run``'s result,
+    # returning at once and filling ``results`` (index -> Completion) as calls finish (remote
+    # backends), so that LLMJudge.compare_batches can keep the next batches in flight.
     # Optional: ``close()``, to release connections.
 
     def usage(self) -> dict[str, Any]:
@@ -84,6 +85,11 @@ class _Pending:
     future: concurrent.futures.Future | None = None
     by_key: dict[str, Completion] = field(default_factory=dict)
     partial: dict[int, Completion] = field(default_factory=dict)  # filled by the completer as calls finish
+
+
+def _job(started) -> _Pending:
+    """The calls of a started batch (``_start_compare`` returns a tuple ending with them)."""
+    return started[-1] if isinstance(started, tuple) else started
 
 
 @dataclass
@@ -199,15 +205,10 @@ class LLMJudge:
 
     @staticmethod
     def _borrowed(other: "_Pending", key: str) -> Completion:
-        """The answer to a call made by an earlier batch (finished by now, except when a CoT
-        rationale step waits on a batch still in flight: then wait for that batch's calls)."""
-        if key in other.by_key:
-            return other.by_key[key]
-        try:
-            results = other.future.result()
-        except BaseException:  # noqa: BLE001 - that batch's own finish reports it
-            return Completion(error="the batch that made this call failed")
-        return results[list(other.todo).index(key)]
+        """The answer to a call made by an earlier batch. Batches finish in order, so `other` is
+        finished; only a batch stopped by a budget can lack the answer. (CoT rationale calls,
+        run at once, never borrow: no call in flight has their key.)"""
+        return other.by_key.get(key) or Completion(error="not made: the batch making this call was stopped")
 
     def _commit(self, fresh: dict[str, dict]) -> None:
         if self.store is not None and fresh:
@@ -248,10 +249,14 @@ class LLMJudge:
         pending: collections.deque = collections.deque()
 
         def waiting() -> int:
-            return sum(len((p[-1] if isinstance(p, tuple) else p).todo) for p in pending)
+            return sum(len(_job(p).todo) for p in pending)
 
         def finish_oldest():
-            out = finish(pending[0])  # left in `pending` until finished, for the handlers below
+            try:
+                out = finish(pending[0])  # left in `pending` until finished, for the handlers below
+            except BudgetExceeded:
+                pending.popleft()  # its finished calls are committed
+                raise
             pending.popleft()
             return out
 
@@ -262,8 +267,7 @@ class LLMJudge:
                     yield finish_oldest()
             while pending:
                 yield finish_oldest()
-        except BudgetExceeded:
-            pending.popleft()  # its finished calls are committed
+        except BudgetExceeded:  # from a batch being finished, or from a CoT rationale step
             while pending:  # keep what the batches behind it already paid for
                 try:
                     finish(pending.popleft())
@@ -272,7 +276,7 @@ class LLMJudge:
             raise
         except BaseException:  # Ctrl-C, or an error in the caller: keep the calls that did finish
             for p in pending:
-                job = p[-1] if isinstance(p, tuple) else p
+                job = _job(p)
                 keys = list(job.todo)
                 self._commit({keys[j]: r.as_json() for j, r in list(job.partial.items()) if r.error is None})
             raise
