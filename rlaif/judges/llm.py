@@ -85,11 +85,7 @@ class _Pending:
     future: concurrent.futures.Future | None = None
     by_key: dict[str, Completion] = field(default_factory=dict)
     partial: dict[int, Completion] = field(default_factory=dict)  # filled by the completer as calls finish
-
-
-def _job(started) -> _Pending:
-    """The calls of a started batch (``_start_compare`` returns a tuple ending with them)."""
-    return started[-1] if isinstance(started, tuple) else started
+    context: Any = None  # what the caller needs to read the results back (compare: the plan)
 
 
 @dataclass
@@ -249,7 +245,7 @@ class LLMJudge:
         pending: collections.deque = collections.deque()
 
         def waiting() -> int:
-            return sum(len(_job(p).todo) for p in pending)
+            return sum(len(job.todo) for job in pending)
 
         def finish_oldest():
             try:
@@ -275,13 +271,12 @@ class LLMJudge:
                     pass
             raise
         except BaseException:  # Ctrl-C, or an error in the caller: keep the calls that did finish
-            for p in pending:
-                job = _job(p)
+            for job in pending:
                 keys = list(job.todo)
                 self._commit({keys[j]: r.as_json() for j, r in list(job.partial.items()) if r.error is None})
             raise
 
-    def _start_compare(self, items: list[tuple[str, str, str, Principle]]) -> tuple:
+    def _start_compare(self, items: list[tuple[str, str, str, Principle]]) -> _Pending:
         plan = []  # (item index, flipped, messages, principle)
         for n, (prompt, a, b, pr) in enumerate(items):
             if self.orders == "both":
@@ -299,10 +294,12 @@ class LLMJudge:
                              for i, (_, _, m, pr) in enumerate(plan)]
         else:
             verdict_calls = [(Call(m, 1, True, CHOICES), pr) for _, _, m, pr in plan]
-        return len(items), plan, rationales, self._start_calls(verdict_calls)
+        job = self._start_calls(verdict_calls)
+        job.context = (len(items), plan, rationales)
+        return job
 
-    def _finish_compare(self, started: tuple) -> list[PairVerdict]:
-        n_items, plan, rationales, job = started
+    def _finish_compare(self, job: _Pending) -> list[PairVerdict]:
+        n_items, plan, rationales = job.context
         results = self._finish_calls(job)
         per_item: list[list[dict]] = [[] for _ in range(n_items)]
         for (n, flipped, _, _), r, rat in zip(plan, results, rationales):
