@@ -152,7 +152,7 @@ def main() -> int:
     args = ap.parse_args()
     import torch
 
-    from rlaif.train.common import quiet_hf
+    from rlaif.train.hf import quiet_hf
 
     quiet_hf()
     if args.threads:

@@ -11,10 +11,8 @@ import argparse
 import json
 import sys
 
-from rlaif import __version__
+from rlaif import __version__, stages
 from rlaif.errors import RlaifError
-
-PIPELINE_STAGES = ("sft", "generate", "judge", "mix", "train-rm", "train-policy", "eval")
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -32,10 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run every pipeline stage (skipping those whose inputs are unchanged)")
     _add_config_args(p)
-    for stage in PIPELINE_STAGES:
-        p = sub.add_parser(stage, help=f"run the {stage} stage only")
+    for stage in stages.STAGES:
+        p = sub.add_parser(stage.name, help=f"run the {stage.name} stage only")
         _add_config_args(p)
-        if stage in ("train-rm", "train-policy"):
+        if stage.launchable:
             p.add_argument("--launcher", choices=["accelerate"],
                            help="run the stage under `accelerate launch` (several GPUs or CPU processes)")
             p.add_argument("--num-processes", type=int, default=None, metavar="N",
@@ -118,14 +116,14 @@ def _cmd_pipeline(args) -> int:
     if getattr(args, "num_processes", None) is not None or getattr(args, "accelerate_config", None):
         raise RlaifError("--num-processes and --accelerate-config go with --launcher accelerate")
     from rlaif.config import load_config
-    from rlaif.pipeline import STAGES, run_pipeline
+    from rlaif.pipeline import run_pipeline
     from rlaif.progress import console
 
     cfg = load_config(args.config, args.overrides)
-    stages = STAGES if args.command == "run" else (args.command,)
-    run = run_pipeline(cfg, stages, args.workdir, force=args.force)
-    if "eval" in stages:
-        console.print(f"report: {run.workdir / 'report.md'} (figures in {run.workdir / 'report.json'})")
+    names = stages.NAMES if args.command == "run" else (args.command,)
+    run = run_pipeline(cfg, names, args.workdir, force=args.force)
+    if "eval" in names:
+        console.print(f"report: {run.layout.report_md} (figures in {run.layout.report_json})")
     else:
         console.print(f"run directory: {run.workdir}")
     return 0

@@ -32,7 +32,7 @@ def eval_judge(pairs_path: str, jcfg, limit: int | None = None, device: str = "c
     from rlaif.constitution import load_constitution
     from rlaif.judges import make_judge
     from rlaif.judges.base import close_judge
-    from rlaif.train.common import quiet_hf
+    from rlaif.train.hf import quiet_hf
 
     constitution = load_constitution(jcfg.constitution)
     rows = load_ab_pairs(pairs_path, limit)

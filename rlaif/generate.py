@@ -9,12 +9,11 @@ from rlaif.hashing import content_hash
 
 
 def load_policy(path: str | Path, device: str):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    tok = AutoTokenizer.from_pretrained(str(path))
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    tok.padding_side = "left"
+    from rlaif.train.hf import load_tokenizer
+
+    tok = load_tokenizer(path, padding_side="left")
     model = AutoModelForCausalLM.from_pretrained(str(path)).to(device)
     model.eval()
     return model, tok
@@ -25,10 +24,11 @@ def sample(model, tok, prompts: list[str], n: int, max_new_tokens: int, temperat
     """``n`` sampled responses per prompt (one batched ``generate`` call)."""
     import torch
 
+    from rlaif.train.hf import max_positions
+
     torch.manual_seed(seed)
     enc = tok([policy_prompt(p) for p in prompts], return_tensors="pt", padding=True).to(device)
-    max_pos = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", 4096)
-    max_new = max(1, min(max_new_tokens, max_pos - enc["input_ids"].shape[1]))
+    max_new = max(1, min(max_new_tokens, max_positions(model.config) - enc["input_ids"].shape[1]))
     with torch.no_grad():
         out = model.generate(
             **enc, do_sample=True, temperature=temperature, top_p=top_p, max_new_tokens=max_new,

@@ -35,12 +35,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from rlaif import stages
 from rlaif.errors import RlaifError
+from rlaif.layout import RunLayout
+from rlaif.stages import LAUNCHABLE
 
-LAUNCHABLE = ("train-rm", "train-policy")
 CHILD_ENV = "RLAIF_LAUNCH_CHILD"
-# The run-directory folder each launchable stage writes.
-OUTPUT_DIR = {"train-rm": "reward_model", "train-policy": "policy"}
 
 
 def launch(args) -> int:
@@ -98,7 +98,7 @@ def build_command(args, use_cpu: bool, acc_cfg: dict) -> list[str]:
 
 def run_parent(args) -> int:
     from rlaif.config import load_config
-    from rlaif.pipeline import NEEDS, open_run
+    from rlaif.pipeline import open_run
     from rlaif.progress import console
 
     cfg = load_config(args.config, args.overrides)
@@ -106,23 +106,17 @@ def run_parent(args) -> int:
     stage = args.command
     run = open_run(cfg, args.workdir)  # validates every input before anything is launched
     try:
-        run.require(*NEEDS[stage])
-        # The same skip rule as Run.run_stage: inputs unchanged and output present.
-        ih = run.input_hash(stage)
-        rec = run.store.stage(stage)
-        if not args.force and rec and rec["status"] == "done" and rec["input_hash"] == ih and run._outputs_exist(stage):
-            console.print(f"[dim]skip {stage}: inputs unchanged ({ih})[/dim]")
+        if not run.should_run(stage, args.force):  # the skip rule of `rlaif STAGE`
             return 0
-        workdir = run.workdir.resolve()
+        layout = RunLayout(run.workdir.resolve())
         device = run.device
     finally:
         run.store.close()
     # The shared checkpoint folder the other processes link to.
-    out = workdir / OUTPUT_DIR[stage]
-    (out.with_name(out.name + ".partial") / "checkpoints").mkdir(parents=True, exist_ok=True)
+    layout.checkpoints(layout.output(stages.get(stage).output)).mkdir(parents=True, exist_ok=True)
     use_cpu = device == "cpu" or bool(acc_cfg.get("use_cpu"))
     if args.workdir is None:
-        args.workdir = str(workdir)
+        args.workdir = str(layout.root)
     cmd = build_command(args, use_cpu, acc_cfg)
     env = dict(os.environ, **{CHILD_ENV: "1"})
     if use_cpu:
@@ -143,29 +137,19 @@ def _rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def _worker_run(cfg, workdir: Path, stage: str, rank: int):
+def _worker_run(cfg, main: RunLayout, stage: str, rank: int):
     """A Run for a non-main process: reads the run store, writes only under its scratch folder."""
-    from rlaif.pipeline import Run, load_inputs
+    from rlaif.pipeline import Run, load_inputs, pick_device
     from rlaif.store import Store
-    from rlaif.train.common import pick_device
 
-    scratch = workdir / f".rank{rank}"
+    output = stages.get(stage).output
+    layout = main.for_worker(rank, output)
+    scratch = main.scratch(rank)
     shutil.rmtree(scratch, ignore_errors=True)
-    out_name = OUTPUT_DIR[stage]
-    link = scratch / f"{out_name}.partial" / "checkpoints"
+    link = layout.checkpoints(layout.output(output))
     link.parent.mkdir(parents=True)
-    link.symlink_to(workdir / f"{out_name}.partial" / "checkpoints", target_is_directory=True)
-
-    class WorkerRun(Run):
-        @property
-        def rm_dir(self) -> Path:
-            return scratch / out_name if stage == "train-rm" else super().rm_dir
-
-        @property
-        def policy_dir(self) -> Path:
-            return scratch / out_name if stage == "train-policy" else super().policy_dir
-
-    run = WorkerRun(cfg, workdir, load_inputs(cfg), pick_device(cfg.device), Store(workdir / "store.sqlite"))
+    link.symlink_to(main.checkpoints(main.output(output)), target_is_directory=True)
+    run = Run(cfg, layout, load_inputs(cfg), pick_device(cfg.device), Store(main.store))
     return run, scratch
 
 
@@ -180,13 +164,13 @@ def run_child(args) -> int:
         # The parent already decided the stage must run; the other processes run it too.
         run_pipeline(cfg, (stage,), args.workdir, force=True)
         return 0
-    from rlaif.train.common import quiet_hf
+    from rlaif.train.hf import quiet_hf
 
     quiet_hf()
-    workdir = Path(args.workdir or cfg.workdir or Path("runs") / cfg.name).resolve()
-    run, scratch = _worker_run(cfg, workdir, stage, rank)
+    main = RunLayout.for_run(cfg.workdir, cfg.name, args.workdir)
+    run, scratch = _worker_run(cfg, RunLayout(main.root.resolve()), stage, rank)
     try:
-        getattr(run, "stage_" + stage.replace("-", "_"))()
+        stages.get(stage).run(run)
     finally:
         run.store.close()
         shutil.rmtree(scratch, ignore_errors=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from rlaif.config import MixConfig
 from rlaif.hashing import content_hash
+from rlaif.layout import RunLayout, finalize_dir
 from rlaif.records import HumanLabel, PreferencePair, pair_key
 
 
@@ -89,11 +90,9 @@ def mix(ai_pairs: list[dict], human: list[HumanLabel], cfg: MixConfig, seed: int
     return {"train": train, "eval": evals}, stats
 
 
-def save_pairs(splits: dict[str, list[PreferencePair]], out_dir) -> None:
-    """Write a datasets.DatasetDict with train/eval splits (whole or not at all)."""
+def save_pairs(splits: dict[str, list[PreferencePair]], layout: RunLayout) -> None:
+    """Write a datasets.DatasetDict with train/eval splits to ``layout.pairs`` (whole or not at all)."""
     from datasets import Dataset, DatasetDict, Features, Value
-
-    from rlaif.train.common import finalize_dir
 
     features = Features({"prompt": Value("string"), "chosen": Value("string"), "rejected": Value("string"),
                          "source": Value("string"), "weight": Value("float64"), "confidence": Value("float64"),
@@ -103,11 +102,11 @@ def save_pairs(splits: dict[str, list[PreferencePair]], out_dir) -> None:
         return Dataset.from_dict({k: [r[k] for r in recs] for k in features}, features=features)
 
     dd = DatasetDict({name: to_dataset(rows) for name, rows in splits.items()})
-    tmp = out_dir.with_name(out_dir.name + ".partial")
+    tmp = layout.partial(layout.pairs)
     if tmp.exists():
         import shutil
 
         shutil.rmtree(tmp)
     # num_shards=1: datasets writes zero shards for an empty split and then cannot load it.
     dd.save_to_disk(str(tmp), num_shards={name: 1 for name in dd})
-    finalize_dir(tmp, out_dir)
+    finalize_dir(tmp, layout.pairs)

@@ -72,8 +72,11 @@ def test_save_pairs_columns(tmp_path):
     from datasets import load_from_disk
 
     splits, _ = mix([ai("p", "a", "b")], [HumanLabel("q", "g", "b")], MixConfig(human_eval_fraction=0.0), 0)
-    save_pairs(splits, tmp_path / "pairs")
+    from rlaif.layout import RunLayout
+
+    save_pairs(splits, RunLayout(tmp_path))
     dd = load_from_disk(str(tmp_path / "pairs"))
+    assert not (tmp_path / "pairs.partial").exists()
     assert set(dd) == {"train", "eval"}
     assert {"prompt", "chosen", "rejected", "source", "weight"} <= set(dd["train"].column_names)
     assert sorted(dd["train"]["source"]) == ["ai", "human"]

@@ -19,9 +19,11 @@ from typing import TYPE_CHECKING, Callable
 
 from rlaif.errors import RlaifError
 from rlaif.formats import policy_prompt
+from rlaif.layout import checkpoints_dir, finalize_dir, partial_dir
 
 if TYPE_CHECKING:  # pragma: no cover
-    from rlaif.config import PipelineConfig, PolicyTrainingConfig
+    from rlaif.config import PolicyTrainingConfig
+    from rlaif.layout import RunLayout
 
 # trl log key -> rlaif history key (the same names as PPO's history where the quantity is the same)
 HISTORY_KEYS = {"reward": "reward", "reward_std": "reward_std", "kl": "kl_per_token", "entropy": "entropy",
@@ -81,11 +83,11 @@ def run_online(algorithm: str, policy_dir: str | Path, reward_fn: Callable[[list
     Resumes from a killed run's checkpoint."""
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from rlaif.progress import use_rich_progress
-    from rlaif.train.common import finalize_dir, last_checkpoint, trainer_kwargs
     from rlaif.train.gpu import lora_config, model_load_kwargs, resolve_bf16
+    from rlaif.train.hf import generation_lengths, last_checkpoint, load_tokenizer, save_trained, trainer_kwargs
 
     if algorithm not in ("rloo", "grpo"):
         raise ValueError(algorithm)
@@ -100,20 +102,15 @@ def run_online(algorithm: str, policy_dir: str | Path, reward_fn: Callable[[list
                          f"gradient_accumulation_steps ({targs.gradient_accumulation_steps}) = {global_batch} "
                          f"completions per step must be a multiple of {algorithm}.num_generations "
                          f"({s.num_generations})")
-    tok = AutoTokenizer.from_pretrained(str(policy_dir))
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    tok.padding_side = "left"
+    tok = load_tokenizer(policy_dir, padding_side="left")
     bf16 = resolve_bf16(pcfg, device)
     model = AutoModelForCausalLM.from_pretrained(str(policy_dir), **model_load_kwargs(pcfg, device, bf16, world > 1))
-    max_pos = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", 4096)
-    max_new = max(1, min(s.max_new_tokens, max_pos - 8))
-    max_prompt = max(8, min(targs.max_length, max_pos) - max_new)
+    max_prompt, max_new = generation_lengths(model.config, s.max_new_tokens, targs.max_length)
     ds = Dataset.from_dict({"prompt": [_fit_prompt(tok, policy_prompt(p), max_prompt) for p in prompts],
                             "raw_prompt": list(prompts)})
     out_dir = Path(out_dir)
-    work = out_dir.with_name(out_dir.name + ".partial")
-    kw = trainer_kwargs(targs, work / "checkpoints", seed, device)
+    work = partial_dir(out_dir)
+    kw = trainer_kwargs(targs, checkpoints_dir(out_dir), seed, device)
     kw.update(logging_steps=1, bf16=bf16, gradient_checkpointing=pcfg.gradient_checkpointing,
               num_generations=s.num_generations, max_completion_length=max_new, temperature=s.temperature,
               top_p=1.0, top_k=0, beta=s.kl_coef, num_iterations=s.num_iterations, epsilon=s.cliprange,
@@ -139,14 +136,11 @@ def run_online(algorithm: str, policy_dir: str | Path, reward_fn: Callable[[list
 
         trainer.remove_callback(PrinterCallback)
         trainer.remove_callback(ProgressCallback)
-    trainer.train(resume_from_checkpoint=last_checkpoint(work / "checkpoints"))
+    trainer.train(resume_from_checkpoint=last_checkpoint(checkpoints_dir(out_dir)))
     history = history_of(trainer.state.log_history)
     acc = trainer.accelerator
     acc.wait_for_everyone()
-    if pcfg.lora is None:
-        trainer.save_model(str(work / "model"))  # main process writes (gathers ZeRO-3/FSDP shards)
-    elif acc.is_main_process:
-        acc.unwrap_model(trainer.model).merge_and_unload().save_pretrained(str(work / "model"))
+    save_trained(trainer, work / "model")
     if acc.is_main_process:
         tok.padding_side = "right"
         tok.save_pretrained(str(work / "model"))
@@ -162,11 +156,13 @@ def run_online(algorithm: str, policy_dir: str | Path, reward_fn: Callable[[list
             "history": history}
 
 
-def train_online(cfg: "PipelineConfig", algorithm: str, sft_dir: Path, rm_dir: Path, prompts: list[str],
-                 out_dir: Path, device: str) -> dict:
-    """The pipeline's RLOO/GRPO: policy from ``sft_dir``, reward from the trained reward model."""
+def train_online(pcfg: "PolicyTrainingConfig", seed: int, layout: "RunLayout", prompts: list[str],
+                 rm_max_length: int, device: str) -> dict:
+    """The pipeline's RLOO/GRPO: policy from ``layout.sft``, reward from the trained reward model in
+    ``layout.reward_model`` (scoring ``rm_max_length`` tokens), written to ``layout.policy``."""
     from rlaif.train.reward import RewardScorer
 
-    scorer = RewardScorer(rm_dir, local_device(device), cfg.reward_model.train.max_length)
-    return run_online(algorithm, sft_dir, scorer.score, prompts, cfg.policy_training, out_dir, cfg.seed, device,
+    algorithm = pcfg.algorithm
+    scorer = RewardScorer(layout.reward_model, local_device(device), rm_max_length)
+    return run_online(algorithm, layout.sft, scorer.score, prompts, pcfg, layout.policy, seed, device,
                       progress=f"train-policy ({algorithm})")

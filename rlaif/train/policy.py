@@ -5,33 +5,37 @@
 - ``rloo`` / ``grpo``: online, trl's RLOOTrainer / GRPOTrainer against the trained reward model
   (rlaif/train/online.py).
 
-Every algorithm writes the same output: a plain causal LM + tokenizer in ``out_dir`` (LoRA merged),
-which is what ``eval`` samples from, and returns ``{"algorithm", ..., "history"}``.
+Every algorithm writes the same output: a plain causal LM + tokenizer in ``layout.policy`` (LoRA
+merged), which is what ``eval`` samples from, and returns ``{"algorithm", ..., "history"}``.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from rlaif.config import PipelineConfig
+from rlaif.config import PolicyTrainingConfig
 from rlaif.errors import RlaifError
+from rlaif.layout import RunLayout
 
-ONLINE = ("ppo", "rloo", "grpo")
+
+def uses_reward_model(pcfg: PolicyTrainingConfig) -> bool:
+    """DPO learns from the pairs alone; the online algorithms are rewarded by the trained reward model."""
+    return pcfg.algorithm != "dpo"
 
 
-def train_policy(cfg: PipelineConfig, sft_dir: Path, pairs_dir: Path, rm_dir: Path, prompts: list[str],
-                 out_dir: Path, device: str) -> dict:
-    algo = cfg.policy_training.algorithm
+def train_policy(pcfg: PolicyTrainingConfig, seed: int, layout: RunLayout, prompts: list[str], rm_max_length: int,
+                 device: str) -> dict:
+    """Train the policy from ``layout.sft``; ``prompts`` (raw) and ``rm_max_length`` (the reward model's
+    token limit) are used by the online algorithms."""
+    algo = pcfg.algorithm
     if algo == "dpo":
         from rlaif.train.dpo import train_dpo
 
-        return train_dpo(cfg, sft_dir, pairs_dir, out_dir, device)
+        return train_dpo(pcfg, seed, layout, device)
     if algo == "ppo":
         from rlaif.train.ppo import train_ppo
 
-        return train_ppo(cfg, sft_dir, rm_dir, prompts, out_dir, device)
+        return train_ppo(pcfg, seed, layout, prompts, rm_max_length, device)
     if algo in ("rloo", "grpo"):
         from rlaif.train.online import train_online
 
-        return train_online(cfg, algo, sft_dir, rm_dir, prompts, out_dir, device)
+        return train_online(pcfg, seed, layout, prompts, rm_max_length, device)
     raise RlaifError(f"policy_training.algorithm: unknown {algo!r}")  # pragma: no cover (config validates)

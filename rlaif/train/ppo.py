@@ -65,7 +65,9 @@ from typing import TYPE_CHECKING, Callable
 
 from rlaif.errors import RlaifError
 from rlaif.formats import policy_prompt
+from rlaif.layout import checkpoints_dir, finalize_dir, partial_dir
 from rlaif.train.gpu import lora_config, model_load_kwargs, resolve_bf16
+from rlaif.train.hf import generation_lengths, load_tokenizer, merged
 from rlaif.train.ppo_losses import (  # noqa: F401  (re-exported: the tests and docs use rlaif.train.ppo.*)
     AdaptiveKLController,
     FixedKLController,
@@ -82,7 +84,8 @@ from rlaif.train.ppo_losses import (  # noqa: F401  (re-exported: the tests and 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from rlaif.config import PipelineConfig, PolicyTrainingConfig
+    from rlaif.config import PolicyTrainingConfig
+    from rlaif.layout import RunLayout
 
 log = logging.getLogger(__name__)
 
@@ -152,18 +155,17 @@ class PPOTrainer:
     """PPO on ``policy_dir`` (a causal LM + tokenizer) with ``reward_fn``; see the module docstring."""
 
     def __init__(self, policy_dir: str | Path, reward_fn: RewardFn, prompts: list[str], pcfg: "PolicyTrainingConfig",
-                 work_dir: str | Path, seed: int = 0, device: str = "cpu", reward_fn_factory=None):
+                 ckpt_root: str | Path, seed: int = 0, device: str = "cpu", reward_fn_factory=None):
         import torch
         from accelerate import Accelerator
         from accelerate.state import AcceleratorState
-        from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModel, AutoModelForCausalLM
 
         if not prompts:
             raise RlaifError("PPO needs training prompts; data.prompts has none in the train split")
         self.pcfg, self.ppo, self.targs = pcfg, pcfg.ppo, pcfg.train
         self.prompts, self.seed = list(prompts), seed
-        self.work_dir = Path(work_dir)
-        self.ckpt_root = self.work_dir / "checkpoints"
+        self.ckpt_root = Path(ckpt_root)
         # A trainer run earlier in this process (SFT, RM) leaves its accelerate state behind; start clean,
         # as transformers' TrainingArguments does.
         AcceleratorState._reset_state(reset_partial_state=True)
@@ -181,10 +183,8 @@ class PPOTrainer:
         self.device = acc.device
         self.reward_fn = reward_fn if reward_fn is not None else reward_fn_factory(str(acc.device))
 
-        self.tokenizer = tok = AutoTokenizer.from_pretrained(str(policy_dir))
-        if tok.pad_token is None:
-            tok.pad_token = tok.eos_token
-        tok.padding_side, tok.truncation_side = "left", "left"
+        self.tokenizer = tok = load_tokenizer(policy_dir, padding_side="left")
+        tok.truncation_side = "left"
         kw = model_load_kwargs(pcfg, device, bf16, acc.num_processes > 1)
         policy = AutoModelForCausalLM.from_pretrained(str(policy_dir), **kw)
         critic = AutoModel.from_pretrained(str(policy_dir), **kw)
@@ -236,9 +236,8 @@ class PPOTrainer:
 
         self.fingerprint = content_hash({"pcfg": pcfg.hash_view(), "prompts": self.prompts, "seed": seed,
                                          "processes": acc.num_processes, "policy": str(Path(policy_dir).resolve())})
-        max_pos = getattr(policy.config, "n_positions", None) or getattr(policy.config, "max_position_embeddings", 4096)
-        self.max_new = max(1, min(self.ppo.max_new_tokens, max_pos - 8))
-        self.max_prompt = max(8, min(self.targs.max_length, max_pos) - self.max_new)
+        self.max_prompt, self.max_new = generation_lengths(policy.config, self.ppo.max_new_tokens,
+                                                           self.targs.max_length)
 
     # ------------------------------------------------------------ helpers
     @property
@@ -497,10 +496,8 @@ class PPOTrainer:
         acc.wait_for_everyone()
         state = acc.get_state_dict(self.model) if self.zero3 else None
         if acc.is_main_process:
-            policy = self.unwrapped.policy
+            policy = merged(self.unwrapped.policy)
             out = Path(out)
-            if self.pcfg.lora is not None:
-                policy = policy.merge_and_unload()
             if state is not None:
                 sd = {k[len("policy."):]: v for k, v in state.items() if k.startswith("policy.")}
                 policy.save_pretrained(str(out), state_dict=sd)
@@ -515,12 +512,12 @@ def run_ppo(policy_dir: str | Path, reward_fn: RewardFn | None, prompts: list[st
             out_dir: str | Path, seed: int = 0, device: str = "cpu", reward_fn_factory=None,
             progress: str | None = "train-policy (ppo)") -> dict:
     """Train with PPO and write the policy to ``out_dir`` (whole or not at all); resume from
-    ``out_dir``.partial/checkpoints if a killed run left one. Returns figures and the per-step history."""
-    from rlaif.train.common import finalize_dir
-
+    ``out_dir``'s work folder (rlaif.layout.checkpoints_dir) if a killed run left one. Returns figures
+    and the per-step history."""
     out_dir = Path(out_dir)
-    work = out_dir.with_name(out_dir.name + ".partial")
-    trainer = PPOTrainer(policy_dir, reward_fn, prompts, pcfg, work, seed, device, reward_fn_factory)
+    work = partial_dir(out_dir)
+    trainer = PPOTrainer(policy_dir, reward_fn, prompts, pcfg, checkpoints_dir(out_dir), seed, device,
+                         reward_fn_factory)
     history = trainer.train(progress)
     trainer.save_policy(work / "model")
     if trainer.accelerator.is_main_process:
@@ -535,15 +532,15 @@ def run_ppo(policy_dir: str | Path, reward_fn: RewardFn | None, prompts: list[st
             "history": history}
 
 
-def train_ppo(cfg: "PipelineConfig", sft_dir: Path, rm_dir: Path, prompts: list[str], out_dir: Path,
-              device: str) -> dict:
-    """The pipeline's PPO: policy from ``sft_dir``, reward from the trained reward model in ``rm_dir``."""
+def train_ppo(pcfg: "PolicyTrainingConfig", seed: int, layout: "RunLayout", prompts: list[str],
+              rm_max_length: int, device: str) -> dict:
+    """The pipeline's PPO: policy from ``layout.sft``, reward from the trained reward model in
+    ``layout.reward_model`` (scoring ``rm_max_length`` tokens), written to ``layout.policy``."""
     from rlaif.train.reward import RewardScorer
 
-    max_len = cfg.reward_model.train.max_length
-
     def factory(dev: str):
-        scorer = RewardScorer(rm_dir, dev, max_len, batch_size=max(8, cfg.policy_training.ppo.rollout_batch_size))
+        scorer = RewardScorer(layout.reward_model, dev, rm_max_length,
+                              batch_size=max(8, pcfg.ppo.rollout_batch_size))
         return scorer.score
 
-    return run_ppo(sft_dir, None, prompts, cfg.policy_training, out_dir, cfg.seed, device, reward_fn_factory=factory)
+    return run_ppo(layout.sft, None, prompts, pcfg, layout.policy, seed, device, reward_fn_factory=factory)

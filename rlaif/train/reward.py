@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rlaif.config import PipelineConfig
+from rlaif.config import RewardModelConfig
 from rlaif.formats import rm_text
-from rlaif.train.common import train_and_save, trainer_kwargs
+from rlaif.layout import RunLayout
+from rlaif.train.hf import load_tokenizer, train_and_save, trainer_kwargs
 
 
 def resolve_base(base: str) -> str:
@@ -66,21 +67,20 @@ class _WeightCollator:
         return out
 
 
-def train_reward_model(cfg: PipelineConfig, pairs_dir: Path, out_dir: Path, device: str) -> dict:
+def train_reward_model(rcfg: RewardModelConfig, seed: int, layout: RunLayout, device: str) -> dict:
+    """Train on the pairs in ``layout.pairs``; the reward model goes to ``layout.reward_model``."""
     from datasets import load_from_disk
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification
     from trl import RewardConfig
     from trl.trainer.reward_trainer import DataCollatorForPreference
 
-    targs = cfg.reward_model.train
-    base = resolve_base(cfg.reward_model.base)
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    targs = rcfg.train
+    base = resolve_base(rcfg.base)
+    tokenizer = load_tokenizer(base)
     model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    dd = load_from_disk(str(pairs_dir))
+    dd = load_from_disk(str(layout.pairs))
 
     def tok(split):
         return dd[split].map(
@@ -91,13 +91,13 @@ def train_reward_model(cfg: PipelineConfig, pairs_dir: Path, out_dir: Path, devi
 
     train_ds = tok("train")
     eval_ds = tok("eval") if len(dd["eval"]) else None
-    work = out_dir.with_name(out_dir.name + ".partial")
-    args = RewardConfig(**trainer_kwargs(targs, work / "checkpoints", cfg.seed, device), max_length=None,
+    out_dir = layout.reward_model
+    args = RewardConfig(**trainer_kwargs(targs, layout.checkpoints(out_dir), seed, device), max_length=None,
                         remove_unused_columns=True)
     trainer = _weighted_trainer_cls()(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                                       processing_class=tokenizer)
     trainer.data_collator = _WeightCollator(DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id))
-    return {"train_pairs": len(train_ds), **train_and_save(trainer, tokenizer, work, out_dir, "train-rm")}
+    return {"train_pairs": len(train_ds), **train_and_save(trainer, tokenizer, out_dir, "train-rm")}
 
 
 class RewardScorer:

@@ -3,47 +3,55 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
-from rlaif.config import PipelineConfig
+from rlaif.config import PolicyConfig
 from rlaif.formats import policy_prompt
+from rlaif.layout import RunLayout
 from rlaif.records import load_sft
-from rlaif.train.common import train_and_save, trainer_kwargs
+from rlaif.train.hf import load_tokenizer, train_and_save, trainer_kwargs
 
 log = logging.getLogger(__name__)
 
 
-def run_sft(cfg: PipelineConfig, out_dir: Path, extra_texts: list[str], device: str) -> dict:
-    """Train the SFT policy into ``out_dir``; return metrics and log history."""
+def run_sft(pcfg: PolicyConfig, seed: int, layout: RunLayout, extra_texts: list[str], device: str) -> dict:
+    """Train the SFT policy into ``layout.sft``; return metrics and log history.
+
+    With ``policy.skip_sft`` the policy model is copied there as it is."""
+    out_dir = layout.sft
+    if pcfg.skip_sft:
+        from rlaif.generate import load_policy
+
+        model, tok = load_policy(pcfg.model, "cpu")
+        model.save_pretrained(out_dir)
+        tok.save_pretrained(out_dir)
+        return {"skipped_sft": True}
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    rows = load_sft(cfg.policy.sft_data)  # validated earlier; cheap to re-read
-    work = out_dir.with_name(out_dir.name + ".partial")
-    if cfg.policy.model == "tiny":
+    rows = load_sft(pcfg.sft_data)  # validated earlier; cheap to re-read
+    work = layout.partial(out_dir)
+    if pcfg.model == "tiny":
         from rlaif.train.tiny import EOS, build_tiny_model
 
         init_dir = work / "init"
         if not (init_dir / "config.json").exists():
             texts = [policy_prompt(r["prompt"]) + r["response"] + EOS for r in rows] + extra_texts
-            build_tiny_model(texts, cfg.policy.tiny, init_dir, seed=cfg.seed)
+            build_tiny_model(texts, pcfg.tiny, init_dir, seed=seed)
         model_ref = str(init_dir)
     else:
-        model_ref = cfg.policy.model
+        model_ref = pcfg.model
 
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(model_ref)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(model_ref)
     model = AutoModelForCausalLM.from_pretrained(model_ref)
     ds = Dataset.from_list([{"prompt": policy_prompt(r["prompt"]), "completion": r["response"]} for r in rows])
-    targs = cfg.policy.sft
+    targs = pcfg.sft
     args = SFTConfig(
-        **trainer_kwargs(targs, work / "checkpoints", cfg.seed, device),
+        **trainer_kwargs(targs, layout.checkpoints(out_dir), seed, device),
         max_length=targs.max_length,
         completion_only_loss=True,
         packing=False,
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer)
-    return {"examples": len(rows), **train_and_save(trainer, tokenizer, work, out_dir, "sft")}
+    return {"examples": len(rows), **train_and_save(trainer, tokenizer, out_dir, "sft")}

@@ -1,0 +1,213 @@
+"""The stage table: each pipeline stage declared once.
+
+A ``Stage`` says what the pipeline (rlaif/pipeline.py), the launcher (rlaif/launch.py) and the
+CLI (rlaif/cli.py) need to know about it:
+
+- ``needs(cfg)``: the stages whose outputs it reads (checked before it starts; their output hashes
+  are part of its input hash);
+- ``hash_parts(run)``: its own inputs (config sections, file contents) in the input hash;
+- ``output`` / ``marker``: the RunLayout entry it writes and the file whose presence means the
+  output is complete (a stage without one records its output in the run store only);
+- ``run(run) -> info``: the work, with heavy imports inside; ``info["output_hash"]`` identifies
+  the output for the stages after it;
+- ``launchable``: whether ``--launcher accelerate`` can run it in several processes.
+
+The order of ``STAGES`` is the order of ``rlaif run``. Only stdlib imports at module level:
+the CLI reads this table to build its parser.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from rlaif.hashing import content_hash
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rlaif.config import PipelineConfig
+    from rlaif.layout import RunLayout
+    from rlaif.pipeline import Run
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    needs: Callable[[PipelineConfig], tuple[str, ...]]
+    hash_parts: Callable[[Run], dict]
+    run: Callable[[Run], dict]
+    output: str | None = None
+    marker: str | None = None
+    launchable: bool = False
+
+    def output_path(self, layout: RunLayout) -> Path | None:
+        """The file whose presence means this stage's output is complete (None: nothing on disk)."""
+        if self.output is None:
+            return None
+        path = getattr(layout, self.output)
+        return path / self.marker if self.marker else path
+
+
+def _always(*stages: str) -> Callable[[PipelineConfig], tuple[str, ...]]:
+    return lambda cfg: stages
+
+
+# ------------------------------------------------------------------ sft
+def _sft_parts(run: Run) -> dict:
+    return {"policy": run.cfg.policy.model_dump(mode="json", exclude={"sft_data"}),
+            "sft_data": run.inputs.file_hashes.get("sft_data")}
+
+
+def _sft(run: Run) -> dict:
+    from rlaif.hashing import dir_hash
+    from rlaif.train.sft import run_sft
+
+    info = run_sft(run.cfg.policy, run.cfg.seed, run.layout, [p.text for p in run.inputs.prompts], run.device)
+    info["output_hash"] = dir_hash(run.layout.sft)
+    return info
+
+
+# ------------------------------------------------------------------ generate
+def _generate_parts(run: Run) -> dict:
+    return {"generate": run.cfg.generate.model_dump(exclude={"batch_size"}),
+            "prompts": [(p.id, p.text, p.split) for p in run.inputs.prompts]}
+
+
+def _generate(run: Run) -> dict:
+    from rlaif.generate import generate_candidates
+
+    gen_hash = run.input_hash("generate")
+    made = generate_candidates(run.store, run.layout.sft, run.output_hash("sft"), gen_hash, run.cfg.generate,
+                               run.cfg.seed, run.device)
+    cands = run.store.candidates(gen_hash)
+    return {"gen_hash": gen_hash, "new_candidates": made, "candidates": len(cands),
+            "output_hash": content_hash([(c.id, c.text) for c in cands])}
+
+
+# ------------------------------------------------------------------ judge
+def _judge_parts(run: Run) -> dict:
+    return {"judge": run.cfg.judge.call_hash(), "constitution": run.inputs.constitution.hash,
+            "categories": {p.id: p.category for p in run.inputs.prompts}}
+
+
+def _judge(run: Run) -> dict:
+    from rlaif.judges import make_judge
+    from rlaif.judges.base import close_judge
+    from rlaif.judges.pairwise import judge_pairwise
+    from rlaif.judges.run import judge_candidates
+
+    jc = run.cfg.judge
+    judge = make_judge(jc, run.device, run.cfg.seed, run.store)
+    judge_hash = run.input_hash("judge")
+    gen_hash = run.results_of("generate")["gen_hash"]
+    try:
+        if jc.resolved_method == "pairwise":
+            info = judge_pairwise(run.store, judge, run.inputs.constitution, gen_hash, judge_hash, jc.pairs,
+                                  jc.principles, run.cfg.seed, jc.batch_size)
+        else:
+            info = judge_candidates(run.store, judge, run.inputs.constitution, gen_hash, judge_hash, jc.pairs,
+                                    jc.temperature, jc.batch_size)
+    finally:
+        close_judge(judge)
+    pairs = run.store.ai_pairs(judge_hash)
+    info.update({"judge_hash": judge_hash, "backend": judge.backend, "model": judge.model,
+                 "template_hash": judge.template_hash, "constitution_hash": run.inputs.constitution.hash,
+                 "output_hash": content_hash([(p["chosen_id"], p["rejected_id"], round(p["confidence"], 6))
+                                              for p in pairs])})
+    return info
+
+
+# ------------------------------------------------------------------ mix
+def _mix_parts(run: Run) -> dict:
+    return {"mix": run.cfg.mix.model_dump(exclude={"human_labels"}),
+            "human": content_hash([(x.key, x.chosen, x.label, x.source) for x in run.all_human_labels()])}
+
+
+def _mix(run: Run) -> dict:
+    from rlaif.hashing import dir_hash
+    from rlaif.mixing import mix, save_pairs
+
+    ai = run.store.ai_pairs(run.results_of("judge")["judge_hash"])
+    splits, stats = mix(ai, run.all_human_labels(), run.cfg.mix, run.cfg.seed)
+    save_pairs(splits, run.layout)
+    stats["output_hash"] = dir_hash(run.layout.pairs)
+    return stats
+
+
+# ------------------------------------------------------------------ train-rm
+def _train_rm_parts(run: Run) -> dict:
+    return {"reward_model": run.cfg.reward_model.model_dump()}
+
+
+def _train_rm(run: Run) -> dict:
+    from rlaif.hashing import dir_hash
+    from rlaif.train.reward import train_reward_model
+
+    info = train_reward_model(run.cfg.reward_model, run.cfg.seed, run.layout, run.device)
+    info["output_hash"] = dir_hash(run.layout.reward_model)
+    return info
+
+
+# ------------------------------------------------------------------ train-policy
+def _policy_needs(cfg: PipelineConfig) -> tuple[str, ...]:
+    from rlaif.train.policy import uses_reward_model
+
+    return ("sft", "mix", "train-rm") if uses_reward_model(cfg.policy_training) else ("sft", "mix")
+
+
+def _train_policy_parts(run: Run) -> dict:
+    from rlaif.train.policy import uses_reward_model
+
+    parts: dict = {"policy_training": run.cfg.policy_training.hash_view()}
+    if uses_reward_model(run.cfg.policy_training):  # online RL: rewarded on the train prompts
+        parts["prompts"] = [(p.id, p.text) for p in run.inputs.prompts if p.split == "train"]
+    return parts
+
+
+def _train_policy(run: Run) -> dict:
+    from rlaif.hashing import dir_hash
+    from rlaif.train.policy import train_policy
+
+    c = run.cfg
+    prompts = [p.text for p in run.store.prompts("train")]
+    info = train_policy(c.policy_training, c.seed, run.layout, prompts, c.reward_model.train.max_length, run.device)
+    # Under `--launcher accelerate` only the main process writes the policy.
+    info["output_hash"] = dir_hash(run.layout.policy) if run.layout.policy.exists() else None
+    return info
+
+
+# ------------------------------------------------------------------ eval
+def _eval_parts(run: Run) -> dict:
+    return {"eval": run.cfg.eval.model_dump()}
+
+
+def _eval(run: Run) -> dict:
+    from rlaif.report import build_report, write_report
+
+    report = build_report(run)
+    write_report(run, report)
+    return {"output_hash": content_hash(report["counts"])}
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("sft", _always(), _sft_parts, _sft, output="sft", marker="config.json"),
+    Stage("generate", _always("sft"), _generate_parts, _generate),
+    Stage("judge", _always("generate"), _judge_parts, _judge),
+    Stage("mix", _always("judge"), _mix_parts, _mix, output="pairs", marker="dataset_dict.json"),
+    Stage("train-rm", _always("mix"), _train_rm_parts, _train_rm, output="reward_model", marker="config.json",
+          launchable=True),
+    Stage("train-policy", _policy_needs, _train_policy_parts, _train_policy, output="policy", marker="config.json",
+          launchable=True),
+    Stage("eval", _always("sft", "judge", "mix", "train-rm", "train-policy"), _eval_parts, _eval,
+          output="report_json"),
+)
+NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
+LAUNCHABLE: tuple[str, ...] = tuple(s.name for s in STAGES if s.launchable)
+_BY_NAME = {s.name: s for s in STAGES}
+
+
+def get(name: str) -> Stage:
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise ValueError(f"unknown stage {name!r}") from None
