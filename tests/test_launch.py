@@ -144,3 +144,27 @@ def test_ppo_in_two_processes(one_process, tmp_path):
     assert info["algorithm"] == "ppo" and info["steps"] == 3
     assert all(math.isfinite(h["reward"]) and math.isfinite(h["value_loss"]) for h in info["history"])
     _saved_once(two / "run", "policy")
+
+
+@pytest.mark.slow
+def test_dpo_in_two_processes_needs_no_reward_model(one_process, tmp_path, capsys):
+    """DPO learns from the pairs alone: under the launcher, as in one process, it runs without a reward model
+    (online RL still refuses, before launching anything)."""
+    proj, sets = one_process
+    two = _copy(proj, tmp_path)
+    shutil.rmtree(two / "run" / "reward_model")
+    db = sqlite3.connect(two / "run" / "store.sqlite")
+    with db:
+        db.execute("DELETE FROM stages WHERE name IN ('train-rm', 'train-policy')")
+    db.close()
+    shutil.rmtree(two / "run" / "policy")
+    cfg = str(two / "pipeline.yaml")
+    launch = ["--launcher", "accelerate", "--num-processes", "2", "--accelerate-config", str(CPU_GLOO)]
+    capsys.readouterr()
+    assert main(["train-policy", cfg, *sets, "--set", "policy_training.algorithm=ppo", *launch]) == 2
+    assert "stage 'train-rm' has not run" in capsys.readouterr().err
+    assert main(["train-policy", cfg, *sets, *launch]) == 0
+    info = _info(two, "train-policy")
+    assert info["algorithm"] == "dpo" and info["train_pairs"] > 0 and math.isfinite(info["final_loss"])
+    _saved_once(two / "run", "policy")
+    assert not (two / "run" / "reward_model").exists()
