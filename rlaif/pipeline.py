@@ -10,7 +10,6 @@ killed stage is redone on the next run, resuming from what it committed
 from __future__ import annotations
 
 import json
-import logging
 import platform
 import time
 from dataclasses import dataclass, field
@@ -24,8 +23,6 @@ from rlaif.hashing import content_hash, file_hash
 from rlaif.layout import RunLayout
 from rlaif.records import HumanLabel, Prompt, load_human_labels, load_prompts, load_sft
 from rlaif.store import Store
-
-log = logging.getLogger(__name__)
 
 
 @dataclass

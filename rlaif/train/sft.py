@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-
 from rlaif.config import PolicyConfig
 from rlaif.formats import policy_prompt
 from rlaif.layout import RunLayout
 from rlaif.records import load_sft
 from rlaif.train.hf import load_tokenizer, train_and_save, trainer_kwargs
-
-log = logging.getLogger(__name__)
 
 
 def run_sft(pcfg: PolicyConfig, seed: int, layout: RunLayout, extra_texts: list[str], device: str) -> dict:
