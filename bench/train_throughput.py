@@ -79,10 +79,12 @@ def pipeline_cfg(pairs_dir: Path, dpo_steps: int, batch: int, max_length: int):
 
 
 def rlaif_dpo(cfg, model_dir: Path, pairs_dir: Path, out: Path) -> tuple[float, float]:
+    from rlaif.layout import RunLayout
     from rlaif.train.dpo import train_dpo
 
     t0 = time.perf_counter()
-    info = train_dpo(cfg, model_dir, pairs_dir, out, "cpu")
+    info = train_dpo(cfg.policy_training, cfg.seed, RunLayout(out.parent, sft=model_dir, pairs=pairs_dir, policy=out),
+                     "cpu")
     wall = time.perf_counter() - t0
     runtime = next(h["train_runtime"] for h in info["history"] if "train_runtime" in h)
     return wall, runtime

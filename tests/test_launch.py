@@ -71,6 +71,28 @@ def test_cli_launcher_arguments(capsys):
         main(["sft", "x.yaml", "--launcher", "accelerate"])
 
 
+def test_worker_layout_moves_only_the_stage_output():
+    from rlaif.layout import RunLayout
+
+    main_ = RunLayout(Path("/r"))
+    worker = main_.for_worker(1, "policy")
+    assert worker.policy == Path("/r/.rank1/policy")
+    assert worker.checkpoints(worker.policy) == Path("/r/.rank1/policy.partial/checkpoints")
+    assert (worker.sft, worker.pairs, worker.reward_model, worker.store) == \
+        (main_.sft, main_.pairs, main_.reward_model, main_.store)
+
+
+@pytest.mark.parametrize("algorithm,needs", [("dpo", ("sft", "mix")), ("ppo", ("sft", "mix", "train-rm")),
+                                             ("grpo", ("sft", "mix", "train-rm"))])
+def test_policy_stage_needs_the_reward_model_only_for_online_rl(algorithm, needs):
+    from rlaif import stages
+    from rlaif.config import load_config
+
+    cfg = load_config(ROOT / "pipelines" / "quickstart.yaml", [f"policy_training.algorithm={algorithm}"])
+    assert stages.get("train-policy").needs(cfg) == needs
+    assert stages.LAUNCHABLE == ("train-rm", "train-policy")
+
+
 # ---------------------------------------------------------------- two CPU processes (gloo)
 def _info(proj: Path, stage: str) -> dict:
     db = sqlite3.connect(proj / "run" / "store.sqlite")
