@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rlaif.formats import policy_prompt
+from rlaif.chat import encode_policy_inputs
 from rlaif.hashing import content_hash
 
 
@@ -26,7 +26,7 @@ def sample(model, tok, prompts: list[str], n: int, max_new_tokens: int, temperat
     import torch
 
     torch.manual_seed(seed)
-    enc = tok([policy_prompt(p) for p in prompts], return_tensors="pt", padding=True).to(device)
+    enc = encode_policy_inputs(tok, prompts, return_tensors="pt", padding=True).to(device)
     max_pos = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", 4096)
     max_new = max(1, min(max_new_tokens, max_pos - enc["input_ids"].shape[1]))
     with torch.no_grad():

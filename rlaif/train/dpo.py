@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from rlaif.config import PipelineConfig
-from rlaif.formats import policy_prompt
+from rlaif.chat import conversational_dataset
 from rlaif.train.common import train_and_save, trainer_kwargs
 
 
@@ -27,8 +27,7 @@ def train_dpo(cfg: PipelineConfig, sft_dir: Path, pairs_dir: Path, out_dir: Path
     dd = load_from_disk(str(pairs_dir))
     # trl's DPO loss has no per-example weight: the pairs train with equal weight
     # (the mix's human weight acts through the reward model).
-    train = dd["train"].map(lambda ex: {"prompt": policy_prompt(ex["prompt"])},
-                            remove_columns=["source", "weight", "confidence", "prompt_id", "meta"])
+    train = conversational_dataset(tokenizer, dd["train"], chosen="chosen", rejected="rejected")
     work = out_dir.with_name(out_dir.name + ".partial")
     kw = trainer_kwargs(pcfg.train, work / "checkpoints", cfg.seed, device)
     kw.update(bf16=bf16, gradient_checkpointing=pcfg.gradient_checkpointing)

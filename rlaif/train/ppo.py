@@ -64,7 +64,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from rlaif.errors import RlaifError
-from rlaif.formats import policy_prompt
+from rlaif.chat import encode_policy_inputs
 from rlaif.train.gpu import lora_config, model_load_kwargs, resolve_bf16
 from rlaif.train.ppo_losses import (  # noqa: F401  (re-exported: the tests and docs use rlaif.train.ppo.*)
     AdaptiveKLController,
@@ -322,8 +322,8 @@ class PPOTrainer:
 
         ppo = self.ppo
         tok = self.tokenizer
-        enc = tok([policy_prompt(p) for p in prompts], return_tensors="pt", padding=True, truncation=True,
-                  max_length=self.max_prompt).to(self.device)
+        enc = encode_policy_inputs(tok, prompts, return_tensors="pt", padding=True, truncation=True,
+                                   max_length=self.max_prompt).to(self.device)
         model = self.unwrapped
         model.eval()
         out = self._generate(enc)

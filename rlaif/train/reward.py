@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rlaif.config import PipelineConfig
-from rlaif.formats import rm_text
+from rlaif.chat import rm_ids
 from rlaif.train.common import train_and_save, trainer_kwargs
 
 
@@ -26,7 +26,7 @@ def resolve_base(base: str) -> str:
 
 
 def encode(tokenizer, prompt: str, response: str, max_length: int) -> list[int]:
-    return tokenizer(rm_text(prompt, response), truncation=True, max_length=max_length)["input_ids"]
+    return rm_ids(tokenizer, prompt, response, max_length)  # chat template for a causal-LM base
 
 
 def _weighted_trainer_cls():

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from rlaif.config import PipelineConfig
+from rlaif.chat import conversational_dataset
 from rlaif.formats import policy_prompt
 from rlaif.records import load_sft
 from rlaif.train.common import train_and_save, trainer_kwargs
@@ -15,7 +16,6 @@ log = logging.getLogger(__name__)
 
 def run_sft(cfg: PipelineConfig, out_dir: Path, extra_texts: list[str], device: str) -> dict:
     """Train the SFT policy into ``out_dir``; return metrics and log history."""
-    from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     rows = load_sft(cfg.policy.sft_data)  # validated earlier; cheap to re-read
@@ -37,7 +37,7 @@ def run_sft(cfg: PipelineConfig, out_dir: Path, extra_texts: list[str], device: 
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(model_ref)
-    ds = Dataset.from_list([{"prompt": policy_prompt(r["prompt"]), "completion": r["response"]} for r in rows])
+    ds = conversational_dataset(tokenizer, rows, completion="response")  # the chat template's rendering
     targs = cfg.policy.sft
     args = SFTConfig(
         **trainer_kwargs(targs, work / "checkpoints", cfg.seed, device),

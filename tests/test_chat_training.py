@@ -1,0 +1,93 @@
+"""Training stages on real chat architectures (tiny random Qwen2 / Llama): the text each trainer sees is the
+chat-template rendering, and a causal LM works as the reward-model base."""
+
+from __future__ import annotations
+
+import pytest
+from tiny_chat_models import chat_model_dir_any, qwen2_dir  # noqa: F401
+
+from rlaif import chat
+
+pytestmark = pytest.mark.slow
+
+PAIRS = [
+    ("How do I boil an egg?", "Boil it for eight minutes.", "No."),
+    (chat.encode([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+                  {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Rain poem?"}]),
+     "Rain taps the window.", "I will not."),
+    ("What is the capital of France?", "Paris.", "Rome, probably."),
+    ("Give one tip for sleeping better.", "Keep a regular bedtime.", "Stay up late."),
+]
+
+
+def _cfg(tmp_path, overrides):
+    import conftest
+
+    from rlaif.config import load_config
+
+    proj = conftest.make_tiny_project(tmp_path / "proj")
+    return load_config(proj / "pipeline.yaml", overrides)
+
+
+def _pairs_dir(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    rows = [{"prompt": p, "chosen": c, "rejected": r, "source": "ai", "weight": 1.0, "confidence": 1.0,
+             "prompt_id": str(i), "meta": "{}"} for i, (p, c, r) in enumerate(PAIRS)]
+    d = tmp_path / "pairs"
+    DatasetDict({"train": Dataset.from_list(rows), "eval": Dataset.from_list(rows[:2])}).save_to_disk(str(d))
+    return d
+
+
+def test_dpo_trains_on_the_template_rendering(chat_model_dir_any, tmp_path, monkeypatch, scripted_backend):
+    import trl
+    from transformers import AutoTokenizer
+
+    from rlaif.train.dpo import train_dpo
+
+    seen = []
+
+    class Spy(trl.DPOTrainer):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            seen.append(self)
+
+    monkeypatch.setattr(trl, "DPOTrainer", Spy)
+    cfg = _cfg(tmp_path, ["policy_training.train.max_steps=2", "policy_training.train.batch_size=2",
+                          "policy_training.train.max_length=256"])
+    info = train_dpo(cfg, chat_model_dir_any, _pairs_dir(tmp_path), tmp_path / "policy", "cpu")
+    assert info["train_pairs"] == len(PAIRS) and (tmp_path / "policy" / "config.json").exists()
+    tok = AutoTokenizer.from_pretrained(str(chat_model_dir_any))
+    ds = seen[0].train_dataset
+    for row, (p, c, r) in zip(ds, PAIRS):
+        for key, resp in (("chosen_ids", c), ("rejected_ids", r)):
+            want = chat.full_text(tok, p, resp)
+            assert tok.decode(row["prompt_ids"] + row[key]) == want
+            assert row["prompt_ids"] + row[key] == tok(want, add_special_tokens=False)["input_ids"]
+        assert tok.decode(row["prompt_ids"]) == chat.policy_input(tok, p)
+
+
+def test_sft_trains_on_the_template_rendering(qwen2_dir, tmp_path, monkeypatch, scripted_backend):
+    import trl
+    from transformers import AutoTokenizer
+
+    from rlaif.records import load_sft
+    from rlaif.train.sft import run_sft
+
+    seen = []
+
+    class Spy(trl.SFTTrainer):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            seen.append(self)
+
+    monkeypatch.setattr(trl, "SFTTrainer", Spy)
+    cfg = _cfg(tmp_path, [f"policy.model={qwen2_dir}", "policy.sft.max_steps=1", "policy.sft.max_length=256"])
+    run_sft(cfg, tmp_path / "sft", [], "cpu")
+    tok = AutoTokenizer.from_pretrained(str(qwen2_dir))
+    rows = load_sft(cfg.policy.sft_data)
+    row = seen[0].train_dataset[0]
+    assert tok.decode(row["input_ids"]) == chat.full_text(tok, rows[0]["prompt"], rows[0]["response"])
+    n = sum(1 for lab in row["labels"] if lab == -100)  # prompt tokens are masked out of the loss
+    assert tok.decode(row["input_ids"][:n]) == chat.policy_input(tok, rows[0]["prompt"])
+    assert tok.decode(row["input_ids"][n:]).endswith("<|im_end|>\n")  # the turn's end is trained
