@@ -37,7 +37,7 @@ def check_messages(messages: Any, where: str = "prompt") -> list[dict[str, str]]
                 or not isinstance(m.get("content"), str):
             raise RlaifError(f"{where}: message {i} must be {{\"role\": one of {'/'.join(ROLES)}, "
                              f"\"content\": string}}, got {str(m)[:80]!r}")
-        out.append({"role": m["role"], "content": m["content"].strip()})
+        out.append({"role": m["role"], "content": m["content"]})
     return out
 
 

@@ -16,7 +16,7 @@ def _tok(path):
 
 
 def test_plain_prompt_round_trips_as_itself():
-    assert chat.encode([{"role": "user", "content": " Hi? "}]) == "Hi?"
+    assert chat.encode([{"role": "user", "content": "Hi?"}]) == "Hi?"
     assert chat.messages("Hi?") == [{"role": "user", "content": "Hi?"}]
 
 
