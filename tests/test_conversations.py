@@ -76,7 +76,7 @@ def test_shared_hh_rlhf_prompts_are_multi_turn(tmp_path):
     convs = [chat.messages(h.prompt) for h in labels]
     assert len(labels) == 40 and all(c[-1]["role"] == "user" for c in convs)
     assert any(len(c) > 1 for c in convs) and all(c[0]["role"] == "user" for c in convs)
-    assert not any("Human:" in m["content"] or "Assistant:" in m["content"] for c in convs for m in c)
+    assert not any("\n\nHuman:" in m["content"] or "\n\nAssistant:" in m["content"] for c in convs for m in c)
 
 
 BAD = {
