@@ -91,3 +91,42 @@ def test_sft_trains_on_the_template_rendering(qwen2_dir, tmp_path, monkeypatch, 
     n = sum(1 for lab in row["labels"] if lab == -100)  # prompt tokens are masked out of the loss
     assert tok.decode(row["input_ids"][:n]) == chat.policy_input(tok, rows[0]["prompt"])
     assert tok.decode(row["input_ids"][n:]).endswith("<|im_end|>\n")  # the turn's end is trained
+
+
+def test_trl_export_trains_trl_dpo_as_is(qwen2_dir, tmp_path):
+    """`rlaif labels export --format trl` writes TRL's conversational preference format: trl's own
+    DPOTrainer loads and trains on it with no conversion."""
+    import json
+
+    import torch
+    from datasets import load_dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    from rlaif.cli import main
+    from rlaif.records import HumanLabel
+    from rlaif.store import Store
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with Store(run / "store.sqlite") as s:
+        s.add_human_labels([HumanLabel(p, c, r, "chosen", f"file:l.jsonl:{i}") for i, (p, c, r) in enumerate(PAIRS)])
+    out = tmp_path / "prefs.jsonl"
+    assert main(["labels", "export", str(run), "--source", "human", "--format", "trl", "-o", str(out)]) == 0
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(rows) == len(PAIRS) and set(rows[0]) == {"prompt", "chosen", "rejected"}
+    multi = next(r for r in rows if len(r["prompt"]) > 1)
+    assert [m["role"] for m in multi["prompt"]] == ["system", "user", "assistant", "user"]
+    assert multi["chosen"] == [{"role": "assistant", "content": "Rain taps the window."}]
+
+    ds = load_dataset("json", data_files=str(out), split="train")
+    tok = AutoTokenizer.from_pretrained(str(qwen2_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(qwen2_dir))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    args = DPOConfig(output_dir=str(tmp_path / "dpo"), max_steps=2, per_device_train_batch_size=2,
+                     learning_rate=1e-2, report_to=[], use_cpu=True, save_strategy="no", logging_steps=1)
+    trainer = DPOTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
+    trainer.train()
+    row = trainer.train_dataset[0]
+    assert tok.decode(row["prompt_ids"]) == chat.policy_input(tok, chat.encode(rows[0]["prompt"]))
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
