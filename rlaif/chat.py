@@ -71,6 +71,24 @@ def with_system(prompt_text: str, system: str | None) -> str:
     return encode([{"role": "system", "content": system}, *msgs])
 
 
+def with_system_all(records: list, system: str | None) -> list:
+    """``with_system`` over records: Prompt (``text``), HumanLabel or SFT rows (``prompt``)."""
+    if not system:
+        return records
+    from dataclasses import is_dataclass, replace
+
+    out = []
+    for r in records:
+        if isinstance(r, dict):
+            out.append({**r, "prompt": with_system(r["prompt"], system)})
+        elif is_dataclass(r):
+            key = "text" if hasattr(r, "text") else "prompt"
+            out.append(replace(r, **{key: with_system(getattr(r, key), system)}))
+        else:
+            raise TypeError(type(r))
+    return out
+
+
 def transcript(prompt_text: str) -> str:
     """Readable text of a prompt for humans and judges ("User: ..." turns; a plain prompt is itself)."""
     msgs = messages(prompt_text)

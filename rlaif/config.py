@@ -57,6 +57,7 @@ class DataConfig(_Section):
     prompts: str = Field(..., description="JSONL of {id?, text, category?}")
     eval_fraction: float = Field(0.15, ge=0, lt=1, description="prompts held out for policy evaluation")
     max_prompts: int | None = Field(None, ge=1)
+    system_prompt: str | None = Field(None, description="system message added to every conversation that has none")
 
 
 class GenerateConfig(_Section):

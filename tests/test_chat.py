@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from tiny_chat_models import QWEN_SYSTEM, chat_model_dir_any, llama_dir, qwen2_dir  # noqa: F401
+from tiny_chat_models import QWEN_SYSTEM
 
 from rlaif import chat
 from rlaif.errors import RlaifError

@@ -7,8 +7,8 @@
   headers, ``<|eot_id|>`` ends a turn and is eos, no pad token.
 
 The tokenizer is a byte-level BPE trained with ``tokenizers`` on a small corpus; nothing is downloaded. Models are
-2 layers, hidden 32, so a test step takes milliseconds. Use the fixtures ``qwen2_dir`` / ``llama_dir`` (import them
-into a test module: ``from tiny_chat_models import qwen2_dir, llama_dir  # noqa: F401``).
+2 layers, hidden 32, so a test step takes milliseconds. Fixtures (a pytest plugin, registered in conftest.py):
+``qwen2_dir``, ``llama_dir`` and ``chat_model_dir_any`` (parametrized over both), session-scoped.
 """
 
 from __future__ import annotations

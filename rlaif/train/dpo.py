@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from rlaif.config import PipelineConfig
 from rlaif.chat import conversational_dataset
+from rlaif.config import PipelineConfig
 from rlaif.train.common import train_and_save, trainer_kwargs
 
 

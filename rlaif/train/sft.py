@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from rlaif.chat import conversational_dataset, with_system_all
 from rlaif.config import PipelineConfig
-from rlaif.chat import conversational_dataset
 from rlaif.formats import policy_prompt
 from rlaif.records import load_sft
 from rlaif.train.common import train_and_save, trainer_kwargs
@@ -18,7 +18,7 @@ def run_sft(cfg: PipelineConfig, out_dir: Path, extra_texts: list[str], device: 
     """Train the SFT policy into ``out_dir``; return metrics and log history."""
     from trl import SFTConfig, SFTTrainer
 
-    rows = load_sft(cfg.policy.sft_data)  # validated earlier; cheap to re-read
+    rows = with_system_all(load_sft(cfg.policy.sft_data), cfg.data.system_prompt)  # validated earlier
     work = out_dir.with_name(out_dir.name + ".partial")
     if cfg.policy.model == "tiny":
         from rlaif.train.tiny import EOS, build_tiny_model
