@@ -60,7 +60,20 @@ class DataConfig(_Section):
     system_prompt: str | None = Field(None, description="system message added to every conversation that has none")
 
 
+class ServedPolicy(_Section):
+    """generate.backend openai: the policy served by an OpenAI-compatible server (vLLM, SGLang, transformers serve)."""
+    model: str | None = Field(None, description="the served model name (as the server lists it)")
+    base_url: str | None = Field(None, description="e.g. http://127.0.0.1:8000/v1")
+    api_key_env: str | None = Field(None, description="NAME of the environment variable holding the key")
+    concurrency: int = Field(8, ge=1)
+    timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(4, ge=0)
+    send_seed: bool = Field(True, description="send a per-prompt seed (vLLM, SGLang, OpenAI honour it)")
+
+
 class GenerateConfig(_Section):
+    backend: Literal["transformers", "openai"] = Field("transformers", description="sample locally or from a server")
+    served: ServedPolicy = ServedPolicy()
     num_candidates: int = Field(4, ge=2)
     max_new_tokens: int = Field(48, ge=1)
     temperature: float = Field(1.0, gt=0)

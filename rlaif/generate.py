@@ -54,6 +54,12 @@ def generate_candidates(store, policy_dir: Path, policy_hash: str, gen_hash: str
     todo = [p for p in prompts if p.id not in done]
     if not todo:
         return 0
+    if gcfg.backend == "openai":  # a served policy (rlaif/generate_openai.py)
+        from rlaif.generate_openai import generate_served
+
+        with task("generate", len(prompts)) as advance:
+            advance(len(prompts) - len(todo))
+            return generate_served(store, gen_hash, gcfg, seed, todo, advance)
     model, tok = load_policy(policy_dir, device)
     made = 0
     with task("generate", len(prompts)) as advance:
