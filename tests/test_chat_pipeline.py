@@ -44,14 +44,15 @@ def _project(tmp_path, policy_dir, overrides: dict):
         *head, last = dotted.split(".")
         for k in head:
             node = node.setdefault(k, {})
-        node[last] = v
+        node[last] = str(policy_dir) if v == "<policy>" else v  # the causal LM as the reward-model base
     (proj / "pipeline.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     return proj
 
 
 CASES = {
     "qwen2-skip_sft-dpo": ("qwen2", {"policy.skip_sft": True, "data.system_prompt": "Answer briefly."}),
-    "qwen2-sft-ppo": ("qwen2", {"policy_training.algorithm": "ppo", "policy_training.ppo.steps": 2,
+    "qwen2-sft-ppo": ("qwen2", {"reward_model.base": "<policy>", "reward_model.train.max_length": 256,
+                                "policy_training.algorithm": "ppo", "policy_training.ppo.steps": 2,
                                 "policy_training.ppo.rollout_batch_size": 4, "policy_training.ppo.mini_batch_size": 2,
                                 "policy_training.ppo.ppo_epochs": 1, "policy_training.ppo.max_new_tokens": 8}),
     "llama-sft-dpo": ("llama", {}),
@@ -93,6 +94,12 @@ def test_pipeline_feeds_chat_models_their_template(case, tmp_path, scripted_back
 
     report = json.loads((proj / "run" / "report.json").read_text())
     assert report["policy"]["algorithm"] == overrides.get("policy_training.algorithm", "dpo")
+    if overrides.get("reward_model.base") == "<policy>":
+        from transformers import AutoConfig
+
+        assert AutoConfig.from_pretrained(str(proj / "run" / "reward_model")).architectures == \
+            ["Qwen2ForSequenceClassification"]
+        assert report["reward_model"]["eval_accuracy"] is not None
     tok = AutoTokenizer.from_pretrained(str(policy_dir))
     db = sqlite3.connect(proj / "run" / "store.sqlite")
     stored = [t for (t,) in db.execute("SELECT text FROM prompts")]

@@ -169,3 +169,19 @@ def test_length_batches_cover_everything_once():
 
     b = length_batches([3, 9, 1, 7, 5], 2)
     assert b == [[1, 3], [4, 0], [2]]
+
+
+def test_transformers_judge_with_a_qwen2_model(qwen2_dir):
+    """The transformers judge runs on the Qwen2-architecture model (its chat template, no BOS, pad != eos)."""
+    from conftest import CONSTITUTION
+
+    from rlaif.config import JudgeConfig
+    from rlaif.constitution import Constitution
+    from rlaif.judges import make_judge
+
+    c = Constitution.model_validate(CONSTITUTION)
+    items = [(p, a, b, c.principles[i % 3]) for i, (p, a, b) in enumerate(PAIRS)]
+    judge = make_judge(JudgeConfig(backend="transformers", model=str(qwen2_dir), constitution="x", max_length=512))
+    out = judge.compare(items)
+    assert len(out) == len(items)
+    assert all(v.status == "scored" and 0.0 < v.p_first < 1.0 for v in out)
