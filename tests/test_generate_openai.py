@@ -129,3 +129,14 @@ def test_kill_9_then_rerun_repeats_no_committed_prompt(project):
         assert len(server.requests) - before == len(prompts) - len(done)  # committed prompts not redone
         rows, _ = _cands(project)
         assert len(rows) == 3 * len(prompts)
+
+
+@pytest.mark.parametrize("name", ["gpu_dpo", "gpu_ppo"])
+def test_gpu_pipelines_take_the_served_and_causal_rm_options(name):
+    from rlaif.config import load_config
+
+    cfg = load_config(ROOT / "pipelines" / f"{name}.yaml", [
+        "generate.backend=openai", "generate.served.base_url=http://127.0.0.1:8001/v1",
+        "generate.served.model=policy", "reward_model.base=Qwen/Qwen2.5-0.5B-Instruct"])
+    check_served(cfg.generate)
+    assert cfg.generate.served.model == "policy" and cfg.reward_model.base == "Qwen/Qwen2.5-0.5B-Instruct"
