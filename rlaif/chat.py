@@ -91,9 +91,9 @@ def with_system_all(records: list, system: str | None) -> list:
 
 def transcript(prompt_text: str) -> str:
     """Readable text of a prompt for humans and judges ("User: ..." turns; a plain prompt is itself)."""
-    msgs = messages(prompt_text)
-    if len(msgs) == 1 and msgs[0]["role"] == "user":
-        return msgs[0]["content"]
+    msgs = _decode(prompt_text)
+    if msgs is None:
+        return prompt_text  # a plain prompt, unchanged
     return "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in msgs)
 
 

@@ -99,3 +99,14 @@ def test_generate_feeds_the_template_rendering(chat_model_dir_any, monkeypatch):
         want = tok.apply_chat_template(chat.messages(p), add_generation_prompt=True, tokenize=False)
         assert tok.decode(fed) == want
         assert fed == tok(want, add_special_tokens=False)["input_ids"]
+
+
+def test_judges_see_a_readable_transcript_of_multi_turn_prompts():
+    from rlaif.judges.prompts import load_template, pairwise_messages
+
+    conv = chat.encode([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+                        {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Rain poem?"}])
+    user = pairwise_messages(load_template("pairwise"), "be kind", conv, "a", "b")[1]["content"]
+    assert "System: Be brief.\n\nUser: Hi\n\nAssistant: Hello.\n\nUser: Rain poem?" in user
+    assert '"role"' not in user
+    assert chat.transcript("  plain  ") == "  plain  "  # plain prompts reach the judge unchanged
