@@ -108,6 +108,16 @@ def policy_input(tok, prompt_text: str) -> str:
     return POLICY_PROMPT.format(prompt=transcript(prompt_text).strip())
 
 
+def policy_text_for_adding_tokenizer(tok, prompt_text: str) -> str:
+    """``policy_input`` for code that tokenizes with special tokens ADDED (trl's RLOO/GRPO on string prompts):
+    a BOS that the tokenizer adds itself is dropped from the text, so the ids are the template's exactly."""
+    text = policy_input(tok, prompt_text)
+    if has_template(tok) and tok.bos_token and text.startswith(tok.bos_token) \
+            and tok("")["input_ids"] == [tok.bos_token_id]:
+        text = text[len(tok.bos_token):]
+    return text
+
+
 def encode_rendered(tok, texts: list[str] | str, **kw):
     """Tokenize rendered text: the template already carries the special tokens."""
     return tok(texts, add_special_tokens=not has_template(tok), **kw)

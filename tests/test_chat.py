@@ -110,3 +110,12 @@ def test_judges_see_a_readable_transcript_of_multi_turn_prompts():
     assert "System: Be brief.\n\nUser: Hi\n\nAssistant: Hello.\n\nUser: Rain poem?" in user
     assert '"role"' not in user
     assert chat.transcript("  plain  ") == "  plain  "  # plain prompts reach the judge unchanged
+
+
+def test_text_for_a_tokenizer_that_adds_bos_gives_the_template_ids(chat_model_dir_any):
+    """trl's RLOO/GRPO tokenize string prompts WITH special tokens: the text handed to them must still give
+    exactly the template's ids (one BOS for Llama-3, unchanged for Qwen2)."""
+    tok = _tok(chat_model_dir_any)
+    p = chat.with_system("How do I boil an egg?", "Be brief.")
+    want = chat.encode_policy_inputs(tok, [p])["input_ids"][0]
+    assert tok(chat.policy_text_for_adding_tokenizer(tok, p))["input_ids"] == want

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from rlaif.errors import RlaifError
-from rlaif.chat import policy_input
+from rlaif.chat import policy_text_for_adding_tokenizer
 
 if TYPE_CHECKING:  # pragma: no cover
     from rlaif.config import PipelineConfig, PolicyTrainingConfig
@@ -109,7 +109,8 @@ def run_online(algorithm: str, policy_dir: str | Path, reward_fn: Callable[[list
     max_pos = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", 4096)
     max_new = max(1, min(s.max_new_tokens, max_pos - 8))
     max_prompt = max(8, min(targs.max_length, max_pos) - max_new)
-    ds = Dataset.from_dict({"prompt": [_fit_prompt(tok, policy_input(tok, p), max_prompt) for p in prompts],
+    texts = [policy_text_for_adding_tokenizer(tok, p) for p in prompts]  # trl adds special tokens itself
+    ds = Dataset.from_dict({"prompt": [_fit_prompt(tok, t, max_prompt) for t in texts],
                             "raw_prompt": list(prompts)})
     out_dir = Path(out_dir)
     work = out_dir.with_name(out_dir.name + ".partial")
