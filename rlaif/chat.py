@@ -124,8 +124,14 @@ def encode_rendered(tok, texts: list[str] | str, **kw):
 
 
 def encode_policy_inputs(tok, prompts: list[str], **kw):
-    """Tokenized (batch) policy inputs; ``kw`` goes to the tokenizer (padding, truncation, return_tensors...)."""
-    return encode_rendered(tok, [policy_input(tok, p) for p in prompts], **kw)
+    """Tokenized (batch) policy inputs; ``kw`` goes to the tokenizer (padding, truncation, return_tensors...).
+    Truncation keeps the END of a long prompt: the generation prompt (e.g. ``<|im_start|>assistant``) stays."""
+    side = tok.truncation_side
+    tok.truncation_side = "left"
+    try:
+        return encode_rendered(tok, [policy_input(tok, p) for p in prompts], **kw)
+    finally:
+        tok.truncation_side = side
 
 
 def full_text(tok, prompt_text: str, response: str) -> str:

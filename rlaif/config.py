@@ -80,6 +80,14 @@ class GenerateConfig(_Section):
     top_p: float = Field(0.95, gt=0, le=1)
     batch_size: int = Field(16, ge=1)
 
+    def hash_view(self) -> dict:
+        """The fields that change the candidates: not batching or the client's speed settings; the local
+        backend hashes as before the served option existed (old runs stay valid)."""
+        out = self.model_dump(mode="json", exclude={"batch_size", "backend", "served"})
+        if self.backend == "openai":
+            out["served"] = self.served.model_dump(mode="json", include={"model", "base_url", "send_seed"})
+        return out
+
 
 class JudgeConfig(_Section):
     backend: str = Field("embedding", description="registry key: embedding | openai | transformers")

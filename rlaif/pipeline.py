@@ -113,7 +113,7 @@ class Run:
         if stage == "sft":
             parts = {"policy": c.policy.model_dump(mode="json", exclude={"sft_data"}), "sft_data": h.get("sft_data")}
         elif stage == "generate":
-            parts = {"sft": self.output_hash("sft"), "generate": c.generate.model_dump(exclude={"batch_size"}),
+            parts = {"sft": self.output_hash("sft"), "generate": c.generate.hash_view(),
                      "prompts": [(p.id, p.text, p.split) for p in self.inputs.prompts]}
         elif stage == "judge":
             parts = {"generate": self.output_hash("generate"),

@@ -119,3 +119,21 @@ def test_text_for_a_tokenizer_that_adds_bos_gives_the_template_ids(chat_model_di
     p = chat.with_system("How do I boil an egg?", "Be brief.")
     want = chat.encode_policy_inputs(tok, [p])["input_ids"][0]
     assert tok(chat.policy_text_for_adding_tokenizer(tok, p))["input_ids"] == want
+
+
+def test_truncated_policy_input_keeps_the_generation_prompt(qwen2_dir):
+    tok = _tok(qwen2_dir)
+    ids = chat.encode_policy_inputs(tok, ["word " * 200], truncation=True, max_length=16)["input_ids"][0]
+    assert len(ids) == 16 and tok.decode(ids).endswith("<|im_end|>\n<|im_start|>assistant\n")
+    assert tok.truncation_side == "right"  # the tokenizer's own setting is left as it was
+
+
+def test_generate_hash_ignores_speed_settings_and_keeps_old_runs_valid():
+    from rlaif.config import GenerateConfig
+
+    local = GenerateConfig()
+    assert "served" not in local.hash_view() and "backend" not in local.hash_view()
+    a = GenerateConfig(backend="openai", served={"model": "m", "base_url": "u", "concurrency": 4})
+    b = GenerateConfig(backend="openai", served={"model": "m", "base_url": "u", "concurrency": 64, "timeout_s": 9})
+    c = GenerateConfig(backend="openai", served={"model": "other", "base_url": "u"})
+    assert a.hash_view() == b.hash_view() != c.hash_view()
