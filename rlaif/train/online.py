@@ -4,7 +4,7 @@ trl's ``RLOOTrainer`` / ``GRPOTrainer`` sample ``num_generations`` completions p
 every reward function as ``fn(prompts=..., completions=..., completion_ids=..., **dataset_columns,
 trainer_state=..., log_extra=..., log_metric=...)`` and compute group-relative advantages (RLOO:
 leave-one-out baseline, KL folded into the reward; GRPO: group-normalised reward, KL as a loss
-term). rlaif's part: the prompt format (``policy_prompt``), a reward callable that scores the raw
+term). rlaif's part: the prompt format (the chat template, ``rlaif.chat``), a reward callable that scores the raw
 prompt and the completion (``RewardScorer`` in the pipeline) (minus an optional missing-EOS penalty), the
 config mapping, resuming, LoRA merging, and a history whose keys match PPO's
 (``reward``, ``kl_per_token``, ``entropy``, ``clipfrac``, ``loss``, ``response_length``).

@@ -2,7 +2,7 @@
 
 One iteration ("step"):
 
-1. rollout: ``ppo.rollout_batch_size`` train prompts (``policy_prompt`` format, left-padded,
+1. rollout: ``ppo.rollout_batch_size`` train prompts (the chat template, ``rlaif.chat``; left-padded,
    left-truncated) are sampled from the current policy, ``ppo.max_new_tokens`` at most;
 2. score: the reward function (the trained reward model through ``RewardScorer``) scores each
    (prompt, response) once, at the response's last token; every response token also gets
