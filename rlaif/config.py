@@ -57,14 +57,36 @@ class DataConfig(_Section):
     prompts: str = Field(..., description="JSONL of {id?, text, category?}")
     eval_fraction: float = Field(0.15, ge=0, lt=1, description="prompts held out for policy evaluation")
     max_prompts: int | None = Field(None, ge=1)
+    system_prompt: str | None = Field(None, description="system message added to every conversation that has none")
+
+
+class ServedPolicy(_Section):
+    """generate.backend openai: the policy served by an OpenAI-compatible server (vLLM, SGLang, transformers serve)."""
+    model: str | None = Field(None, description="the served model name (as the server lists it)")
+    base_url: str | None = Field(None, description="e.g. http://127.0.0.1:8000/v1")
+    api_key_env: str | None = Field(None, description="NAME of the environment variable holding the key")
+    concurrency: int = Field(8, ge=1)
+    timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(4, ge=0)
+    send_seed: bool = Field(True, description="send a per-prompt seed (vLLM, SGLang, OpenAI honour it)")
 
 
 class GenerateConfig(_Section):
+    backend: Literal["transformers", "openai"] = Field("transformers", description="sample locally or from a server")
+    served: ServedPolicy = ServedPolicy()
     num_candidates: int = Field(4, ge=2)
     max_new_tokens: int = Field(48, ge=1)
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(0.95, gt=0, le=1)
     batch_size: int = Field(16, ge=1)
+
+    def hash_view(self) -> dict:
+        """The fields that change the candidates: not batching or the client's speed settings; the local
+        backend hashes as before the served option existed (old runs stay valid)."""
+        out = self.model_dump(mode="json", exclude={"batch_size", "backend", "served"})
+        if self.backend == "openai":
+            out["served"] = self.served.model_dump(mode="json", include={"model", "base_url", "send_seed"})
+        return out
 
 
 class JudgeConfig(_Section):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rlaif.formats import policy_prompt
+from rlaif.chat import prompt_response_ids
 
 
 def cohen_kappa(a: list[str], b: list[str]) -> float | None:
@@ -43,8 +43,7 @@ def sequence_logprobs(model, tok, prompts: list[str], responses: list[str], devi
         ps, rs = prompts[i:i + batch_size], responses[i:i + batch_size]
         seqs, starts = [], []
         for p, r in zip(ps, rs):
-            pids = tok(policy_prompt(p))["input_ids"]
-            rids = tok(r)["input_ids"] + [tok.eos_token_id]
+            pids, rids = prompt_response_ids(tok, p, r)  # the chat template's rendering, end of turn included
             seqs.append(pids + rids)
             starts.append(len(pids))
         max_pos = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", 4096)

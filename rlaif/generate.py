@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rlaif.formats import policy_prompt
+from rlaif.chat import encode_policy_inputs
 from rlaif.hashing import content_hash
 
 
@@ -27,7 +27,7 @@ def sample(model, tok, prompts: list[str], n: int, max_new_tokens: int, temperat
     from rlaif.train.hf import max_positions
 
     torch.manual_seed(seed)
-    enc = tok([policy_prompt(p) for p in prompts], return_tensors="pt", padding=True).to(device)
+    enc = encode_policy_inputs(tok, prompts, return_tensors="pt", padding=True).to(device)
     max_new = max(1, min(max_new_tokens, max_positions(model.config) - enc["input_ids"].shape[1]))
     with torch.no_grad():
         out = model.generate(
@@ -54,6 +54,12 @@ def generate_candidates(store, policy_dir: Path, policy_hash: str, gen_hash: str
     todo = [p for p in prompts if p.id not in done]
     if not todo:
         return 0
+    if gcfg.backend == "openai":  # a served policy (rlaif/generate_openai.py)
+        from rlaif.generate_openai import generate_served
+
+        with task("generate", len(prompts)) as advance:
+            advance(len(prompts) - len(todo))
+            return generate_served(store, gen_hash, gcfg, seed, todo, advance)
     model, tok = load_policy(policy_dir, device)
     made = 0
     with task("generate", len(prompts)) as advance:

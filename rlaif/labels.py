@@ -27,6 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from rlaif.conversations import trl_preference_row
 from rlaif.errors import RlaifError
 from rlaif.evaluate import agreement
 from rlaif.records import HumanLabel, iter_jsonl, load_human_labels
@@ -173,7 +174,7 @@ def write_export(rows: list[dict[str, Any]], fmt: str, out: str | Path) -> tuple
     rows = [r for r in rows if all(str(r[k] or "").strip() for k in ("prompt", "chosen", "rejected"))
             or leave_out("empty text")]
     if fmt == "trl":
-        rows = [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows
+        rows = [trl_preference_row(r["prompt"], r["chosen"], r["rejected"]) for r in rows  # conversational
                 if (r["label"] == PREFERENCE and r["status"] in (None, "scored"))
                 or leave_out("tie, both-bad or unscored (TRL holds preferences only)")]
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rlaif import __version__, stages
+from rlaif.chat import with_system_all
 from rlaif.config import PipelineConfig
 from rlaif.constitution import Constitution, load_constitution
 from rlaif.errors import RlaifError
@@ -45,13 +46,14 @@ def split_prompts(prompts: list[Prompt], fraction: float, seed: int, limit: int 
 
 
 def load_inputs(cfg: PipelineConfig) -> Inputs:
-    prompts = split_prompts(load_prompts(cfg.data.prompts), cfg.data.eval_fraction, cfg.seed, cfg.data.max_prompts)
+    prompts = split_prompts(with_system_all(load_prompts(cfg.data.prompts), cfg.data.system_prompt),
+                             cfg.data.eval_fraction, cfg.seed, cfg.data.max_prompts)
     constitution = load_constitution(cfg.judge.constitution)
     labels: list[HumanLabel] = []
     hashes = {"prompts": file_hash(cfg.data.prompts)}
     for path in cfg.mix.human_labels:
         name = Path(path).name
-        for h in load_human_labels(path):
+        for h in with_system_all(load_human_labels(path), cfg.data.system_prompt):
             labels.append(HumanLabel(h.prompt, h.chosen, h.rejected, h.label, f"file:{h.source}"))
         hashes[f"labels:{name}"] = file_hash(path)
     if cfg.policy.sft_data:

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from rlaif import conversations
 from rlaif.errors import RlaifError
 from rlaif.hashing import content_hash
 
@@ -104,8 +105,7 @@ def _need_str(p, n, obj, key, what) -> str:
 def load_prompts(path: str | Path) -> list[Prompt]:
     out, seen = [], set()
     for n, obj in iter_jsonl(path, "prompts"):
-        key = "text" if "text" in obj else "prompt"
-        text = _need_str(path, n, obj, key, "prompt")
+        text = conversations.prompt_of(path, n, obj)  # plain, TRL conversational or HH multi-turn
         pid = str(obj.get("id") or content_hash(text, 12))
         if pid in seen:
             raise RlaifError(f"{path}:{n}: duplicate prompt id {pid!r}; ids must be unique")
@@ -122,8 +122,7 @@ def load_prompts(path: str | Path) -> list[Prompt]:
 def load_sft(path: str | Path) -> list[dict[str, str]]:
     out = []
     for n, obj in iter_jsonl(path, "SFT data"):
-        out.append({"prompt": _need_str(path, n, obj, "prompt", "SFT").strip(),
-                    "response": _need_str(path, n, obj, "response", "SFT").strip()})
+        out.append(conversations.sft_of(path, n, obj))  # rlaif, TRL (standard/conversational) or HH
     if not out:
         raise RlaifError(f"{path}: no SFT examples; expected JSON lines {{\"prompt\": ..., \"response\": ...}}")
     return out
@@ -134,27 +133,8 @@ def load_human_labels(path: str | Path) -> list[HumanLabel]:
     out = []
     src = Path(path).name
     for n, obj in iter_jsonl(path, "human labels"):
-        prompt = _need_str(path, n, obj, "prompt", "label")
-        if "chosen" in obj or "rejected" in obj:
-            out.append(HumanLabel(prompt, _need_str(path, n, obj, "chosen", "label"),
-                                  _need_str(path, n, obj, "rejected", "label"), "chosen", f"{src}:{n}"))
-        elif "response_a" in obj or "response_b" in obj:
-            a = _need_str(path, n, obj, "response_a", "label")
-            b = _need_str(path, n, obj, "response_b", "label")
-            label = obj.get("label")
-            if label == "A":
-                out.append(HumanLabel(prompt, a, b, "chosen", f"{src}:{n}"))
-            elif label == "B":
-                out.append(HumanLabel(prompt, b, a, "chosen", f"{src}:{n}"))
-            elif label == "tie":
-                out.append(HumanLabel(prompt, a, b, "tie", f"{src}:{n}"))
-            else:
-                raise RlaifError(f"{path}:{n}: 'label' must be \"A\", \"B\" or \"tie\", got {label!r}")
-        else:
-            raise RlaifError(
-                f"{path}:{n}: unknown label format; use {{prompt, chosen, rejected}} (TRL) "
-                "or {prompt, response_a, response_b, label} (A/B)"
-            )
+        prompt, first, second, label = conversations.preference_of(path, n, obj)  # TRL, A/B or HH
+        out.append(HumanLabel(prompt, first, second, label, f"{src}:{n}"))
     if not out:
         raise RlaifError(f"{path}: no labels found")
     return out

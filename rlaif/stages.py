@@ -62,14 +62,15 @@ def _sft(run: Run) -> dict:
     from rlaif.hashing import dir_hash
     from rlaif.train.sft import run_sft
 
-    info = run_sft(run.cfg.policy, run.cfg.seed, run.layout, [p.text for p in run.inputs.prompts], run.device)
+    info = run_sft(run.cfg.policy, run.cfg.seed, run.layout, [p.text for p in run.inputs.prompts], run.device,
+                   run.cfg.data.system_prompt)
     info["output_hash"] = dir_hash(run.layout.sft)
     return info
 
 
 # ------------------------------------------------------------------ generate
 def _generate_parts(run: Run) -> dict:
-    return {"generate": run.cfg.generate.model_dump(exclude={"batch_size"}),
+    return {"generate": run.cfg.generate.hash_view(),
             "prompts": [(p.id, p.text, p.split) for p in run.inputs.prompts]}
 
 

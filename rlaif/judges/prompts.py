@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
+from rlaif.chat import transcript
 from rlaif.hashing import content_hash
 
 _SECTION = re.compile(r"^\[(system|user|verdict)\]\s*$", re.M)
@@ -54,13 +55,14 @@ def fence(text: str, tag: str, label: str | None = None) -> str:
 
 
 def pairwise_messages(t: Template, principle: str, prompt: str, first: str, second: str) -> list[dict]:
-    user = t.user.format(principle=principle, prompt=fence(prompt, "prompt"),
+    user = t.user.format(principle=principle, prompt=fence(transcript(prompt), "prompt"),
                          response_a=fence(first, "response", "A"), response_b=fence(second, "response", "B"))
     return [{"role": "system", "content": t.system}, {"role": "user", "content": user}]
 
 
 def pointwise_messages(t: Template, principle: str, prompt: str, response: str) -> list[dict]:
-    user = t.user.format(principle=principle, prompt=fence(prompt, "prompt"), response=fence(response, "response"))
+    user = t.user.format(principle=principle, prompt=fence(transcript(prompt), "prompt"),
+                         response=fence(response, "response"))
     return [{"role": "system", "content": t.system}, {"role": "user", "content": user}]
 
 

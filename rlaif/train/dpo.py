@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
+from rlaif.chat import conversational_dataset
 from rlaif.config import PolicyTrainingConfig
-from rlaif.formats import policy_prompt
 from rlaif.layout import RunLayout
 from rlaif.train.hf import load_tokenizer, train_and_save, trainer_kwargs
 
@@ -25,8 +25,7 @@ def train_dpo(pcfg: PolicyTrainingConfig, seed: int, layout: RunLayout, device: 
     dd = load_from_disk(str(layout.pairs))
     # trl's DPO loss has no per-example weight: the pairs train with equal weight
     # (the mix's human weight acts through the reward model).
-    train = dd["train"].map(lambda ex: {"prompt": policy_prompt(ex["prompt"])},
-                            remove_columns=["source", "weight", "confidence", "prompt_id", "meta"])
+    train = conversational_dataset(tokenizer, dd["train"], chosen="chosen", rejected="rejected")
     kw = trainer_kwargs(pcfg.train, layout.checkpoints(layout.policy), seed, device)
     kw.update(bf16=bf16, gradient_checkpointing=pcfg.gradient_checkpointing)
     args = DPOConfig(**kw, beta=pcfg.beta, max_length=pcfg.train.max_length, truncation_mode="keep_start")

@@ -4,7 +4,7 @@ trl's ``RLOOTrainer`` / ``GRPOTrainer`` sample ``num_generations`` completions p
 every reward function as ``fn(prompts=..., completions=..., completion_ids=..., **dataset_columns,
 trainer_state=..., log_extra=..., log_metric=...)`` and compute group-relative advantages (RLOO:
 leave-one-out baseline, KL folded into the reward; GRPO: group-normalised reward, KL as a loss
-term). rlaif's part: the prompt format (``policy_prompt``), a reward callable that scores the raw
+term). rlaif's part: the prompt format (the chat template, ``rlaif.chat``), a reward callable that scores the raw
 prompt and the completion (``RewardScorer`` in the pipeline) (minus an optional missing-EOS penalty), the
 config mapping, resuming, LoRA merging, and a history whose keys match PPO's
 (``reward``, ``kl_per_token``, ``entropy``, ``clipfrac``, ``loss``, ``response_length``).
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from rlaif.errors import RlaifError
-from rlaif.formats import policy_prompt
+from rlaif.chat import policy_text_for_adding_tokenizer
 from rlaif.layout import checkpoints_dir, finalize_dir, partial_dir
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -106,7 +106,8 @@ def run_online(algorithm: str, policy_dir: str | Path, reward_fn: Callable[[list
     bf16 = resolve_bf16(pcfg, device)
     model = AutoModelForCausalLM.from_pretrained(str(policy_dir), **model_load_kwargs(pcfg, device, bf16, world > 1))
     max_prompt, max_new = generation_lengths(model.config, s.max_new_tokens, targs.max_length)
-    ds = Dataset.from_dict({"prompt": [_fit_prompt(tok, policy_prompt(p), max_prompt) for p in prompts],
+    texts = [policy_text_for_adding_tokenizer(tok, p) for p in prompts]  # trl adds special tokens itself
+    ds = Dataset.from_dict({"prompt": [_fit_prompt(tok, t, max_prompt) for t in texts],
                             "raw_prompt": list(prompts)})
     out_dir = Path(out_dir)
     work = partial_dir(out_dir)

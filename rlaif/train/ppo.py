@@ -2,7 +2,7 @@
 
 One iteration ("step"):
 
-1. rollout: ``ppo.rollout_batch_size`` train prompts (``policy_prompt`` format, left-padded,
+1. rollout: ``ppo.rollout_batch_size`` train prompts (the chat template, ``rlaif.chat``; left-padded,
    left-truncated) are sampled from the current policy, ``ppo.max_new_tokens`` at most;
 2. score: the reward function (the trained reward model through ``RewardScorer``) scores each
    (prompt, response) once, at the response's last token; every response token also gets
@@ -64,7 +64,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from rlaif.errors import RlaifError
-from rlaif.formats import policy_prompt
+from rlaif.chat import encode_policy_inputs
 from rlaif.layout import checkpoints_dir, finalize_dir, partial_dir
 from rlaif.train.gpu import lora_config, model_load_kwargs, resolve_bf16
 from rlaif.train.hf import generation_lengths, load_tokenizer, merged
@@ -321,8 +321,8 @@ class PPOTrainer:
 
         ppo = self.ppo
         tok = self.tokenizer
-        enc = tok([policy_prompt(p) for p in prompts], return_tensors="pt", padding=True, truncation=True,
-                  max_length=self.max_prompt).to(self.device)
+        enc = encode_policy_inputs(tok, prompts, return_tensors="pt", padding=True, truncation=True,
+                                   max_length=self.max_prompt).to(self.device)
         model = self.unwrapped
         model.eval()
         out = self._generate(enc)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rlaif.chat import rm_ids
 from rlaif.config import RewardModelConfig
-from rlaif.formats import rm_text
 from rlaif.layout import RunLayout
 from rlaif.train.hf import load_tokenizer, train_and_save, trainer_kwargs
 
@@ -27,7 +27,7 @@ def resolve_base(base: str) -> str:
 
 
 def encode(tokenizer, prompt: str, response: str, max_length: int) -> list[int]:
-    return tokenizer(rm_text(prompt, response), truncation=True, max_length=max_length)["input_ids"]
+    return rm_ids(tokenizer, prompt, response, max_length)  # chat template for a causal-LM base
 
 
 def _weighted_trainer_cls():
@@ -113,13 +113,15 @@ class RewardScorer:
     def score(self, prompts: list[str], responses: list[str]) -> list[float]:
         import torch
 
-        out: list[float] = []
-        for i in range(0, len(prompts), self.batch_size):
-            ids = [encode(self.tokenizer, p, r, self.max_length)
-                   for p, r in zip(prompts[i:i + self.batch_size], responses[i:i + self.batch_size])]
-            batch = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt").to(self.device)
+        from rlaif.batching import length_batches
+
+        ids = [encode(self.tokenizer, p, r, self.max_length) for p, r in zip(prompts, responses)]
+        out = [0.0] * len(ids)
+        for idx in length_batches([len(x) for x in ids], self.batch_size):  # little padding per batch
+            batch = self.tokenizer.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt").to(self.device)
             with torch.no_grad():
-                out.extend(self.model(**batch).logits.squeeze(-1).float().tolist())
+                for i, v in zip(idx, self.model(**batch).logits.squeeze(-1).float().tolist()):
+                    out[i] = v
         return out
 
     def accuracy(self, prompts: list[str], chosen: list[str], rejected: list[str]) -> float | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rlaif.chat import conversational_dataset, with_system_all
 from rlaif.config import PolicyConfig
 from rlaif.formats import policy_prompt
 from rlaif.layout import RunLayout
@@ -9,7 +10,8 @@ from rlaif.records import load_sft
 from rlaif.train.hf import load_tokenizer, train_and_save, trainer_kwargs
 
 
-def run_sft(pcfg: PolicyConfig, seed: int, layout: RunLayout, extra_texts: list[str], device: str) -> dict:
+def run_sft(pcfg: PolicyConfig, seed: int, layout: RunLayout, extra_texts: list[str], device: str,
+            system_prompt: str | None = None) -> dict:
     """Train the SFT policy into ``layout.sft``; return metrics and log history.
 
     With ``policy.skip_sft`` the policy model is copied there as it is."""
@@ -21,10 +23,9 @@ def run_sft(pcfg: PolicyConfig, seed: int, layout: RunLayout, extra_texts: list[
         model.save_pretrained(out_dir)
         tok.save_pretrained(out_dir)
         return {"skipped_sft": True}
-    from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    rows = load_sft(pcfg.sft_data)  # validated earlier; cheap to re-read
+    rows = with_system_all(load_sft(pcfg.sft_data), system_prompt)  # validated earlier; cheap to re-read
     work = layout.partial(out_dir)
     if pcfg.model == "tiny":
         from rlaif.train.tiny import EOS, build_tiny_model
@@ -41,7 +42,7 @@ def run_sft(pcfg: PolicyConfig, seed: int, layout: RunLayout, extra_texts: list[
 
     tokenizer = load_tokenizer(model_ref)
     model = AutoModelForCausalLM.from_pretrained(model_ref)
-    ds = Dataset.from_list([{"prompt": policy_prompt(r["prompt"]), "completion": r["response"]} for r in rows])
+    ds = conversational_dataset(tokenizer, rows, completion="response")  # the chat template's rendering
     targs = pcfg.sft
     args = SFTConfig(
         **trainer_kwargs(targs, layout.checkpoints(out_dir), seed, device),

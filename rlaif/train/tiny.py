@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rlaif.config import TinyModel
+from rlaif.formats import TINY_CHAT_TEMPLATE
 
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
@@ -28,7 +29,7 @@ def build_tokenizer(texts: list[str], vocab_size: int):
     )
     tok.train_from_iterator(texts, trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, bos_token=EOS, pad_token=PAD,
-                                   unk_token=EOS, model_max_length=1024)
+                                   unk_token=EOS, model_max_length=1024, chat_template=TINY_CHAT_TEMPLATE)
 
 
 def build_tiny_model(texts: list[str], shape: TinyModel, out_dir: Path, seed: int = 0):
