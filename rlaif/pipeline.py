@@ -24,6 +24,7 @@ from rlaif.errors import RlaifError
 from rlaif.hashing import content_hash, dir_hash, file_hash
 from rlaif.records import HumanLabel, Prompt, load_human_labels, load_prompts, load_sft
 from rlaif.store import Store
+from rlaif.vocab import FILE, file_source
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def load_inputs(cfg: PipelineConfig) -> Inputs:
     for path in cfg.mix.human_labels:
         name = Path(path).name
         for h in load_human_labels(path):
-            labels.append(HumanLabel(h.prompt, h.chosen, h.rejected, h.label, f"file:{h.source}"))
+            labels.append(HumanLabel(h.prompt, h.chosen, h.rejected, h.label, file_source(h.source)))
         hashes[f"labels:{name}"] = file_hash(path)
     if cfg.policy.sft_data:
         load_sft(cfg.policy.sft_data)
@@ -325,8 +326,7 @@ def open_run(cfg: PipelineConfig, workdir: str | None = None) -> Run:
     run = Run(cfg, wd, inputs, device, Store(wd / "store.sqlite"))
     run.store.put_prompts(inputs.prompts)
     # File labels are re-read every run (an edited file replaces its old labels); viewer labels stay.
-    with run.store.db:
-        run.store.db.execute("DELETE FROM human_labels WHERE source LIKE 'file:%'")
+    run.store.delete_human_labels_from(FILE)
     run.store.add_human_labels(inputs.human_labels)
     return run
 

@@ -14,6 +14,7 @@ from typing import Any, Iterator
 
 from rlaif.errors import RlaifError
 from rlaif.hashing import content_hash
+from rlaif.vocab import PREFERENCE, TIE
 
 
 @dataclass(frozen=True)
@@ -35,13 +36,16 @@ class Candidate:
 
 @dataclass(frozen=True)
 class HumanLabel:
+    """A human label, read from a file or stored in the run (``human_labels`` table)."""
+
     prompt: str
     chosen: str
     rejected: str
-    label: str = "chosen"  # "chosen" (first wins) | "tie" | "both_bad"
-    source: str = ""
+    label: str = PREFERENCE  # one of rlaif.vocab.LABELS; PREFERENCE: ``chosen`` wins
+    source: str = ""  # rlaif.vocab prefix + detail, e.g. "viewer:alice"
     annotator: str | None = None
     note: str | None = None
+    created_at: float | None = field(default=None, compare=False)  # when stored; None before
 
     @property
     def key(self) -> str:
@@ -53,7 +57,7 @@ class PreferencePair:
     prompt: str
     chosen: str
     rejected: str
-    source: str  # "ai" | "human"
+    source: str  # rlaif.vocab.AI | rlaif.vocab.HUMAN
     weight: float = 1.0
     confidence: float | None = None
     prompt_id: str | None = None
@@ -137,17 +141,17 @@ def load_human_labels(path: str | Path) -> list[HumanLabel]:
         prompt = _need_str(path, n, obj, "prompt", "label")
         if "chosen" in obj or "rejected" in obj:
             out.append(HumanLabel(prompt, _need_str(path, n, obj, "chosen", "label"),
-                                  _need_str(path, n, obj, "rejected", "label"), "chosen", f"{src}:{n}"))
+                                  _need_str(path, n, obj, "rejected", "label"), PREFERENCE, f"{src}:{n}"))
         elif "response_a" in obj or "response_b" in obj:
             a = _need_str(path, n, obj, "response_a", "label")
             b = _need_str(path, n, obj, "response_b", "label")
             label = obj.get("label")
             if label == "A":
-                out.append(HumanLabel(prompt, a, b, "chosen", f"{src}:{n}"))
+                out.append(HumanLabel(prompt, a, b, PREFERENCE, f"{src}:{n}"))
             elif label == "B":
-                out.append(HumanLabel(prompt, b, a, "chosen", f"{src}:{n}"))
+                out.append(HumanLabel(prompt, b, a, PREFERENCE, f"{src}:{n}"))
             elif label == "tie":
-                out.append(HumanLabel(prompt, a, b, "tie", f"{src}:{n}"))
+                out.append(HumanLabel(prompt, a, b, TIE, f"{src}:{n}"))
             else:
                 raise RlaifError(f"{path}:{n}: 'label' must be \"A\", \"B\" or \"tie\", got {label!r}")
         else:
