@@ -2,7 +2,7 @@
 
     python bench/judge_throughput.py [--latency 0.05] [--pairs 10000] [--principles 4]
 
-Starts tests/fake_openai.py in its own process (50 ms added latency), then
+Starts rlaif/testing/fake_openai.py in its own process (50 ms added latency), then
 1. judge calls/s at concurrency 1, 8, 64 (rlaif's openai backend, call cache
    in a SQLite store, batches of the default `judge.batch_size`, pipelined as
    in the judge stage), with each of the client's transports (aiohttp, the
@@ -44,8 +44,8 @@ def free_port() -> int:
 
 def start_server(latency: float) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "fake_openai.py"), "--port", str(port),
-                             "--latency", str(latency)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "rlaif.testing.fake_openai", "--port", str(port),
+                             "--latency", str(latency)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(200):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from rlaif.chat import prompt_response_ids
@@ -31,6 +32,17 @@ def agreement(human: list[str], judge: list[str]) -> dict:
     kappa = cohen_kappa([h for h, _ in scored], [j for _, j in scored])
     return {"accuracy": acc, "kappa": kappa, "n": n, "judge_ties": sum(j == "tie" for _, j in pairs),
             "judge_unscored": sum(j is None for _, j in pairs)}
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
+    """Wilson score interval of k successes in n trials (None when n == 0)."""
+    if n == 0:
+        return None
+    p = k / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return max(0.0, mid - half), min(1.0, mid + half)
 
 
 def sequence_logprobs(model, tok, prompts: list[str], responses: list[str], device: str,

@@ -21,32 +21,28 @@ when present, and stores each label with source ``import:FILE:LINE``
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rlaif.conversations import trl_preference_row
 from rlaif.errors import RlaifError
-from rlaif.evaluate import agreement
+from rlaif.evaluate import agreement, wilson
 from rlaif.records import HumanLabel, iter_jsonl, load_human_labels
 from rlaif.store import Store
-from rlaif.viewer.queue import PREFERENCE, Comparison, label_rows, wilson
+from rlaif.vocab import AI, HUMAN, LABELS, PREFERENCE, ai_source, import_source, source_group
 
-LABELS = ("chosen", "tie", "both_bad")
+if TYPE_CHECKING:  # the AI comparisons are read by the viewer's queue (rlaif.viewer.queue.load_comparisons)
+    from rlaif.viewer.queue import Comparison
+
 FORMATS = ("jsonl", "trl", "parquet")
-SOURCES = ("human", "ai", "all")
+SOURCES = (HUMAN, AI, "all")
 COLUMNS = ("kind", "prompt", "chosen", "rejected", "label", "source", "annotator", "note", "pair_key",
            "confidence", "prompt_id", "status", "details", "created_at")
 
 
 # ---------------------------------------------------------------- stats
-def source_group(source: str) -> str:
-    """``file:x.jsonl:12`` -> ``file:x.jsonl``; ``viewer:alice`` stays."""
-    return re.sub(r":\d+$", "", source)
-
-
 def _orient(c: Comparison, side: str) -> str:
     """A side of ``c`` ("A" = AI chosen, "B" = AI rejected) in content order; ties pass through."""
     if side not in ("A", "B"):
@@ -57,7 +53,7 @@ def _orient(c: Comparison, side: str) -> str:
 
 def label_stats(store: Store, comps: list[Comparison]) -> dict[str, Any]:
     """Counts by source and label, AI-human agreement overall, per principle and per source."""
-    labels = label_rows(store)
+    labels = store.human_labels_by_key()
     ai = {}
     for c in comps:
         ai.setdefault(c.key, c)
@@ -133,21 +129,21 @@ def export_records(store: Store, comps: list[Comparison] | None, source: str) ->
     if source not in SOURCES:
         raise RlaifError(f"--source must be one of {', '.join(SOURCES)}, got {source!r}")
     rows: list[dict[str, Any]] = []
-    labels = label_rows(store)
-    if source in ("human", "all"):
+    labels = store.human_labels_by_key()
+    if source in (HUMAN, "all"):
         for key, hs in labels.items():
             for h in hs:
-                rows.append({"kind": "human", "prompt": h.prompt, "chosen": h.chosen, "rejected": h.rejected,
+                rows.append({"kind": HUMAN, "prompt": h.prompt, "chosen": h.chosen, "rejected": h.rejected,
                              "label": h.label, "source": h.source, "annotator": h.annotator, "note": h.note,
                              "pair_key": key, "confidence": None, "prompt_id": None, "status": None,
                              "details": None, "created_at": h.created_at})
-    if source in ("ai", "all"):
+    if source in (AI, "all"):
         for c in comps or []:
             if source == "all" and c.key in labels:
                 continue  # a human label takes its place, as in the mix
             judge = c.details.get("judge") or {}
-            rows.append({"kind": "ai", "prompt": c.prompt, "chosen": c.chosen, "rejected": c.rejected,
-                         "label": PREFERENCE, "source": f"ai:{judge.get('backend') or 'judge'}",
+            rows.append({"kind": AI, "prompt": c.prompt, "chosen": c.chosen, "rejected": c.rejected,
+                         "label": PREFERENCE, "source": ai_source(judge.get("backend")),
                          "annotator": None, "note": None, "pair_key": c.key, "confidence": c.confidence,
                          "prompt_id": c.prompt_id, "status": c.status,
                          "details": json.dumps(c.details, sort_keys=True), "created_at": None})
@@ -234,7 +230,7 @@ def read_labels(path: str | Path) -> list[HumanLabel]:
         rows = list(iter_jsonl(p, "human labels"))
     out = []
     for n, obj in rows:
-        if obj.get("kind") == "ai":
+        if obj.get("kind") == AI:
             raise RlaifError(f"{p}:{n}: an AI label (kind \"ai\"); import human labels only "
                              "(export with --source human)")
         h = base[n]
@@ -244,7 +240,7 @@ def read_labels(path: str | Path) -> list[HumanLabel]:
             h = replace(h, label=obj["label"])
         extra = {k: obj[k] if isinstance(obj.get(k), str) and obj[k].strip() else None
                  for k in ("annotator", "note")}
-        out.append(replace(h, source=f"import:{p.name}:{n}", **extra))
+        out.append(replace(h, source=import_source(p.name, n), **extra))
     if not out:
         raise RlaifError(f"{p}: no labels found")
     return out

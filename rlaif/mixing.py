@@ -17,6 +17,7 @@ from rlaif.config import MixConfig
 from rlaif.hashing import content_hash
 from rlaif.layout import RunLayout, finalize_dir
 from rlaif.records import HumanLabel, PreferencePair, pair_key
+from rlaif.vocab import AI, FILE, HUMAN, PREFERENCE
 
 
 def _held_out(key: str, fraction: float, seed: int) -> bool:
@@ -30,8 +31,8 @@ def mix(ai_pairs: list[dict], human: list[HumanLabel], cfg: MixConfig, seed: int
              "ai_dropped_held_out": 0, "ai_dropped_mix_ratio": 0, "ai_unscored": 0}
     prefs: dict[str, HumanLabel] = {}
     # File labels are re-inserted on every run; viewer and import labels must still win over them.
-    for h in sorted(human, key=lambda h: not h.source.startswith("file:")):
-        if h.label != "chosen":
+    for h in sorted(human, key=lambda h: not h.source.startswith(FILE)):
+        if h.label != PREFERENCE:
             stats["human_ties"] += 1
             continue
         prefs[h.key] = h  # a later label (e.g. from the viewer) replaces an earlier one
@@ -58,7 +59,7 @@ def mix(ai_pairs: list[dict], human: list[HumanLabel], cfg: MixConfig, seed: int
         if a["confidence"] < cfg.min_confidence:
             stats["ai_dropped_low_confidence"] += 1
             continue
-        ai_train.append(PreferencePair(a["prompt"], a["chosen"], a["rejected"], "ai", 1.0, a["confidence"],
+        ai_train.append(PreferencePair(a["prompt"], a["chosen"], a["rejected"], AI, 1.0, a["confidence"],
                                        a.get("prompt_id"), {"gap": a["details"].get("gap")}))
     if cfg.max_ai_per_human is not None:
         cap = int(cfg.max_ai_per_human * max(1, len(train_h)))
@@ -68,7 +69,7 @@ def mix(ai_pairs: list[dict], human: list[HumanLabel], cfg: MixConfig, seed: int
             ai_train = ai_train[:cap]
 
     def human_pair(h: HumanLabel, split: str) -> PreferencePair:
-        return PreferencePair(h.prompt, h.chosen, h.rejected, "human", cfg.human_weight if split == "train" else 1.0,
+        return PreferencePair(h.prompt, h.chosen, h.rejected, HUMAN, cfg.human_weight if split == "train" else 1.0,
                               None, None, {"origin": h.source, "annotator": h.annotator})
 
     train = ai_train + [human_pair(h, "train") for h in train_h]
@@ -79,9 +80,9 @@ def mix(ai_pairs: list[dict], human: list[HumanLabel], cfg: MixConfig, seed: int
         for p in train:
             (held if _held_out(p.key, cfg.human_eval_fraction, seed) else keep).append(p)
         train, evals = keep, held
-        stats["eval_source"] = "ai"
+        stats["eval_source"] = AI
     else:
-        stats["eval_source"] = "human"
+        stats["eval_source"] = HUMAN
     train.sort(key=lambda p: content_hash([seed, p.key]))  # stable shuffle
     stats.update({"ai_pairs": len(ai_train), "human_pairs": len(train_h) + len(eval_h),
                   "human_train_pairs": len(train_h), "train_pairs": len(train), "eval_pairs": len(evals),

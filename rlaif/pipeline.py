@@ -24,6 +24,7 @@ from rlaif.hashing import content_hash, file_hash
 from rlaif.layout import RunLayout
 from rlaif.records import HumanLabel, Prompt, load_human_labels, load_prompts, load_sft
 from rlaif.store import Store
+from rlaif.vocab import FILE, file_source
 
 
 @dataclass
@@ -54,7 +55,7 @@ def load_inputs(cfg: PipelineConfig) -> Inputs:
     for path in cfg.mix.human_labels:
         name = Path(path).name
         for h in with_system_all(load_human_labels(path), cfg.data.system_prompt):
-            labels.append(HumanLabel(h.prompt, h.chosen, h.rejected, h.label, f"file:{h.source}"))
+            labels.append(HumanLabel(h.prompt, h.chosen, h.rejected, h.label, file_source(h.source)))
         hashes[f"labels:{name}"] = file_hash(path)
     if cfg.policy.sft_data:
         load_sft(cfg.policy.sft_data)
@@ -232,8 +233,7 @@ def open_run(cfg: PipelineConfig, workdir: str | None = None) -> Run:
     run = Run(cfg, layout, inputs, device, Store(layout.store))
     run.store.put_prompts(inputs.prompts)
     # File labels are re-read every run (an edited file replaces its old labels); viewer labels stay.
-    with run.store.db:
-        run.store.db.execute("DELETE FROM human_labels WHERE source LIKE 'file:%'")
+    run.store.delete_human_labels_from(FILE)
     run.store.add_human_labels(inputs.human_labels)
     return run
 

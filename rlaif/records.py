@@ -15,6 +15,7 @@ from typing import Any, Iterator
 from rlaif import conversations
 from rlaif.errors import RlaifError
 from rlaif.hashing import content_hash
+from rlaif.vocab import PREFERENCE, TIE
 
 
 @dataclass(frozen=True)
@@ -36,13 +37,16 @@ class Candidate:
 
 @dataclass(frozen=True)
 class HumanLabel:
+    """A human label, read from a file or stored in the run (``human_labels`` table)."""
+
     prompt: str
     chosen: str
     rejected: str
-    label: str = "chosen"  # "chosen" (first wins) | "tie" | "both_bad"
-    source: str = ""
+    label: str = PREFERENCE  # one of rlaif.vocab.LABELS; PREFERENCE: ``chosen`` wins
+    source: str = ""  # rlaif.vocab prefix + detail, e.g. "viewer:alice"
     annotator: str | None = None
     note: str | None = None
+    created_at: float | None = field(default=None, compare=False)  # when stored; None before
 
     @property
     def key(self) -> str:
@@ -54,7 +58,7 @@ class PreferencePair:
     prompt: str
     chosen: str
     rejected: str
-    source: str  # "ai" | "human"
+    source: str  # rlaif.vocab.AI | rlaif.vocab.HUMAN
     weight: float = 1.0
     confidence: float | None = None
     prompt_id: str | None = None

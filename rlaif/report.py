@@ -21,8 +21,9 @@ def _judge_human_agreement(run) -> dict:
     from rlaif.judges import make_judge
     from rlaif.judges.base import close_judge
     from rlaif.records import pair_key
+    from rlaif.vocab import PREFERENCE
 
-    labels = [h for h in run.store.human_labels() if h.label == "chosen"]
+    labels = [h for h in run.store.human_labels() if h.label == PREFERENCE]
     if not labels:
         return {"accuracy": None, "kappa": None, "n": 0}
     judge_hash = run.results_of("judge").get("judge_hash")

@@ -147,6 +147,10 @@ class Store:
             (judge_hash,),
         ))
 
+    def ai_pair_judge_hashes(self) -> list[str]:
+        """The judge hashes that have AI pairs stored."""
+        return [r[0] for r in self.db.execute("SELECT DISTINCT judge_hash FROM ai_pairs")]
+
     def put_ai_pairs(self, judge_hash: str, rows: list[tuple]) -> None:
         """rows: (prompt_id, chosen_id, rejected_id, confidence, status, details dict).
 
@@ -189,23 +193,73 @@ class Store:
         return out
 
     # ---------------------------------------------------------- human labels
+    # One row per (pair_key, source): a second label from the same source replaces the first.
+    # Every write below is its own short transaction (the viewer writes one verdict at a time).
+    _LABEL_COLS = "prompt, chosen, rejected, label, source, annotator, note, created_at"
+    _UPSERT_LABEL = """INSERT INTO human_labels(pair_key, prompt, chosen, rejected, label, source, annotator, note,
+                       created_at) VALUES (?,?,?,?,?,?,?,?,?)
+                       ON CONFLICT(pair_key, source) DO UPDATE SET {prompt}chosen=excluded.chosen,
+                       rejected=excluded.rejected, label=excluded.label, annotator=excluded.annotator,
+                       note=excluded.note, created_at=excluded.created_at"""
+
     def add_human_labels(self, labels: Iterable[HumanLabel]) -> int:
         now = time.time()
         with self.db:
             cur = self.db.executemany(
-                """INSERT INTO human_labels(pair_key, prompt, chosen, rejected, label, source, annotator, note, created_at)
-                   VALUES (?,?,?,?,?,?,?,?,?)
-                   ON CONFLICT(pair_key, source) DO UPDATE SET chosen=excluded.chosen, rejected=excluded.rejected,
-                   label=excluded.label, annotator=excluded.annotator, note=excluded.note, created_at=excluded.created_at""",
+                self._UPSERT_LABEL.format(prompt=""),
                 [(h.key, h.prompt, h.chosen, h.rejected, h.label, h.source, h.annotator, h.note, now) for h in labels],
             )
         return cur.rowcount
 
     def human_labels(self) -> list[HumanLabel]:
-        rows = self.db.execute(
-            "SELECT prompt, chosen, rejected, label, source, annotator, note FROM human_labels ORDER BY id"
-        )
-        return [HumanLabel(*r) for r in rows]
+        """Every human label, oldest first."""
+        return [HumanLabel(*r) for r in self.db.execute(f"SELECT {self._LABEL_COLS} FROM human_labels ORDER BY id")]
+
+    def human_labels_by_key(self, keys: Iterable[str] | None = None) -> dict[str, list[HumanLabel]]:
+        """Human labels by pair_key, oldest first (all of them, or those of ``keys``)."""
+        q = f"SELECT pair_key, {self._LABEL_COLS} FROM human_labels"
+        rows: list[tuple] = []
+        if keys is None:
+            rows = list(self.db.execute(q + " ORDER BY id"))
+        else:
+            ks = list(keys)
+            for i in range(0, len(ks), 500):
+                chunk = ks[i:i + 500]
+                rows += self.db.execute(q + f" WHERE pair_key IN ({','.join('?' * len(chunk))}) ORDER BY id", chunk)
+        out: dict[str, list[HumanLabel]] = {}
+        for r in rows:
+            out.setdefault(r[0], []).append(HumanLabel(*r[1:]))
+        return out
+
+    def human_label(self, key: str, source: str) -> HumanLabel | None:
+        """The label of ``source`` on the comparison ``key``, if any."""
+        r = self.db.execute(f"SELECT {self._LABEL_COLS} FROM human_labels WHERE pair_key=? AND source=?",
+                            (key, source)).fetchone()
+        return HumanLabel(*r) if r else None
+
+    def set_human_label_note(self, key: str, source: str, note: str | None) -> None:
+        with self.db:
+            self.db.execute("UPDATE human_labels SET note=? WHERE pair_key=? AND source=?", (note, key, source))
+
+    def delete_human_label(self, key: str, source: str) -> None:
+        with self.db:
+            self.db.execute("DELETE FROM human_labels WHERE pair_key=? AND source=?", (key, source))
+
+    def restore_human_label(self, key: str, h: HumanLabel) -> None:
+        """Put back ``h`` (as read earlier) under ``key``, with its own ``created_at``."""
+        with self.db:
+            self.db.execute(self._UPSERT_LABEL.format(prompt="prompt=excluded.prompt, "),
+                            (key, h.prompt, h.chosen, h.rejected, h.label, h.source, h.annotator, h.note,
+                             h.created_at))
+
+    def delete_human_labels_from(self, prefix: str) -> None:
+        """Delete every human label whose source starts with ``prefix`` (e.g. rlaif.vocab.FILE)."""
+        pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        with self.db:
+            self.db.execute("DELETE FROM human_labels WHERE source LIKE ? ESCAPE '\\'", (pattern,))
+
+    def human_label_count(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM human_labels").fetchone()[0]
 
     # ---------------------------------------------------------- stages
     def latest_judge_hash(self) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -63,6 +64,17 @@ def scripted_backend(monkeypatch):
 
     monkeypatch.setitem(judges.BACKENDS, "scripted", factory)
     return made
+
+
+@contextlib.contextmanager
+def scripted_backend_registered():
+    """The scripted judge under backend key 'scripted' while the block runs, for module-scoped
+    fixtures (which cannot take the function-scoped ``monkeypatch``); the registry is restored after."""
+    from rlaif import judges
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(judges.BACKENDS, "scripted", lambda cfg, device: ScriptedJudge(cfg.model))
+        yield
 
 
 CONSTITUTION = {

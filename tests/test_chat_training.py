@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from rlaif import chat
+from rlaif.layout import RunLayout
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +55,8 @@ def test_dpo_trains_on_the_template_rendering(chat_model_dir_any, tmp_path, monk
     monkeypatch.setattr(trl, "DPOTrainer", Spy)
     cfg = _cfg(tmp_path, ["policy_training.train.max_steps=2", "policy_training.train.batch_size=2",
                           "policy_training.train.max_length=256"])
-    info = train_dpo(cfg, chat_model_dir_any, _pairs_dir(tmp_path), tmp_path / "policy", "cpu")
+    layout = RunLayout(tmp_path, sft=chat_model_dir_any, pairs=_pairs_dir(tmp_path))
+    info = train_dpo(cfg.policy_training, cfg.seed, layout, "cpu")
     assert info["train_pairs"] == len(PAIRS) and (tmp_path / "policy" / "config.json").exists()
     tok = AutoTokenizer.from_pretrained(str(chat_model_dir_any))
     ds = seen[0].train_dataset
@@ -82,7 +84,7 @@ def test_sft_trains_on_the_template_rendering(qwen2_dir, tmp_path, monkeypatch, 
 
     monkeypatch.setattr(trl, "SFTTrainer", Spy)
     cfg = _cfg(tmp_path, [f"policy.model={qwen2_dir}", "policy.sft.max_steps=1", "policy.sft.max_length=256"])
-    run_sft(cfg, tmp_path / "sft", [], "cpu")
+    run_sft(cfg.policy, cfg.seed, RunLayout(tmp_path), [], "cpu", cfg.data.system_prompt)
     tok = AutoTokenizer.from_pretrained(str(qwen2_dir))
     rows = load_sft(cfg.policy.sft_data)
     row = seen[0].train_dataset[0]
@@ -144,7 +146,8 @@ def test_causal_lm_reward_model(chat_model_dir_any, tmp_path, scripted_backend):
                           "reward_model.train.batch_size=2", "reward_model.train.learning_rate=1e-2",
                           "reward_model.train.max_length=256"])
     out = tmp_path / "rm"
-    info = train_reward_model(cfg, _pairs_dir(tmp_path), out, "cpu")
+    info = train_reward_model(cfg.reward_model, cfg.seed, RunLayout(tmp_path, pairs=_pairs_dir(tmp_path), reward_model=out),
+                              "cpu")
     assert info["train_pairs"] == len(PAIRS)
     trained = load_file(str(out / "model.safetensors"))
     base = load_file(str(chat_model_dir_any / "model.safetensors"))

@@ -13,7 +13,7 @@ import pytest
 
 openai = pytest.importorskip("openai")
 
-from fake_openai import (  # noqa: E402
+from rlaif.testing.fake_openai import (  # noqa: E402
     FakeOpenAI, Fault, Reply, digits, echo_text, last_user_text, messages_text, position_biased, prefers,
 )
 

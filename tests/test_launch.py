@@ -111,15 +111,11 @@ def _saved_once(run: Path, out: str) -> None:
 def one_process(tmp_path_factory):
     """The tiny project trained in one process: train-rm and DPO with 5 steps each (the baseline)."""
     import conftest
-    from rlaif import judges
 
-    judges.BACKENDS["scripted"] = lambda cfg, device: conftest.ScriptedJudge(cfg.model)
-    try:
+    with conftest.scripted_backend_registered():
         proj = conftest.make_tiny_project(tmp_path_factory.mktemp("launch") / "proj")
         for stage in ("sft", "generate", "judge", "mix"):
             assert main([stage, str(proj / "pipeline.yaml")]) == 0
-    finally:
-        judges.BACKENDS.pop("scripted", None)
     sets = [*CHILD, "--set", "reward_model.train.max_steps=5", "--set", "policy_training.train.max_steps=5"]
     assert main(["train-rm", str(proj / "pipeline.yaml"), *sets]) == 0
     assert main(["train-policy", str(proj / "pipeline.yaml"), *sets]) == 0

@@ -8,13 +8,13 @@ import re
 import pytest
 
 from conftest import CONSTITUTION
-from fake_openai import Fault, FakeOpenAI, Reply, _lp, last_user_text, position_biased, prefers
 from rlaif.config import JudgeConfig
 from rlaif.constitution import Constitution
 from rlaif.judges import make_judge
 from rlaif.judges.prompts import load_template, neutralise, pairwise_messages
 from rlaif.judges.verdicts import offered_probs, parse_choice, parse_digit
 from rlaif.store import Store
+from rlaif.testing.fake_openai import FakeOpenAI, Fault, Reply, _lp, last_user_text, position_biased, prefers
 
 BLOCK = re.compile(r'<(prompt|response) id="([0-9a-f]{8})"(?: label="([AB])")?>\n(.*?)\n</\1 id="\2">', re.S)
 
@@ -157,7 +157,7 @@ def test_chain_of_thought_rationale_and_clamp():
 
 
 def test_pointwise_scores_digits():
-    from fake_openai import digits
+    from rlaif.testing.fake_openai import digits
 
     def dist(req):
         return {"8": 0.75, "6": 0.25} if "safe" in blocks(req["messages"][1]["content"])["response"] else {"2": 1.0}

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, make_tiny_project
-from fake_openai import FakeOpenAI, prefers
 from rlaif.cli import main
+from rlaif.testing.fake_openai import FakeOpenAI, prefers
 
 pytestmark = pytest.mark.slow
 

@@ -8,13 +8,13 @@ import concurrent.futures
 import pytest
 
 from conftest import CONSTITUTION
-from fake_openai import FakeOpenAI, digits, last_user_text, prefers
 from rlaif.config import JudgeConfig
 from rlaif.constitution import Constitution
 from rlaif.judges import make_judge
 from rlaif.judges.llm import Completion, LLMJudge
 from rlaif.judges.run import Item, score_items
 from rlaif.store import Store
+from rlaif.testing.fake_openai import FakeOpenAI, digits, last_user_text, prefers
 
 PRINCIPLES = Constitution.model_validate(CONSTITUTION)
 P0 = PRINCIPLES.principles[0]
@@ -133,7 +133,7 @@ def test_pointwise_score_items_pipelined_equals_unpipelined(tmp_path):
 
 
 def test_cot_same_item_in_two_batches_in_flight(tmp_path):
-    from fake_openai import Reply, _lp
+    from rlaif.testing.fake_openai import Reply, _lp
 
     def responder(req):
         if req.get("max_tokens", 1) > 1:  # the rationale step
@@ -177,7 +177,7 @@ def test_ctrl_c_keeps_the_calls_that_finished_in_batches_in_flight(tmp_path):
 
 
 def test_budget_reached_in_a_cot_rationale_step_keeps_the_batches_in_flight(tmp_path):
-    from fake_openai import Reply, _lp
+    from rlaif.testing.fake_openai import Reply, _lp
 
     from rlaif.judges.llm import BudgetExceeded
 

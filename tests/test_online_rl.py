@@ -85,11 +85,9 @@ def test_grpo_raises_known_reward(word_model, tmp_path, one_thread):
 def test_pipeline_train_policy_and_eval_with_rloo(tmp_path):
     """sft..train-rm once (DPO's default), then train-policy with rloo: only train-policy and eval re-run."""
     import conftest
-    from rlaif import judges
     from rlaif.cli import main
 
-    judges.BACKENDS["scripted"] = lambda cfg, device: conftest.ScriptedJudge(cfg.model)
-    try:
+    with conftest.scripted_backend_registered():
         proj = conftest.make_tiny_project(tmp_path / "proj")
         cfg = str(proj / "pipeline.yaml")
         assert main(["run", cfg, "--set", "policy_training.train.max_steps=1"]) == 0
@@ -102,5 +100,3 @@ def test_pipeline_train_policy_and_eval_with_rloo(tmp_path):
         for k in ("reward_before", "reward_after", "kl", "win_rate_vs_ref"):
             assert math.isfinite(report["policy"][k]), k
         assert (proj / "run" / "rl.png").exists()
-    finally:
-        judges.BACKENDS.pop("scripted", None)

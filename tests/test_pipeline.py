@@ -31,13 +31,11 @@ def _params(path: Path):
 def finished_run(tmp_path_factory):
     """One full run of the tiny pipeline, shared by the tests below."""
     import conftest
-    from rlaif import judges
 
-    judges.BACKENDS["scripted"] = lambda cfg, device: conftest.ScriptedJudge(cfg.model)
-    proj = conftest.make_tiny_project(tmp_path_factory.mktemp("e2e") / "proj")
-    assert main(["run", str(proj / "pipeline.yaml")]) == 0
-    yield proj
-    judges.BACKENDS.pop("scripted", None)
+    with conftest.scripted_backend_registered():
+        proj = conftest.make_tiny_project(tmp_path_factory.mktemp("e2e") / "proj")
+        assert main(["run", str(proj / "pipeline.yaml")]) == 0
+        yield proj
 
 
 def test_report_has_every_key(finished_run):

@@ -257,14 +257,12 @@ PPO_SETS = ["--set", "policy_training.algorithm=ppo", "--set", "policy_training.
 @pytest.fixture(scope="module")
 def ppo_run(tmp_path_factory):
     import conftest
-    from rlaif import judges
     from rlaif.cli import main
 
-    judges.BACKENDS["scripted"] = lambda cfg, device: conftest.ScriptedJudge(cfg.model)
-    proj = conftest.make_tiny_project(tmp_path_factory.mktemp("ppo_e2e") / "proj")
-    assert main(["run", str(proj / "pipeline.yaml"), *PPO_SETS]) == 0
-    yield proj
-    judges.BACKENDS.pop("scripted", None)
+    with conftest.scripted_backend_registered():
+        proj = conftest.make_tiny_project(tmp_path_factory.mktemp("ppo_e2e") / "proj")
+        assert main(["run", str(proj / "pipeline.yaml"), *PPO_SETS]) == 0
+        yield proj
 
 
 @pytest.mark.slow

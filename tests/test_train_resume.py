@@ -14,14 +14,12 @@ pytestmark = pytest.mark.slow
 def mixed_project(tmp_path_factory):
     """A tiny project run up to the mix stage (shared; each test works on a copy)."""
     import conftest
-    from rlaif import judges
 
-    judges.BACKENDS["scripted"] = lambda cfg, device: conftest.ScriptedJudge(cfg.model)
-    proj = make_tiny_project(tmp_path_factory.mktemp("resume") / "proj")
-    for s in ("sft", "generate", "judge", "mix"):
-        assert main([s, str(proj / "pipeline.yaml")]) == 0
-    yield proj
-    judges.BACKENDS.pop("scripted", None)
+    with conftest.scripted_backend_registered():
+        proj = make_tiny_project(tmp_path_factory.mktemp("resume") / "proj")
+        for s in ("sft", "generate", "judge", "mix"):
+            assert main([s, str(proj / "pipeline.yaml")]) == 0
+        yield proj
 
 
 @pytest.mark.parametrize("stage", ["train-rm", "train-policy"])

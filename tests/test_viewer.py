@@ -12,13 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
+
 from rlaif.cli import main
+from rlaif.evaluate import wilson
 from rlaif.records import Candidate, HumanLabel, Prompt
 from rlaif.store import Store
 from rlaif.viewer import verdicts as V
-from rlaif.viewer.queue import Filters, build_queue, load_comparisons, open_run_store, wilson
+from rlaif.viewer.queue import Filters, build_queue, load_comparisons, open_run_store
 
 JH = "judgehash0001"
 

@@ -15,11 +15,12 @@ from textual.binding import Binding
 from textual.containers import Container, VerticalScroll
 from textual.widgets import DataTable, Footer, Input, Static
 
+from rlaif.evaluate import wilson
 from rlaif.store import Store
 from rlaif.viewer import verdicts as V
-from rlaif.viewer.queue import (LOW_CONFIDENCE, Comparison, Filters, agreement_with, build_queue, refresh,
-                                wilson)
+from rlaif.viewer.queue import LOW_CONFIDENCE, Comparison, Filters, agreement_with, build_queue, refresh
 from rlaif.viewer.render import one_line, render_comparison, short_flag, short_verdict
+from rlaif.vocab import viewer_source
 
 WIDE = 140  # columns from which the queue sits beside the detail
 
@@ -67,7 +68,7 @@ class ViewerApp(App[None]):
         self.store = store
         self.all = comparisons
         self.annotator = annotator
-        self.source = V.viewer_source(annotator)
+        self.source = viewer_source(annotator)
         self.filters = filters or Filters()
         self.order_name, self.seed, self.low = order, seed, low_confidence
         self.queue: list[Comparison] = []

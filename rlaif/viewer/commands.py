@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from rlaif.vocab import AI, FILE, HUMAN, IMPORT, VIEWER
+
 
 def _add_queue_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (holds store.sqlite), e.g. runs/quickstart")
@@ -19,7 +21,7 @@ def _add_queue_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--status", choices=["unreviewed", "reviewed", "unscored"],
                    help="unreviewed: scored, no human label; reviewed: has a human label; unscored: no AI verdict")
     p.add_argument("--source", help="only comparisons with a human label whose source starts with this "
-                                    "(e.g. viewer:, viewer:alice, file:, import:)")
+                                    f"(e.g. {VIEWER}, {VIEWER}alice, {FILE}, {IMPORT})")
     p.add_argument("--category", help="only prompts of this category")
     p.add_argument("--search", help="case-insensitive text in the prompt, answers, rationales or notes")
     p.add_argument("--low-confidence", type=float, default=0.6, metavar="P",
@@ -46,7 +48,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     st.set_defaults(handler=cmd_labels_stats)
     ex = lsub.add_parser("export", help="write human and/or AI labels to a file")
     ex.add_argument("run_dir", metavar="RUN_DIR")
-    ex.add_argument("--source", choices=["human", "ai", "all"], default="human",
+    ex.add_argument("--source", choices=[HUMAN, AI, "all"], default=HUMAN,
                     help="all = human labels + the AI pairs no human label covers (default human)")
     ex.add_argument("--format", choices=["jsonl", "trl", "parquet"], default="jsonl",
                     help="jsonl: every field; trl: {prompt, chosen, rejected} preferences only; parquet")
@@ -140,7 +142,7 @@ def cmd_labels_export(args) -> int:
     from rlaif.viewer.queue import load_comparisons, open_run_store
 
     with open_run_store(args.run_dir) as store:
-        comps = load_comparisons(store) if args.source != "human" else None
+        comps = load_comparisons(store) if args.source != HUMAN else None
         rows = export_records(store, comps, args.source)
     n, skipped = write_export(rows, args.format, args.output)
     extra = f"; left out: {', '.join(f'{n} {why}' for why, n in skipped.items())}" if skipped else ""
@@ -155,7 +157,7 @@ def cmd_labels_import(args) -> int:
     labels = read_labels(args.file)  # validate the whole file before touching the store
     with open_run_store(args.run_dir) as store:
         store.add_human_labels(labels)
-        total = store.db.execute("SELECT COUNT(*) FROM human_labels").fetchone()[0]
+        total = store.human_label_count()
     print(f"imported {len(labels)} labels from {args.file} into {args.run_dir} ({total} human labels in the run; "
           "the next `rlaif run`/`mix` uses them)")
     return 0

@@ -22,15 +22,14 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from rlaif.errors import RlaifError
-from rlaif.records import pair_key
+from rlaif.records import HumanLabel, pair_key
 from rlaif.store import Store
+from rlaif.vocab import PREFERENCE
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 LOW_CONFIDENCE = 0.6
 ORDERS = ("review", "random")
 STATUSES = ("unreviewed", "reviewed", "unscored")
-# Human verdicts as stored in human_labels.label.
-PREFERENCE, TIE, BOTH_BAD = "chosen", "tie", "both_bad"
 
 
 # ---------------------------------------------------------------- records
@@ -54,20 +53,6 @@ class PrincipleVerdict:
         return "A" if self.p_chosen > 0.5 else "B" if self.p_chosen < 0.5 else "tie"
 
 
-@dataclass(frozen=True)
-class LabelRow:
-    """A stored human label."""
-
-    prompt: str
-    chosen: str
-    rejected: str
-    label: str
-    source: str
-    annotator: str | None
-    note: str | None
-    created_at: float
-
-
 @dataclass
 class Comparison:
     """One AI-labelled comparison. Side "A" is the AI's chosen text, "B" the rejected one."""
@@ -84,7 +69,7 @@ class Comparison:
     rejected_id: str
     key: str = ""
     principles: list[PrincipleVerdict] = field(default_factory=list)
-    human: list[LabelRow] = field(default_factory=list)
+    human: list[HumanLabel] = field(default_factory=list)
 
     @classmethod
     def from_record(cls, d: dict[str, Any]) -> "Comparison":
@@ -127,10 +112,10 @@ class Comparison:
     def reviewed(self) -> bool:
         return bool(self.human)
 
-    def label_from(self, source: str) -> LabelRow | None:
+    def label_from(self, source: str) -> HumanLabel | None:
         return next((h for h in self.human if h.source == source), None)
 
-    def verdict_of(self, h: LabelRow) -> str:
+    def verdict_of(self, h: HumanLabel) -> str:
         """A human label seen from this comparison: "A", "B", "tie" or "both_bad"."""
         if h.label != PREFERENCE:
             return h.label
@@ -186,7 +171,7 @@ def resolve_judge_hash(store: Store) -> str:
         if rec is None:
             raise RlaifError(f"{store.path.parent}: no judge stage yet (run `rlaif judge CONFIG` first)")
         # The judge stage is running again: show the comparisons it made last time, if unambiguous.
-        hashes = [r[0] for r in store.db.execute("SELECT DISTINCT judge_hash FROM ai_pairs")]
+        hashes = store.ai_pair_judge_hashes()
     except sqlite3.Error as e:
         raise RlaifError(f"{store.path}: cannot read the run store ({e})") from None
     if len(hashes) == 1:
@@ -195,30 +180,12 @@ def resolve_judge_hash(store: Store) -> str:
                      "wait for it (or re-run `rlaif judge CONFIG`)")
 
 
-def label_rows(store: Store, keys: Iterable[str] | None = None) -> dict[str, list[LabelRow]]:
-    """Human labels by pair_key, oldest first (all of them, or those of ``keys``)."""
-    q = ("SELECT pair_key, prompt, chosen, rejected, label, source, annotator, note, created_at "
-         "FROM human_labels")
-    out: dict[str, list[LabelRow]] = {}
-    if keys is None:
-        rows: Iterable[tuple] = store.db.execute(q + " ORDER BY id")
-    else:
-        ks = list(keys)
-        rows = []
-        for i in range(0, len(ks), 500):
-            chunk = ks[i:i + 500]
-            rows += list(store.db.execute(q + f" WHERE pair_key IN ({','.join('?' * len(chunk))}) ORDER BY id", chunk))
-    for r in rows:
-        out.setdefault(r[0], []).append(LabelRow(*r[1:]))
-    return out
-
-
 def load_comparisons(store: Store, judge_hash: str | None = None) -> list[Comparison]:
     """Every AI comparison of the judge run, human labels attached, in store order."""
     try:
         jh = judge_hash or resolve_judge_hash(store)
         comps = [Comparison.from_record(d) for d in store.ai_pairs(jh)]
-        labels = label_rows(store)
+        labels = store.human_labels_by_key()
     except sqlite3.Error as e:
         raise RlaifError(f"{store.path}: cannot read the run store ({e}); was it written by another rlaif "
                          "version? re-run `rlaif judge CONFIG`") from None
@@ -229,7 +196,7 @@ def load_comparisons(store: Store, judge_hash: str | None = None) -> list[Compar
 
 def refresh(store: Store, comps: list[Comparison]) -> None:
     """Re-read the human labels of ``comps`` (after a write, or another process's)."""
-    labels = label_rows(store, {c.key for c in comps})
+    labels = store.human_labels_by_key({c.key for c in comps})
     for c in comps:
         c.human = labels.get(c.key, [])
 
@@ -301,17 +268,6 @@ def check_principle(comps: list[Comparison], principle: str | None) -> None:
 
 
 # ---------------------------------------------------------------- agreement
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
-    """Wilson score interval of k successes in n trials (None when n == 0)."""
-    if n == 0:
-        return None
-    p = k / n
-    den = 1 + z * z / n
-    mid = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return max(0.0, mid - half), min(1.0, mid + half)
-
-
 def agreement_with(comps: Iterable[Comparison], source: str | None = None) -> tuple[int, int]:
     """(AI agrees, n) over scored comparisons with a preference label (from ``source``, or any)."""
     k = n = 0

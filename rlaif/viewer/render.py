@@ -16,11 +16,13 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from rlaif.viewer.queue import LOW_CONFIDENCE, Comparison, LabelRow
+from rlaif.records import HumanLabel
+from rlaif.viewer.queue import LOW_CONFIDENCE, Comparison
+from rlaif.vocab import BOTH_BAD, TIE
 
 DASH = "—"
-VERDICT_TEXT = {"A": "A better (agrees with the AI)", "B": "B better (flips the AI)", "tie": "tie",
-                "both_bad": "both bad"}
+VERDICT_TEXT = {"A": "A better (agrees with the AI)", "B": "B better (flips the AI)", TIE: "tie",
+                BOTH_BAD: "both bad"}
 
 
 def fmt(v: float | None, digits: int = 3) -> str:
@@ -48,10 +50,10 @@ def short_flag(c: Comparison, low_confidence: float = LOW_CONFIDENCE) -> str:
             "principles disagree": "split"}[f[0]] if f else ""
 
 
-def short_verdict(c: Comparison, h: LabelRow | None) -> str:
+def short_verdict(c: Comparison, h: HumanLabel | None) -> str:
     if h is None:
         return "·"
-    return {"A": "A", "B": "B", "tie": "tie", "both_bad": "bad"}.get(c.verdict_of(h), h.label)
+    return {"A": "A", "B": "B", TIE: "tie", BOTH_BAD: "bad"}.get(c.verdict_of(h), h.label)
 
 
 def one_line(text: str, width: int = 60) -> str:

@@ -7,12 +7,12 @@ The source is ``viewer:<annotator>``; the table's UNIQUE(pair_key, source)
 makes a second verdict by the same annotator replace the first. Undo
 deletes what this session wrote, or puts back the row it replaced.
 
-Verdict -> stored label (side A is the AI's chosen text):
+Verdict -> stored label (side A is the AI's chosen text; label words in rlaif.vocab):
 
-    agree     chosen=A, rejected=B, label="chosen"
-    flip      chosen=B, rejected=A, label="chosen"
-    tie       chosen=A, rejected=B, label="tie"
-    both_bad  chosen=A, rejected=B, label="both_bad"
+    agree     chosen=A, rejected=B, label=PREFERENCE ("chosen")
+    flip      chosen=B, rejected=A, label=PREFERENCE
+    tie       chosen=A, rejected=B, label=TIE
+    both_bad  chosen=A, rejected=B, label=BOTH_BAD
 """
 
 from __future__ import annotations
@@ -22,13 +22,11 @@ from dataclasses import dataclass
 from rlaif.errors import RlaifError
 from rlaif.records import HumanLabel
 from rlaif.store import Store
-from rlaif.viewer.queue import BOTH_BAD, PREFERENCE, TIE, Comparison, LabelRow
+from rlaif.viewer.queue import Comparison
+from rlaif.vocab import BOTH_BAD, PREFERENCE, TIE, viewer_source
 
-VERDICTS = ("agree", "flip", "tie", "both_bad")
-
-
-def viewer_source(annotator: str) -> str:
-    return f"viewer:{annotator}"
+VERDICT_LABELS = {"agree": PREFERENCE, "flip": PREFERENCE, TIE: TIE, BOTH_BAD: BOTH_BAD}
+VERDICTS = tuple(VERDICT_LABELS)
 
 
 @dataclass(frozen=True)
@@ -37,7 +35,7 @@ class UndoEntry:
 
     key: str
     source: str
-    previous: LabelRow | None
+    previous: HumanLabel | None
     what: str  # a verdict name, or "note"
 
 
@@ -45,22 +43,14 @@ def label_for(c: Comparison, verdict: str, annotator: str, note: str | None) -> 
     if verdict not in VERDICTS:
         raise RlaifError(f"unknown verdict {verdict!r}; one of {', '.join(VERDICTS)}")
     a, b = (c.rejected, c.chosen) if verdict == "flip" else (c.chosen, c.rejected)
-    label = {"agree": PREFERENCE, "flip": PREFERENCE, "tie": TIE, "both_bad": BOTH_BAD}[verdict]
-    return HumanLabel(c.prompt, a, b, label, viewer_source(annotator), annotator, note)
-
-
-def _row(store: Store, key: str, source: str) -> LabelRow | None:
-    r = store.db.execute(
-        "SELECT prompt, chosen, rejected, label, source, annotator, note, created_at FROM human_labels "
-        "WHERE pair_key=? AND source=?", (key, source)).fetchone()
-    return LabelRow(*r) if r else None
+    return HumanLabel(c.prompt, a, b, VERDICT_LABELS[verdict], viewer_source(annotator), annotator, note)
 
 
 def record_verdict(store: Store, c: Comparison, verdict: str, annotator: str,
                    note: str | None = None) -> UndoEntry:
     """Store the verdict now; a verdict without a note keeps the note given earlier."""
     source = viewer_source(annotator)
-    prev = _row(store, c.key, source)
+    prev = store.human_label(c.key, source)
     if note is None and prev is not None:
         note = prev.note
     store.add_human_labels([label_for(c, verdict, annotator, note)])
@@ -70,26 +60,16 @@ def record_verdict(store: Store, c: Comparison, verdict: str, annotator: str,
 def set_note(store: Store, c: Comparison, annotator: str, note: str | None) -> UndoEntry | None:
     """Change the note of this annotator's label on ``c``; None when there is no label yet."""
     source = viewer_source(annotator)
-    prev = _row(store, c.key, source)
+    prev = store.human_label(c.key, source)
     if prev is None:
         return None
-    with store.db:
-        store.db.execute("UPDATE human_labels SET note=? WHERE pair_key=? AND source=?",
-                         (note or None, c.key, source))
+    store.set_human_label_note(c.key, source, note or None)
     return UndoEntry(c.key, source, prev, "note")
 
 
 def undo(store: Store, entry: UndoEntry) -> None:
     """Delete what ``entry`` wrote, or restore the row it replaced."""
-    with store.db:
-        if entry.previous is None:
-            store.db.execute("DELETE FROM human_labels WHERE pair_key=? AND source=?", (entry.key, entry.source))
-        else:
-            p = entry.previous
-            store.db.execute(
-                """INSERT INTO human_labels(pair_key, prompt, chosen, rejected, label, source, annotator, note,
-                   created_at) VALUES (?,?,?,?,?,?,?,?,?)
-                   ON CONFLICT(pair_key, source) DO UPDATE SET prompt=excluded.prompt, chosen=excluded.chosen,
-                   rejected=excluded.rejected, label=excluded.label, annotator=excluded.annotator,
-                   note=excluded.note, created_at=excluded.created_at""",
-                (entry.key, p.prompt, p.chosen, p.rejected, p.label, entry.source, p.annotator, p.note, p.created_at))
+    if entry.previous is None:
+        store.delete_human_label(entry.key, entry.source)
+    else:
+        store.restore_human_label(entry.key, entry.previous)

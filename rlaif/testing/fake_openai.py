@@ -44,7 +44,7 @@ over ``fault_fn``.  ``req_index`` counts completion requests from 0 (retries inc
 Run standalone (e.g. for a benchmark in a separate process, which avoids sharing the
 GIL with the client)::
 
-    python tests/fake_openai.py --port 8000 --latency 0.05
+    python -m rlaif.testing.fake_openai --port 8000 --latency 0.05
 """
 
 from __future__ import annotations

@@ -1,0 +1,52 @@
+"""The label vocabulary, defined once: human label words, label sources and record kinds.
+
+A human label (``human_labels.label``) says how its two texts compare:
+``chosen`` (the first, ``chosen``, text is better), ``tie`` or ``both_bad``.
+Its ``source`` says where it came from, as ``PREFIX + detail``:
+``file:NAME:LINE`` (a labels file of the config, re-read every run),
+``import:NAME:LINE`` (`rlaif labels import`), ``viewer:ANNOTATOR`` (`rlaif view`).
+An exported AI label's source is ``ai:BACKEND``. Preference pairs and
+exported records are of kind ``ai`` or ``human``.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Human label words.
+PREFERENCE = "chosen"  # the label's chosen text is better than its rejected one
+TIE = "tie"
+BOTH_BAD = "both_bad"
+LABELS = (PREFERENCE, TIE, BOTH_BAD)
+
+# Label source prefixes.
+FILE = "file:"
+IMPORT = "import:"
+VIEWER = "viewer:"
+AI_SOURCE = "ai:"
+
+# Kinds of pairs and exported records.
+AI = "ai"
+HUMAN = "human"
+
+
+def file_source(origin: str) -> str:
+    """``labels.jsonl:12`` -> ``file:labels.jsonl:12``."""
+    return FILE + origin
+
+
+def import_source(name: str, line: int) -> str:
+    return f"{IMPORT}{name}:{line}"
+
+
+def viewer_source(annotator: str) -> str:
+    return VIEWER + annotator
+
+
+def ai_source(backend: str | None) -> str:
+    return AI_SOURCE + (backend or "judge")
+
+
+def source_group(source: str) -> str:
+    """``file:x.jsonl:12`` -> ``file:x.jsonl``; ``viewer:alice`` stays."""
+    return re.sub(r":\d+$", "", source)
