@@ -10,14 +10,14 @@ import sys
 import time
 
 import pytest
-
 from conftest import ROOT, make_tiny_project
-from fake_openai import Fault, FakeOpenAI, echo_text
+
 from rlaif import chat
 from rlaif.cli import main
 from rlaif.config import GenerateConfig, ServedPolicy
 from rlaif.errors import RlaifError
 from rlaif.generate_openai import check_served
+from rlaif.testing.fake_openai import FakeOpenAI, Fault, echo_text
 
 
 @pytest.mark.parametrize("served, msg", [
