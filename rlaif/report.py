@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from rlaif.evaluate import agreement
 
@@ -257,7 +256,7 @@ def render_markdown(run, report: dict, plots: list[tuple[str, str]]) -> str:
         lines += ["## Samples (held-out prompts, first sample each)", "",
                   "Label: the refusal classifier's reading; number: reward-model score.", "",
                   "| prompt | SFT policy | trained policy |", "|---|---|---|"]
-        cell = lambda t: t.replace("|", "\\|").replace("\n", " ")[:220]  # noqa: E731
+        cell = lambda t: t.replace("|", "\\|").replace("\n", " ")[:220]
         for s in shown:
             lines.append(f"| ({s['category']}) {cell(s['prompt'])} | {cell(s['before'])} "
                          f"*({s['label_before']}, {s['reward_before']:.2f})* | {cell(s['after'])} "

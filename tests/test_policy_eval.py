@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from rlaif.policy_eval import (classify_refusal, degeneration, hacking_warning, refusal_figures, repetition,
-                               wilson)
+from rlaif.policy_eval import (
+    classify_refusal,
+    degeneration,
+    hacking_warning,
+    refusal_figures,
+    repetition,
+    wilson,
+)
 
 
 @pytest.mark.parametrize("text", [
