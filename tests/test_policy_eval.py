@@ -105,3 +105,67 @@ def test_hacking_warning_fires_on_degeneration():
 ], ids=["agree", "rm-down", "small-degeneration", "no-rm"])
 def test_hacking_warning_quiet(before, after, win, deg_after):
     assert hacking_warning(before, after, {"rate": win}, CLEAN, deg_after, 0.05) is None
+
+
+# ---------------------------------------------------------------- eval's keys, for every algorithm
+POLICY_KEYS = {"algorithm", "harmless_rate", "over_refusal_rate", "judge_win_rate_vs_ref", "degeneration",
+               "reward_hacking_warning", "reward_before", "reward_after", "kl", "win_rate_vs_ref",
+               "samples_per_prompt", "eval_prompts"}
+ALGO_SETS = {
+    "dpo": [],
+    "ppo": ["--set", "policy_training.ppo.steps=2", "--set", "policy_training.ppo.rollout_batch_size=4",
+            "--set", "policy_training.ppo.mini_batch_size=2", "--set", "policy_training.ppo.max_new_tokens=8"],
+    "rloo": ["--set", "policy_training.rloo.steps=2", "--set", "policy_training.rloo.max_new_tokens=8",
+             "--set", "policy_training.train.batch_size=8"],
+    "grpo": ["--set", "policy_training.grpo.steps=2", "--set", "policy_training.grpo.max_new_tokens=8",
+             "--set", "policy_training.train.batch_size=8"],
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_base_run(tmp_path_factory):
+    """sft..train-rm once on the tiny project (scripted judge), with 2 samples per held-out prompt."""
+    import conftest
+    from rlaif import judges
+    from rlaif.cli import main
+
+    judges.BACKENDS["scripted"] = lambda cfg, device: conftest.ScriptedJudge(cfg.model)
+    proj = conftest.make_tiny_project(tmp_path_factory.mktemp("policy_eval") / "proj")
+    cfg = str(proj / "pipeline.yaml")
+    assert main(["run", cfg, "--set", "policy_training.train.max_steps=1", "--set", "eval.samples_per_prompt=2"]) == 0
+    yield proj, cfg
+    judges.BACKENDS.pop("scripted", None)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", list(ALGO_SETS))
+def test_eval_reports_independent_figures_for_every_algorithm(tiny_base_run, algo):
+    import json
+    import math
+
+    from rlaif.cli import main
+
+    proj, cfg = tiny_base_run
+    sets = ["--set", f"policy_training.algorithm={algo}", "--set", "policy_training.train.max_steps=1",
+            "--set", "eval.samples_per_prompt=2", *ALGO_SETS[algo]]
+    assert main(["train-policy", cfg, *sets]) == 0
+    assert main(["eval", cfg, *sets]) == 0
+    report = json.loads((proj / "run" / "report.json").read_text())
+    pol = report["policy"]
+    assert POLICY_KEYS <= set(pol), POLICY_KEYS - set(pol)
+    assert pol["algorithm"] == algo and pol["samples_per_prompt"] == 2 and pol["eval_prompts"] > 0
+    for key in ("harmless_rate", "over_refusal_rate"):
+        f = pol[key]
+        if f["n"]:
+            assert 0 <= f["sft"] <= 1 and 0 <= f["trained"] <= 1
+            assert f["sft_ci95"][0] <= f["sft"] <= f["sft_ci95"][1]
+    win = pol["judge_win_rate_vs_ref"]
+    assert win["n"] + win["unscored"] == 2 * pol["eval_prompts"] and 0 <= win["rate"] <= 1
+    assert win["ci95"][0] <= win["rate"] <= win["ci95"][1]
+    for side in ("sft", "trained"):
+        assert 0 <= pol["degeneration"][side]["repeated_3grams"] <= 1
+    assert math.isfinite(pol["reward_after"])
+    md = (proj / "run" / "report.md").read_text()
+    assert "harmless rate" in md and "judge win rate vs SFT" in md and "training signal" in md
+    samples = json.loads((proj / "run" / "samples.json").read_text())
+    assert len(samples) == 2 * pol["eval_prompts"] and {"label_before", "label_after"} <= set(samples[0])
