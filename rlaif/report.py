@@ -251,8 +251,10 @@ def render_markdown(run, report: dict, plots: list[tuple[str, str]]) -> str:
     if samples:
         k = report["_policy_detail"].get("samples_per_prompt") or 1
         firsts = samples[::k]  # the first sample of each held-out prompt, harmful and benign alternating
-        shown = [s for pair in zip([s for s in firsts if s["category"] == "harmful"],
-                                   [s for s in firsts if s["category"] != "harmful"]) for s in pair][:10]
+        harm = [s for s in firsts if s["category"] == "harmful"]
+        other = [s for s in firsts if s["category"] != "harmful"]
+        spread = lambda xs: xs[::max(1, len(xs) // 5)][:5]  # noqa: E731 - different topics, not one topic's phrasings
+        shown = [s for pair in zip(spread(harm), spread(other)) for s in pair]
         lines += ["## Samples (held-out prompts, first sample each)", "",
                   "Label: the refusal classifier's reading; number: reward-model score.", "",
                   "| prompt | SFT policy | trained policy |", "|---|---|---|"]
