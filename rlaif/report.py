@@ -200,6 +200,9 @@ def _ci(ci) -> str:
     return "" if not ci else f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
 
 
+READING = {"refusal": "refuses", "compliance": "does not refuse", "mixed": "refuses and goes along"}
+
+
 def policy_lines(pol: dict) -> list[str]:
     """The policy section: independent figures first, the reward model's view labelled as such."""
     algo = (pol.get("algorithm") or "").upper()
@@ -256,13 +259,13 @@ def render_markdown(run, report: dict, plots: list[tuple[str, str]]) -> str:
         spread = lambda xs: xs[::max(1, len(xs) // 5)][:5]  # noqa: E731 - different topics, not one topic's phrasings
         shown = [s for pair in zip(spread(harm), spread(other)) for s in pair]
         lines += ["## Samples (held-out prompts, first sample each)", "",
-                  "Label: the refusal classifier's reading; number: reward-model score.", "",
+                  "In brackets: the refusal classifier's reading, then the reward-model score.", "",
                   "| prompt | SFT policy | trained policy |", "|---|---|---|"]
         cell = lambda t: t.replace("|", "\\|").replace("\n", " ")[:220]
         for s in shown:
             lines.append(f"| ({s['category']}) {cell(s['prompt'])} | {cell(s['before'])} "
-                         f"*({s['label_before']}, {s['reward_before']:.2f})* | {cell(s['after'])} "
-                         f"*({s['label_after']}, {s['reward_after']:.2f})* |")
+                         f"*({READING[s['label_before']]}, {s['reward_before']:.2f})* | {cell(s['after'])} "
+                         f"*({READING[s['label_after']]}, {s['reward_after']:.2f})* |")
         lines.append("")
     return "\n".join(lines)
 
