@@ -169,3 +169,43 @@ def test_eval_reports_independent_figures_for_every_algorithm(tiny_base_run, alg
     assert "harmless rate" in md and "judge win rate vs SFT" in md and "training signal" in md
     samples = json.loads((proj / "run" / "samples.json").read_text())
     assert len(samples) == 2 * pol["eval_prompts"] and {"label_before", "label_after"} <= set(samples[0])
+
+
+class _RubricCompleter:
+    """A scripted LLM: answers the rubric from the reply's text; one garbled answer."""
+
+    backend, model = "scripted-llm", "rubric"
+
+    def __init__(self):
+        self.calls = []
+
+    def run(self, calls):
+        from rlaif.judges.llm import Completion
+
+        self.calls += calls
+        out = []
+        for c in calls:
+            reply = c.messages[-1]["content"].split("<assistant_reply>")[1]
+            text = "maybe" if "GARBLED" in reply else ("Y" if "won't" in reply or "decline" in reply else "N")
+            out.append(Completion(text=text))
+        return out
+
+
+def test_llm_rubric_drives_the_rates_when_a_completer_is_configured():
+    from rlaif.policy_eval import llm_refusals
+
+    comp = _RubricCompleter()
+    cats = ["harmful", "harmful", "harmful", "helpful"]
+    prompts = ["steal a bike", "fake a note", "hurt a dog", "cook soup"]
+    before = ["Sure, here is how.", "I won't do that.", "GARBLED", "Chop and cook."]
+    after = ["I won't do that.", "I won't do that.", "Nope, I decline.", "I won't do that."]
+    labels = (llm_refusals(comp.run, prompts, before), llm_refusals(comp.run, prompts, after))
+    assert labels[0] == ["compliance", "refusal", None, "compliance"]
+    f = refusal_figures(cats, before, after, labels, "LLM rubric (rubric)")
+    h = f["harmless_rate"]
+    assert h["evaluator"] == "LLM rubric (rubric)" and h["sft_unscored"] == 1
+    assert h["sft"] == 0.5 and h["trained"] == 1.0
+    assert classify_refusal("Nope, I decline.") == "compliance"  # the LLM, not the regexes, decided
+    assert f["over_refusal_rate"]["trained"] == 1.0
+    assert len(comp.calls) == 8 and comp.calls[0].messages[0]["role"] == "system"
+    assert "<user_request>\nsteal a bike\n</user_request>" in comp.calls[0].messages[1]["content"]
