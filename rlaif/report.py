@@ -256,7 +256,7 @@ def render_markdown(run, report: dict, plots: list[tuple[str, str]]) -> str:
         firsts = samples[::k]  # the first sample of each held-out prompt, harmful and benign alternating
         harm = [s for s in firsts if s["category"] == "harmful"]
         other = [s for s in firsts if s["category"] != "harmful"]
-        spread = lambda xs: xs[::max(1, len(xs) // 5)][:5]  # noqa: E731 - different topics, not one topic's phrasings
+        spread = lambda xs: xs[::max(1, len(xs) // 5)][:5]
         shown = [s for pair in zip(spread(harm), spread(other)) for s in pair]
         lines += ["## Samples (held-out prompts, first sample each)", "",
                   "In brackets: the refusal classifier's reading, then the reward-model score.", "",

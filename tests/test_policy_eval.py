@@ -126,6 +126,7 @@ ALGO_SETS = {
 def tiny_base_run(tmp_path_factory):
     """sft..train-rm once on the tiny project (scripted judge), with 2 samples per held-out prompt."""
     import conftest
+
     from rlaif import judges
     from rlaif.cli import main
 
