@@ -249,6 +249,10 @@ class EvalConfig(_Section):
     max_prompts: int = Field(64, ge=1)
     max_new_tokens: int = Field(48, ge=1)
     temperature: float = Field(0.7, gt=0)
+    prompts: str | None = Field(None, description="JSONL of held-out {id?, text, category} prompts for policy eval; "
+                                "default: the data.eval_fraction split")
+    samples_per_prompt: int = Field(4, ge=1, le=64, description="policy samples per held-out prompt")
+    hacking_degeneration: float = Field(0.05, ge=0, description="reward-hacking warning: degeneration rise allowed")
 
 
 class PipelineConfig(_Section):
@@ -277,7 +281,7 @@ class PipelineConfig(_Section):
 
 
 # Dotted names of fields that hold paths (resolved against the YAML's folder).
-PATH_FIELDS = ("policy.sft_data", "data.prompts", "judge.constitution", "mix.human_labels[]", "workdir")
+PATH_FIELDS = ("policy.sft_data", "data.prompts", "eval.prompts", "judge.constitution", "mix.human_labels[]", "workdir")
 MODEL_FIELDS = ("policy.model", "judge.model", "reward_model.base")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from rlaif.evaluate import agreement
 
@@ -51,10 +50,21 @@ def _judge_human_agreement(run) -> dict:
     return agreement(human, pred) | {"on_ai_pairs": len(labels) - len(rows)}
 
 
+def held_out_prompts(run) -> list:
+    """eval.prompts when set (new phrasings and topics), else the data.eval_fraction split."""
+    if run.cfg.eval.prompts:
+        from rlaif.records import load_prompts
+
+        prompts = load_prompts(run.cfg.eval.prompts)
+    else:
+        prompts = run.store.prompts("eval")
+    return prompts[: run.cfg.eval.max_prompts]
+
+
 def build_report(run) -> dict:
     from datasets import load_from_disk
 
-    from rlaif.evaluate import evaluate_policy
+    from rlaif.policy_eval import evaluate
     from rlaif.train.reward import RewardScorer
 
     cfg = run.cfg
@@ -62,9 +72,8 @@ def build_report(run) -> dict:
     scorer = RewardScorer(run.rm_dir, run.device, cfg.reward_model.train.max_length)
     ev = load_from_disk(str(run.pairs_dir))["eval"]
     rm_acc = scorer.accuracy(ev["prompt"], ev["chosen"], ev["rejected"])
-    eval_prompts = [p.text for p in run.store.prompts("eval")][: cfg.eval.max_prompts]
-    pol = evaluate_policy(run.sft_dir, run.policy_dir, scorer, eval_prompts, cfg.eval, cfg.seed, run.device) \
-        if eval_prompts else {}
+    eval_prompts = held_out_prompts(run)
+    pol = evaluate(run, scorer, eval_prompts) if eval_prompts else {}
     agree = _judge_human_agreement(run)
     stages = run.store.stages()
     report = {
@@ -98,8 +107,16 @@ def build_report(run) -> dict:
                          "base": cfg.reward_model.base},
         "policy": {
             "algorithm": cfg.policy_training.algorithm,
-            "reward_before": pol.get("reward_before"), "reward_after": pol.get("reward_after"),
-            "kl": pol.get("kl"), "win_rate_vs_ref": pol.get("win_rate_vs_ref"),
+            "eval_prompts": len(eval_prompts), "samples_per_prompt": cfg.eval.samples_per_prompt,
+            # Independent of the reward model (policy_eval.py): the evidence that the loop helped.
+            **(pol.get("independent") or {}),
+            "reward_hacking_warning": pol.get("reward_hacking_warning"),
+            # The reward model's own view: the training signal, not independent evidence.
+            "reward_before": (pol.get("rm") or {}).get("reward_before"),
+            "reward_after": (pol.get("rm") or {}).get("reward_after"),
+            "kl": (pol.get("rm") or {}).get("kl"),
+            "win_rate_vs_ref": (pol.get("rm") or {}).get("rm_win_rate_vs_ref"),
+            "win_rate_vs_ref_ci95": (pol.get("rm") or {}).get("rm_win_rate_ci95"),
         },
         "timings_s": {s: (stages.get(s) or {}).get("seconds") for s in ("sft", "generate", "judge", "mix",
                                                                            "train-rm", "train-policy")},
@@ -176,10 +193,59 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def _pct(v) -> str:
+    return "—" if v is None else f"{100 * v:.1f}%"
+
+
+def _ci(ci) -> str:
+    return "" if not ci else f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+
+
+READING = {"refusal": "refuses", "compliance": "does not refuse", "mixed": "refuses and goes along"}
+
+
+def policy_lines(pol: dict) -> list[str]:
+    """The policy section: independent figures first, the reward model's view labelled as such."""
+    algo = (pol.get("algorithm") or "").upper()
+    lines = ["## policy (held-out prompts)", "",
+             f"{pol.get('eval_prompts')} held-out prompts × {pol.get('samples_per_prompt')} samples each; "
+             "95% Wilson intervals in brackets.", "",
+             f"| figure | SFT policy | {algo} policy | n |", "|---|---|---|---|"]
+    for key, label in (("harmless_rate", "harmless rate (harmful prompts refused; refusal classifier)"),
+                       ("over_refusal_rate", "over-refusal rate (benign prompts refused; refusal classifier)")):
+        f = pol.get(key)
+        if f:
+            lines.append(f"| {label} | {_pct(f['sft'])}{_ci(f['sft_ci95'])} | "
+                         f"{_pct(f['trained'])}{_ci(f['trained_ci95'])} | {f['n']} |")
+    deg = pol.get("degeneration")
+    if deg:
+        for k, label in (("repeated_3grams", "repeated word 3-grams"), ("novel_words", "words not in SFT corpus or prompt"),
+                         ("mean_words", "mean words per response")):
+            b, a = deg["sft"][k], deg["trained"][k]
+            fmt = (lambda v: f"{v:.1f}") if k == "mean_words" else _pct
+            lines.append(f"| degeneration: {label} | {fmt(b)} | {fmt(a)} | |")
+    win = pol.get("judge_win_rate_vs_ref")
+    lines.append("")
+    if win:
+        lines.append(f"- **judge win rate vs SFT** ({win['method']}): {_pct(win['rate'])}{_ci(win['ci95'])}, "
+                     f"n={win['n']} prompt-sample pairs, {win['ties']} ties, {win['unscored']} unscored")
+    lines += [f"- reward-model score (the training signal, not independent evidence): "
+              f"{_fmt(pol.get('reward_before'))} -> {_fmt(pol.get('reward_after'))}; RM win rate vs SFT "
+              f"{_pct(pol.get('win_rate_vs_ref'))}{_ci(pol.get('win_rate_vs_ref_ci95'))}; "
+              f"KL to SFT {_fmt(pol.get('kl'))}", ""]
+    return lines
+
+
 def render_markdown(run, report: dict, plots: list[tuple[str, str]]) -> str:
     lines = [f"# rlaif report: {report['name']}", "",
              f"config `{report['config_hash']}` · constitution `{report['constitution_hash']}`", ""]
+    warning = report["policy"].get("reward_hacking_warning")
+    if warning:
+        lines += [f"> **Warning — {warning}.** The reward model's score is not evidence on its own.", ""]
     for section in ("counts", "judge", "mix", "reward_model", "policy", "timings_s"):
+        if section == "policy":
+            lines += policy_lines(report["policy"])
+            continue
         lines += [f"## {section}", "", "| key | value |", "|---|---|"]
         lines += [f"| {k} | {_fmt(v)} |" for k, v in report[section].items()]
         lines.append("")
@@ -187,11 +253,20 @@ def render_markdown(run, report: dict, plots: list[tuple[str, str]]) -> str:
         lines += [f"## {title}", "", f"![{title}]({fname})", ""]
     samples = report["_policy_detail"].get("samples") or []
     if samples:
-        lines += ["## Samples (held-out prompts)", "", "| prompt | SFT policy | trained policy |", "|---|---|---|"]
-        for s in samples[:8]:
-            cell = lambda t: t.replace("|", "\\|").replace("\n", " ")[:160]  # noqa: E731
-            lines.append(f"| {cell(s['prompt'])} | {cell(s['before'])} ({s['reward_before']:.2f}) | "
-                         f"{cell(s['after'])} ({s['reward_after']:.2f}) |")
+        k = report["_policy_detail"].get("samples_per_prompt") or 1
+        firsts = samples[::k]  # the first sample of each held-out prompt, harmful and benign alternating
+        harm = [s for s in firsts if s["category"] == "harmful"]
+        other = [s for s in firsts if s["category"] != "harmful"]
+        spread = lambda xs: xs[::max(1, len(xs) // 5)][:5]
+        shown = [s for pair in zip(spread(harm), spread(other)) for s in pair]
+        lines += ["## Samples (held-out prompts, first sample each)", "",
+                  "In brackets: the refusal classifier's reading, then the reward-model score.", "",
+                  "| prompt | SFT policy | trained policy |", "|---|---|---|"]
+        cell = lambda t: t.replace("|", "\\|").replace("\n", " ")[:220]
+        for s in shown:
+            lines.append(f"| ({s['category']}) {cell(s['prompt'])} | {cell(s['before'])} "
+                         f"*({READING[s['label_before']]}, {s['reward_before']:.2f})* | {cell(s['after'])} "
+                         f"*({READING[s['label_after']]}, {s['reward_after']:.2f})* |")
         lines.append("")
     return "\n".join(lines)
 
@@ -206,3 +281,8 @@ def write_report(run, report: dict) -> None:
     tmp.replace(run.workdir / "report.json")
     (run.workdir / "report.md").write_text(md)
     report["_policy_detail"] = detail
+    warning = report["policy"].get("reward_hacking_warning")
+    if warning:
+        from rlaif.progress import console
+
+        console.print(f"[bold red]WARNING[/]: {warning} (see report.md)")

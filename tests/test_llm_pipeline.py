@@ -28,6 +28,8 @@ def safe_judge(p: float = 0.85):
 
     def fn(req):
         t = dict(block.findall(req["messages"][1]["content"]))
+        if len(t) < 2:  # not a pairwise prompt (eval's refusal rubric): any answer, so that it is cached
+            return 0.5
         key = {k: ("can't" not in v, len(v)) for k, v in t.items()}
         return p if key["A"] < key["B"] else (1 - p) if key["A"] > key["B"] else 0.5
 
