@@ -57,6 +57,9 @@ def load_inputs(cfg: PipelineConfig) -> Inputs:
         for h in with_system_all(load_human_labels(path), cfg.data.system_prompt):
             labels.append(HumanLabel(h.prompt, h.chosen, h.rejected, h.label, file_source(h.source)))
         hashes[f"labels:{name}"] = file_hash(path)
+    if cfg.eval.prompts:  # checked up front with the other inputs (read again by eval)
+        load_prompts(cfg.eval.prompts)
+        hashes["eval_prompts"] = file_hash(cfg.eval.prompts)
     if cfg.policy.sft_data:
         load_sft(cfg.policy.sft_data)
         hashes["sft_data"] = file_hash(cfg.policy.sft_data)

@@ -53,9 +53,10 @@ def _judge_human_agreement(run) -> dict:
 def held_out_prompts(run) -> list:
     """eval.prompts when set (new phrasings and topics), else the data.eval_fraction split."""
     if run.cfg.eval.prompts:
+        from rlaif.chat import with_system_all
         from rlaif.records import load_prompts
 
-        prompts = load_prompts(run.cfg.eval.prompts)
+        prompts = with_system_all(load_prompts(run.cfg.eval.prompts), run.cfg.data.system_prompt)
     else:
         prompts = run.store.prompts("eval")
     return prompts[: run.cfg.eval.max_prompts]

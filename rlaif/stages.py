@@ -179,7 +179,10 @@ def _train_policy(run: Run) -> dict:
 
 # ------------------------------------------------------------------ eval
 def _eval_parts(run: Run) -> dict:
-    return {"eval": run.cfg.eval.model_dump()}
+    parts = {"eval": run.cfg.eval.model_dump()}
+    if "eval_prompts" in run.inputs.file_hashes:  # the held-out prompts' content, not just their path
+        parts["eval_prompts"] = run.inputs.file_hashes["eval_prompts"]
+    return parts
 
 
 def _eval(run: Run) -> dict:
