@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import contextvars
 import json
 import math
 import os
@@ -25,7 +26,21 @@ import weakref
 from typing import Any
 
 from rlaif.errors import RlaifError
+from rlaif.judges.errors import JudgeFatalError, scrub
 from rlaif.judges.llm import BudgetExceeded, Call, Completion
+
+# HTTP statuses no retry can fix: a wrong key, no access, an unknown model. The stage stops.
+_FATAL_STATUS = {401: "authentication failed (check the key in judge.api_key_env)",
+                 403: "access denied (check the key's permissions)",
+                 404: "not found (check judge.model and judge.base_url)"}
+
+# Attempts (the first try and its retries) of the call running in this task; the request hook
+# counts into it, so an error can say how many retries it really took.
+_ATTEMPTS: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("rlaif_attempts", default=None)
+
+
+class _TooLarge(Exception):
+    pass
 
 
 def _dropped_connection(e: BaseException) -> BaseException | None:
@@ -156,6 +171,9 @@ class OpenAICompleter:
 
         async def on_request(request):  # one per attempt, retries included
             self.attempts += 1
+            mine = _ATTEMPTS.get()
+            if mine is not None:
+                mine[0] += 1
 
         # aiohttp as the transport (the openai client's own option) costs about 30% less client
         # CPU per call than httpx and keeps up at high concurrency (bench/judge_throughput.py).
@@ -179,10 +197,11 @@ class OpenAICompleter:
     async def _run(self, calls: list[Call], results: dict[int, Completion] | None = None) -> list[Completion]:
         results = {} if results is None else results
         budget: list[BudgetExceeded] = []
+        fatal: list[JudgeFatalError] = []
 
         async def one(i: int, call: Call) -> None:
             async with self._sem:
-                if budget:
+                if budget or fatal:
                     return
                 try:
                     self._check_budget()
@@ -194,9 +213,15 @@ class OpenAICompleter:
                     await self._rpm.take(1)
                 if self._tpm:
                     await self._tpm.take(sum(len(m["content"]) for m in call.messages) / 4 + call.max_tokens)
-                results[i] = await self._complete(self._client, call)
+                try:
+                    results[i] = await self._complete(self._client, call)
+                except JudgeFatalError as e:
+                    fatal.append(e)
 
         await asyncio.gather(*(one(i, c) for i, c in enumerate(calls)))
+        if fatal:  # the judge loop commits the finished calls (`completed`) and stops
+            fatal[0].completed = results  # type: ignore[attr-defined]
+            raise fatal[0]
         if budget:
             e = budget[0]
             e.completed = results  # type: ignore[attr-defined]
@@ -210,35 +235,75 @@ class OpenAICompleter:
                               "temperature": 0.0}
         if call.logprobs:
             kw.update(logprobs=True, top_logprobs=self.cfg.top_logprobs)
+        attempts = [0]
+        _ATTEMPTS.set(attempts)  # this task's own counter (each call runs in its own task)
+
+        def retries() -> int:
+            return max(0, attempts[0] - 1)
+
+        def failed(msg: str) -> Completion:
+            self.failed += 1
+            return Completion(error=scrub(msg, self._key))
+
+        # One deadline for the whole call (every attempt, the headers and the body): the client's
+        # timeout is per read, so a server trickling a byte a second would never be cut off.
+        deadline = self.cfg.timeout_s * (self.cfg.max_retries + 1)
         try:
-            # The client's generic `post` (its documented way to reach any endpoint) with the raw
-            # body, rather than the typed `chat.completions.create`: the same retries, backoff,
-            # Retry-After, auth and headers, without the per-call TypedDict transform of the
-            # request and model construction of the response, which were ~40% of the client's CPU
-            # per call (bench/judge_throughput.py). The response is read here as plain JSON.
-            raw = await client.post("/chat/completions", body=kw, cast_to=bytes)
+            raw = await asyncio.wait_for(self._post(client, kw), timeout=deadline)
             resp = json.loads(raw)
+        except asyncio.TimeoutError:
+            return failed(f"timeout: no complete answer within {deadline:g}s "
+                          f"(judge.timeout_s x {self.cfg.max_retries + 1} attempts) after {retries()} retries")
+        except _TooLarge:
+            return failed(f"response too large: over judge.max_response_bytes={self.cfg.max_response_bytes}")
         except openai.APIStatusError as e:
-            self.failed += 1
-            return Completion(error=f"HTTP {e.status_code} after {self.cfg.max_retries} retries: {str(e)[:200]}")
+            if e.status_code in _FATAL_STATUS:
+                raise JudgeFatalError(scrub(
+                    f"judge server {self.cfg.base_url or 'api.openai.com'}: HTTP {e.status_code} "
+                    f"{_FATAL_STATUS[e.status_code]}: {str(e)[:200]}", self._key).replace("\n", " ")) from None
+            return failed(f"HTTP {e.status_code} after {retries()} retries: {str(e)[:200]}")
         except openai.APITimeoutError as e:
-            self.failed += 1
             dropped = _dropped_connection(e)
             if dropped is not None:
-                return Completion(error=f"connection error after {self.cfg.max_retries} retries: "
-                                        f"{type(dropped).__name__}: {dropped}")
-            return Completion(error=f"timeout after {self.cfg.max_retries} retries ({self.cfg.timeout_s}s)")
+                return failed(f"connection error after {retries()} retries: {type(dropped).__name__}: {dropped}")
+            return failed(f"timeout after {retries()} retries ({self.cfg.timeout_s}s)")
         except openai.APIConnectionError as e:
-            self.failed += 1
-            return Completion(error=f"connection error after {self.cfg.max_retries} retries: {e}")
+            return failed(f"connection error after {retries()} retries: {e}")
         except (openai.APIError, ValueError) as e:  # malformed bodies (JSONDecodeError is a ValueError)
-            self.failed += 1
-            return Completion(error=f"malformed response: {type(e).__name__}: {str(e)[:200]}")
+            return failed(f"malformed response: {type(e).__name__}: {str(e)[:200]}")
         try:
             return self._read(resp, call)
         except (TypeError, KeyError, IndexError, AttributeError, ValueError) as e:
-            self.failed += 1
-            return Completion(error=f"malformed response: {type(e).__name__}: {str(e)[:200]} ({str(resp)[:200]})")
+            return failed(f"malformed response: {type(e).__name__}: {str(e)[:200]} ({str(resp)[:200]})")
+
+    async def _post(self, client, kw: dict) -> bytes:
+        """POST the call and read at most ``judge.max_response_bytes`` of the body.
+
+        The client's generic `post` (its documented way to reach any endpoint) with the raw
+        body, rather than the typed `chat.completions.create`: the same retries, backoff,
+        Retry-After, auth and headers, without the per-call TypedDict transform of the
+        request and model construction of the response, which were ~40% of the client's CPU
+        per call (bench/judge_throughput.py). The body is streamed (the client's own
+        raw-response mode) so that a huge one is refused, not held whole."""
+        from openai._constants import RAW_RESPONSE_HEADER
+
+        limit = self.cfg.max_response_bytes
+        resp = await client.post("/chat/completions", body=kw, cast_to=bytes,
+                                 options={"headers": {RAW_RESPONSE_HEADER: "stream"}})
+        http = resp.http_response
+        try:
+            size = http.headers.get("content-length")
+            if size is not None and size.isdigit() and int(size) > limit:
+                raise _TooLarge
+            chunks, n = [], 0
+            async for chunk in http.aiter_bytes():
+                n += len(chunk)
+                if n > limit:
+                    raise _TooLarge
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            await http.aclose()
 
     def _read(self, resp: Any, call: Call) -> Completion:
         """A chat completion body (plain JSON) -> Completion; raises on a body of the wrong shape."""
