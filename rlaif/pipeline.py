@@ -322,7 +322,11 @@ def open_run(cfg: PipelineConfig, workdir: str | None = None) -> Run:
 
     device = pick_device(cfg.device)
     wd.mkdir(parents=True, exist_ok=True)
+    from rlaif import runlock
+
+    lock = runlock.acquire(wd)  # one writer per run directory, held until the command ends
     run = Run(cfg, wd, inputs, device, Store(wd / "store.sqlite"))
+    run.lock = lock
     run.store.put_prompts(inputs.prompts)
     # File labels are re-read every run (an edited file replaces its old labels); viewer labels stay.
     with run.store.db:
@@ -343,4 +347,5 @@ def run_pipeline(cfg: PipelineConfig, stages: tuple[str, ...] = STAGES, workdir:
     finally:
         write_manifest(run)
         run.store.close()
+        run.lock.release()
     return run
