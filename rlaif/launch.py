@@ -119,7 +119,9 @@ def run_parent(args) -> int:
         run.store.close()
     # The shared checkpoint folder the other processes link to.
     out = workdir / OUTPUT_DIR[stage]
-    (out.with_name(out.name + ".partial") / "checkpoints").mkdir(parents=True, exist_ok=True)
+    from rlaif.train.checkpoints import checkpoints_dir, prepare
+
+    prepare(checkpoints_dir(out), ih)  # before any worker starts: stale or half-saved checkpoints go
     use_cpu = device == "cpu" or bool(acc_cfg.get("use_cpu"))
     if args.workdir is None:
         args.workdir = str(workdir)

@@ -163,6 +163,9 @@ class Run:
             return
         console.print(f"[bold cyan]{stage}[/bold cyan] ...")
         self.store.set_stage(stage, ih, "running")
+        from rlaif.train.checkpoints import prepare_stage
+
+        prepare_stage(self, stage, ih)  # no resume from another config's or a half-saved checkpoint
         t0 = time.perf_counter()
         from rlaif.judges.llm import BudgetExceeded
 

@@ -67,12 +67,10 @@ def trainer_kwargs(args: TrainArgs, output_dir: Path, seed: int, device: str) ->
 
 
 def last_checkpoint(output_dir: Path) -> str | None:
-    """A checkpoint left by a killed run of the same stage, to resume from."""
-    if not output_dir.exists():
-        return None
-    from transformers.trainer_utils import get_last_checkpoint
+    """A complete checkpoint left by a killed run of the same stage, to resume from."""
+    from rlaif.train.checkpoints import latest_complete
 
-    return get_last_checkpoint(str(output_dir))
+    return latest_complete(output_dir)
 
 
 def log_history(trainer) -> list[dict]:
