@@ -47,6 +47,17 @@ class HumanLabel:
     def key(self) -> str:
         return pair_key(self.prompt, self.chosen, self.rejected)
 
+    @property
+    def train_only(self) -> bool:
+        """Imported without ``--human``: may train, never enters the held-out human eval split
+        (nothing proves a human made it, and an AI label there would measure the AI by itself)."""
+        return self.source.startswith(IMPORT_PREFIX)
+
+
+# Sources of `rlaif labels import`: plain (train-only) and --human (the user vouches for them).
+IMPORT_PREFIX = "import:"
+IMPORT_HUMAN_PREFIX = "import-human:"
+
 
 @dataclass
 class PreferencePair:

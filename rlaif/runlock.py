@@ -45,7 +45,7 @@ class RunLock:
                 del os.environ[HELD_ENV]
             held[0].close()  # closing the descriptor releases the flock
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self
 
     def __exit__(self, *exc) -> None:

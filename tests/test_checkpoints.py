@@ -72,7 +72,9 @@ def test_half_written_checkpoint_is_skipped_and_resume_works(folder, damage):
     DAMAGE[damage](folder / "checkpoint-4")
     assert not is_complete(folder / "checkpoint-4")
     assert latest_complete(folder) == str(folder / "checkpoint-2")
-    from rlaif.train.common import last_checkpoint  # what the sft/rm/dpo/online trainers resume from
+    from rlaif.train.common import (
+        last_checkpoint,  # what the sft/rm/dpo/online trainers resume from
+    )
 
     assert last_checkpoint(folder) == str(folder / "checkpoint-2")
     prepare(folder, "h")  # the re-run: deletes the half-written one, keeps checkpoint-2

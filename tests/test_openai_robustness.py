@@ -7,9 +7,9 @@ import threading
 import time
 
 import pytest
-
 from conftest import CONSTITUTION
-from fake_openai import Fault, FakeOpenAI, prefers
+from fake_openai import FakeOpenAI, Fault, prefers
+
 from rlaif.config import JudgeConfig
 from rlaif.constitution import Constitution
 from rlaif.judges import make_judge
@@ -88,7 +88,7 @@ def test_response_under_the_bound_is_read(transport):
 def test_auth_and_model_errors_stop_at_once_keeping_finished_calls(tmp_path, status, words, transport):
     # the first 2 calls succeed, then the server refuses: the stage stops with one line (exit 3),
     # the 2 paid calls are committed (a re-run does not repay them).
-    fault = lambda i, body: Fault.server_error(status) if i >= 2 else None  # noqa: E731
+    fault = lambda i, body: Fault.server_error(status) if i >= 2 else None
 
     def judged(server, **kw):  # the store is opened in the thread that uses it (sqlite's rule)
         with Store(tmp_path / "s.sqlite") as store:

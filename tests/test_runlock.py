@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import make_tiny_project
+
 from rlaif import runlock
 from rlaif.errors import RlaifError
 
