@@ -84,15 +84,19 @@ def test_response_under_the_bound_is_read(transport):
 
 @pytest.mark.parametrize("status,words", [(401, "authentication"), (403, "access denied"), (404, "not found")],
                          ids=["401-wrong-key", "403-forbidden", "404-model-not-found"])
+@pytest.mark.parametrize("batched", [False, True], ids=["compare", "compare_batches"])
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_auth_and_model_errors_stop_at_once_keeping_finished_calls(tmp_path, status, words, transport):
+def test_auth_and_model_errors_stop_at_once_keeping_finished_calls(tmp_path, status, words, transport, batched):
     # the first 2 calls succeed, then the server refuses: the stage stops with one line (exit 3),
     # the 2 paid calls are committed (a re-run does not repay them).
     fault = lambda i, body: Fault.server_error(status) if i >= 2 else None
 
     def judged(server, **kw):  # the store is opened in the thread that uses it (sqlite's rule)
         with Store(tmp_path / "s.sqlite") as store:
-            return make_judge(cfg(server, http_client=transport, **kw), store=store).compare(items(6))
+            judge = make_judge(cfg(server, http_client=transport, **kw), store=store)
+            if batched:  # the judge stage's pipelined path
+                return [v for b in judge.compare_batches([items(6)[:3], items(6)[3:]]) for v in b]
+            return judge.compare(items(6))
 
     with FakeOpenAI(responder=prefers(lambda r: 0.9), fault_fn=fault) as server:
         with pytest.raises(JudgeFatalError) as err:

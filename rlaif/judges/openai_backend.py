@@ -115,6 +115,7 @@ class OpenAICompleter:
         self.calls = self.attempts = 0
         self.prompt_tokens = self.completion_tokens = 0
         self.failed = 0
+        self._fatal: JudgeFatalError | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
@@ -197,11 +198,10 @@ class OpenAICompleter:
     async def _run(self, calls: list[Call], results: dict[int, Completion] | None = None) -> list[Completion]:
         results = {} if results is None else results
         budget: list[BudgetExceeded] = []
-        fatal: list[JudgeFatalError] = []
 
         async def one(i: int, call: Call) -> None:
             async with self._sem:
-                if budget or fatal:
+                if budget or self._fatal:  # after a 401/403/404 no batch sends another call
                     return
                 try:
                     self._check_budget()
@@ -216,12 +216,13 @@ class OpenAICompleter:
                 try:
                     results[i] = await self._complete(self._client, call)
                 except JudgeFatalError as e:
-                    fatal.append(e)
+                    self._fatal = self._fatal or e
 
         await asyncio.gather(*(one(i, c) for i, c in enumerate(calls)))
-        if fatal:  # the judge loop commits the finished calls (`completed`) and stops
-            fatal[0].completed = results  # type: ignore[attr-defined]
-            raise fatal[0]
+        if self._fatal:  # the judge loop commits the finished calls (`completed`) and stops
+            e = JudgeFatalError(self._fatal.message)
+            e.completed = results  # type: ignore[attr-defined]
+            raise e
         if budget:
             e = budget[0]
             e.completed = results  # type: ignore[attr-defined]
@@ -319,6 +320,8 @@ class OpenAICompleter:
         text = message.get("content")
         if text is not None and not isinstance(text, str):
             raise ValueError(f"message content is {type(text).__name__}, not text")
+        if text:
+            text = scrub(text, self._key)  # kept as the raw output of an unparseable verdict
         top = None
         content = (choice.get("logprobs") or {}).get("content")
         if call.logprobs and content:
