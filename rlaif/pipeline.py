@@ -167,10 +167,14 @@ class Run:
 
         prepare_stage(self, stage, ih)  # no resume from another config's or a half-saved checkpoint
         t0 = time.perf_counter()
+        from rlaif.judges.errors import JudgeFatalError
         from rlaif.judges.llm import BudgetExceeded
 
         try:
             info = fn()
+        except JudgeFatalError as e:  # wrong key, no access, unknown model: finished calls are cached
+            self.store.set_stage(stage, ih, "stopped", time.perf_counter() - t0, {"reason": str(e)})
+            raise
         except BudgetExceeded as e:
             self.store.set_stage(stage, ih, "stopped", time.perf_counter() - t0, {"reason": str(e)})
             raise RlaifError(f"{stage} stopped: {e}; completed calls are cached, raise the budget and "
