@@ -246,15 +246,16 @@ class OpenAICompleter:
             self.failed += 1
             return Completion(error=scrub(msg, self._key))
 
-        # One deadline for the whole call (every attempt, the headers and the body): the client's
-        # timeout is per read, so a server trickling a byte a second would never be cut off.
-        deadline = self.cfg.timeout_s * (self.cfg.max_retries + 1)
+        # One deadline for the whole call (every attempt, the headers and the body, and the
+        # client's waits between attempts): the client's timeout is per read, so a server
+        # trickling a byte a second would never be cut off.
+        deadline = self._deadline()
         try:
             raw = await asyncio.wait_for(self._post(client, kw), timeout=deadline)
             resp = json.loads(raw)
         except asyncio.TimeoutError:
-            return failed(f"timeout: no complete answer within {deadline:g}s "
-                          f"(judge.timeout_s x {self.cfg.max_retries + 1} attempts) after {retries()} retries")
+            return failed(f"timeout: no complete answer within {deadline:g}s (judge.timeout_s per attempt "
+                          f"and the waits between attempts) after {retries()} retries")
         except _TooLarge:
             return failed(f"response too large: over judge.max_response_bytes={self.cfg.max_response_bytes}")
         except openai.APIStatusError as e:
@@ -276,6 +277,16 @@ class OpenAICompleter:
             return self._read(resp, call)
         except (TypeError, KeyError, IndexError, AttributeError, ValueError) as e:
             return failed(f"malformed response: {type(e).__name__}: {str(e)[:200]} ({str(resp)[:200]})")
+
+    def _deadline(self) -> float:
+        """timeout_s per attempt plus, per retry, the longest wait the client makes before one
+        (a Retry-After it honours, up to its MAX_RETRY_AFTER_DELAY)."""
+        try:
+            from openai._constants import MAX_RETRY_AFTER_DELAY as wait
+        except ImportError:  # pragma: no cover - older clients honour at most 60 s
+            wait = 60.0
+        n = self.cfg.max_retries
+        return self.cfg.timeout_s * (n + 1) + n * float(wait)
 
     async def _post(self, client, kw: dict) -> bytes:
         """POST the call and read at most ``judge.max_response_bytes`` of the body.
