@@ -122,7 +122,8 @@ class JudgeConfig(_Section):
     def call_hash(self) -> dict:
         """The fields that change labels (not speed, budgets or secrets' names)."""
         return self.model_dump(mode="json", exclude={"batch_size", "constitution", "concurrency", "http_client",
-                                                     "rpm", "tpm", "timeout_s", "max_retries", "max_response_bytes", "max_calls", "max_cost_usd",
+                                                     "rpm", "tpm", "timeout_s", "max_retries", "max_response_bytes",
+                                                     "max_calls", "max_cost_usd",
                                                      "api_key_env", "price_prompt_per_mtok",
                                                      "price_completion_per_mtok", "device_map"})
 
