@@ -116,6 +116,7 @@ class JudgeConfig(_Section):
     tpm: float | None = Field(None, gt=0, description="tokens per minute limit (estimated as chars/4)")
     timeout_s: float = Field(60.0, gt=0)
     max_retries: int = Field(4, ge=0)
+    max_response_bytes: int = Field(1_000_000, ge=1024, description="a bigger response body is unscored, not read")
     max_calls: int | None = Field(None, ge=0, description="budget: stop the stage after this many calls")
     max_cost_usd: float | None = Field(None, ge=0, description="budget: stop when the cost reaches this")
     price_prompt_per_mtok: float = Field(0.0, ge=0, description="USD per million prompt tokens")
@@ -143,7 +144,8 @@ class JudgeConfig(_Section):
     def call_hash(self) -> dict:
         """The fields that change labels (not speed, budgets or secrets' names)."""
         return self.model_dump(mode="json", exclude={"batch_size", "constitution", "concurrency", "http_client",
-                                                     "rpm", "tpm", "timeout_s", "max_retries", "max_calls", "max_cost_usd",
+                                                     "rpm", "tpm", "timeout_s", "max_retries", "max_response_bytes",
+                                                     "max_calls", "max_cost_usd",
                                                      "api_key_env", "price_prompt_per_mtok",
                                                      "price_completion_per_mtok", "device_map"})
 

@@ -15,12 +15,18 @@ TRL JSONL ({prompt, chosen, rejected}; preferences only) or Parquet (the
 JSONL columns). Import reads TRL or A/B JSONL (``rlaif.records``) or the
 JSONL/Parquet written by export, keeps ``label``/``annotator``/``note``
 when present, and stores each label with source ``import:FILE:LINE``
-(re-importing a file replaces its labels). AI records are refused.
+(re-importing a file replaces its labels). Exports mark provenance (``kind``
+and ``source``; TRL rows carry ``rlaif_source``) and import refuses any record
+marked AI. Imported labels train but never enter the held-out eval split
+unless imported with ``--human`` (source ``import-human:FILE:LINE``).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import tempfile
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -31,13 +37,15 @@ from rlaif.errors import RlaifError
 from rlaif.evaluate import agreement, wilson
 from rlaif.records import HumanLabel, iter_jsonl, load_human_labels
 from rlaif.store import Store
-from rlaif.vocab import AI, HUMAN, LABELS, PREFERENCE, ai_source, import_source, source_group
+from rlaif.vocab import AI, AI_SOURCE, HUMAN, LABELS, PREFERENCE, ai_source, import_source, source_group
 
 if TYPE_CHECKING:  # the AI comparisons are read by the viewer's queue (rlaif.viewer.queue.load_comparisons)
     from rlaif.viewer.queue import Comparison
 
 FORMATS = ("jsonl", "trl", "parquet")
 SOURCES = (HUMAN, AI, "all")
+# Provenance field of a TRL export row: TRL reads prompt/chosen/rejected; this says who labelled it.
+PROVENANCE = "rlaif_source"
 COLUMNS = ("kind", "prompt", "chosen", "rejected", "label", "source", "annotator", "note", "pair_key",
            "confidence", "prompt_id", "status", "details", "created_at")
 
@@ -159,8 +167,7 @@ def write_export(rows: list[dict[str, Any]], fmt: str, out: str | Path) -> tuple
     if fmt not in FORMATS:
         raise RlaifError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     path = Path(out)
-    if path.is_dir():
-        raise RlaifError(f"{path}: is a directory; -o takes a file name")
+    _check_target(path)
     skipped: dict[str, int] = {}
 
     def leave_out(reason: str) -> bool:
@@ -170,20 +177,49 @@ def write_export(rows: list[dict[str, Any]], fmt: str, out: str | Path) -> tuple
     rows = [r for r in rows if all(str(r[k] or "").strip() for k in ("prompt", "chosen", "rejected"))
             or leave_out("empty text")]
     if fmt == "trl":
-        rows = [trl_preference_row(r["prompt"], r["chosen"], r["rejected"]) for r in rows  # conversational
+        rows = [trl_preference_row(r["prompt"], r["chosen"], r["rejected"]) | {PROVENANCE: r["kind"]}
+                for r in rows  # conversational, with who labelled it
                 if (r["label"] == PREFERENCE and r["status"] in (None, "scored"))
                 or leave_out("tie, both-bad or unscored (TRL holds preferences only)")]
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    if fmt == "parquet":
-        pa, pq = _pyarrow()
-        pq.write_table(pa.Table.from_pylist(rows, schema=_schema(pa)), tmp)
-    else:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            for r in rows:
-                fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(name)
+    try:
+        if fmt == "parquet":
+            os.close(fd)
+            pa, pq = _pyarrow()
+            pq.write_table(pa.Table.from_pylist(rows, schema=_schema(pa)), tmp)
+        else:
+            with open(fd, "w", encoding="utf-8") as fh:
+                for r in rows:
+                    fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+        os.chmod(tmp, 0o644)
+        tmp.replace(path)  # the target appears whole or not at all
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise RlaifError(f"{path}: could not write the export ({e.strerror or e}); free space or pick another -o") \
+            from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return len(rows), skipped
+
+
+def _check_target(path: Path) -> None:
+    """-o must be a new file or a writable regular file in a writable folder (never a device,
+    a FIFO or a folder: the export is renamed over the target)."""
+    if path.exists() or path.is_symlink():
+        if path.is_dir():
+            raise RlaifError(f"{path}: is a directory; -o takes a file name")
+        if not path.is_file():
+            raise RlaifError(f"{path}: exists and is not a regular file; -o takes a (new) file name")
+        if not os.access(path, os.W_OK):
+            raise RlaifError(f"{path}: is not writable; pick another -o")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise RlaifError(f"{path}: folder {parent} is not writable; pick another -o")
 
 
 def _pyarrow():
@@ -218,8 +254,17 @@ def _need(path: Path, n: int, obj: dict, key: str) -> str:
     return v
 
 
-def read_labels(path: str | Path) -> list[HumanLabel]:
-    """Labels from a TRL / A/B / exported JSONL file or an exported Parquet file, source import:FILE:LINE."""
+def _is_ai(obj: dict[str, Any]) -> bool:
+    """Whether a record says it is an AI label: an export's ``kind``, a TRL export's
+    ``rlaif_source`` or an ``ai:`` source (any case, spaces ignored)."""
+    said = lambda k: str(obj.get(k) or "").strip().lower()  # noqa: E731
+    return said("kind") == AI or said(PROVENANCE) == AI or said("source").startswith(AI_SOURCE)
+
+
+def read_labels(path: str | Path, human: bool = False) -> list[HumanLabel]:
+    """Labels from a TRL / A/B / exported JSONL file or an exported Parquet file, source import:FILE:LINE
+    (``human=True``: import-human:FILE:LINE, the user vouches a human made them; only those may
+    enter the held-out eval split)."""
     p = Path(path)
     if p.suffix == ".parquet":
         rows = list(enumerate(_parquet_rows(p), 1))
@@ -230,9 +275,9 @@ def read_labels(path: str | Path) -> list[HumanLabel]:
         rows = list(iter_jsonl(p, "human labels"))
     out = []
     for n, obj in rows:
-        if obj.get("kind") == AI:
-            raise RlaifError(f"{p}:{n}: an AI label (kind \"ai\"); import human labels only "
-                             "(export with --source human)")
+        if _is_ai(obj):
+            raise RlaifError(f"{p}:{n}: an AI label (marked by `labels export` as AI); import human labels "
+                             "only (export with --source human)")
         h = base[n]
         if "chosen" in obj and obj.get("label") is not None:
             if obj["label"] not in LABELS:
@@ -240,7 +285,7 @@ def read_labels(path: str | Path) -> list[HumanLabel]:
             h = replace(h, label=obj["label"])
         extra = {k: obj[k] if isinstance(obj.get(k), str) and obj[k].strip() else None
                  for k in ("annotator", "note")}
-        out.append(replace(h, source=import_source(p.name, n), **extra))
+        out.append(replace(h, source=import_source(p.name, n, human=human), **extra))
     if not out:
         raise RlaifError(f"{p}: no labels found")
     return out

@@ -110,10 +110,14 @@ def run_parent(args) -> int:
             return 0
         layout = RunLayout(run.workdir.resolve())
         device = run.device
+        ih = run.input_hash(stage)
     finally:
         run.store.close()
     # The shared checkpoint folder the other processes link to.
-    layout.checkpoints(layout.output(stages.get(stage).output)).mkdir(parents=True, exist_ok=True)
+    from rlaif.train.checkpoints import prepare
+
+    # before any worker starts: stale or half-saved checkpoints go
+    prepare(layout.checkpoints(layout.output(stages.get(stage).output)), ih)
     use_cpu = device == "cpu" or bool(acc_cfg.get("use_cpu"))
     if args.workdir is None:
         args.workdir = str(layout.root)

@@ -6,7 +6,8 @@ Rules (all counted in the returned stats and recorded in the manifest):
 - AI pairs below ``min_confidence`` are dropped;
 - a ``human_eval_fraction`` share of human preference labels is held out as
   the eval split, chosen by content hash (stable across runs) and never
-  trained on, not even through an AI pair on the same comparison;
+  trained on, not even through an AI pair on the same comparison; labels
+  imported without ``--human`` are never held out (``HumanLabel.train_only``);
 - ``max_ai_per_human`` caps AI pairs per human train pair (highest
   confidence kept) and ``human_weight`` sets a human pair's loss weight.
 """
@@ -38,7 +39,8 @@ def mix(ai_pairs: list[dict], human: list[HumanLabel], cfg: MixConfig, seed: int
         prefs[h.key] = h  # a later label (e.g. from the viewer) replaces an earlier one
     train_h, eval_h = [], []
     for key, h in prefs.items():
-        (eval_h if _held_out(key, cfg.human_eval_fraction, seed) else train_h).append(h)
+        held = not h.train_only and _held_out(key, cfg.human_eval_fraction, seed)  # imports: train only
+        (eval_h if held else train_h).append(h)
     eval_keys = {h.key for h in eval_h}
 
     ai_train: list[PreferencePair] = []

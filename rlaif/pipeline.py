@@ -164,11 +164,18 @@ class Run:
         ih = self.input_hash(stage)
         console.print(f"[bold cyan]{stage}[/bold cyan] ...")
         self.store.set_stage(stage, ih, "running")
+        from rlaif.train.checkpoints import prepare_stage
+
+        prepare_stage(self, stage, ih)  # no resume from another config's or a half-saved checkpoint
         t0 = time.perf_counter()
+        from rlaif.judges.errors import JudgeFatalError
         from rlaif.judges.llm import BudgetExceeded
 
         try:
             info = stages.get(stage).run(self)
+        except JudgeFatalError as e:  # wrong key, no access, unknown model: finished calls are cached
+            self.store.set_stage(stage, ih, "stopped", time.perf_counter() - t0, {"reason": str(e)})
+            raise
         except BudgetExceeded as e:
             self.store.set_stage(stage, ih, "stopped", time.perf_counter() - t0, {"reason": str(e)})
             raise RlaifError(f"{stage} stopped: {e}; completed calls are cached, raise the budget and "
@@ -233,7 +240,11 @@ def open_run(cfg: PipelineConfig, workdir: str | None = None) -> Run:
         raise RlaifError(f"{wd}: exists and is not a directory; pick another --workdir")
     device = pick_device(cfg.device)
     wd.mkdir(parents=True, exist_ok=True)
+    from rlaif import runlock
+
+    lock = runlock.acquire(wd)  # one writer per run directory, held until the command ends
     run = Run(cfg, layout, inputs, device, Store(layout.store))
+    run.lock = lock
     run.store.put_prompts(inputs.prompts)
     # File labels are re-read every run (an edited file replaces its old labels); viewer labels stay.
     run.store.delete_human_labels_from(FILE)
@@ -253,4 +264,5 @@ def run_pipeline(cfg: PipelineConfig, names: tuple[str, ...] = stages.NAMES, wor
     finally:
         write_manifest(run)
         run.store.close()
+        run.lock.release()
     return run

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 from rlaif import conversations
 from rlaif.errors import RlaifError
 from rlaif.hashing import content_hash
-from rlaif.vocab import PREFERENCE, TIE
+from rlaif.vocab import IMPORT, PREFERENCE, TIE
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,12 @@ class HumanLabel:
     @property
     def key(self) -> str:
         return pair_key(self.prompt, self.chosen, self.rejected)
+
+    @property
+    def train_only(self) -> bool:
+        """Imported without ``--human``: may train, never enters the held-out human eval split
+        (nothing proves a human made it, and an AI label there would measure the AI by itself)."""
+        return self.source.startswith(IMPORT)
 
 
 @dataclass

@@ -10,7 +10,8 @@ CLI (rlaif/cli.py) need to know about it:
   output is complete (a stage without one records its output in the run store only);
 - ``run(run) -> info``: the work, with heavy imports inside; ``info["output_hash"]`` identifies
   the output for the stages after it;
-- ``launchable``: whether ``--launcher accelerate`` can run it in several processes.
+- ``launchable``: whether ``--launcher accelerate`` can run it in several processes;
+- ``checkpoints``: whether it trains with checkpoints (checked and stamped before it starts).
 
 The order of ``STAGES`` is the order of ``rlaif run``. Only stdlib imports at module level:
 the CLI reads this table to build its parser.
@@ -39,6 +40,7 @@ class Stage:
     output: str | None = None
     marker: str | None = None
     launchable: bool = False
+    checkpoints: bool = False  # trains with resumable checkpoints in the output's .partial folder
 
     def output_path(self, layout: RunLayout) -> Path | None:
         """The file whose presence means this stage's output is complete (None: nothing on disk)."""
@@ -194,14 +196,14 @@ def _eval(run: Run) -> dict:
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("sft", _always(), _sft_parts, _sft, output="sft", marker="config.json"),
+    Stage("sft", _always(), _sft_parts, _sft, output="sft", marker="config.json", checkpoints=True),
     Stage("generate", _always("sft"), _generate_parts, _generate),
     Stage("judge", _always("generate"), _judge_parts, _judge),
     Stage("mix", _always("judge"), _mix_parts, _mix, output="pairs", marker="dataset_dict.json"),
     Stage("train-rm", _always("mix"), _train_rm_parts, _train_rm, output="reward_model", marker="config.json",
-          launchable=True),
+          launchable=True, checkpoints=True),
     Stage("train-policy", _policy_needs, _train_policy_parts, _train_policy, output="policy", marker="config.json",
-          launchable=True),
+          launchable=True, checkpoints=True),
     Stage("eval", _always("sft", "judge", "mix", "train-rm", "train-policy"), _eval_parts, _eval,
           output="report_json"),
 )

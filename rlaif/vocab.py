@@ -4,7 +4,7 @@ A human label (``human_labels.label``) says how its two texts compare:
 ``chosen`` (the first, ``chosen``, text is better), ``tie`` or ``both_bad``.
 Its ``source`` says where it came from, as ``PREFIX + detail``:
 ``file:NAME:LINE`` (a labels file of the config, re-read every run),
-``import:NAME:LINE`` (`rlaif labels import`), ``viewer:ANNOTATOR`` (`rlaif view`).
+``import:NAME:LINE`` (`rlaif labels import`; ``import-human:`` with ``--human``), ``viewer:ANNOTATOR`` (`rlaif view`).
 An exported AI label's source is ``ai:BACKEND``. Preference pairs and
 exported records are of kind ``ai`` or ``human``.
 """
@@ -21,7 +21,8 @@ LABELS = (PREFERENCE, TIE, BOTH_BAD)
 
 # Label source prefixes.
 FILE = "file:"
-IMPORT = "import:"
+IMPORT = "import:"  # `rlaif labels import`: may train, never in the held-out human eval split
+IMPORT_HUMAN = "import-human:"  # `rlaif labels import --human`: the user vouches that people made them
 VIEWER = "viewer:"
 AI_SOURCE = "ai:"
 
@@ -35,8 +36,8 @@ def file_source(origin: str) -> str:
     return FILE + origin
 
 
-def import_source(name: str, line: int) -> str:
-    return f"{IMPORT}{name}:{line}"
+def import_source(name: str, line: int, human: bool = False) -> str:
+    return f"{IMPORT_HUMAN if human else IMPORT}{name}:{line}"
 
 
 def viewer_source(annotator: str) -> str:

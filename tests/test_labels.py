@@ -93,7 +93,8 @@ def test_export_ai_and_all(tmp_path, capsys):
     trl = tmp_path / "ai.jsonl"
     assert main(["labels", "export", str(run), "--source", "ai", "--format", "trl", "-o", str(trl)]) == 0
     rows = [json.loads(x) for x in trl.read_text().splitlines()]
-    assert len(rows) == 5 and all(set(r) == {"prompt", "chosen", "rejected"} for r in rows)  # not p5 (empty)
+    assert len(rows) == 5  # not p5 (empty)
+    assert all(set(r) == {"prompt", "chosen", "rejected", "rlaif_source"} and r["rlaif_source"] == "ai" for r in rows)
     c = by_id(comps_of(run))
     with open_run_store(run) as s:
         V.record_verdict(s, c["p1"], "flip", "bob")

@@ -29,6 +29,7 @@ from typing import Any, Iterable, Iterator, Protocol
 from rlaif.constitution import Principle
 from rlaif.hashing import content_hash
 from rlaif.judges.base import Verdict
+from rlaif.judges.errors import JudgeFatalError
 from rlaif.judges.prompts import load_template, pairwise_messages, pointwise_messages, verdict_followup
 from rlaif.judges.verdicts import CHOICES, DIGITS, parse_choice, parse_digit
 
@@ -175,7 +176,7 @@ class LLMJudge:
             if job.future is not None:
                 try:
                     results = job.future.result()
-                except BudgetExceeded as e:
+                except (BudgetExceeded, JudgeFatalError) as e:  # keep the calls that finished
                     done = getattr(e, "completed", None) or {}
                     self.stats.calls += len(done)
                     keys = list(job.todo)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import contextvars
 import json
 import math
 import os
@@ -25,7 +26,21 @@ import weakref
 from typing import Any
 
 from rlaif.errors import RlaifError
+from rlaif.judges.errors import JudgeFatalError, scrub
 from rlaif.judges.llm import BudgetExceeded, Call, Completion
+
+# HTTP statuses no retry can fix: a wrong key, no access, an unknown model. The stage stops.
+_FATAL_STATUS = {401: "authentication failed (check the key in judge.api_key_env)",
+                 403: "access denied (check the key's permissions)",
+                 404: "not found (check judge.model and judge.base_url)"}
+
+# Attempts (the first try and its retries) of the call running in this task; the request hook
+# counts into it, so an error can say how many retries it really took.
+_ATTEMPTS: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("rlaif_attempts", default=None)
+
+
+class _TooLarge(Exception):
+    pass
 
 
 def _dropped_connection(e: BaseException) -> BaseException | None:
@@ -100,6 +115,7 @@ class OpenAICompleter:
         self.calls = self.attempts = 0
         self.prompt_tokens = self.completion_tokens = 0
         self.failed = 0
+        self._fatal: JudgeFatalError | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
@@ -156,6 +172,9 @@ class OpenAICompleter:
 
         async def on_request(request):  # one per attempt, retries included
             self.attempts += 1
+            mine = _ATTEMPTS.get()
+            if mine is not None:
+                mine[0] += 1
 
         # aiohttp as the transport (the openai client's own option) costs about 30% less client
         # CPU per call than httpx and keeps up at high concurrency (bench/judge_throughput.py).
@@ -182,7 +201,7 @@ class OpenAICompleter:
 
         async def one(i: int, call: Call) -> None:
             async with self._sem:
-                if budget:
+                if budget or self._fatal:  # after a 401/403/404 no batch sends another call
                     return
                 try:
                     self._check_budget()
@@ -194,9 +213,16 @@ class OpenAICompleter:
                     await self._rpm.take(1)
                 if self._tpm:
                     await self._tpm.take(sum(len(m["content"]) for m in call.messages) / 4 + call.max_tokens)
-                results[i] = await self._complete(self._client, call)
+                try:
+                    results[i] = await self._complete(self._client, call)
+                except JudgeFatalError as e:
+                    self._fatal = self._fatal or e
 
         await asyncio.gather(*(one(i, c) for i, c in enumerate(calls)))
+        if self._fatal:  # the judge loop commits the finished calls (`completed`) and stops
+            e = JudgeFatalError(self._fatal.message)
+            e.completed = results  # type: ignore[attr-defined]
+            raise e
         if budget:
             e = budget[0]
             e.completed = results  # type: ignore[attr-defined]
@@ -210,35 +236,86 @@ class OpenAICompleter:
                               "temperature": 0.0}
         if call.logprobs:
             kw.update(logprobs=True, top_logprobs=self.cfg.top_logprobs)
+        attempts = [0]
+        _ATTEMPTS.set(attempts)  # this task's own counter (each call runs in its own task)
+
+        def retries() -> int:
+            return max(0, attempts[0] - 1)
+
+        def failed(msg: str) -> Completion:
+            self.failed += 1
+            return Completion(error=scrub(msg, self._key))
+
+        # One deadline for the whole call (every attempt, the headers and the body, and the
+        # client's waits between attempts): the client's timeout is per read, so a server
+        # trickling a byte a second would never be cut off.
+        deadline = self._deadline()
         try:
-            # The client's generic `post` (its documented way to reach any endpoint) with the raw
-            # body, rather than the typed `chat.completions.create`: the same retries, backoff,
-            # Retry-After, auth and headers, without the per-call TypedDict transform of the
-            # request and model construction of the response, which were ~40% of the client's CPU
-            # per call (bench/judge_throughput.py). The response is read here as plain JSON.
-            raw = await client.post("/chat/completions", body=kw, cast_to=bytes)
+            raw = await asyncio.wait_for(self._post(client, kw), timeout=deadline)
             resp = json.loads(raw)
+        except asyncio.TimeoutError:
+            return failed(f"timeout: no complete answer within {deadline:g}s (judge.timeout_s per attempt "
+                          f"and the waits between attempts) after {retries()} retries")
+        except _TooLarge:
+            return failed(f"response too large: over judge.max_response_bytes={self.cfg.max_response_bytes}")
         except openai.APIStatusError as e:
-            self.failed += 1
-            return Completion(error=f"HTTP {e.status_code} after {self.cfg.max_retries} retries: {str(e)[:200]}")
+            if e.status_code in _FATAL_STATUS:
+                raise JudgeFatalError(scrub(
+                    f"judge server {self.cfg.base_url or 'api.openai.com'}: HTTP {e.status_code} "
+                    f"{_FATAL_STATUS[e.status_code]}: {str(e)[:200]}", self._key).replace("\n", " ")) from None
+            return failed(f"HTTP {e.status_code} after {retries()} retries: {str(e)[:200]}")
         except openai.APITimeoutError as e:
-            self.failed += 1
             dropped = _dropped_connection(e)
             if dropped is not None:
-                return Completion(error=f"connection error after {self.cfg.max_retries} retries: "
-                                        f"{type(dropped).__name__}: {dropped}")
-            return Completion(error=f"timeout after {self.cfg.max_retries} retries ({self.cfg.timeout_s}s)")
+                return failed(f"connection error after {retries()} retries: {type(dropped).__name__}: {dropped}")
+            return failed(f"timeout after {retries()} retries ({self.cfg.timeout_s}s)")
         except openai.APIConnectionError as e:
-            self.failed += 1
-            return Completion(error=f"connection error after {self.cfg.max_retries} retries: {e}")
+            return failed(f"connection error after {retries()} retries: {e}")
         except (openai.APIError, ValueError) as e:  # malformed bodies (JSONDecodeError is a ValueError)
-            self.failed += 1
-            return Completion(error=f"malformed response: {type(e).__name__}: {str(e)[:200]}")
+            return failed(f"malformed response: {type(e).__name__}: {str(e)[:200]}")
         try:
             return self._read(resp, call)
         except (TypeError, KeyError, IndexError, AttributeError, ValueError) as e:
-            self.failed += 1
-            return Completion(error=f"malformed response: {type(e).__name__}: {str(e)[:200]} ({str(resp)[:200]})")
+            return failed(f"malformed response: {type(e).__name__}: {str(e)[:200]} ({str(resp)[:200]})")
+
+    def _deadline(self) -> float:
+        """timeout_s per attempt plus, per retry, the longest wait the client makes before one
+        (a Retry-After it honours, up to its MAX_RETRY_AFTER_DELAY)."""
+        try:
+            from openai._constants import MAX_RETRY_AFTER_DELAY as wait
+        except ImportError:  # pragma: no cover - older clients honour at most 60 s
+            wait = 60.0
+        n = self.cfg.max_retries
+        return self.cfg.timeout_s * (n + 1) + n * float(wait)
+
+    async def _post(self, client, kw: dict) -> bytes:
+        """POST the call and read at most ``judge.max_response_bytes`` of the body.
+
+        The client's generic `post` (its documented way to reach any endpoint) with the raw
+        body, rather than the typed `chat.completions.create`: the same retries, backoff,
+        Retry-After, auth and headers, without the per-call TypedDict transform of the
+        request and model construction of the response, which were ~40% of the client's CPU
+        per call (bench/judge_throughput.py). The body is streamed (the client's own
+        raw-response mode) so that a huge one is refused, not held whole."""
+        from openai._constants import RAW_RESPONSE_HEADER
+
+        limit = self.cfg.max_response_bytes
+        resp = await client.post("/chat/completions", body=kw, cast_to=bytes,
+                                 options={"headers": {RAW_RESPONSE_HEADER: "stream"}})
+        http = resp.http_response
+        try:
+            size = http.headers.get("content-length")
+            if size is not None and size.isdigit() and int(size) > limit:
+                raise _TooLarge
+            chunks, n = [], 0
+            async for chunk in http.aiter_bytes():
+                n += len(chunk)
+                if n > limit:
+                    raise _TooLarge
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            await http.aclose()
 
     def _read(self, resp: Any, call: Call) -> Completion:
         """A chat completion body (plain JSON) -> Completion; raises on a body of the wrong shape."""
@@ -254,6 +331,8 @@ class OpenAICompleter:
         text = message.get("content")
         if text is not None and not isinstance(text, str):
             raise ValueError(f"message content is {type(text).__name__}, not text")
+        if text:
+            text = scrub(text, self._key)  # kept as the raw output of an unparseable verdict
         top = None
         content = (choice.get("logprobs") or {}).get("content")
         if call.logprobs and content:

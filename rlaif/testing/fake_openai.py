@@ -206,6 +206,8 @@ class Fault:
     reset: bool = False
     retry_after_ms: bool = True
     reply: Reply | None = None
+    size: int = 0
+    chunked: bool = False
 
     @classmethod
     def rate_limit(cls, retry_after: float = 1.0, *, retry_after_ms: bool = True) -> "Fault":
@@ -248,6 +250,23 @@ class Fault:
         return cls("empty_choices")
 
     @classmethod
+    def trickle(cls, seconds_per_byte: float = 1.0) -> "Fault":
+        """Send the headers of a normal answer at once, then its body one byte every
+        ``seconds_per_byte`` (a per-read client timeout never fires)."""
+        return cls("trickle", seconds=float(seconds_per_byte))
+
+    @classmethod
+    def huge(cls, size: int = 20_000_000, *, chunked: bool = False) -> "Fault":
+        """HTTP 200 whose (valid JSON) body is ``size`` bytes; ``chunked=True`` sends it with
+        ``transfer-encoding: chunked`` and no content-length."""
+        return cls("huge", size=int(size), chunked=chunked)
+
+    @classmethod
+    def echo_auth(cls, status: int = 400) -> "Fault":
+        """An error status whose body echoes the request's Authorization header (a leaky proxy)."""
+        return cls("echo_auth", status=status)
+
+    @classmethod
     def respond_with(cls, reply: Reply) -> "Fault":
         """Answer this one request with ``reply`` instead of calling the responder."""
         return cls("respond_with", reply=reply)
@@ -276,6 +295,8 @@ class _Response:
     body: bytes
     headers: tuple[tuple[str, str], ...] = ()
     content_type: str = "application/json"
+    trickle_s: float = 0.0  # seconds between body bytes (Fault.trickle)
+    chunked: bool = False  # transfer-encoding: chunked instead of content-length (Fault.huge)
 
 
 class _Drop:
@@ -292,13 +313,22 @@ def _encode(resp: _Response, keep_alive: bool, request_id: str) -> bytes:
         reason = HTTPStatus(resp.status).phrase
     except ValueError:
         reason = "Unknown"
+    length = "transfer-encoding: chunked" if resp.chunked else f"content-length: {len(resp.body)}"
     lines = [f"HTTP/1.1 {resp.status} {reason}",
              f"content-type: {resp.content_type}",
-             f"content-length: {len(resp.body)}",
+             length,
              f"connection: {'keep-alive' if keep_alive else 'close'}",
              f"x-request-id: {request_id}"]
     lines += [f"{k}: {v}" for k, v in resp.headers]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + resp.body
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    if resp.trickle_s:
+        return head
+    if resp.chunked:
+        step = 1 << 16
+        parts = [b"%x\r\n%s\r\n" % (len(resp.body[i:i + step]), resp.body[i:i + step])
+                 for i in range(0, len(resp.body), step)]
+        return head + b"".join(parts) + b"0\r\n\r\n"
+    return head + resp.body
 
 
 async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
@@ -542,6 +572,11 @@ class FakeOpenAI:
             by[resp.status] = by.get(resp.status, 0) + 1
         writer.write(_encode(resp, keep_alive, request_id))
         await writer.drain()
+        if resp.trickle_s:
+            for i in range(len(resp.body)):
+                writer.write(resp.body[i:i + 1])
+                await writer.drain()
+                await asyncio.sleep(resp.trickle_s)
 
     async def _read_request(self, head: bytes, reader: asyncio.StreamReader):
         lines = head[:-4].decode("latin-1").split("\r\n")
@@ -623,7 +658,7 @@ class FakeOpenAI:
             if delay > 0:
                 await asyncio.sleep(delay)
             if fault is not None:
-                resp = self._fault_response(fault)
+                resp = self._fault_response(fault, headers)
                 if resp is not None:
                     return resp
             if body.get("stream"):
@@ -643,6 +678,11 @@ class FakeOpenAI:
                 return self._internal_error(e)
             if fault is not None and fault.kind == "empty_choices":
                 payload["choices"] = []
+            if fault is not None and fault.kind == "huge":
+                payload["padding"] = "x" * max(0, fault.size - len(json.dumps(payload)) - 16)
+                return _Response(200, json.dumps(payload).encode(), chunked=fault.chunked)
+            if fault is not None and fault.kind == "trickle":
+                return _Response(200, json.dumps(payload).encode(), trickle_s=fault.seconds)
             return _Response(200, json.dumps(payload).encode())
         finally:
             with self._lock:
@@ -655,8 +695,12 @@ class FakeOpenAI:
         return _Response(500, _error_body(500, msg), headers=(("x-should-retry", "false"),))
 
     @staticmethod
-    def _fault_response(fault: Fault) -> _Response | _Drop | None:
+    def _fault_response(fault: Fault, headers: dict | None = None) -> _Response | _Drop | None:
         kind = fault.kind
+        if kind == "echo_auth":
+            auth = (headers or {}).get("authorization", "")
+            return _Response(fault.status, _error_body(fault.status, f"bad request; you sent Authorization: {auth}"),
+                             headers=(("x-should-retry", "false"),))
         if kind == "rate_limit":
             hdrs: list[tuple[str, str]] = []
             if fault.retry_after is not None:

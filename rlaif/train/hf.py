@@ -97,12 +97,10 @@ def trainer_kwargs(args: TrainArgs, output_dir: Path, seed: int, device: str) ->
 
 
 def last_checkpoint(output_dir: Path) -> str | None:
-    """A checkpoint left by a killed run of the same stage, to resume from."""
-    if not output_dir.exists():
-        return None
-    from transformers.trainer_utils import get_last_checkpoint
+    """A complete checkpoint left by a killed run of the same stage, to resume from."""
+    from rlaif.train.checkpoints import latest_complete
 
-    return get_last_checkpoint(str(output_dir))
+    return latest_complete(output_dir)
 
 
 def train_and_save(trainer, tokenizer, out_dir: Path, description: str) -> dict:

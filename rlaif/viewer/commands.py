@@ -57,6 +57,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     im = lsub.add_parser("import", help="add human labels from a TRL / A/B JSONL (or exported) file")
     im.add_argument("file", metavar="FILE")
     im.add_argument("run_dir", metavar="RUN_DIR")
+    im.add_argument("--human", action="store_true",
+                    help="the labels were made by humans: they may enter the held-out eval split "
+                         "(default: imported labels train only)")
     im.set_defaults(handler=cmd_labels_import)
 
 
@@ -154,7 +157,7 @@ def cmd_labels_import(args) -> int:
     from rlaif.labels import read_labels
     from rlaif.viewer.queue import open_run_store
 
-    labels = read_labels(args.file)  # validate the whole file before touching the store
+    labels = read_labels(args.file, human=args.human)  # validate the whole file before touching the store
     with open_run_store(args.run_dir) as store:
         store.add_human_labels(labels)
         total = store.human_label_count()

@@ -1,0 +1,149 @@
+"""Label provenance: AI labels cannot be imported as human ones, imported labels stay out of the
+held-out eval split unless the user says they are human, and an export never replaces a
+non-regular file."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from test_viewer import make_run
+
+from rlaif.cli import main
+from rlaif.config import MixConfig
+from rlaif.mixing import mix
+from rlaif.records import HumanLabel
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def _write(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _human_count(run: Path) -> int:
+    import sqlite3
+
+    with sqlite3.connect(run / "store.sqlite") as db:
+        return db.execute("SELECT COUNT(*) FROM human_labels").fetchone()[0]
+
+
+@pytest.fixture
+def run(tmp_path) -> Path:
+    return make_run(tmp_path / "run")
+
+
+EDITS = {
+    "trl-export": lambda r: r,
+    "kind-AI": lambda r: {"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"], "kind": "AI"},
+    "kind-spaced": lambda r: {"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"],
+                              "kind": " Ai "},
+    "rlaif_source-AI": lambda r: {**r, "rlaif_source": "AI"},
+    "source-ai-prefix": lambda r: {"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"],
+                                   "source": "ai:openai"},
+}
+
+
+@pytest.mark.parametrize("edit", list(EDITS), ids=list(EDITS))
+def test_ai_labels_are_refused_on_import(run, tmp_path, capsys, edit):
+    trl = tmp_path / "ai.jsonl"
+    assert main(["labels", "export", str(run), "--source", "ai", "--format", "trl", "-o", str(trl)]) == 0
+    rows = _rows(trl)
+    assert rows and all(r["rlaif_source"] == "ai" for r in rows)
+    edited = _write(tmp_path / "edited.jsonl", [EDITS[edit](r) for r in rows])
+    before = _human_count(run)
+    capsys.readouterr()
+    assert main(["labels", "import", str(edited), str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "an AI label" in err and "edited.jsonl:1" in err
+    assert _human_count(run) == before  # nothing written
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_ai_export_in_every_format_is_refused(run, tmp_path, fmt):
+    out = tmp_path / f"ai.{fmt}"
+    assert main(["labels", "export", str(run), "--source", "ai", "--format", fmt, "-o", str(out)]) == 0
+    assert main(["labels", "import", str(out), str(run)]) == 2
+
+
+def test_human_trl_export_round_trips(run, tmp_path):
+    from test_viewer import by_id, comps_of
+
+    from rlaif.viewer import verdicts as V
+    from rlaif.viewer.queue import open_run_store
+
+    c = by_id(comps_of(run))
+    with open_run_store(run) as s:
+        V.record_verdict(s, c["p1"], "flip", "bob")
+    trl = tmp_path / "human.jsonl"
+    assert main(["labels", "export", str(run), "--source", "human", "--format", "trl", "-o", str(trl)]) == 0
+    assert [r["rlaif_source"] for r in _rows(trl)] == ["human"]
+    assert main(["labels", "import", str(trl), str(run)]) == 0
+
+
+@pytest.mark.parametrize("flag,prefix", [([], "import:"), (["--human"], "import-human:")], ids=["default", "human"])
+def test_import_records_its_source(run, tmp_path, flag, prefix):
+    f = _write(tmp_path / "mine.jsonl", [{"prompt": "q", "chosen": "good", "rejected": "bad"}])
+    assert main(["labels", "import", str(f), str(run), *flag]) == 0
+    import sqlite3
+
+    with sqlite3.connect(run / "store.sqlite") as db:
+        sources = [r[0] for r in db.execute("SELECT source FROM human_labels WHERE prompt = 'q'")]
+    assert sources == [f"{prefix}mine.jsonl:1"]
+
+
+def _labels(source: str, n: int = 40) -> list[HumanLabel]:
+    return [HumanLabel(f"q{i}", f"good {i}", f"bad {i}", "chosen", f"{source}:{i}") for i in range(n)]
+
+
+@pytest.mark.parametrize("source,may_eval", [("import:x.jsonl", False), ("import-human:x.jsonl", True),
+                                             ("file:labels.jsonl", True), ("viewer:alice", True)],
+                         ids=["import", "import-human", "file", "viewer"])
+def test_imported_labels_stay_out_of_the_held_out_split(source, may_eval):
+    splits, stats = mix([], _labels(source), MixConfig(human_eval_fraction=0.5), seed=0)
+    assert len(splits["train"]) + len(splits["eval"]) == 40
+    if may_eval:
+        assert 5 < len(splits["eval"]) < 35 and stats["eval_source"] == "human"
+    else:
+        assert splits["eval"] == [] and stats["human_train_pairs"] == 40
+
+
+
+# ---------------------------------------------------------------- export targets
+def _targets(tmp_path: Path) -> dict[str, Path]:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    ro = tmp_path / "ro.jsonl"
+    ro.write_text("keep\n")
+    ro.chmod(stat.S_IRUSR)
+    return {"dev-full": Path("/dev/full"), "dev-null": Path("/dev/null"), "fifo": fifo, "dir": tmp_path,
+            "read-only-file": ro}
+
+
+@pytest.mark.parametrize("target", ["dev-full", "dev-null", "fifo", "dir", "read-only-file"])
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_export_refuses_targets_that_are_not_writable_regular_files(run, tmp_path, capsys, target, fmt):
+    if target == "read-only-file" and os.geteuid() == 0:
+        pytest.skip("root writes read-only files")
+    path = _targets(tmp_path)[target]
+    before = path.lstat()
+    assert main(["labels", "export", str(run), "--source", "ai", "--format", fmt, "-o", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(path) in err
+    after = path.lstat()
+    assert (stat.S_IFMT(after.st_mode), after.st_ino) == (stat.S_IFMT(before.st_mode), before.st_ino)
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_export_replaces_a_regular_file_whole(run, tmp_path):
+    out = tmp_path / "ai.jsonl"
+    out.write_text("old\n")
+    assert main(["labels", "export", str(run), "--source", "ai", "-o", str(out)]) == 0
+    assert all(r["kind"] == "ai" for r in _rows(out))
+    assert not list(tmp_path.glob(".*.tmp"))
