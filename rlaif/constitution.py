@@ -31,6 +31,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from rlaif import safeio
 from rlaif.errors import RlaifError
 from rlaif.hashing import content_hash
 from rlaif.yamlio import LoadedYaml, format_pydantic_errors, load_yaml
@@ -233,10 +234,9 @@ def import_llm_swarm(path: str | Path, name: str | None = None) -> Constitution:
     the description).
     """
     p = Path(path)
-    if not p.exists():
-        raise RlaifError(f"{p}: file not found (check the path)")
+    text = safeio.read_text(p, "JSON constitution", safeio.max_yaml_bytes())
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
+        data = safeio.loads_bounded(text, str(p))
     except json.JSONDecodeError as e:
         raise RlaifError(f"{p}:{e.lineno}: invalid JSON: {e.msg}") from None
     entries = data.get("constitutions") if isinstance(data, dict) else None

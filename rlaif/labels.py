@@ -29,6 +29,7 @@ from typing import Any
 
 from rlaif.errors import RlaifError
 from rlaif.evaluate import agreement
+from rlaif import safeio
 from rlaif.records import HumanLabel, iter_jsonl, load_human_labels
 from rlaif.store import Store
 from rlaif.viewer.queue import PREFERENCE, Comparison, label_rows, wilson
@@ -223,7 +224,7 @@ def _need(path: Path, n: int, obj: dict, key: str) -> str:
 
 def read_labels(path: str | Path) -> list[HumanLabel]:
     """Labels from a TRL / A/B / exported JSONL file or an exported Parquet file, source import:FILE:LINE."""
-    p = Path(path)
+    p = safeio.check_regular_file(path, "labels import file")
     if p.suffix == ".parquet":
         rows = list(enumerate(_parquet_rows(p), 1))
         base = {n: HumanLabel(_need(p, n, o, "prompt"), _need(p, n, o, "chosen"), _need(p, n, o, "rejected"))

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from rlaif import safeio
 from rlaif.errors import RlaifError
 from rlaif.hashing import content_hash
 
@@ -77,28 +78,23 @@ def pair_key(prompt: str, a: str, b: str) -> str:
 def iter_jsonl(path: str | Path, what: str) -> Iterator[tuple[int, dict]]:
     """Yield (line number, object); RlaifError naming file:line on bad JSON."""
     p = Path(path)
-    if not p.exists():
-        raise RlaifError(f"{p}: {what} file not found (check the path)")
-    if p.is_dir():
-        raise RlaifError(f"{p}: is a directory, expected a JSONL {what} file")
-    with open(p, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise RlaifError(f"{p}:{n}: invalid JSON ({e.msg}); each line must be one JSON object") from None
-            if not isinstance(obj, dict):
-                raise RlaifError(f"{p}:{n}: expected a JSON object, got {type(obj).__name__}")
-            yield n, obj
+    for n, line in safeio.iter_lines(p, f"JSONL {what}"):
+        if not line.strip():
+            continue
+        try:
+            obj = safeio.loads_bounded(line, f"{p}:{n}")
+        except json.JSONDecodeError as e:
+            raise RlaifError(f"{p}:{n}: invalid JSON ({e.msg}); each line must be one JSON object") from None
+        if not isinstance(obj, dict):
+            raise RlaifError(f"{p}:{n}: expected a JSON object, got {type(obj).__name__}")
+        yield n, obj
 
 
 def _need_str(p, n, obj, key, what) -> str:
     v = obj.get(key)
     if not isinstance(v, str) or not v.strip():
         raise RlaifError(f"{p}:{n}: {what} record needs a non-empty string field {key!r}")
-    return v
+    return safeio.check_text(v, f"{p}:{n}", key)
 
 
 def load_prompts(path: str | Path) -> list[Prompt]:
