@@ -27,9 +27,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from rlaif import safeio
 from rlaif.errors import RlaifError
 from rlaif.evaluate import agreement
-from rlaif import safeio
 from rlaif.records import HumanLabel, iter_jsonl, load_human_labels
 from rlaif.store import Store
 from rlaif.viewer.queue import PREFERENCE, Comparison, label_rows, wilson

@@ -101,11 +101,20 @@ def load_yaml(path: str | Path, what: str = "file") -> LoadedYaml:
     return out
 
 
-def format_pydantic_errors(loaded: LoadedYaml, exc: Exception, overridden: set[str] = frozenset()) -> list[str]:
+def _override_of(field_name: str, overridden) -> str | None:
+    """The ``--set`` argument that set ``field_name`` (or a key under or above it)."""
+    for k in overridden:
+        if field_name == k or field_name.startswith(k + ".") or k.startswith(field_name + "."):
+            return overridden[k] if isinstance(overridden, dict) else k
+    return None
+
+
+def format_pydantic_errors(loaded: LoadedYaml, exc: Exception, overridden=frozenset()) -> list[str]:
     """One ``FILE:LINE: field: message`` line per pydantic validation error.
 
-    Fields named in ``overridden`` (set with ``--set``) are reported as
-    ``--set field: message`` since no file line holds them.
+    Fields named in ``overridden`` (set with ``--set``; a set of keys or a
+    {key: "KEY=VALUE"} map) are reported as ``--set KEY=VALUE: field:
+    message`` since no file line holds them.
     """
     lines = []
     for err in exc.errors():  # type: ignore[attr-defined]
@@ -116,8 +125,9 @@ def format_pydantic_errors(loaded: LoadedYaml, exc: Exception, overridden: set[s
             msg = "unknown key (remove it or check its spelling)"
         elif err.get("type") == "missing":
             msg = "required field is missing"
-        if any(field_name == k or field_name.startswith(k + ".") for k in overridden):
-            lines.append(f"--set {field_name}: {msg}")
+        arg = _override_of(field_name, overridden)
+        if arg is not None:
+            lines.append(f"--set {arg}: {field_name}: {msg}")
         else:
             lines.append(f"{loaded.path}:{loaded.line_of(loc)}: {field_name}: {msg}")
     return lines
