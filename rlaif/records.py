@@ -78,7 +78,7 @@ def pair_key(prompt: str, a: str, b: str) -> str:
 def iter_jsonl(path: str | Path, what: str) -> Iterator[tuple[int, dict]]:
     """Yield (line number, object); RlaifError naming file:line on bad JSON."""
     p = Path(path)
-    for n, line in safeio.iter_lines(p, f"JSONL {what}"):
+    for n, line in safeio.iter_lines(p, f"{what} file"):
         if not line.strip():
             continue
         try:

@@ -128,7 +128,7 @@ def iter_lines(path: str | Path, what: str) -> Iterator[tuple[int, str]]:
             try:
                 yield n, raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise RlaifError(f"{p}:{n}: not UTF-8 text ({e.reason}); save the {what} file as UTF-8") from None
+                raise RlaifError(f"{p}:{n}: not UTF-8 text ({e.reason}); save the {what} as UTF-8") from None
 
 
 def json_depth_ok(obj: Any, limit: int = MAX_DEPTH) -> bool:

@@ -78,7 +78,7 @@ def _scalar(node: yaml.ScalarNode) -> Any:
 def load_yaml(path: str | Path, what: str = "file") -> LoadedYaml:
     """Load a YAML file; raise RlaifError naming the file and line on failure."""
     p = Path(path)
-    text = safeio.read_text(p, f"YAML {what}", safeio.max_yaml_bytes())
+    text = safeio.read_text(p, what, safeio.max_yaml_bytes())
     out = LoadedYaml(path=p, data=None)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
