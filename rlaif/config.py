@@ -14,25 +14,37 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rlaif.errors import RlaifError
 from rlaif.hashing import content_hash
 from rlaif.yamlio import LoadedYaml, format_pydantic_errors, load_yaml
 
 
+# Seeds reach torch.manual_seed (64-bit) after arithmetic (seed * 100003 + epoch).
+MAX_SEED = 2**32 - 1
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # inf/nan pass every gt/ge bound and crash later; refuse them everywhere.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class TinyModel(_Section):
     """Shape of the locally built GPT-2-style policy (``policy.model: tiny``)."""
 
-    vocab_size: int = Field(2048, ge=300)
-    n_layer: int = Field(2, ge=1)
-    n_head: int = Field(4, ge=1)
-    n_embd: int = Field(128, ge=8)
-    n_positions: int = Field(256, ge=32)
+    vocab_size: int = Field(2048, ge=300, le=1_000_000)
+    n_layer: int = Field(2, ge=1, le=96)
+    n_head: int = Field(4, ge=1, le=256)
+    n_embd: int = Field(128, ge=8, le=16384)
+    n_positions: int = Field(256, ge=32, le=65536)
+
+    @model_validator(mode="after")
+    def _heads_divide(self):
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head}); "
+                             "change one of them")
+        return self
 
 
 class TrainArgs(_Section):
@@ -259,7 +271,7 @@ class EvalConfig(_Section):
 
 class PipelineConfig(_Section):
     name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     workdir: str | None = Field(None, description="run directory; default runs/<name>")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     data: DataConfig
@@ -334,8 +346,9 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key, value
 
 
-def apply_overrides(d: dict, overrides: list[str]) -> set[str]:
-    touched = set()
+def apply_overrides(d: dict, overrides: list[str]) -> dict[str, str]:
+    """Apply ``--set`` items; returns {dotted key: the ``KEY=VALUE`` argument}."""
+    touched: dict[str, str] = {}
     for item in overrides:
         key, value = parse_override(item)
         parts = key.split(".")
@@ -348,8 +361,28 @@ def apply_overrides(d: dict, overrides: list[str]) -> set[str]:
                 raise RlaifError(f"--set {item!r}: {part!r} is not a section")
             cur = nxt
         cur[parts[-1]] = value
-        touched.add(key)
+        touched[key] = item
     return touched
+
+
+def _where(loaded: LoadedYaml, touched: dict[str, str], dotted: str) -> str:
+    """``--set KEY=VALUE:`` when an override set the field, else ``FILE:LINE:``."""
+    for key, item in touched.items():
+        if dotted == key or dotted.startswith(key + ".") or key.startswith(dotted + "."):
+            return f"--set {item}:"
+    return f"{loaded.path}:{loaded.line_of(tuple(dotted.split('.')))}:"
+
+
+def _check_cross_fields(cfg: PipelineConfig, loaded: LoadedYaml, touched: dict[str, str]) -> None:
+    # Values each inside its own range that together crash a later stage,
+    # after the run directory was written: refuse them here (exit 2).
+    if cfg.policy.model == "tiny":
+        n = cfg.policy.tiny.n_positions
+        for name, length in (("policy.sft.max_length", cfg.policy.sft.max_length),
+                             ("policy_training.train.max_length", cfg.policy_training.train.max_length)):
+            if length > n:
+                raise RlaifError(f"{_where(loaded, touched, name)} {name}: {length} exceeds policy.tiny.n_positions "
+                                 f"({n}); lower it or raise n_positions")
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
@@ -377,9 +410,10 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Pipelin
         raise RlaifError(f"{loaded.path}:{loaded.line_of(('judge', 'method'))}: judge.method: backend "
                          f"{cfg.judge.backend!r} scores pointwise only; use method: pointwise or an LLM backend")
     if cfg.judge.backend not in BACKENDS:
-        where = "--set" if "judge.backend" in touched else f"{loaded.path}:{loaded.line_of(('judge', 'backend'))}:"
+        where = _where(loaded, touched, "judge.backend")
         raise RlaifError(f"{where} judge.backend: unknown backend {cfg.judge.backend!r}; "
                          f"choose one of {', '.join(sorted(BACKENDS))}")
+    _check_cross_fields(cfg, loaded, touched)
     if cfg.policy.model == "tiny" and not cfg.policy.sft_data:
         raise RlaifError(f"{loaded.path}:{loaded.line_of(('policy',))}: policy.sft_data: required when policy.model is 'tiny'")
     return cfg

@@ -26,11 +26,15 @@ from __future__ import annotations
 import json
 import math
 import re
+import re._constants as _sre_constants
+import re._parser as _sre_parser
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
+import regex
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from rlaif import safeio
 from rlaif.errors import RlaifError
 from rlaif.hashing import content_hash
 from rlaif.yamlio import LoadedYaml, format_pydantic_errors, load_yaml
@@ -53,13 +57,56 @@ class RegexCheck(_Strict):
     @classmethod
     def _compiles(cls, v: str) -> str:
         try:
-            re.compile(v)
-        except re.error as e:
+            parsed = _sre_parser.parse(v)
+            regex.compile(v)
+        except (re.error, regex.error) as e:
             raise ValueError(f"bad regex {v!r}: {e}") from None
+        if _nested_quantifier(parsed):
+            raise ValueError(f"regex {v!r} repeats a group that itself contains a repeat (like (a+)+), which can "
+                             "take exponential time; rewrite it without the nested repeat")
         return v
 
     def apply(self, text: str) -> float:
-        return self.effect if re.search(self.pattern, text) else 0.0
+        # Backstop for slow patterns the lint heuristic misses: bounded text
+        # and a time bound (the ``regex`` package; ``re`` has no timeout).
+        try:
+            hit = regex.search(self.pattern, text[:REGEX_MAX_CHARS], timeout=REGEX_TIMEOUT_S)
+        except TimeoutError:
+            raise RlaifError(f"regex check {self.pattern!r} took over {REGEX_TIMEOUT_S}s on one text; "
+                             "simplify the pattern in the constitution") from None
+        return self.effect if hit else 0.0
+
+
+# Regex checks run on at most this many characters, for at most this long.
+REGEX_MAX_CHARS = 200_000
+REGEX_TIMEOUT_S = 1.0
+_REPEATS = (_sre_constants.MAX_REPEAT, _sre_constants.MIN_REPEAT, getattr(_sre_constants, "POSSESSIVE_REPEAT", None))
+
+
+def _nested_quantifier(items, inside: bool = False) -> bool:
+    """True when a repeated group contains a variable repeat: ``(a+)+``,
+    ``(\\w*x?)*``, ``(?:a{1,9})+``. A documented heuristic for catastrophic
+    backtracking (alternations like ``(a|a)+`` are left to the time bound)."""
+    for op, av in items:
+        if op in _REPEATS:
+            lo, hi, sub = av
+            if inside and hi != lo:
+                return True
+            if _nested_quantifier(sub, inside or hi > 1):
+                return True
+        elif op is _sre_constants.SUBPATTERN:
+            if _nested_quantifier(av[-1], inside):
+                return True
+        elif op is _sre_constants.BRANCH:
+            if any(_nested_quantifier(b, inside) for b in av[1]):
+                return True
+        elif op in (_sre_constants.ASSERT, _sre_constants.ASSERT_NOT):
+            if _nested_quantifier(av[1], inside):
+                return True
+        elif op is getattr(_sre_constants, "ATOMIC_GROUP", None):
+            if _nested_quantifier(av, inside):
+                return True
+    return False
 
 
 class MaxWordsCheck(_Strict):
@@ -233,10 +280,9 @@ def import_llm_swarm(path: str | Path, name: str | None = None) -> Constitution:
     the description).
     """
     p = Path(path)
-    if not p.exists():
-        raise RlaifError(f"{p}: file not found (check the path)")
+    text = safeio.read_text(p, "JSON constitution", safeio.max_yaml_bytes())
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
+        data = safeio.loads_bounded(text, str(p))
     except json.JSONDecodeError as e:
         raise RlaifError(f"{p}:{e.lineno}: invalid JSON: {e.msg}") from None
     entries = data.get("constitutions") if isinstance(data, dict) else None

@@ -32,6 +32,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rlaif import safeio
 from rlaif.conversations import trl_preference_row
 from rlaif.errors import RlaifError
 from rlaif.evaluate import agreement, wilson
@@ -265,7 +266,7 @@ def read_labels(path: str | Path, human: bool = False) -> list[HumanLabel]:
     """Labels from a TRL / A/B / exported JSONL file or an exported Parquet file, source import:FILE:LINE
     (``human=True``: import-human:FILE:LINE, the user vouches a human made them; only those may
     enter the held-out eval split)."""
-    p = Path(path)
+    p = safeio.check_regular_file(path, "labels import file")
     if p.suffix == ".parquet":
         rows = list(enumerate(_parquet_rows(p), 1))
         base = {n: HumanLabel(_need(p, n, o, "prompt"), _need(p, n, o, "chosen"), _need(p, n, o, "rejected"))

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from rlaif import conversations
+from rlaif import conversations, safeio
 from rlaif.errors import RlaifError
 from rlaif.hashing import content_hash
 from rlaif.vocab import IMPORT, PREFERENCE, TIE
@@ -88,34 +88,30 @@ def pair_key(prompt: str, a: str, b: str) -> str:
 def iter_jsonl(path: str | Path, what: str) -> Iterator[tuple[int, dict]]:
     """Yield (line number, object); RlaifError naming file:line on bad JSON."""
     p = Path(path)
-    if not p.exists():
-        raise RlaifError(f"{p}: {what} file not found (check the path)")
-    if p.is_dir():
-        raise RlaifError(f"{p}: is a directory, expected a JSONL {what} file")
-    with open(p, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise RlaifError(f"{p}:{n}: invalid JSON ({e.msg}); each line must be one JSON object") from None
-            if not isinstance(obj, dict):
-                raise RlaifError(f"{p}:{n}: expected a JSON object, got {type(obj).__name__}")
-            yield n, obj
+    for n, line in safeio.iter_lines(p, f"{what} file"):
+        if not line.strip():
+            continue
+        try:
+            obj = safeio.loads_bounded(line, f"{p}:{n}")
+        except json.JSONDecodeError as e:
+            raise RlaifError(f"{p}:{n}: invalid JSON ({e.msg}); each line must be one JSON object") from None
+        if not isinstance(obj, dict):
+            raise RlaifError(f"{p}:{n}: expected a JSON object, got {type(obj).__name__}")
+        yield n, obj
 
 
 def _need_str(p, n, obj, key, what) -> str:
     v = obj.get(key)
     if not isinstance(v, str) or not v.strip():
         raise RlaifError(f"{p}:{n}: {what} record needs a non-empty string field {key!r}")
-    return v
+    return safeio.check_text(v, f"{p}:{n}", key)
 
 
 def load_prompts(path: str | Path) -> list[Prompt]:
     out, seen = [], set()
     for n, obj in iter_jsonl(path, "prompts"):
         text = conversations.prompt_of(path, n, obj)  # plain, TRL conversational or HH multi-turn
+        safeio.check_text(text, f"{path}:{n}", "prompt")
         pid = str(obj.get("id") or content_hash(text, 12))
         if pid in seen:
             raise RlaifError(f"{path}:{n}: duplicate prompt id {pid!r}; ids must be unique")
@@ -132,7 +128,10 @@ def load_prompts(path: str | Path) -> list[Prompt]:
 def load_sft(path: str | Path) -> list[dict[str, str]]:
     out = []
     for n, obj in iter_jsonl(path, "SFT data"):
-        out.append(conversations.sft_of(path, n, obj))  # rlaif, TRL (standard/conversational) or HH
+        row = conversations.sft_of(path, n, obj)  # rlaif, TRL (standard/conversational) or HH
+        for key in ("prompt", "response"):
+            safeio.check_text(row[key], f"{path}:{n}", key)
+        out.append(row)
     if not out:
         raise RlaifError(f"{path}: no SFT examples; expected JSON lines {{\"prompt\": ..., \"response\": ...}}")
     return out
@@ -144,6 +143,8 @@ def load_human_labels(path: str | Path) -> list[HumanLabel]:
     src = Path(path).name
     for n, obj in iter_jsonl(path, "human labels"):
         prompt, first, second, label = conversations.preference_of(path, n, obj)  # TRL, A/B or HH
+        for key, text in (("prompt", prompt), ("chosen", first), ("rejected", second)):
+            safeio.check_text(text, f"{path}:{n}", key)
         out.append(HumanLabel(prompt, first, second, label, f"{src}:{n}"))
     if not out:
         raise RlaifError(f"{path}: no labels found")

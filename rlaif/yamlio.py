@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from rlaif import safeio
 from rlaif.errors import RlaifError
 
 Loc = tuple[Any, ...]
@@ -25,6 +26,7 @@ class LoadedYaml:
     data: Any
     lines: dict[Loc, int] = field(default_factory=dict)
     duplicates: list[tuple[Loc, int]] = field(default_factory=list)
+    nodes: int = 0
 
     def line_of(self, loc: Loc) -> int:
         """Line of the deepest known prefix of ``loc`` (1-based)."""
@@ -37,11 +39,23 @@ class LoadedYaml:
 
 
 def _walk(node: yaml.Node, loc: Loc, out: LoadedYaml) -> Any:
+    # Aliases are expanded here (compose keeps them shared), so the node
+    # budget bounds an alias bomb ("billion laughs") and the depth bound
+    # keeps deep nesting from reaching Python's recursion limit.
+    out.nodes += 1
+    if out.nodes > safeio.MAX_YAML_NODES:
+        raise RlaifError(f"{out.path}:{node.start_mark.line + 1}: YAML expands to more than "
+                         f"{safeio.MAX_YAML_NODES:,} values (alias bomb?); remove the repeated aliases")
+    if len(loc) > safeio.MAX_DEPTH:
+        raise RlaifError(f"{out.path}:{node.start_mark.line + 1}: YAML nested deeper than "
+                         f"{safeio.MAX_DEPTH} levels; flatten it")
     out.lines.setdefault(loc, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = yaml.safe_load(yaml.serialize(key_node)) if not isinstance(key_node, yaml.ScalarNode) else _scalar(key_node)
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise RlaifError(f"{out.path}:{key_node.start_mark.line + 1}: a mapping key must be a plain value")
+            key = _scalar(key_node)
             if key in result:
                 out.duplicates.append((loc + (key,), key_node.start_mark.line + 1))
             out.lines[loc + (key,)] = key_node.start_mark.line + 1
@@ -64,17 +78,12 @@ def _scalar(node: yaml.ScalarNode) -> Any:
 def load_yaml(path: str | Path, what: str = "file") -> LoadedYaml:
     """Load a YAML file; raise RlaifError naming the file and line on failure."""
     p = Path(path)
-    if not p.exists():
-        raise RlaifError(f"{p}: {what} not found (check the path)")
-    if p.is_dir():
-        raise RlaifError(f"{p}: is a directory, expected a YAML {what}")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise RlaifError(f"{p}: not UTF-8 text ({e.reason}); save the {what} as UTF-8") from None
+    text = safeio.read_text(p, what, safeio.max_yaml_bytes())
     out = LoadedYaml(path=p, data=None)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:
+        raise RlaifError(f"{p}: YAML nested too deeply; flatten it (at most {safeio.MAX_DEPTH} levels)") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 1
@@ -92,11 +101,20 @@ def load_yaml(path: str | Path, what: str = "file") -> LoadedYaml:
     return out
 
 
-def format_pydantic_errors(loaded: LoadedYaml, exc: Exception, overridden: set[str] = frozenset()) -> list[str]:
+def _override_of(field_name: str, overridden) -> str | None:
+    """The ``--set`` argument that set ``field_name`` (or a key under or above it)."""
+    for k in overridden:
+        if field_name == k or field_name.startswith(k + ".") or k.startswith(field_name + "."):
+            return overridden[k] if isinstance(overridden, dict) else k
+    return None
+
+
+def format_pydantic_errors(loaded: LoadedYaml, exc: Exception, overridden=frozenset()) -> list[str]:
     """One ``FILE:LINE: field: message`` line per pydantic validation error.
 
-    Fields named in ``overridden`` (set with ``--set``) are reported as
-    ``--set field: message`` since no file line holds them.
+    Fields named in ``overridden`` (set with ``--set``; a set of keys or a
+    {key: "KEY=VALUE"} map) are reported as ``--set KEY=VALUE: field:
+    message`` since no file line holds them.
     """
     lines = []
     for err in exc.errors():  # type: ignore[attr-defined]
@@ -107,8 +125,9 @@ def format_pydantic_errors(loaded: LoadedYaml, exc: Exception, overridden: set[s
             msg = "unknown key (remove it or check its spelling)"
         elif err.get("type") == "missing":
             msg = "required field is missing"
-        if any(field_name == k or field_name.startswith(k + ".") for k in overridden):
-            lines.append(f"--set {field_name}: {msg}")
+        arg = _override_of(field_name, overridden)
+        if arg is not None:
+            lines.append(f"--set {arg}: {field_name}: {msg}")
         else:
             lines.append(f"{loaded.path}:{loaded.line_of(loc)}: {field_name}: {msg}")
     return lines

@@ -8,12 +8,14 @@ the cached calls made with it.
 Candidate and prompt text is untrusted: it is put inside tagged blocks whose
 tag carries a nonce derived from the block's own content (so the text cannot
 contain its own closing tag), and anything in it that looks like one of our
-tags is neutralised. The verdict parser accepts only the offered tokens.
+tags or a chat template's control token (look-alikes included) is
+neutralised; the stored candidate stays as generated. The verdict parser accepts only the offered tokens.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -22,7 +24,6 @@ from rlaif.chat import transcript
 from rlaif.hashing import content_hash
 
 _SECTION = re.compile(r"^\[(system|user|verdict)\]\s*$", re.M)
-_TAGLIKE = re.compile(r"<\s*/?\s*(prompt|response|rationale)\b[^>]*>", re.I)
 
 
 @dataclass(frozen=True)
@@ -42,9 +43,75 @@ def load_template(name: str) -> Template:
     return Template(name, sections["system"], sections["user"], sections.get("verdict"), content_hash(text))
 
 
+# ---- neutralising look-alikes
+# Detection runs on a "skeleton" of the text: each character folded on its
+# own (NFKC when that gives one character, then a small confusables table
+# mapping Cyrillic/Greek look-alike letters and look-alike angle brackets to
+# ASCII), with zero-width and bidi control characters dropped. An index map
+# takes each match back to the original text, so only the matched spans
+# change: ordinary text (plain ASCII or not) reaches the judge unchanged.
+# Written by hand: unicodedata has no confusables data and no library in the
+# environment offers a span-preserving skeleton.
+_IGNORABLE = frozenset("\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b\u180c\u180d\u180e\u200b\u200c\u200d"
+                       "\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2060\u2061\u2062\u2063\u2064\u2066"
+                       "\u2067\u2068\u2069\u206a\u206b\u206c\u206d\u206e\u206f\u3164\ufeff\uffa0")
+_CONFUSABLE = str.maketrans({
+    # Cyrillic
+    "\u0430": "a", "\u0435": "e", "\u043e": "o", "\u0440": "p", "\u0441": "c", "\u0445": "x", "\u0443": "y",
+    "\u0455": "s", "\u0456": "i", "\u0458": "j", "\u0501": "d", "\u04bb": "h", "\u0432": "b", "\u043c": "m",
+    "\u0442": "t", "\u043f": "n", "\u0410": "A", "\u0412": "B", "\u0415": "E", "\u041a": "K", "\u041c": "M",
+    "\u041d": "H", "\u041e": "O", "\u0420": "P", "\u0421": "C", "\u0422": "T", "\u0425": "X", "\u0405": "S",
+    "\u0406": "I", "\u0408": "J",
+    # Greek
+    "\u03b1": "a", "\u03bf": "o", "\u03c1": "p", "\u03b9": "i", "\u03bd": "v", "\u03c4": "t", "\u03b5": "e",
+    "\u0391": "A", "\u0392": "B", "\u0395": "E", "\u0397": "H", "\u0399": "I", "\u039a": "K", "\u039c": "M",
+    "\u039d": "N", "\u039f": "O", "\u03a1": "P", "\u03a4": "T", "\u03a7": "X",
+    # angle brackets and bars that NFKC leaves alone
+    "\u2039": "<", "\u203a": ">", "\u3008": "<", "\u3009": ">", "\u27e8": "<", "\u27e9": ">", "\u02c2": "<",
+    "\u02c3": ">", "\u1438": "<", "\u1433": ">", "\u276e": "<", "\u276f": ">", "\u29fc": "<", "\u29fd": ">",
+    "\u01c0": "|", "\u2223": "|", "\u23d0": "|", "\u2758": "|",
+})
+_LT = r"(?:<|&(?:amp;)*(?:lt|#0*60|#x0*3c);)"
+_GT = r"(?:>|&(?:amp;)*(?:gt|#0*62|#x0*3e);)"
+# Our block tags, closed or not (an unterminated tag ends at the line end).
+_TAG = rf"{_LT}\s*/?\s*(?:prompt|response|rationale)\b[^<>\n]{{0,200}}?(?:{_GT}|(?=[<\n])|$)"
+# Chat-template control tokens: <|im_end|>, <|eot_id|>, <|start_header_id|>,
+# <|endoftext|> (any <|...|>), [INST] [/INST], <<SYS>> <</SYS>>, <s> </s>,
+# <bos> <eos>, <start_of_turn> <end_of_turn>, <think> </think>.
+_CTRL = (rf"{_LT}\s*\|[^|<>\n]{{1,40}}\|\s*{_GT}"
+         rf"|{_LT}\s*/?\s*(?:s|bos|eos|pad|unk|start_of_turn|end_of_turn|think)\s*{_GT}"
+         rf"|\[\s*/?\s*INST\s*\]|{_LT}{_LT}\s*/?\s*SYS\s*{_GT}{_GT}")
+_DANGER = re.compile(rf"(?P<tag>{_TAG})|(?P<ctrl>{_CTRL})", re.I)
+
+
+def _fold(ch: str) -> str:
+    n = unicodedata.normalize("NFKC", ch)
+    return (n if len(n) == 1 else ch).translate(_CONFUSABLE)
+
+
 def neutralise(text: str) -> str:
-    """Defuse text that imitates our block tags."""
-    return _TAGLIKE.sub(lambda m: "[" + m.group(0).strip("<>").replace("/", "").strip() + "]", text)
+    """Defuse text that imitates our block tags or a chat template's control tokens.
+
+    ``</response>`` becomes ``[response]``, ``<|im_end|>`` becomes
+    ``(im_end)``; look-alikes (zero-width characters inside, fullwidth,
+    small-form, Cyrillic or Greek letters and brackets, HTML entities,
+    a missing ``>``) are caught too.
+    """
+    keep = [i for i, ch in enumerate(text) if ch not in _IGNORABLE]
+    skeleton = "".join(_fold(text[i]) for i in keep)
+    out, last = [], 0
+    for m in _DANGER.finditer(skeleton):
+        start, end = keep[m.start()], keep[m.end() - 1] + 1
+        words = re.findall(r"[A-Za-z0-9_]+", re.sub(_LT + "|" + _GT, " ", m.group(0), flags=re.I))
+        if m.group("tag"):
+            rep = "[" + words[0].lower() + "]"
+        else:
+            rep = "(" + "_".join(words) + ")"
+        out.append(text[last:start])
+        out.append(rep)
+        last = end
+    out.append(text[last:])
+    return "".join(out)
 
 
 def fence(text: str, tag: str, label: str | None = None) -> str:

@@ -22,8 +22,16 @@ def aggregate(scores: dict[str, float | None], constitution: Constitution, categ
     return num / den if den else None
 
 
+def sigmoid(x: float) -> float:
+    """Logistic function that never overflows (math.exp of a large positive raises)."""
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    z = math.exp(x)
+    return z / (1.0 + z)
+
+
 def confidence(gap: float, temperature: float) -> float:
-    return 1.0 / (1.0 + math.exp(-abs(gap) / temperature))
+    return sigmoid(abs(gap) / temperature)
 
 
 def rank_pairs(totals: list[tuple[str, float]], mode: str) -> list[tuple[str, str, float]]:

@@ -8,12 +8,11 @@ flight), and turns per-principle scores into rankings and pairs.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from rlaif.constitution import Constitution
 from rlaif.judges.base import Judge, Verdict, cache_key
-from rlaif.judges.ranking import aggregate, confidence, rank_pairs
+from rlaif.judges.ranking import aggregate, confidence, rank_pairs, sigmoid
 
 
 @dataclass
@@ -137,7 +136,7 @@ def judge_candidates(store, judge: Judge, constitution: Constitution, gen_hash: 
                     continue  # does not apply to this prompt
                 ok = sc is not None and sr is not None
                 principles[p.id] = {
-                    "p_chosen": 1.0 / (1.0 + math.exp(-(sc - sr) / temperature)) if ok else None,
+                    "p_chosen": sigmoid((sc - sr) / temperature) if ok else None,
                     "score_chosen": sc, "score_rejected": sr, "rationale": None,
                     "position_consistent": None, "status": "scored" if ok else "unscored", "raw": None}
             pairs.append((pid, chosen, rejected, confidence(gap, temperature), "scored", {
