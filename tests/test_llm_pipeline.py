@@ -95,6 +95,34 @@ def test_kill_9_then_rerun_repeats_no_committed_call(project):
     assert second == total - committed  # every committed call was reused, none repeated
 
 
+def test_kill_9_mid_batch_loses_at_most_the_calls_in_flight(project):
+    """Finished calls are committed as they complete, not per batch of comparisons: with one batch
+    far larger than the concurrency, a kill -9 loses at most about the calls in flight."""
+    concurrency = 2
+    with FakeOpenAI(latency_s=0.15, responder=safe_judge()) as server:
+        args = llm_args(server, "--set", f"judge.concurrency={concurrency}", "--set", "judge.batch_size=512")
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        proc = subprocess.Popen([sys.executable, "-m", "rlaif", "judge", str(project / "pipeline.yaml"), *args],
+                                cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while len(server.requests) < 16 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert proc.poll() is None, "judge finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        asked = len(server.requests)
+        db = sqlite3.connect(project / "run" / "store.sqlite")
+        committed = db.execute("SELECT COUNT(*) FROM judge_cache").fetchone()[0]
+        # Lost = asked but not committed: the calls in flight (<= concurrency) and those answered in
+        # the last commit interval. Per-batch commits would lose all 16+ (the batch never finished).
+        assert asked - committed <= 2 * concurrency + 1, (asked, committed)
+        before = len(server.requests)
+        assert main(["judge", str(project / "pipeline.yaml"), *args]) == 0
+        second = len(server.requests) - before
+        total = db.execute("SELECT COUNT(*) FROM judge_cache").fetchone()[0]
+    assert second == total - committed  # every committed call was reused, none repeated
+
+
 def test_budget_stops_stage_with_exit_3_and_resumes(project, capsys):
     with FakeOpenAI(responder=safe_judge()) as server:
         code = main(["judge", str(project / "pipeline.yaml"), *llm_args(server, "--set", "judge.max_calls=5")])

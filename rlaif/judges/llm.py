@@ -6,9 +6,11 @@ that failed after its retries comes back with ``error`` set). ``LLMJudge``
 builds the calls from the templates, reads verdicts, and owns the call-level
 cache: the key covers backend, model, template hash, principle hash, the
 messages (so the prompt and the *ordered* candidates) and the sampling
-parameters. Each batch's new results are committed before its verdicts are
-returned, so a kill loses at most the calls in flight (``compare_batches``
-keeps the next batches in flight so the server never waits between batches).
+parameters. Finished calls are committed while the caller waits for a batch
+(every ``COMMIT_EVERY_S``, from every batch in flight) and each batch's new
+results before its verdicts are returned, so a kill loses at most the calls in
+flight (``compare_batches`` keeps the next batches in flight so the server
+never waits between batches).
 
 Labelling methods (RLAIF / Constitutional AI):
 - pairwise, both orders (default): P(A) from (A,B) and (B,A) averaged into a
@@ -86,6 +88,7 @@ class _Pending:
     future: concurrent.futures.Future | None = None
     by_key: dict[str, Completion] = field(default_factory=dict)
     partial: dict[int, Completion] = field(default_factory=dict)  # filled by the completer as calls finish
+    committed: set[int] = field(default_factory=set)  # indices of `partial` already written to the cache
     context: Any = None  # what the caller needs to read the results back (compare: the plan)
 
 
@@ -175,7 +178,7 @@ class LLMJudge:
         try:
             if job.future is not None:
                 try:
-                    results = job.future.result()
+                    results = self._wait(job.future)
                 except (BudgetExceeded, JudgeFatalError) as e:  # keep the calls that finished
                     done = getattr(e, "completed", None) or {}
                     self.stats.calls += len(done)
@@ -210,6 +213,31 @@ class LLMJudge:
     def _commit(self, fresh: dict[str, dict]) -> None:
         if self.store is not None and fresh:
             self.store.cache_put_many(fresh)
+
+    # How often, while waiting for a batch, the calls that finished meanwhile (in any batch in flight)
+    # are committed: a kill -9 then loses at most the calls in flight, not a whole batch of comparisons.
+    COMMIT_EVERY_S = 0.05
+
+    def _wait(self, future: concurrent.futures.Future):
+        while True:
+            try:
+                return future.result(timeout=self.COMMIT_EVERY_S)
+            except concurrent.futures.TimeoutError:
+                self._commit_finished()
+
+    def _commit_finished(self) -> None:
+        """Commit the calls that have finished in every batch in flight (small transactions, the
+        caller's thread: the completer fills ``partial`` from its own event loop)."""
+        if self.store is None:
+            return
+        fresh = {}
+        for job in {id(j): j for j in self._in_flight.values()}.values():
+            keys = list(job.todo)
+            for j, r in list(job.partial.items()):
+                if j not in job.committed and r.error is None:
+                    fresh[keys[j]] = r.as_json()
+                    job.committed.add(j)
+        self._commit(fresh)
 
     # ------------------------------------------------------------ pairwise
     def _order_flip(self, prompt: str, a: str, b: str, principle: Principle) -> bool:
