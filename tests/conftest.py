@@ -32,6 +32,9 @@ class ScriptedJudge:
         self.model = model
         self.calls: list[tuple[str, str]] = []
 
+    def prepare(self, responses):
+        pass
+
     def score(self, prompts, responses, principle):
         from rlaif.judges.base import Verdict
 

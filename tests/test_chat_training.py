@@ -53,7 +53,8 @@ def test_dpo_trains_on_the_template_rendering(chat_model_dir_any, tmp_path, monk
             seen.append(self)
 
     monkeypatch.setattr(trl, "DPOTrainer", Spy)
-    cfg = _cfg(tmp_path, ["policy_training.train.max_steps=2", "policy_training.train.batch_size=2",
+    cfg = _cfg(tmp_path, [f"policy.model={chat_model_dir_any}", "policy_training.train.max_steps=2",
+                          "policy_training.train.batch_size=2",
                           "policy_training.train.max_length=256"])
     layout = RunLayout(tmp_path, sft=chat_model_dir_any, pairs=_pairs_dir(tmp_path))
     info = train_dpo(cfg.policy_training, cfg.seed, layout, "cpu")
@@ -115,7 +116,8 @@ def test_trl_export_trains_trl_dpo_as_is(qwen2_dir, tmp_path):
     out = tmp_path / "prefs.jsonl"
     assert main(["labels", "export", str(run), "--source", "human", "--format", "trl", "-o", str(out)]) == 0
     rows = [json.loads(x) for x in out.read_text().splitlines()]
-    assert len(rows) == len(PAIRS) and set(rows[0]) == {"prompt", "chosen", "rejected"}
+    assert len(rows) == len(PAIRS) and set(rows[0]) == {"prompt", "chosen", "rejected", "rlaif_source"}
+    assert {r["rlaif_source"] for r in rows} == {"human"}  # provenance; trl ignores the extra column
     multi = next(r for r in rows if len(r["prompt"]) > 1)
     assert [m["role"] for m in multi["prompt"]] == ["system", "user", "assistant", "user"]
     assert multi["chosen"] == [{"role": "assistant", "content": "Rain taps the window."}]

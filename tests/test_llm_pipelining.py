@@ -124,6 +124,9 @@ def test_pointwise_score_items_pipelined_equals_unpipelined(tmp_path):
             def score(self, *a):
                 return self.inner.score(*a)
 
+            def prepare(self, responses):
+                self.inner.prepare(responses)
+
         plain = [Item(p, None, r) for p, r in items]
         score_items(NoPipeline(make_judge(cfg(server, method="pointwise"))), PRINCIPLES, plain, batch_size=4)
     assert calls == len(items) * sum(p.applies(None) for p in PRINCIPLES.principles)

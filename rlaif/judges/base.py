@@ -33,6 +33,10 @@ class Judge(Protocol):
     def score(self, prompts: list[str], responses: list[str], principle: Principle) -> list[Verdict]:
         """One verdict per (prompt, response), in order."""
 
+    def prepare(self, responses: list[str]) -> None:
+        """A hint before a run of ``score`` calls: the responses they will read. A local encoder
+        embeds them in one large, length-sorted call (the embedding judge); others do nothing."""
+
 
 def close_judge(judge) -> None:
     """Release a judge's connections, if it holds any (remote backends)."""

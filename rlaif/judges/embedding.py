@@ -64,15 +64,23 @@ class EmbeddingJudge:
             show_progress_bar=False,
         )
 
-    def _embed(self, texts: list[str]):
-        import torch
+    def prepare(self, responses: list[str]) -> None:
+        # One large call: sentence-transformers sorts the texts by length and pads per batch, so
+        # many small calls (a few texts each) cost about twice as much for the same embeddings.
+        self._embed_new([r for r in responses if r.strip()])
 
+    def _embed_new(self, texts: list[str]) -> None:
         new = list(dict.fromkeys(t for t in texts if t not in self._memo))
         if new:
             if len(self._memo) + len(new) > self._memo_max:
                 self._memo.clear()
             for t, e in zip(new, self.encode(new)):
                 self._memo[t] = e
+
+    def _embed(self, texts: list[str]):
+        import torch
+
+        self._embed_new(texts)
         return torch.stack([self._memo[t] for t in texts])
 
     def _anchor(self, p: Principle):

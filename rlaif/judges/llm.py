@@ -357,6 +357,9 @@ class LLMJudge:
     def score(self, prompts: list[str], responses: list[str], principle: Principle) -> list[Verdict]:
         return self._finish_score(self._start_score(prompts, responses, principle))
 
+    def prepare(self, responses: list[str]) -> None:
+        """Nothing to do ahead: every call reads its own prompt."""
+
     def _start_score(self, prompts: list[str], responses: list[str], principle: Principle) -> _Pending:
         calls = [(Call(pointwise_messages(self.template, principle.text, p, r), 1, True, DIGITS), principle)
                  for p, r in zip(prompts, responses)]

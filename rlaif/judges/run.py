@@ -15,6 +15,11 @@ from rlaif.judges.base import Judge, Verdict, cache_key
 from rlaif.judges.ranking import aggregate, confidence, rank_pairs, sigmoid
 
 
+# Texts handed to ``Judge.prepare`` at a time: large enough that a local encoder batches well, small
+# enough that its memo and memory stay bounded.
+PREPARE_TEXTS = 2048
+
+
 @dataclass
 class JudgeStats:
     calls: int = 0
@@ -64,8 +69,19 @@ def score_items(judge: Judge, constitution: Constitution, items: list[Item], sto
                 by_principle.setdefault(p.id, []).append(i)
         groups += [(c, pid, idxs) for pid, idxs in by_principle.items()]
 
+    todo_texts: dict[int, list[str]] = {}  # chunk -> the responses its uncached calls read
+    for c, _, idxs in groups:
+        todo_texts.setdefault(c, []).extend(chunks[c][i][1].response for i in idxs)
+
     def calls():
+        prepared = 0  # chunks handed to judge.prepare so far
         for c, pid, idxs in groups:
+            if c >= prepared:  # the texts of the next chunks, in one large backend call
+                texts: list[str] = []
+                while prepared < len(chunks) and len(texts) < PREPARE_TEXTS:
+                    texts += todo_texts.get(prepared, [])
+                    prepared += 1
+                judge.prepare(list(dict.fromkeys(texts)))
             yield ([chunks[c][i][1].prompt for i in idxs], [chunks[c][i][1].response for i in idxs],
                    constitution.principle(pid))
 

@@ -1,0 +1,67 @@
+"""`rlaif eval-judge` with the embedded judge: this checkout against an earlier commit, side by side.
+
+    python bench/eval_judge_speed.py [--ref b371634] [--pairs FILE] [--repeats 1]
+
+Checks the earlier commit out into a temporary git worktree and runs the same command from both
+(alternating, so machine load hits both alike), each in its own process: wall time and the figures
+(accuracy, kappa, n, unscored), which must be identical. Target (issue #9): this checkout takes at
+most a third of the earlier wall time. The earlier commit sends ~7 texts per encoder call; this one
+hands the encoder its texts in large length-sorted batches (Judge.prepare).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PAIRS = ROOT.parent / "shared" / "data" / "prefs" / "hh_rlhf_harmless_test.jsonl"
+
+
+def run(tree: Path, pairs: Path, out: Path) -> tuple[float, dict]:
+    env = dict(os.environ, PYTHONPATH=str(tree), HF_HUB_OFFLINE="1")
+    cmd = [sys.executable, "-m", "rlaif", "eval-judge", "--pairs", str(pairs), "--constitution",
+           str(ROOT / "constitutions" / "helpful_harmless.yaml"), "--json", str(out)]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, cwd=tree, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t0, json.loads(out.read_text())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ref", default="b371634", help="the earlier commit (default: before the change)")
+    ap.add_argument("--pairs", type=Path, default=PAIRS)
+    ap.add_argument("--repeats", type=int, default=1)
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        old = Path(tmp) / "old"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(old), a.ref], check=True)
+        try:
+            times: dict[str, list[float]] = {"old": [], "new": []}
+            figs: dict[str, dict] = {}
+            for _ in range(a.repeats):
+                for name, tree in (("old", old), ("new", ROOT)):
+                    t, f = run(tree, a.pairs, Path(tmp) / f"{name}.json")
+                    times[name].append(t)
+                    figs[name] = f
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old)], check=False)
+    keys = ("accuracy", "kappa", "n", "unscored")
+    print(f"eval-judge, embedded judge, {a.pairs.name} ({a.repeats} run(s) each, best wall time)")
+    for name, label in (("old", f"{a.ref} (before)"), ("new", "this checkout")):
+        print(f"  {label:24s} wall {min(times[name]):7.1f} s   " +
+              "  ".join(f"{k} {figs[name].get(k)}" for k in keys))
+    ratio = min(times["new"]) / min(times["old"])
+    same = all(figs["old"].get(k) == figs["new"].get(k) for k in keys)
+    print(f"  new / old wall time: {ratio:.2f} (target <= 0.33: {'met' if ratio <= 1 / 3 else 'MISSED'}); "
+          f"figures identical: {same}")
+
+
+if __name__ == "__main__":
+    main()
