@@ -213,6 +213,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
+    except Exception as e:  # a full disk outside a pipeline run (inside one, rlaif/pipeline.py names the run)
+        from rlaif.outputs import disk_full
+
+        if not disk_full(e):
+            raise
+        print(f"error: disk full ({type(e).__name__}: {str(e)[:160]}); free space and re-run", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

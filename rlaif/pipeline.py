@@ -131,8 +131,15 @@ class Run:
 
     # ---------------------------------------------------------------- running
     def outputs_exist(self, stage: str) -> bool:
-        path = stages.get(stage).output_path(self.layout)
-        return path is None or path.exists()
+        """The stage's marker file exists and every file recorded when it finished is intact."""
+        from rlaif.outputs import intact
+
+        s = stages.get(stage)
+        path = s.output_path(self.layout)
+        if path is None:
+            return True
+        rec = self.store.stage(stage)
+        return path.exists() and intact(s.output_root(self.layout), ((rec or {}).get("info") or {}).get("output_files"))
 
     def require(self, *names: str) -> None:
         for s in names:
@@ -182,6 +189,11 @@ class Run:
                              "re-run to resume", exit_code=3) from None
         seconds = time.perf_counter() - t0
         info["seconds"] = seconds
+        from rlaif.outputs import manifest
+
+        root = stages.get(stage).output_root(self.layout)
+        if root is not None:  # checked by outputs_exist: a deleted or cut file re-runs the stage
+            info["output_files"] = manifest(root)
         self.store.set_stage(stage, ih, "done", seconds, info)
         self.results[stage] = info
         self.ran.append(stage)
@@ -260,7 +272,15 @@ def run_pipeline(cfg: PipelineConfig, names: tuple[str, ...] = stages.NAMES, wor
     quiet_hf()
     try:
         for s in names:
-            run.run_stage(s, force=force)
+            try:
+                run.run_stage(s, force=force)
+            except Exception as e:
+                from rlaif.outputs import disk_full
+
+                if not disk_full(e) or isinstance(e, RlaifError):
+                    raise
+                raise RlaifError(f"{run.workdir}: disk full during {s} ({type(e).__name__}); free space and "
+                                 "re-run the same command to resume", exit_code=1) from None
     finally:
         write_manifest(run)
         run.store.close()

@@ -49,6 +49,10 @@ class Stage:
         path = getattr(layout, self.output)
         return path / self.marker if self.marker else path
 
+    def output_root(self, layout: RunLayout) -> Path | None:
+        """The whole output (folder or file) whose files are recorded when the stage finishes."""
+        return None if self.output is None else getattr(layout, self.output)
+
 
 def _always(*stages: str) -> Callable[[PipelineConfig], tuple[str, ...]]:
     return lambda cfg: stages

@@ -1,0 +1,65 @@
+"""Stage outputs that are checked, not assumed: a file list recorded when a stage finishes, and
+the one-line translation of a full disk.
+
+A stage's output folder records ``{relative path: size}`` of every file in the stage's info
+(``output_files``); the stage counts as done only while every listed file is still there with
+its size, so deleting ``reward_model/model.safetensors`` makes the stage run again instead of
+crashing the next one. Only stdlib imports.
+"""
+
+from __future__ import annotations
+
+import errno
+import sqlite3
+from pathlib import Path
+
+MAX_FILES = 10_000  # a larger output is checked by its marker file only
+
+
+def manifest(path: Path) -> dict[str, int] | None:
+    """``{relative path: size}`` of the files of an output (a folder or one file); None when
+    it does not exist or has more than MAX_FILES files."""
+    path = Path(path)
+    if path.is_file():
+        return {path.name: path.stat().st_size}
+    if not path.is_dir():
+        return None
+    out = {}
+    for f in sorted(path.rglob("*")):
+        if f.is_file():
+            out[f.relative_to(path).as_posix()] = f.stat().st_size
+            if len(out) > MAX_FILES:
+                return None
+    return out
+
+
+def intact(path: Path, files: dict[str, int] | None) -> bool:
+    """Whether every recorded file of the output at ``path`` is still there with its size."""
+    if not files:
+        return True  # nothing recorded (an output from before this check): its marker decides
+    path = Path(path)
+    base = path.parent if path.is_file() or (len(files) == 1 and path.name in files) else path
+    for rel, size in files.items():
+        try:
+            if (base / rel).stat().st_size != size:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def disk_full(e: BaseException) -> bool:
+    """Whether ``e`` (or an exception behind it) says the disk is full: ENOSPC/EDQUOT, sqlite's
+    "database or disk is full", safetensors' StorageFull, torch.save's failed write."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(e)
+        if isinstance(e, sqlite3.OperationalError) and "disk is full" in text:
+            return True
+        if "No space left on device" in text or "StorageFull" in text or "file write failed" in text:
+            return True
+        e = e.__cause__ or e.__context__
+    return False
