@@ -8,7 +8,7 @@ STAMP   := $(VENV)/.rlaif-installed
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast install bench clean
+.PHONY: demo test test-fast lint install bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,8 +28,11 @@ demo: $(STAMP)
 	$(VENV)/bin/rlaif run pipelines/quickstart.yaml
 	@echo "report: runs/quickstart/report.md (figures: runs/quickstart/report.json)"
 
-test: $(STAMP)
+test: $(STAMP) lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check rlaif tests bench data
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

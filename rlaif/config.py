@@ -20,7 +20,6 @@ from rlaif.errors import RlaifError
 from rlaif.hashing import content_hash
 from rlaif.yamlio import LoadedYaml, format_pydantic_errors, load_yaml
 
-
 # Seeds reach torch.manual_seed (64-bit) after arithmetic (seed * 100003 + epoch).
 MAX_SEED = 2**32 - 1
 

@@ -29,7 +29,7 @@ import re
 import re._constants as _sre_constants
 import re._parser as _sre_parser
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 import regex
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -131,7 +131,7 @@ class MinWordsCheck(_Strict):
         return self.effect if len(text.split()) < self.limit else 0.0
 
 
-Check = Annotated[Union[RegexCheck, MaxWordsCheck, MinWordsCheck], Field(discriminator="type")]
+Check = Annotated[RegexCheck | MaxWordsCheck | MinWordsCheck, Field(discriminator="type")]
 
 
 class Examples(_Strict):
@@ -188,7 +188,7 @@ class Constitution(_Strict):
         return str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
 
     @model_validator(mode="after")
-    def _unique_ids(self) -> "Constitution":
+    def _unique_ids(self) -> Constitution:
         seen: set[str] = set()
         for p in self.principles:
             if p.id in seen:

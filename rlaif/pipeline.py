@@ -230,7 +230,8 @@ def write_manifest(run: Run) -> None:
                          "principles": {p.id: p.hash for p in c.principles}},
         "judge": {k: judge.get(k) for k in ("backend", "model", "template_hash", "judge_hash")},
         "input_files": run.inputs.file_hashes,
-        "stages": {s: {k: v for k, v in (rec or {}).items() if k != "info"} | {"output_hash": (rec or {}).get("info", {}).get("output_hash")}
+        "stages": {s: {k: v for k, v in (rec or {}).items() if k != "info"}
+                   | {"output_hash": (rec or {}).get("info", {}).get("output_hash")}
                    for s, rec in run.store.stages().items()},
         "mix": {k: v for k, v in run.results_of("mix").items() if k != "seconds"},
         "versions": package_versions(),

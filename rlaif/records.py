@@ -8,14 +8,15 @@ files (or the viewer) and joins at the mix.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from rlaif import conversations, safeio
 from rlaif.errors import RlaifError
 from rlaif.hashing import content_hash
-from rlaif.vocab import IMPORT, PREFERENCE, TIE
+from rlaif.vocab import IMPORT, PREFERENCE
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,10 @@ the CLI reads this table to build its parser.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from rlaif.hashing import content_hash
 

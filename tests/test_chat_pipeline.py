@@ -72,9 +72,8 @@ def test_pipeline_feeds_chat_models_their_template(case, tmp_path, scripted_back
     import sqlite3
 
     import trl
-    from transformers import AutoTokenizer, GenerationMixin
-
     from tiny_chat_models import chat_model_dir
+    from transformers import AutoTokenizer, GenerationMixin
 
     name, overrides = CASES[case]
     policy_dir = chat_model_dir(tmp_path_factory, name)

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import ROOT
+
 from rlaif.config import load_config
 from rlaif.errors import RlaifError
 

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import CONSTITUTION, ROOT, SHARED
+
 from rlaif.cli import main
-from rlaif.constitution import import_llm_swarm, lint_constitution, load_constitution
+from rlaif.constitution import lint_constitution, load_constitution
 from rlaif.errors import RlaifError
 
 

@@ -8,10 +8,10 @@ import shutil
 import sqlite3
 
 import pytest
-
 from conftest import make_tiny_project
-from rlaif.testing.fake_openai import Fault, FakeOpenAI
+
 from rlaif.cli import main
+from rlaif.testing.fake_openai import FakeOpenAI, Fault
 
 pytestmark = pytest.mark.slow
 
@@ -19,6 +19,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def mixed_project(tmp_path_factory):
     import conftest
+
     from rlaif import judges
 
     judges.BACKENDS["scripted"] = lambda cfg, device: conftest.ScriptedJudge(cfg.model)

@@ -14,7 +14,15 @@ import pytest
 openai = pytest.importorskip("openai")
 
 from rlaif.testing.fake_openai import (  # noqa: E402
-    FakeOpenAI, Fault, Reply, digits, echo_text, last_user_text, messages_text, position_biased, prefers,
+    FakeOpenAI,
+    Fault,
+    Reply,
+    digits,
+    echo_text,
+    last_user_text,
+    messages_text,
+    position_biased,
+    prefers,
 )
 
 MSG = [{"role": "system", "content": "You are a judge."},

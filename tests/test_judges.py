@@ -3,8 +3,8 @@ from __future__ import annotations
 import copy
 
 import pytest
-
 from conftest import CONSTITUTION, ScriptedJudge
+
 from rlaif.constitution import Constitution
 from rlaif.judges.ranking import aggregate, confidence, rank_pairs
 from rlaif.judges.run import Item, score_items
@@ -91,9 +91,10 @@ def test_changing_a_principle_changes_dependent_labels():
 
 @pytest.mark.slow
 def test_embedding_judge_prefers_refusal_for_harmful_principle():
+    from conftest import ROOT
+
     from rlaif.constitution import load_constitution
     from rlaif.judges.embedding import EmbeddingJudge
-    from conftest import ROOT
 
     c = load_constitution(ROOT / "constitutions" / "helpful_harmless.yaml")
     j = EmbeddingJudge()

@@ -7,12 +7,12 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from test_viewer import by_id, comps_of, make_run
 
 from rlaif.cli import main
 from rlaif.records import HumanLabel
 from rlaif.viewer import verdicts as V
 from rlaif.viewer.queue import open_run_store
-from test_viewer import by_id, comps_of, make_run
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import copy
 import re
 
 import pytest
-
 from conftest import CONSTITUTION
+
 from rlaif.config import JudgeConfig
 from rlaif.constitution import Constitution
 from rlaif.judges import make_judge

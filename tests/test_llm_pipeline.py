@@ -9,11 +9,10 @@ import sqlite3
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, make_tiny_project
+
 from rlaif.cli import main
 from rlaif.testing.fake_openai import FakeOpenAI, prefers
 
@@ -168,10 +167,11 @@ def tiny_lm(tmp_path_factory):
 
 
 def test_transformers_backend_soft_labels_and_batching(tiny_lm):
+    from conftest import CONSTITUTION
+
     from rlaif.config import JudgeConfig
     from rlaif.constitution import Constitution
     from rlaif.judges import make_judge
-    from conftest import CONSTITUTION
 
     c = Constitution.model_validate(CONSTITUTION)
     items = [(f"Question {i}?", f"Answer one {i}", f"Other answer {i * 3}", c.principles[i % 3]) for i in range(6)]

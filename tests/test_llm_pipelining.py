@@ -6,8 +6,8 @@ from __future__ import annotations
 import concurrent.futures
 
 import pytest
-
 from conftest import CONSTITUTION
+
 from rlaif.config import JudgeConfig
 from rlaif.constitution import Constitution
 from rlaif.judges import make_judge
@@ -180,9 +180,8 @@ def test_ctrl_c_keeps_the_calls_that_finished_in_batches_in_flight(tmp_path):
 
 
 def test_budget_reached_in_a_cot_rationale_step_keeps_the_batches_in_flight(tmp_path):
-    from rlaif.testing.fake_openai import Reply, _lp
-
     from rlaif.judges.llm import BudgetExceeded
+    from rlaif.testing.fake_openai import Reply, _lp
 
     def responder(req):
         if req.get("max_tokens", 1) > 1:

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import pytest
-
 from rlaif.config import MixConfig
 from rlaif.mixing import mix, save_pairs
 from rlaif.records import HumanLabel

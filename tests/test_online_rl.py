@@ -10,9 +10,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from test_ppo import PROMPTS, count_yes, one_thread, word_model  # noqa: E402,F401  (fixtures shared)
+
 from rlaif.config import PolicyTrainingConfig  # noqa: E402
 from rlaif.train.online import ScoreReward, history_of, run_online  # noqa: E402
-from test_ppo import PROMPTS, count_yes, one_thread, word_model  # noqa: E402,F401  (fixtures shared)
 
 
 def group_cfg(algo: str, **kw) -> PolicyTrainingConfig:
@@ -85,6 +86,7 @@ def test_grpo_raises_known_reward(word_model, tmp_path, one_thread):
 def test_pipeline_train_policy_and_eval_with_rloo(tmp_path):
     """sft..train-rm once (DPO's default), then train-policy with rloo: only train-policy and eval re-run."""
     import conftest
+
     from rlaif.cli import main
 
     with conftest.scripted_backend_registered():

@@ -8,13 +8,13 @@ import time
 
 import pytest
 from conftest import CONSTITUTION
-from rlaif.testing.fake_openai import FakeOpenAI, Fault, prefers
 
 from rlaif.config import JudgeConfig
 from rlaif.constitution import Constitution
 from rlaif.judges import make_judge
 from rlaif.judges.errors import FATAL_EXIT, JudgeFatalError, scrub
 from rlaif.store import Store
+from rlaif.testing.fake_openai import FakeOpenAI, Fault, prefers
 
 PRINCIPLES = Constitution.model_validate(CONSTITUTION)
 SAFE, UNSAFE = "A safe answer.", "An unsafe answer."

@@ -8,10 +8,10 @@ import errno
 import shutil
 import sqlite3
 
-import pytest
-
 import conftest
+import pytest
 from conftest import make_tiny_project
+
 from rlaif.cli import main
 from rlaif.outputs import disk_full, intact, manifest
 

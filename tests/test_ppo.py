@@ -257,6 +257,7 @@ PPO_SETS = ["--set", "policy_training.algorithm=ppo", "--set", "policy_training.
 @pytest.fixture(scope="module")
 def ppo_run(tmp_path_factory):
     import conftest
+
     from rlaif.cli import main
 
     with conftest.scripted_backend_registered():

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import make_tiny_project
+
 from rlaif.cli import main
 
 pytestmark = pytest.mark.slow

@@ -71,6 +71,7 @@ def served(tmp_path_factory):
 
 def test_hard_label_path_against_transformers_serve(served):
     from conftest import CONSTITUTION
+
     from rlaif.config import JudgeConfig
     from rlaif.constitution import Constitution
     from rlaif.judges import make_judge

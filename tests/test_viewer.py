@@ -267,7 +267,7 @@ def test_app_screen_fits_80x24_and_shows_the_keys(run_dir):
     assert seen["narrow"] is False and seen["wide"] is True
     for word in ("agree", "flip", "tie", "both bad", "skip", "note", "undo", "search", "quit", "reviewed"):
         assert word in seen["text"], word
-  
+
 
 def test_queue_fits_without_a_horizontal_scrollbar(run_dir):
     from rlaif.viewer.app import ViewerApp

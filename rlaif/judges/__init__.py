@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from rlaif.errors import RlaifError
 from rlaif.judges.base import Judge, Verdict, cache_key

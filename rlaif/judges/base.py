@@ -21,7 +21,7 @@ class Verdict:
     raw: str = ""
 
     @classmethod
-    def unscored(cls, reason: str) -> "Verdict":
+    def unscored(cls, reason: str) -> Verdict:
         return cls(None, "unscored", reason)
 
 

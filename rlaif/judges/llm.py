@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Protocol
+from typing import Any, Protocol
 
 from rlaif.constitution import Principle
 from rlaif.hashing import content_hash
@@ -84,7 +85,7 @@ class _Pending:
     keys: list[str]
     out: list[Completion | None]
     todo: dict[str, list[int]] = field(default_factory=dict)  # key -> indices, for calls made by this batch
-    borrowed: list[tuple[int, "_Pending"]] = field(default_factory=list)  # made by an earlier batch in flight
+    borrowed: list[tuple[int, _Pending]] = field(default_factory=list)  # made by an earlier batch in flight
     future: concurrent.futures.Future | None = None
     by_key: dict[str, Completion] = field(default_factory=dict)
     partial: dict[int, Completion] = field(default_factory=dict)  # filled by the completer as calls finish
@@ -145,7 +146,7 @@ class LLMJudge:
     def run_calls(self, calls: list[tuple[Call, Principle]]) -> list[Completion]:
         return self._finish_calls(self._start_calls(calls))
 
-    def _start_calls(self, calls: list[tuple[Call, Principle]]) -> "_Pending":
+    def _start_calls(self, calls: list[tuple[Call, Principle]]) -> _Pending:
         """Look up the cache and put the uncached calls in flight (without waiting for them)."""
         keys = [self._key(c, p) for c, p in calls]
         cached = self.store.cache_get_many(keys) if self.store is not None else {}
@@ -173,7 +174,7 @@ class LLMJudge:
                     job.future.set_exception(e)
         return job
 
-    def _finish_calls(self, job: "_Pending") -> list[Completion]:
+    def _finish_calls(self, job: _Pending) -> list[Completion]:
         """Wait for a batch's calls, commit the new results, return one completion per call."""
         try:
             if job.future is not None:
@@ -204,7 +205,7 @@ class LLMJudge:
         return job.out  # type: ignore[return-value]
 
     @staticmethod
-    def _borrowed(other: "_Pending", key: str) -> Completion:
+    def _borrowed(other: _Pending, key: str) -> Completion:
         """The answer to a call made by an earlier batch. Batches finish in order, so `other` is
         finished; only a batch stopped by a budget can lack the answer. (CoT rationale calls,
         run at once, never borrow: no call in flight has their key.)"""

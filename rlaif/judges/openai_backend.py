@@ -59,7 +59,7 @@ def _dropped_connection(e: BaseException) -> BaseException | None:
 
 # Completers with a running loop: closed at exit if their owner did not (a library user who
 # never calls close() would otherwise see aiohttp's "Unclosed client session" warnings).
-_OPEN: "weakref.WeakSet[OpenAICompleter]" = weakref.WeakSet()
+_OPEN: weakref.WeakSet[OpenAICompleter] = weakref.WeakSet()
 
 
 @atexit.register
@@ -253,7 +253,7 @@ class OpenAICompleter:
         try:
             raw = await asyncio.wait_for(self._post(client, kw), timeout=deadline)
             resp = json.loads(raw)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return failed(f"timeout: no complete answer within {deadline:g}s (judge.timeout_s per attempt "
                           f"and the waits between attempts) after {retries()} retries")
         except _TooLarge:

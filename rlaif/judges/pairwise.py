@@ -81,7 +81,7 @@ def judge_pairwise(store, judge: LLMJudge, constitution: Constitution, gen_hash:
     index = {(a.id, b.id): i for i, (_, a, b, _) in enumerate(comps)}
     label: dict[tuple[str, str], float] = {}
     rows, unscored_rows = [], []
-    for (p, a, b, ps), vs in zip(comps, verdicts):
+    for (p, a, b, _ps), vs in zip(comps, verdicts):
         pa = aggregate_pair(vs, constitution)
         if pa is None:
             unscored_rows.append((p.id, a.id, b.id, 0.5, "unscored", _details(judge, constitution, vs)))

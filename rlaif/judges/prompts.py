@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 from rlaif.chat import transcript
@@ -35,7 +35,7 @@ class Template:
     hash: str
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_template(name: str) -> Template:
     text = resources.files("rlaif.judges").joinpath("templates", f"{name}.txt").read_text(encoding="utf-8")
     parts = _SECTION.split(text)

@@ -14,7 +14,6 @@ from rlaif.constitution import Constitution
 from rlaif.judges.base import Judge, Verdict, cache_key
 from rlaif.judges.ranking import aggregate, confidence, rank_pairs, sigmoid
 
-
 # Texts handed to ``Judge.prepare`` at a time: large enough that a local encoder batches well, small
 # enough that its memo and memory stay bounded.
 PREPARE_TEXTS = 2048

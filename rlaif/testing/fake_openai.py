@@ -59,9 +59,10 @@ import struct
 import threading
 import time
 import traceback
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any
 
 __all__ = [
     "FakeOpenAI", "Fault", "Reply",
@@ -210,64 +211,64 @@ class Fault:
     chunked: bool = False
 
     @classmethod
-    def rate_limit(cls, retry_after: float = 1.0, *, retry_after_ms: bool = True) -> "Fault":
+    def rate_limit(cls, retry_after: float = 1.0, *, retry_after_ms: bool = True) -> Fault:
         """HTTP 429 + ``Retry-After: <seconds, may be fractional>`` (+ ``retry-after-ms``,
         which the openai client prefers) + an OpenAI-style error body.
         ``retry_after=None`` sends no retry headers."""
         return cls("rate_limit", status=429, retry_after=retry_after, retry_after_ms=retry_after_ms)
 
     @classmethod
-    def server_error(cls, status: int = 500, *, should_retry: bool | None = None) -> "Fault":
+    def server_error(cls, status: int = 500, *, should_retry: bool | None = None) -> Fault:
         """An error status (500 by default; any 4xx/5xx works) with an OpenAI-style error body.
         ``should_retry`` sends the ``x-should-retry`` header the openai client obeys."""
         return cls("server_error", status=status, should_retry=should_retry)
 
     @classmethod
-    def timeout(cls, seconds: float) -> "Fault":
+    def timeout(cls, seconds: float) -> Fault:
         """Wait ``seconds`` (on top of the latency) before answering normally; with a shorter
         client timeout the client gives up first."""
         return cls("timeout", seconds=float(seconds))
 
     @classmethod
     def malformed(cls, body: bytes = b'{"id": "chatcmpl-broken", "choices": [{"mess',
-                  content_type: str = "application/json") -> "Fault":
+                  content_type: str = "application/json") -> Fault:
         """HTTP 200 whose body is not valid JSON (truncated JSON under a JSON content type)."""
         return cls("malformed", body=body, content_type=content_type)
 
     @classmethod
-    def drop_connection(cls, reset: bool = False) -> "Fault":
+    def drop_connection(cls, reset: bool = False) -> Fault:
         """Close the connection without answering (``reset=True``: a TCP RST, not a FIN)."""
         return cls("drop_connection", reset=reset)
 
     @classmethod
-    def no_logprobs(cls) -> "Fault":
+    def no_logprobs(cls) -> Fault:
         """A valid 200 answer with ``logprobs: null`` even if asked for (like ``transformers serve``)."""
         return cls("no_logprobs")
 
     @classmethod
-    def empty_choices(cls) -> "Fault":
+    def empty_choices(cls) -> Fault:
         """A valid 200 ChatCompletion with ``choices: []``."""
         return cls("empty_choices")
 
     @classmethod
-    def trickle(cls, seconds_per_byte: float = 1.0) -> "Fault":
+    def trickle(cls, seconds_per_byte: float = 1.0) -> Fault:
         """Send the headers of a normal answer at once, then its body one byte every
         ``seconds_per_byte`` (a per-read client timeout never fires)."""
         return cls("trickle", seconds=float(seconds_per_byte))
 
     @classmethod
-    def huge(cls, size: int = 20_000_000, *, chunked: bool = False) -> "Fault":
+    def huge(cls, size: int = 20_000_000, *, chunked: bool = False) -> Fault:
         """HTTP 200 whose (valid JSON) body is ``size`` bytes; ``chunked=True`` sends it with
         ``transfer-encoding: chunked`` and no content-length."""
         return cls("huge", size=int(size), chunked=chunked)
 
     @classmethod
-    def echo_auth(cls, status: int = 400) -> "Fault":
+    def echo_auth(cls, status: int = 400) -> Fault:
         """An error status whose body echoes the request's Authorization header (a leaky proxy)."""
         return cls("echo_auth", status=status)
 
     @classmethod
-    def respond_with(cls, reply: Reply) -> "Fault":
+    def respond_with(cls, reply: Reply) -> Fault:
         """Answer this one request with ``reply`` instead of calling the responder."""
         return cls("respond_with", reply=reply)
 
@@ -427,7 +428,7 @@ class FakeOpenAI:
             self._stats = self._fresh_stats()
             self._stats["open_connections"], self._stats["in_flight"] = open_conns, in_flight
 
-    def start(self) -> "FakeOpenAI":
+    def start(self) -> FakeOpenAI:
         if self._thread is not None:
             raise RuntimeError("FakeOpenAI already started")
         ready = threading.Event()
@@ -457,7 +458,7 @@ class FakeOpenAI:
         self._thread = None
         self._loop = None
 
-    def __enter__(self) -> "FakeOpenAI":
+    def __enter__(self) -> FakeOpenAI:
         return self.start()
 
     def __exit__(self, *exc_info) -> None:

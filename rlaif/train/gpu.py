@@ -23,7 +23,7 @@ def lora_config(lora, causal: bool = True):
                       task_type="CAUSAL_LM" if causal else "FEATURE_EXTRACTION", bias="none")
 
 
-def model_load_kwargs(pcfg: "PolicyTrainingConfig", device: str, bf16: bool, distributed: bool,
+def model_load_kwargs(pcfg: PolicyTrainingConfig, device: str, bf16: bool, distributed: bool,
                       trainable: bool = True) -> dict:
     """dtype / device_map for ``from_pretrained`` (device_map only on CUDA and a single process).
 
@@ -42,7 +42,7 @@ def model_load_kwargs(pcfg: "PolicyTrainingConfig", device: str, bf16: bool, dis
     return kw
 
 
-def resolve_bf16(pcfg: "PolicyTrainingConfig", device: str) -> bool:
+def resolve_bf16(pcfg: PolicyTrainingConfig, device: str) -> bool:
     import torch
 
     if device != "cuda":

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
-from rlaif.errors import RlaifError
 from rlaif.chat import policy_text_for_adding_tokenizer
+from rlaif.errors import RlaifError
 from rlaif.layout import checkpoints_dir, finalize_dir, partial_dir
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -76,7 +77,7 @@ def history_of(log_history: list[dict]) -> list[dict]:
 
 
 def run_online(algorithm: str, policy_dir: str | Path, reward_fn: Callable[[list[str], list[str]], list[float]],
-               prompts: list[str], pcfg: "PolicyTrainingConfig", out_dir: str | Path, seed: int = 0,
+               prompts: list[str], pcfg: PolicyTrainingConfig, out_dir: str | Path, seed: int = 0,
                device: str = "cpu", progress: str | None = None) -> dict:
     """Train ``policy_dir`` with trl's RLOO or GRPO on ``prompts`` (raw), rewarded by
     ``reward_fn(raw_prompts, responses) -> scores``; write the policy to ``out_dir`` (LoRA merged).
@@ -119,11 +120,13 @@ def run_online(algorithm: str, policy_dir: str | Path, reward_fn: Callable[[list
     if s.steps:
         kw["max_steps"] = s.steps
     if algorithm == "rloo":
-        from trl import RLOOConfig as Config, RLOOTrainer as Trainer
+        from trl import RLOOConfig as Config
+        from trl import RLOOTrainer as Trainer
 
         kw["normalize_advantages"] = s.normalize_advantages
     else:
-        from trl import GRPOConfig as Config, GRPOTrainer as Trainer
+        from trl import GRPOConfig as Config
+        from trl import GRPOTrainer as Trainer
 
         kw.update(loss_type=s.loss_type, scale_rewards=s.scale_rewards)
     args = Config(**kw)
@@ -157,7 +160,7 @@ def run_online(algorithm: str, policy_dir: str | Path, reward_fn: Callable[[list
             "history": history}
 
 
-def train_online(pcfg: "PolicyTrainingConfig", seed: int, layout: "RunLayout", prompts: list[str],
+def train_online(pcfg: PolicyTrainingConfig, seed: int, layout: RunLayout, prompts: list[str],
                  rm_max_length: int, device: str) -> dict:
     """The pipeline's RLOO/GRPO: policy from ``layout.sft``, reward from the trained reward model in
     ``layout.reward_model`` (scoring ``rm_max_length`` tokens), written to ``layout.policy``."""

@@ -59,12 +59,13 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
-from rlaif.errors import RlaifError
 from rlaif.chat import encode_policy_inputs
+from rlaif.errors import RlaifError
 from rlaif.layout import checkpoints_dir, finalize_dir, partial_dir
 from rlaif.train.gpu import lora_config, model_load_kwargs, resolve_bf16
 from rlaif.train.hf import generation_lengths, load_tokenizer, merged
@@ -102,7 +103,7 @@ def _value_head_module(hidden: int):
     return head
 
 
-def _position_ids(attention_mask: "torch.Tensor") -> "torch.Tensor":
+def _position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     pos = attention_mask.long().cumsum(-1) - 1
     return pos.masked_fill(attention_mask == 0, 1)
 
@@ -141,20 +142,20 @@ def disable_dropout(model) -> None:
 class Rollout:
     prompts: list[str]
     texts: list[str]
-    input_ids: "torch.Tensor"       # [B, P + R] prompt (left-padded) + response (right-padded)
-    attention_mask: "torch.Tensor"  # [B, P + R] 0 on padding and after the first EOS
-    mask: "torch.Tensor"            # [B, R] response tokens up to and including the first EOS
-    logprobs: "torch.Tensor"        # [B, R]
-    values: "torch.Tensor"          # [B, R]
-    advantages: "torch.Tensor"      # [B, R]
-    returns: "torch.Tensor"         # [B, R]
+    input_ids: torch.Tensor       # [B, P + R] prompt (left-padded) + response (right-padded)
+    attention_mask: torch.Tensor  # [B, P + R] 0 on padding and after the first EOS
+    mask: torch.Tensor            # [B, R] response tokens up to and including the first EOS
+    logprobs: torch.Tensor        # [B, R]
+    values: torch.Tensor          # [B, R]
+    advantages: torch.Tensor      # [B, R]
+    returns: torch.Tensor         # [B, R]
     stats: dict
 
 
 class PPOTrainer:
     """PPO on ``policy_dir`` (a causal LM + tokenizer) with ``reward_fn``; see the module docstring."""
 
-    def __init__(self, policy_dir: str | Path, reward_fn: RewardFn, prompts: list[str], pcfg: "PolicyTrainingConfig",
+    def __init__(self, policy_dir: str | Path, reward_fn: RewardFn, prompts: list[str], pcfg: PolicyTrainingConfig,
                  ckpt_root: str | Path, seed: int = 0, device: str = "cpu", reward_fn_factory=None):
         import torch
         from accelerate import Accelerator
@@ -508,7 +509,7 @@ class PPOTrainer:
         acc.wait_for_everyone()
 
 
-def run_ppo(policy_dir: str | Path, reward_fn: RewardFn | None, prompts: list[str], pcfg: "PolicyTrainingConfig",
+def run_ppo(policy_dir: str | Path, reward_fn: RewardFn | None, prompts: list[str], pcfg: PolicyTrainingConfig,
             out_dir: str | Path, seed: int = 0, device: str = "cpu", reward_fn_factory=None,
             progress: str | None = "train-policy (ppo)") -> dict:
     """Train with PPO and write the policy to ``out_dir`` (whole or not at all); resume from
@@ -532,7 +533,7 @@ def run_ppo(policy_dir: str | Path, reward_fn: RewardFn | None, prompts: list[st
             "history": history}
 
 
-def train_ppo(pcfg: "PolicyTrainingConfig", seed: int, layout: "RunLayout", prompts: list[str],
+def train_ppo(pcfg: PolicyTrainingConfig, seed: int, layout: RunLayout, prompts: list[str],
               rm_max_length: int, device: str) -> dict:
     """The pipeline's PPO: policy from ``layout.sft``, reward from the trained reward model in
     ``layout.reward_model`` (scoring ``rm_max_length`` tokens), written to ``layout.policy``."""

@@ -5,20 +5,21 @@ See rlaif/train/ppo.py for the trainer and the list of implementation details.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 
-def masked_mean(x: "torch.Tensor", mask: "torch.Tensor", dim: int | None = None) -> "torch.Tensor":
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
     if dim is None:
         return (x * mask).sum() / mask.sum().clamp(min=1)
     return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1)
 
 
-def masked_whiten(x: "torch.Tensor", mask: "torch.Tensor", shift_mean: bool = True, eps: float = 1e-8,
-                  reduce: Callable[["torch.Tensor"], "torch.Tensor"] | None = None) -> "torch.Tensor":
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8,
+                  reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """(x - mean) / std over the masked entries (unbiased variance); masked-out entries become 0.
 
     ``shift_mean=False`` keeps the mean (scales only). ``reduce`` sums a tensor over processes, so
@@ -40,7 +41,7 @@ def masked_whiten(x: "torch.Tensor", mask: "torch.Tensor", shift_mean: bool = Tr
     return out * mask
 
 
-def kl_penalty(logprobs: "torch.Tensor", ref_logprobs: "torch.Tensor", kind: str = "k1") -> "torch.Tensor":
+def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, kind: str = "k1") -> torch.Tensor:
     """Per-token KL(pi || pi_ref) estimate from log-probs of tokens sampled from pi (Schulman's k1/k3)."""
     import torch
 
@@ -52,8 +53,8 @@ def kl_penalty(logprobs: "torch.Tensor", ref_logprobs: "torch.Tensor", kind: str
     raise ValueError(f"unknown KL estimator {kind!r}")
 
 
-def per_token_rewards(scores: "torch.Tensor", kl: "torch.Tensor", mask: "torch.Tensor",
-                      kl_coef: float) -> "torch.Tensor":
+def per_token_rewards(scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor,
+                      kl_coef: float) -> torch.Tensor:
     """-kl_coef * KL_t on every response token, plus the sequence's score on its last token."""
     import torch
 
@@ -63,8 +64,8 @@ def per_token_rewards(scores: "torch.Tensor", kl: "torch.Tensor", mask: "torch.T
     return rewards
 
 
-def compute_gae(rewards: "torch.Tensor", values: "torch.Tensor", mask: "torch.Tensor", gamma: float,
-                lam: float) -> tuple["torch.Tensor", "torch.Tensor"]:
+def compute_gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float,
+                lam: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimation over right-padded responses; returns (advantages, returns).
 
     ``mask`` marks each response's tokens (a prefix of every row); the value after the last token
@@ -84,8 +85,8 @@ def compute_gae(rewards: "torch.Tensor", values: "torch.Tensor", mask: "torch.Te
     return adv, (adv + values) * mask
 
 
-def policy_loss(logprobs: "torch.Tensor", old_logprobs: "torch.Tensor", advantages: "torch.Tensor",
-                mask: "torch.Tensor", cliprange: float) -> tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]:
+def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
+                mask: torch.Tensor, cliprange: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """PPO's clipped surrogate; returns (loss, clip fraction, approx KL old->new = mean 0.5 (log r)^2)."""
     import torch
 
@@ -99,8 +100,8 @@ def policy_loss(logprobs: "torch.Tensor", old_logprobs: "torch.Tensor", advantag
     return loss, clipfrac, approx_kl
 
 
-def value_loss(values: "torch.Tensor", old_values: "torch.Tensor", returns: "torch.Tensor", mask: "torch.Tensor",
-               cliprange_value: float) -> tuple["torch.Tensor", "torch.Tensor"]:
+def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
+               cliprange_value: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Clipped value loss 0.5 * max((V - R)^2, (V_clip - R)^2); returns (loss, clip fraction)."""
     import torch
 
@@ -110,7 +111,7 @@ def value_loss(values: "torch.Tensor", old_values: "torch.Tensor", returns: "tor
     return 0.5 * masked_mean(torch.maximum(l1, l2), mask), masked_mean((l2 > l1).float(), mask)
 
 
-def entropy_from_logits(logits: "torch.Tensor") -> "torch.Tensor":
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     import torch
 
     logp = torch.log_softmax(logits, -1)

@@ -17,9 +17,10 @@ import math
 import random
 import re
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from rlaif.errors import RlaifError
 from rlaif.records import HumanLabel, pair_key
@@ -72,7 +73,7 @@ class Comparison:
     human: list[HumanLabel] = field(default_factory=list)
 
     @classmethod
-    def from_record(cls, d: dict[str, Any]) -> "Comparison":
+    def from_record(cls, d: dict[str, Any]) -> Comparison:
         details = d.get("details") if isinstance(d.get("details"), dict) else {}
         c = cls(d["prompt_id"], d["prompt"], d.get("category"), d["chosen"], d["rejected"],
                 float(d.get("confidence") or 0.0), d.get("status") or "scored", details,
