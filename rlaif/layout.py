@@ -80,6 +80,14 @@ class RunLayout:
     def manifest(self) -> Path:
         return self.root / "manifest.json"
 
+    @property
+    def samples_json(self) -> Path:
+        return self.root / "samples.json"
+
+    def figure(self, name: str) -> Path:
+        """A report plot: ``loss``, ``rewards`` or ``rl`` -> ``root/<name>.png``."""
+        return self.root / f"{name}.png"
+
     # ------------------------------------------------------------ work folders
     def output(self, name: str) -> Path:
         """The output folder ``name`` (one of OUTPUT_DIRS)."""

@@ -96,23 +96,6 @@ class Run:
     def workdir(self) -> Path:
         return self.layout.root
 
-    # Output folders under the names the report reads (the layout owns them).
-    @property
-    def sft_dir(self) -> Path:
-        return self.layout.sft
-
-    @property
-    def pairs_dir(self) -> Path:
-        return self.layout.pairs
-
-    @property
-    def rm_dir(self) -> Path:
-        return self.layout.reward_model
-
-    @property
-    def policy_dir(self) -> Path:
-        return self.layout.policy
-
     # ---------------------------------------------------------------- hashes
     def output_hash(self, stage: str) -> str:
         rec = self.store.stage(stage)

@@ -240,16 +240,16 @@ def evaluate(run, scorer, held_out: list) -> dict:
     ecfg, seed, device = run.cfg.eval, run.cfg.seed, run.device
     texts = [p.text for p in held_out]
     k = ecfg.samples_per_prompt
-    s_before = sample_many(run.sft_dir, texts, ecfg, seed, device)
-    s_after = sample_many(run.policy_dir, texts, ecfg, seed, device)
+    s_before = sample_many(run.layout.sft, texts, ecfg, seed, device)
+    s_after = sample_many(run.layout.policy, texts, ecfg, seed, device)
     prompts = [t for t in texts for _ in range(k)]
     cats = [p.category for p in held_out for _ in range(k)]
     before = [r for rs in s_before for r in rs]
     after = [r for rs in s_after for r in rs]
 
     r_before, r_after = scorer.score(prompts, before), scorer.score(prompts, after)
-    pol_model, tok = load_policy(run.policy_dir, device)
-    ref_model, _ = load_policy(run.sft_dir, device)
+    pol_model, tok = load_policy(run.layout.policy, device)
+    ref_model, _ = load_policy(run.layout.sft, device)
     tok.padding_side = "right"
     lp_pol = sequence_logprobs(pol_model, tok, prompts, after, device)
     lp_ref = sequence_logprobs(ref_model, tok, prompts, after, device)

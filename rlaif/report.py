@@ -70,8 +70,8 @@ def build_report(run) -> dict:
 
     cfg = run.cfg
     mixr, judger = run.results_of("mix"), run.results_of("judge")
-    scorer = RewardScorer(run.rm_dir, run.device, cfg.reward_model.train.max_length)
-    ev = load_from_disk(str(run.pairs_dir))["eval"]
+    scorer = RewardScorer(run.layout.reward_model, run.device, cfg.reward_model.train.max_length)
+    ev = load_from_disk(str(run.layout.pairs))["eval"]
     rm_acc = scorer.accuracy(ev["prompt"], ev["chosen"], ev["rejected"])
     eval_prompts = held_out_prompts(run)
     pol = evaluate(run, scorer, eval_prompts) if eval_prompts else {}
@@ -142,7 +142,7 @@ def _plots(run, report: dict) -> list[tuple[str, str]]:
             ax.plot(*zip(*pts), marker=".", label=label)
     ax.set_xlabel("step"), ax.set_ylabel("training loss"), ax.legend(), ax.set_title("Training loss")
     fig.tight_layout()
-    fig.savefig(run.workdir / "loss.png", dpi=90)
+    fig.savefig(run.layout.figure("loss"), dpi=90)
     plt.close(fig)
     out.append(("Training loss", "loss.png"))
     rl = _rl_plot(run, plt)
@@ -155,7 +155,7 @@ def _plots(run, report: dict) -> list[tuple[str, str]]:
         ax.set_xlabel("reward-model score on held-out prompts"), ax.set_ylabel("samples"), ax.legend()
         ax.set_title("Reward before and after policy training")
         fig.tight_layout()
-        fig.savefig(run.workdir / "rewards.png", dpi=90)
+        fig.savefig(run.layout.figure("rewards"), dpi=90)
         plt.close(fig)
         out.append(("Reward before and after", "rewards.png"))
     return out
@@ -181,7 +181,7 @@ def _rl_plot(run, plt) -> tuple[str, str] | None:
     algo = run.cfg.policy_training.algorithm.upper()
     fig.suptitle(f"{algo}: per-step training metrics")
     fig.tight_layout()
-    fig.savefig(run.workdir / "rl.png", dpi=90)
+    fig.savefig(run.layout.figure("rl"), dpi=90)
     plt.close(fig)
     return (f"{algo} training (per step)", "rl.png")
 
@@ -276,11 +276,11 @@ def write_report(run, report: dict) -> None:
     plots = _plots(run, report)
     md = render_markdown(run, report, plots)
     detail = report.pop("_policy_detail")
-    (run.workdir / "samples.json").write_text(json.dumps(detail.get("samples", []), indent=1))
-    tmp = run.workdir / "report.json.tmp"
+    run.layout.samples_json.write_text(json.dumps(detail.get("samples", []), indent=1))
+    tmp = run.layout.report_json.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(run.workdir / "report.json")
-    (run.workdir / "report.md").write_text(md)
+    tmp.replace(run.layout.report_json)
+    run.layout.report_md.write_text(md)
     report["_policy_detail"] = detail
     warning = report["policy"].get("reward_hacking_warning")
     if warning:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from rlaif.errors import RlaifError
+from rlaif.layout import RunLayout
 from rlaif.records import HumanLabel, pair_key
 from rlaif.store import Store
 from rlaif.vocab import PREFERENCE
@@ -152,7 +153,7 @@ def open_run_store(run_dir: str | Path) -> Store:
         raise RlaifError(f"{d}: no such run directory (run `rlaif run CONFIG` first)")
     if not d.is_dir():
         raise RlaifError(f"{d}: not a run directory (expected a folder holding store.sqlite)")
-    path = d / "store.sqlite"
+    path = RunLayout(d).store
     if not path.is_file():
         raise RlaifError(f"{d}: no store.sqlite here (run `rlaif run CONFIG` first)")
     with open(path, "rb") as f:
