@@ -239,7 +239,7 @@ def open_run(cfg: PipelineConfig, workdir: str | None = None) -> Run:
     from rlaif import runlock
 
     lock = runlock.acquire(wd)  # one writer per run directory, held until the command ends
-    run = Run(cfg, layout, inputs, device, Store(layout.store))
+    run = Run(cfg, layout, inputs, device, Store(layout.store, check=True))
     run.lock = lock
     run.store.put_prompts(inputs.prompts)
     # File labels are re-read every run (an edited file replaces its old labels); viewer labels stay.

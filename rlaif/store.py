@@ -55,24 +55,65 @@ SCHEMA_VERSION = "2"
 
 
 class Store:
-    def __init__(self, path: str | Path, create: bool = True):
+    """``create``: make the file if missing; ``readonly``: open for reading only (no schema
+    stamp, no table creation: `rlaif show`, `labels stats|export` never change a run store);
+    ``check``: run SQLite's ``quick_check`` first, so a damaged store is an error instead of
+    a run that silently skips every stage."""
+
+    def __init__(self, path: str | Path, create: bool = True, readonly: bool = False, check: bool = False):
         self.path = Path(path)
-        if not create and not self.path.exists():
+        if (readonly or not create) and not self.path.exists():
             raise RlaifError(f"{self.path}: no run store here (run `rlaif run CONFIG` first)")
         try:
-            self.db = sqlite3.connect(self.path, timeout=30.0)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.executescript(SCHEMA)
-            row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if row is None:
-                with self.db:
-                    self.db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
-            elif row[0] != SCHEMA_VERSION:
+            self.db = self._connect(readonly)
+            if check:
+                self._check()
+            if readonly:
+                row = self._schema_row()
+            else:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=NORMAL")
+                self.db.executescript(SCHEMA)
+                row = self._schema_row()
+                if row is None:
+                    with self.db:
+                        self.db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+            if row is not None and row[0] != SCHEMA_VERSION:
                 raise RlaifError(f"{self.path}: run store schema v{row[0]}, this rlaif writes v{SCHEMA_VERSION}; "
                                  "move the run directory away or pick another --workdir")
+        except sqlite3.OperationalError as e:
+            if "readonly" in str(e) or "read-only" in str(e):
+                raise RlaifError(f"{self.path}: the run directory or its store is read-only ({e}); make it writable, "
+                                 "or use a read-only command (`rlaif show`, `rlaif labels stats|export`)") from None
+            raise RlaifError(f"{self.path}: cannot open the run store ({e}); check the file and its folder") from None
         except sqlite3.DatabaseError as e:
-            raise RlaifError(f"{self.path}: not a valid run store ({e}); remove it or pick another --workdir") from None
+            raise RlaifError(f"{self.path}: not a valid run store ({e}); restore it from a copy, or move the "
+                             "run directory away and re-run") from None
+
+    def _connect(self, readonly: bool) -> sqlite3.Connection:
+        if not readonly:
+            return sqlite3.connect(self.path, timeout=30.0)
+        try:  # query_only: this connection refuses every write (a WAL store still needs its -shm file)
+            db = sqlite3.connect(self.path, timeout=30.0)
+            db.execute("PRAGMA query_only=ON")
+            db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            return db
+        except sqlite3.OperationalError:  # a read-only folder: read the file as it is on disk
+            return sqlite3.connect(f"{self.path.resolve().as_uri()}?immutable=1", uri=True, timeout=30.0)
+
+    def _schema_row(self):
+        try:
+            return self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        except sqlite3.OperationalError as e:
+            if "no such table" in str(e):
+                raise sqlite3.DatabaseError("no rlaif tables") from None
+            raise
+
+    def _check(self) -> None:
+        rows = [r[0] for r in self.db.execute("PRAGMA quick_check(5)").fetchall()]
+        if rows != ["ok"]:
+            detail = "; ".join(" ".join(str(r).split()) for r in rows)  # one line
+            raise sqlite3.DatabaseError("damaged: " + detail[:300])
 
     def close(self) -> None:
         self.db.close()

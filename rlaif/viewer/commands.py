@@ -63,14 +63,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     im.set_defaults(handler=cmd_labels_import)
 
 
-def _load(args):
+def _load(args, readonly: bool = False):
     """Open the run store and its comparisons, checking the filters; errors are RlaifError."""
     from rlaif.errors import RlaifError
     from rlaif.viewer.queue import Filters, check_principle, load_comparisons, open_run_store
 
     if not 0.5 <= args.low_confidence <= 1:
         raise RlaifError(f"--low-confidence must be between 0.5 and 1, got {args.low_confidence}")
-    store = open_run_store(args.run_dir)
+    store = open_run_store(args.run_dir, readonly=readonly)
     try:
         comps = load_comparisons(store)
         if not comps:
@@ -111,7 +111,7 @@ def cmd_show(args) -> int:
     from rlaif.viewer.queue import build_queue
     from rlaif.viewer.render import render_panel
 
-    store, comps, filters = _load(args)
+    store, comps, filters = _load(args, readonly=True)
     store.close()
     queue = build_queue(comps, filters, args.order, args.seed, args.low_confidence)
     shown = queue[: args.limit] if args.limit and args.limit > 0 else queue
@@ -131,7 +131,7 @@ def cmd_labels_stats(args) -> int:
     from rlaif.labels import label_stats, print_stats
     from rlaif.viewer.queue import load_comparisons, open_run_store
 
-    with open_run_store(args.run_dir) as store:
+    with open_run_store(args.run_dir, readonly=True) as store:
         st = label_stats(store, load_comparisons(store))
     print_stats(st, Console())
     if args.json_out:
@@ -144,7 +144,7 @@ def cmd_labels_export(args) -> int:
     from rlaif.labels import export_records, write_export
     from rlaif.viewer.queue import load_comparisons, open_run_store
 
-    with open_run_store(args.run_dir) as store:
+    with open_run_store(args.run_dir, readonly=True) as store:
         comps = load_comparisons(store) if args.source != HUMAN else None
         rows = export_records(store, comps, args.source)
     n, skipped = write_export(rows, args.format, args.output)

@@ -146,8 +146,9 @@ def _principle(pid: str, v: Any) -> PrincipleVerdict:
 
 
 # ---------------------------------------------------------------- opening a run
-def open_run_store(run_dir: str | Path) -> Store:
-    """Open RUN_DIR/store.sqlite, or raise RlaifError with one line saying what is wrong."""
+def open_run_store(run_dir: str | Path, readonly: bool = False) -> Store:
+    """Open RUN_DIR/store.sqlite (``readonly``: read it without writing anything), or raise
+    RlaifError with one line saying what is wrong."""
     d = Path(run_dir)
     if not d.exists():
         raise RlaifError(f"{d}: no such run directory (run `rlaif run CONFIG` first)")
@@ -160,7 +161,7 @@ def open_run_store(run_dir: str | Path) -> Store:
         head = f.read(len(SQLITE_HEADER))
     if head != SQLITE_HEADER:
         raise RlaifError(f"{path}: not a SQLite run store ({'empty file' if not head else 'unknown format'})")
-    return Store(path, create=False)
+    return Store(path, create=False, readonly=readonly)
 
 
 def resolve_judge_hash(store: Store) -> str:
