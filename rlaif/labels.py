@@ -37,15 +37,13 @@ from rlaif.errors import RlaifError
 from rlaif.evaluate import agreement, wilson
 from rlaif.records import HumanLabel, iter_jsonl, load_human_labels
 from rlaif.store import Store
-from rlaif.vocab import AI, AI_SOURCE, HUMAN, LABELS, PREFERENCE, ai_source, import_source, source_group
+from rlaif.vocab import AI, HUMAN, LABELS, PREFERENCE, PROVENANCE, ai_source, import_source, is_ai_record, source_group
 
 if TYPE_CHECKING:  # the AI comparisons are read by the viewer's queue (rlaif.viewer.queue.load_comparisons)
     from rlaif.viewer.queue import Comparison
 
 FORMATS = ("jsonl", "trl", "parquet")
 SOURCES = (HUMAN, AI, "all")
-# Provenance field of a TRL export row: TRL reads prompt/chosen/rejected; this says who labelled it.
-PROVENANCE = "rlaif_source"
 COLUMNS = ("kind", "prompt", "chosen", "rejected", "label", "source", "annotator", "note", "pair_key",
            "confidence", "prompt_id", "status", "details", "created_at")
 
@@ -254,13 +252,6 @@ def _need(path: Path, n: int, obj: dict, key: str) -> str:
     return v
 
 
-def _is_ai(obj: dict[str, Any]) -> bool:
-    """Whether a record says it is an AI label: an export's ``kind``, a TRL export's
-    ``rlaif_source`` or an ``ai:`` source (any case, spaces ignored)."""
-    said = lambda k: str(obj.get(k) or "").strip().lower()  # noqa: E731
-    return said("kind") == AI or said(PROVENANCE) == AI or said("source").startswith(AI_SOURCE)
-
-
 def read_labels(path: str | Path, human: bool = False) -> list[HumanLabel]:
     """Labels from a TRL / A/B / exported JSONL file or an exported Parquet file, source import:FILE:LINE
     (``human=True``: import-human:FILE:LINE, the user vouches a human made them; only those may
@@ -275,7 +266,7 @@ def read_labels(path: str | Path, human: bool = False) -> list[HumanLabel]:
         rows = list(iter_jsonl(p, "human labels"))
     out = []
     for n, obj in rows:
-        if _is_ai(obj):
+        if is_ai_record(obj):
             raise RlaifError(f"{p}:{n}: an AI label (marked by `labels export` as AI); import human labels "
                              "only (export with --source human)")
         h = base[n]

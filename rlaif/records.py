@@ -16,7 +16,7 @@ from typing import Any
 from rlaif import conversations, safeio
 from rlaif.errors import RlaifError
 from rlaif.hashing import content_hash
-from rlaif.vocab import IMPORT, PREFERENCE
+from rlaif.vocab import IMPORT, PREFERENCE, is_ai_record
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,9 @@ def load_human_labels(path: str | Path) -> list[HumanLabel]:
     out = []
     src = Path(path).name
     for n, obj in iter_jsonl(path, "human labels"):
+        if is_ai_record(obj):
+            raise RlaifError(f"{path}:{n}: an AI label (marked by `rlaif labels export` as AI); a labels file "
+                             "holds human labels only (export with --source human)")
         prompt, first, second, label = conversations.preference_of(path, n, obj)  # TRL, A/B or HH
         for key, text in (("prompt", prompt), ("chosen", first), ("rejected", second)):
             safeio.check_text(text, f"{path}:{n}", key)

@@ -51,3 +51,18 @@ def ai_source(backend: str | None) -> str:
 def source_group(source: str) -> str:
     """``file:x.jsonl:12`` -> ``file:x.jsonl``; ``viewer:alice`` stays."""
     return re.sub(r":\d+$", "", source)
+
+
+# Field of an exported TRL row saying who labelled it (TRL itself reads prompt/chosen/rejected only).
+PROVENANCE = "rlaif_source"
+
+
+def is_ai_record(obj: dict) -> bool:
+    """Whether a label record says it is an AI label: an export's ``kind``, a TRL export's
+    ``rlaif_source`` or an ``ai:`` source (any case, spaces ignored). Such records are never
+    read as human labels (a labels file, `rlaif labels import`)."""
+
+    def said(k: str) -> str:
+        return str(obj.get(k) or "").strip().lower()
+
+    return said("kind") == AI or said(PROVENANCE) == AI or said("source").startswith(AI_SOURCE)

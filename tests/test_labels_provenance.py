@@ -147,3 +147,16 @@ def test_export_replaces_a_regular_file_whole(run, tmp_path):
     assert main(["labels", "export", str(run), "--source", "ai", "-o", str(out)]) == 0
     assert all(r["kind"] == "ai" for r in _rows(out))
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("edit", list(EDITS), ids=list(EDITS))
+def test_ai_labels_are_refused_in_a_labels_file(run, tmp_path, edit):
+    """The same rule for `mix.human_labels` files: an AI export renamed into the config is not human."""
+    from rlaif.errors import RlaifError
+    from rlaif.records import load_human_labels
+
+    trl = tmp_path / "ai.jsonl"
+    assert main(["labels", "export", str(run), "--source", "ai", "--format", "trl", "-o", str(trl)]) == 0
+    edited = _write(tmp_path / "edited.jsonl", [EDITS[edit](r) for r in _rows(trl)])
+    with pytest.raises(RlaifError, match=r"edited\.jsonl:1: an AI label"):
+        load_human_labels(edited)
