@@ -148,9 +148,9 @@ class JudgeConfig(_Section):
     def resolved_method(self) -> str:
         if self.method != "auto":
             return self.method
-        from rlaif.judges import PAIRWISE
+        from rlaif.judges import compares_pairs
 
-        return "pairwise" if self.backend in PAIRWISE else "pointwise"
+        return "pairwise" if compares_pairs(self.backend) else "pointwise"
 
     def call_hash(self) -> dict:
         """The fields that change labels (not speed, budgets or secrets' names)."""
@@ -403,9 +403,9 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Pipelin
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise RlaifError(problems[0] + more, problems=problems) from None
     cfg.source = str(loaded.path)
-    from rlaif.judges import BACKENDS, PAIRWISE
+    from rlaif.judges import BACKENDS, compares_pairs
 
-    if cfg.judge.resolved_method == "pairwise" and cfg.judge.backend in BACKENDS and cfg.judge.backend not in PAIRWISE:
+    if cfg.judge.resolved_method == "pairwise" and cfg.judge.backend in BACKENDS and not compares_pairs(cfg.judge.backend):
         raise RlaifError(f"{loaded.path}:{loaded.line_of(('judge', 'method'))}: judge.method: backend "
                          f"{cfg.judge.backend!r} scores pointwise only; use method: pointwise or an LLM backend")
     if cfg.judge.backend not in BACKENDS:

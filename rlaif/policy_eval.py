@@ -198,7 +198,7 @@ def judge_win_rate(run, judge, prompts: list[str], cats: list[str | None], befor
             a_key, b_key = ("after", "before") if first == "after" else ("before", "after")
             rows = [{"prompt": prompts[i], "response_a": resp[a_key][i], "response_b": resp[b_key][i],
                      "uid": f"policy-eval-{i}"} for i in idx]
-            votes, _, _ = judge_rows(judge, run.inputs.constitution, rows, jcfg, cat, run.cfg.seed, run.store)
+            votes, _, _ = judge_rows(judge, run.inputs.constitution, rows, jcfg, cat, run.cfg.seed)
             trained = "A" if first == "after" else "B"
             for i, v in zip(idx, votes):
                 if v is not None:
@@ -264,7 +264,7 @@ def evaluate(run, scorer, held_out: list) -> dict:
     try:
         win = judge_win_rate(run, judge, prompts, cats, before, after)
         labels = None
-        if hasattr(judge, "run_calls"):  # an LLM judge: ask it the rubric question, through its call cache
+        if judge.capabilities.chat:  # an LLM judge: ask it the rubric question, through its call cache
             # The cache key names a principle; the rubric's own messages keep these keys apart.
             anchor = run.inputs.constitution.principles[0]
 

@@ -42,7 +42,7 @@ def _judge_human_agreement(run) -> dict:
         judge = make_judge(run.cfg.judge, run.device, run.cfg.seed, run.store)
         try:
             votes, _, _ = judge_rows(judge, run.inputs.constitution, [r for _, r in rows], run.cfg.judge, None,
-                                     run.cfg.seed, run.store)
+                                     run.cfg.seed)
         finally:
             close_judge(judge)
         for (i, _), v in zip(rows, votes):

@@ -101,8 +101,7 @@ def _judge_parts(run: Run) -> dict:
 def _judge(run: Run) -> dict:
     from rlaif.judges import make_judge
     from rlaif.judges.base import close_judge
-    from rlaif.judges.pairwise import judge_pairwise
-    from rlaif.judges.run import judge_candidates
+    from rlaif.judges.run import judge_candidates, judge_pairwise
 
     jc = run.cfg.judge
     judge = make_judge(jc, run.device, run.cfg.seed, run.store)

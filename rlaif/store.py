@@ -183,12 +183,6 @@ class Store:
                 "INSERT OR REPLACE INTO judgements VALUES (?,?,?,?,?,?,?)", [(judge_hash, *r) for r in rows]
             )
 
-    def judgements(self, judge_hash: str) -> list[tuple]:
-        return list(self.db.execute(
-            "SELECT candidate_id, principle_id, principle_hash, score, status, raw FROM judgements WHERE judge_hash=?",
-            (judge_hash,),
-        ))
-
     def ai_pair_judge_hashes(self) -> list[str]:
         """The judge hashes that have AI pairs stored."""
         return [r[0] for r in self.db.execute("SELECT DISTINCT judge_hash FROM ai_pairs")]
@@ -198,16 +192,8 @@ class Store:
 
         An AI comparison. ``status`` is "scored" or "unscored" (the judge gave
         no usable verdict: chosen/rejected are then just the order asked, and
-        the mix never uses it). ``details``::
-
-            {"method": "pointwise" | "pairwise", "gap": float | None,
-             "position_consistent": bool | None,
-             "principles": {id: {"p_chosen": P(chosen better) | None,
-                                 "score_chosen": float | None, "score_rejected": float | None,
-                                 "rationale": str | None, "position_consistent": bool | None,
-                                 "status": "scored" | "unscored", "raw": str | None}},
-             "constitution_hash": str, "principle_hashes": {id: hash},
-             "judge": {"backend", "model", "template_hash"}}
+        the mix never uses it). ``details``: ``PairDetails.to_dict()``
+        (rlaif/judges/details.py, which documents the JSON shape).
         """
         with self.db:
             self.db.execute("DELETE FROM ai_pairs WHERE judge_hash=?", (judge_hash,))

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from rlaif.judges.base import JudgeBackend
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -20,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
 
 
-class ScriptedJudge:
+class ScriptedJudge(JudgeBackend):
     """A deterministic judge for tests: score = count of the principle's
     ``better`` words in the response minus ``worse`` words, plus checks.
     Records every call so tests can count them."""
@@ -31,9 +33,6 @@ class ScriptedJudge:
     def __init__(self, model: str = "scripted"):
         self.model = model
         self.calls: list[tuple[str, str]] = []
-
-    def prepare(self, responses):
-        pass
 
     def score(self, prompts, responses, principle):
         from rlaif.judges.base import Verdict
@@ -59,14 +58,21 @@ def scripted_backend(monkeypatch):
     from rlaif import judges
 
     made: list[ScriptedJudge] = []
+    monkeypatch.setitem(judges.BACKENDS, "scripted", scripted_entry(made))
+    return made
 
-    def factory(cfg, device):
+
+def scripted_entry(made: list | None = None):
+    """The registry entry of the scripted judge; the instances made are appended to ``made``."""
+    from rlaif.judges import BackendEntry
+
+    def factory(cfg, device, seed):
         j = ScriptedJudge(cfg.model)
-        made.append(j)
+        if made is not None:
+            made.append(j)
         return j
 
-    monkeypatch.setitem(judges.BACKENDS, "scripted", factory)
-    return made
+    return BackendEntry(factory, ScriptedJudge.capabilities, "scripted test judge")
 
 
 @contextlib.contextmanager
@@ -76,7 +82,7 @@ def scripted_backend_registered():
     from rlaif import judges
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(judges.BACKENDS, "scripted", lambda cfg, device: ScriptedJudge(cfg.model))
+        mp.setitem(judges.BACKENDS, "scripted", scripted_entry())
         yield
 
 

@@ -22,7 +22,7 @@ def mixed_project(tmp_path_factory):
 
     from rlaif import judges
 
-    judges.BACKENDS["scripted"] = lambda cfg, device: conftest.ScriptedJudge(cfg.model)
+    judges.BACKENDS["scripted"] = conftest.scripted_entry()
     proj = make_tiny_project(tmp_path_factory.mktemp("crash") / "proj")
     for s in ("sft", "generate", "judge", "mix"):
         assert main([s, str(proj / "pipeline.yaml")]) == 0

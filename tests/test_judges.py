@@ -6,8 +6,8 @@ import pytest
 from conftest import CONSTITUTION, ScriptedJudge
 
 from rlaif.constitution import Constitution
+from rlaif.judges.core import Item, score_items
 from rlaif.judges.ranking import aggregate, confidence, rank_pairs
-from rlaif.judges.run import Item, score_items
 from rlaif.store import Store
 
 
@@ -60,16 +60,16 @@ def test_cache_rerun_is_free_and_edit_rejudges_only_that_principle(tmp_path):
     c = Constitution.model_validate(CONSTITUTION)
     with Store(tmp_path / "s.sqlite") as store:
         j = ScriptedJudge()
-        first = score_items(j, c, items(), store)
+        first = score_items(j.with_cache(store), c, items())
         assert first.calls == len(j.calls) > 0 and first.cache_hits == 0
         j2 = ScriptedJudge()
-        again = score_items(j2, c, items(), store)
+        again = score_items(j2.with_cache(store), c, items())
         assert again.calls == 0 and len(j2.calls) == 0 and again.cache_hits == first.calls
         edited = copy.deepcopy(CONSTITUTION)
         edited["principles"][2]["text"] = "Prefer the response with fewer words."
         c2 = Constitution.model_validate(edited)
         j3 = ScriptedJudge()
-        third = score_items(j3, c2, items(), store)
+        third = score_items(j3.with_cache(store), c2, items())
         assert {pid for pid, _ in j3.calls} == {"concise"}
         assert third.calls == len(items())  # 'concise' applies to every item
 

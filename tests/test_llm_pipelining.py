@@ -11,8 +11,9 @@ from conftest import CONSTITUTION
 from rlaif.config import JudgeConfig
 from rlaif.constitution import Constitution
 from rlaif.judges import make_judge
-from rlaif.judges.llm import Completion, LLMJudge
-from rlaif.judges.run import Item, score_items
+from rlaif.judges.base import JudgeBackend
+from rlaif.judges.core import Item, score_items
+from rlaif.judges.llm import Completer, Completion, LLMJudge
 from rlaif.store import Store
 from rlaif.testing.fake_openai import FakeOpenAI, digits, last_user_text, prefers
 
@@ -20,7 +21,7 @@ PRINCIPLES = Constitution.model_validate(CONSTITUTION)
 P0 = PRINCIPLES.principles[0]
 
 
-class LoggingCompleter:
+class LoggingCompleter(Completer):
     """Answers 'A' with P=0.8 at once; logs when each batch is submitted."""
 
     backend, model = "logging", "m"
@@ -116,16 +117,13 @@ def test_pointwise_score_items_pipelined_equals_unpipelined(tmp_path):
         score_items(judge, PRINCIPLES, piped, batch_size=4)
         calls = len(server.requests)
 
-        class NoPipeline:  # the same judge seen without score_batches: one group at a time
+        class NoPipeline(JudgeBackend):  # the same judge without its score_batches: one batch at a time
             def __init__(self, inner):
                 self.inner = inner
                 self.backend, self.model, self.template_hash = inner.backend, inner.model, inner.template_hash
 
-            def score(self, *a):
-                return self.inner.score(*a)
-
-            def prepare(self, responses):
-                self.inner.prepare(responses)
+            def score_many(self, requests):
+                return self.inner.score_many(requests)
 
         plain = [Item(p, None, r) for p, r in items]
         score_items(NoPipeline(make_judge(cfg(server, method="pointwise"))), PRINCIPLES, plain, batch_size=4)

@@ -130,7 +130,7 @@ def tiny_base_run(tmp_path_factory):
     from rlaif import judges
     from rlaif.cli import main
 
-    judges.BACKENDS["scripted"] = lambda cfg, device: conftest.ScriptedJudge(cfg.model)
+    judges.BACKENDS["scripted"] = conftest.scripted_entry()
     proj = conftest.make_tiny_project(tmp_path_factory.mktemp("policy_eval") / "proj")
     cfg = str(proj / "pipeline.yaml")
     assert main(["run", cfg, "--set", "policy_training.train.max_steps=1", "--set", "eval.samples_per_prompt=2"]) == 0

@@ -1,26 +1,39 @@
-"""Judge backends, selected in YAML by registry key (never an import path)."""
+"""Judge backends, selected in YAML by registry key (never an import path).
+
+Each entry declares what the backend can do (``Capabilities``: read by the config
+check without building it) and how to build it; every factory has the one
+signature ``factory(cfg, device, seed) -> JudgeBackend``. ``make_judge`` puts the
+judge behind the call cache. Adding a backend is one entry here plus its own
+module (README, "Design").
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from rlaif.errors import RlaifError
-from rlaif.judges.base import Judge, Verdict, cache_key
+from rlaif.judges.base import Capabilities, Judge, JudgeBackend, Verdict, cache_key
+from rlaif.judges.embedding import EmbeddingJudge
+from rlaif.judges.llm import LLMJudge
 
 
-def _embedding(cfg, device: str) -> Judge:
-    from rlaif.judges.embedding import EmbeddingJudge
+@dataclass(frozen=True)
+class BackendEntry:
+    factory: Callable[..., JudgeBackend]  # (cfg: JudgeConfig, device: str, seed: int) -> JudgeBackend
+    capabilities: Capabilities
+    description: str = ""
 
+
+def _embedding(cfg, device: str, seed: int) -> JudgeBackend:
     return EmbeddingJudge(cfg.model, device=device, batch_size=cfg.batch_size)
 
 
 def _llm(completer_factory):
-    def make(cfg, device: str, seed: int = 0, store=None) -> Judge:
-        from rlaif.judges.llm import LLMJudge
-
+    def make(cfg, device: str, seed: int) -> JudgeBackend:
         return LLMJudge(completer_factory(cfg, device), method=cfg.resolved_method, orders=cfg.orders, cot=cfg.cot,
                         cot_clamp=cfg.cot_clamp, cot_max_tokens=cfg.cot_max_tokens, top_logprobs=cfg.top_logprobs,
-                        seed=seed, store=store)
+                        seed=seed)
 
     return make
 
@@ -37,27 +50,38 @@ def _transformers_completer(cfg, device):
     return TransformersCompleter(cfg, device)
 
 
-BACKENDS: dict[str, Callable] = {
-    "embedding": _embedding,
-    "openai": _llm(_openai_completer),
-    "transformers": _llm(_transformers_completer),
+BACKENDS: dict[str, BackendEntry] = {
+    "embedding": BackendEntry(_embedding, EmbeddingJudge.capabilities,
+                              "MiniLM sentence embeddings against the principles' examples, offline on CPU"),
+    "openai": BackendEntry(_llm(_openai_completer), LLMJudge.capabilities,
+                           "an LLM behind any OpenAI-compatible server (vLLM, TGI, llama.cpp, OpenAI)"),
+    "transformers": BackendEntry(_llm(_transformers_completer), LLMJudge.capabilities,
+                                 "a local causal LM loaded with transformers"),
 }
-# Backends that support pairwise judging (the embedding judge only scores pointwise).
-PAIRWISE = {"openai", "transformers"}
 
 
-def make_judge(cfg, device: str = "cpu", seed: int = 0, store=None) -> Judge:
+def backend_entry(name: str) -> BackendEntry:
     try:
-        factory = BACKENDS[cfg.backend]
+        return BACKENDS[name]
     except KeyError:
         raise RlaifError(
-            f"judge.backend: unknown backend {cfg.backend!r}; choose one of {', '.join(sorted(BACKENDS))}"
+            f"judge.backend: unknown backend {name!r}; choose one of {', '.join(sorted(BACKENDS))}"
         ) from None
-    if cfg.resolved_method == "pairwise" and cfg.backend not in PAIRWISE:
+
+
+def compares_pairs(name: str) -> bool:
+    """Whether the registered backend ``name`` judges pairwise (False for an unknown name)."""
+    entry = BACKENDS.get(name)
+    return entry is not None and entry.capabilities.pairwise
+
+
+def make_judge(cfg, device: str = "cpu", seed: int = 0, store=None) -> JudgeBackend:
+    """The judge ``cfg`` (a JudgeConfig) names, behind the call cache kept in ``store`` (or none)."""
+    entry = backend_entry(cfg.backend)
+    if cfg.resolved_method == "pairwise" and not entry.capabilities.pairwise:
         raise RlaifError(f"judge.method: backend {cfg.backend!r} scores pointwise only; set judge.method: pointwise")
-    if cfg.backend in PAIRWISE:
-        return factory(cfg, device, seed, store)
-    return factory(cfg, device)
+    return entry.factory(cfg, device, seed).with_cache(store)
 
 
-__all__ = ["BACKENDS", "Judge", "Verdict", "cache_key", "make_judge"]
+__all__ = ["BACKENDS", "BackendEntry", "Capabilities", "Judge", "JudgeBackend", "Verdict", "backend_entry",
+           "cache_key", "compares_pairs", "make_judge"]

@@ -17,7 +17,7 @@ from functools import lru_cache
 from rlaif.constitution import Principle
 from rlaif.errors import RlaifError
 from rlaif.hashing import content_hash
-from rlaif.judges.base import Verdict
+from rlaif.judges.base import Capabilities, JudgeBackend, ScoreRequest, Verdict
 
 # Changing the scoring rule must change this string, so cached scores are not reused.
 ALGORITHM = "embedding-v1: cos(better)-cos(worse) | cos(text); + checks"
@@ -45,9 +45,13 @@ def load_encoder(model: str, device: str = "cpu"):
     return SentenceTransformer(path, device=device, local_files_only=True)
 
 
-class EmbeddingJudge:
+class EmbeddingJudge(JudgeBackend):
     backend = "embedding"
     template_hash = content_hash(ALGORITHM)
+    # The judging core hands it large batches: the new texts of a batch are embedded in one
+    # call, which sentence-transformers sorts by length, so its encoder batches carry little
+    # padding (the same texts in calls of a few texts each cost about twice as much).
+    capabilities = Capabilities(batch_items=8192)
 
     def __init__(self, model: str = "minilm", device: str = "cpu", batch_size: int = 64):
         self.model = model
@@ -64,10 +68,9 @@ class EmbeddingJudge:
             show_progress_bar=False,
         )
 
-    def prepare(self, responses: list[str]) -> None:
-        # One large call: sentence-transformers sorts the texts by length and pads per batch, so
-        # many small calls (a few texts each) cost about twice as much for the same embeddings.
-        self._embed_new([r for r in responses if r.strip()])
+    def score_many(self, requests: list[ScoreRequest]) -> list[Verdict]:
+        self._embed_new([r.response for r in requests if r.response.strip()])  # one large call
+        return super().score_many(requests)  # then principle by principle, from the memo
 
     def _embed_new(self, texts: list[str]) -> None:
         new = list(dict.fromkeys(t for t in texts if t not in self._memo))

@@ -1,8 +1,9 @@
-"""Judge backend errors that must stop a stage, and the scrubbing of secrets from backend text."""
+"""Judge backend errors that stop a stage, and the scrubbing of secrets from backend text."""
 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from rlaif.errors import RlaifError
 
@@ -27,9 +28,22 @@ def scrub(text: str, key: str | None = None) -> str:
     return text
 
 
+class BudgetExceeded(Exception):
+    """A configured budget (max_calls, max_cost_usd) is reached; the stage stops, resumable.
+
+    ``completed``: the calls of the stopped batch that did finish (index in the batch -> result);
+    the call cache commits them before the stop propagates."""
+
+    def __init__(self, message: str, completed: dict[int, Any] | None = None):
+        super().__init__(message)
+        self.completed: dict[int, Any] = dict(completed or {})
+
+
 class JudgeFatalError(RlaifError):
     """The judge server refused every call for a reason a retry cannot fix (HTTP 401, 403, 404):
-    the stage stops at once, after the finished calls are committed."""
+    the stage stops at once, after the finished calls are committed (``completed``, as for
+    ``BudgetExceeded``)."""
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, completed: dict[int, Any] | None = None):
         super().__init__(message, exit_code=FATAL_EXIT)
+        self.completed: dict[int, Any] = dict(completed or {})

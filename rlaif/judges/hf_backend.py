@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rlaif.judges.llm import Call, Completion
+from rlaif.judges.llm import Call, Completer, Completion
 
 
 def render_chat(tokenizer, messages: list[dict]) -> str:
@@ -22,7 +22,7 @@ def render_chat(tokenizer, messages: list[dict]) -> str:
     return "\n\n".join(lines) + "\n\nAssistant:"
 
 
-class TransformersCompleter:
+class TransformersCompleter(Completer):
     backend = "transformers"
 
     def __init__(self, cfg, device: str = "cpu"):

@@ -26,8 +26,8 @@ import weakref
 from typing import Any
 
 from rlaif.errors import RlaifError
-from rlaif.judges.errors import JudgeFatalError, scrub
-from rlaif.judges.llm import BudgetExceeded, Call, Completion
+from rlaif.judges.errors import BudgetExceeded, JudgeFatalError, scrub
+from rlaif.judges.llm import Call, Completer, Completion
 
 # HTTP statuses no retry can fix: a wrong key, no access, an unknown model. The stage stops.
 _FATAL_STATUS = {401: "authentication failed (check the key in judge.api_key_env)",
@@ -92,7 +92,7 @@ class _Bucket:
             await asyncio.sleep((n - self.level) / self.rate)
 
 
-class OpenAICompleter:
+class OpenAICompleter(Completer):
     backend = "openai"
 
     def __init__(self, cfg):
@@ -219,14 +219,10 @@ class OpenAICompleter:
                     self._fatal = self._fatal or e
 
         await asyncio.gather(*(one(i, c) for i, c in enumerate(calls)))
-        if self._fatal:  # the judge loop commits the finished calls (`completed`) and stops
-            e = JudgeFatalError(self._fatal.message)
-            e.completed = results  # type: ignore[attr-defined]
-            raise e
+        if self._fatal:  # the call cache commits the finished calls (`completed`) and the stage stops
+            raise JudgeFatalError(self._fatal.message, completed=results)
         if budget:
-            e = budget[0]
-            e.completed = results  # type: ignore[attr-defined]
-            raise e
+            raise BudgetExceeded(str(budget[0]), completed=results)
         return [results[i] for i in range(len(calls))]
 
     async def _complete(self, client, call: Call) -> Completion:

@@ -8,13 +8,14 @@ from itertools import combinations
 from rlaif.constitution import Constitution
 
 
-def aggregate(scores: dict[str, float | None], constitution: Constitution, category: str | None) -> float | None:
-    """Weighted mean over the applicable principles that were scored."""
+def aggregate(values: dict[str, float | None], constitution: Constitution, category: str | None = None) -> float | None:
+    """Weighted mean over the principles that apply to ``category`` and have a value (a score,
+    or P(first better)), in constitution order. The one aggregation, pointwise and pairwise."""
     num = den = 0.0
     for p in constitution.principles:
         if not p.applies(category):
             continue
-        s = scores.get(p.id)
+        s = values.get(p.id)
         if s is None:
             continue
         num += p.weight * s
@@ -34,21 +35,25 @@ def confidence(gap: float, temperature: float) -> float:
     return sigmoid(abs(gap) / temperature)
 
 
-def rank_pairs(totals: list[tuple[str, float]], mode: str) -> list[tuple[str, str, float]]:
-    """(id, total) -> [(chosen_id, rejected_id, gap)] by ``mode``.
+def ranked_pairs(ranked: list[str], mode: str) -> list[tuple[str, str]]:
+    """Which (higher, lower) pairs of a ranking (best first) become preference pairs.
 
-    best_worst: the top against the bottom; all: every pair; adjacent:
-    neighbours in the ranking. Equal totals make no pair.
+    best_worst: the top against the bottom; all: every pair; adjacent: neighbours.
     """
-    ranked = sorted(totals, key=lambda t: (-t[1], t[0]))
     if len(ranked) < 2:
         return []
     if mode == "best_worst":
-        pairs = [(ranked[0], ranked[-1])]
-    elif mode == "adjacent":
-        pairs = list(zip(ranked, ranked[1:]))
-    elif mode == "all":
-        pairs = list(combinations(ranked, 2))
-    else:
-        raise ValueError(f"unknown pairs mode {mode!r}")
-    return [(a[0], b[0], a[1] - b[1]) for a, b in pairs if a[1] > b[1]]
+        return [(ranked[0], ranked[-1])]
+    if mode == "adjacent":
+        return list(zip(ranked, ranked[1:]))
+    if mode == "all":
+        return list(combinations(ranked, 2))
+    raise ValueError(f"unknown pairs mode {mode!r}")
+
+
+def rank_pairs(totals: list[tuple[str, float]], mode: str) -> list[tuple[str, str, float]]:
+    """(id, total) -> [(chosen_id, rejected_id, gap)] by ``mode`` (``ranked_pairs``).
+    Equal totals make no pair."""
+    total = dict(totals)
+    ranked = [i for i, _ in sorted(totals, key=lambda t: (-t[1], t[0]))]
+    return [(a, b, total[a] - total[b]) for a, b in ranked_pairs(ranked, mode) if total[a] > total[b]]

@@ -1,165 +1,133 @@
-"""Running a judge over many responses: cache, batches, aggregation, pairs.
+"""The judge stage: a run's candidates -> per-principle verdicts -> ranking -> AI pairs.
 
-Backends only score; this module owns the judge-call cache (keyed by
-content, so a re-run makes no calls and editing one principle re-judges only
-that principle), commits after each batch (a kill loses at most the batch in
-flight), and turns per-principle scores into rankings and pairs.
+Both methods go through the judging core (rlaif/judges/core.py) and store one
+``PairDetails`` record per AI pair (rlaif/judges/details.py).
+
+- pointwise (``judge_candidates``): every candidate scored per principle; the
+  weighted totals rank the candidates of a prompt; ``pairs`` picks the pairs,
+  with confidence sigmoid(gap / temperature). Identical texts compete once;
+  candidates with no score are left out.
+- pairwise (``judge_pairwise``): every pair of distinct candidates of a prompt is
+  compared under the applicable principles (all, or one sampled per comparison);
+  the candidates are ranked by their mean probability of winning, ``pairs``
+  picks the comparisons that become AI pairs, oriented by the label, with
+  confidence max(P, 1 - P). Comparisons with no usable verdict are stored as
+  ``unscored`` (kept for the report and the viewer, never trained on).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from itertools import combinations
 
 from rlaif.constitution import Constitution
-from rlaif.judges.base import Judge, Verdict, cache_key
-from rlaif.judges.ranking import aggregate, confidence, rank_pairs, sigmoid
-
-# Texts handed to ``Judge.prepare`` at a time: large enough that a local encoder batches well, small
-# enough that its memo and memory stay bounded.
-PREPARE_TEXTS = 2048
+from rlaif.judges.base import JudgeBackend
+from rlaif.judges.core import Comparison, Item, compare_items, comparison_principles, score_items
+from rlaif.judges.details import JudgeIdentity, PairDetails, PrincipleDetail
+from rlaif.judges.ranking import confidence, rank_pairs, ranked_pairs, sigmoid
 
 
-@dataclass
-class JudgeStats:
-    calls: int = 0
-    cache_hits: int = 0
-    unscored: int = 0
-
-    def as_dict(self) -> dict:
-        return {"calls": self.calls, "cache_hits": self.cache_hits, "unscored": self.unscored}
+def _details(judge: JudgeBackend, constitution: Constitution, method: str, principles: dict[str, PrincipleDetail],
+             gap: float | None = None, position_consistent: bool | None = None) -> dict:
+    return PairDetails(method, gap, position_consistent, principles, constitution.hash,
+                       {p.id: p.hash for p in constitution.principles}, JudgeIdentity.of(judge)).to_dict()
 
 
-@dataclass
-class Item:
-    prompt: str
-    category: str | None
-    response: str
-    verdicts: dict[str, Verdict] = field(default_factory=dict)
-
-    def total(self, constitution: Constitution) -> float | None:
-        scores = {pid: v.score for pid, v in self.verdicts.items() if v.status == "scored"}
-        return aggregate(scores, constitution, self.category)
-
-
-def score_items(judge: Judge, constitution: Constitution, items: list[Item], store=None, batch_size: int = 64,
-                progress: str | None = None) -> JudgeStats:
-    """Fill ``item.verdicts`` for every applicable principle; use and fill the store's cache.
-
-    Work goes in chunks of ``batch_size`` (principle, item) pairs, each chunk's new verdicts
-    committed to ``store`` before the next chunk's are read. A judge with ``score_batches``
-    (the LLM judges) gets the chunks' per-principle groups as one stream, so its next calls
-    are in flight while a group is read back.
-    """
-    from rlaif.progress import task
-
-    stats = JudgeStats()
-    work = [(p, it) for it in items for p in constitution.principles if p.applies(it.category)]
-    chunks = [work[s:s + batch_size] for s in range(0, len(work), batch_size)]
-    keys = [[cache_key(judge, p, it.prompt, it.response) for p, it in chunk] for chunk in chunks]
-    groups: list[tuple[int, str, list[int]]] = []  # (chunk index, principle id, indices in the chunk)
-    for c, chunk in enumerate(chunks):
-        cached = store.cache_get_many(keys[c]) if store is not None else {}
-        by_principle: dict[str, list[int]] = {}
-        for i, ((p, it), k) in enumerate(zip(chunk, keys[c])):
-            if k in cached:
-                it.verdicts[p.id] = Verdict(**cached[k])
-                stats.cache_hits += 1
-            else:
-                by_principle.setdefault(p.id, []).append(i)
-        groups += [(c, pid, idxs) for pid, idxs in by_principle.items()]
-
-    todo_texts: dict[int, list[str]] = {}  # chunk -> the responses its uncached calls read
-    for c, _, idxs in groups:
-        todo_texts.setdefault(c, []).extend(chunks[c][i][1].response for i in idxs)
-
-    def calls():
-        prepared = 0  # chunks handed to judge.prepare so far
-        for c, pid, idxs in groups:
-            if c >= prepared:  # the texts of the next chunks, in one large backend call
-                texts: list[str] = []
-                while prepared < len(chunks) and len(texts) < PREPARE_TEXTS:
-                    texts += todo_texts.get(prepared, [])
-                    prepared += 1
-                judge.prepare(list(dict.fromkeys(texts)))
-            yield ([chunks[c][i][1].prompt for i in idxs], [chunks[c][i][1].response for i in idxs],
-                   constitution.principle(pid))
-
-    stream = judge.score_batches(calls()) if hasattr(judge, "score_batches") else (judge.score(*b) for b in calls())
-    left = [0] * len(chunks)  # groups not yet read back, per chunk
-    for c, _, _ in groups:
-        left[c] += 1
-    fresh: dict[str, dict] = {}
-    done = 0  # chunks finished, in order
-
-    def finish_ready(advance) -> None:
-        nonlocal done, fresh
-        while done < len(chunks) and left[done] == 0:
-            chunk = chunks[done]
-            if store is not None and fresh:
-                store.cache_put_many(fresh)  # committed before the next chunk is read
-            fresh = {}
-            stats.unscored += sum(1 for p, it in chunk if it.verdicts[p.id].status != "scored")
-            advance(len(chunk), info=f"{stats.calls} calls, {stats.cache_hits} cached")
-            done += 1
-
-    with task(progress or "judge", len(work)) as advance:
-        finish_ready(advance)
-        for (c, pid, idxs), verdicts in zip(groups, stream):
-            stats.calls += len(idxs)
-            for i, v in zip(idxs, verdicts):
-                chunks[c][i][1].verdicts[pid] = v
-                fresh[keys[c][i]] = {"score": v.score, "status": v.status, "raw": v.raw}
-            left[c] -= 1
-            finish_ready(advance)
-    return stats
-
-
-def judge_candidates(store, judge: Judge, constitution: Constitution, gen_hash: str, judge_hash: str,
+def judge_candidates(store, judge: JudgeBackend, constitution: Constitution, gen_hash: str, judge_hash: str,
                      mode: str, temperature: float, batch_size: int) -> dict:
-    """Score every candidate, store judgements, rank per prompt, store AI pairs."""
+    """Pointwise: score every candidate, store judgements, rank per prompt, store AI pairs."""
     prompts = {p.id: p for p in store.prompts("train")}
     cands = [c for c in store.candidates(gen_hash) if c.prompt_id in prompts]
     items = [Item(prompts[c.prompt_id].text, prompts[c.prompt_id].category, c.text) for c in cands]
-    # LLM judges cache each call themselves (finer keys); others are cached per item here.
-    own_cache = getattr(judge, "caches_calls", False)
-    stats = score_items(judge, constitution, items, None if own_cache else store, batch_size)
-    rows = [
-        (c.id, pid, constitution.principle(pid).hash, v.score, v.status, v.raw)
-        for c, it in zip(cands, items) for pid, v in it.verdicts.items()
-    ]
-    store.put_judgements(judge_hash, rows)
+    stats = score_items(judge, constitution, items, batch_size)
+    store.put_judgements(judge_hash, [(c.id, pid, constitution.principle(pid).hash, v.score, v.status, v.raw)
+                                      for c, it in zip(cands, items) for pid, v in it.verdicts.items()])
 
     by_prompt: dict[str, list[tuple]] = {}
     for c, it in zip(cands, items):
         by_prompt.setdefault(c.prompt_id, []).append((c, it))
     pairs = []
     for pid, group in by_prompt.items():
-        # Identical texts compete once; candidates with no score are left out.
-        seen, totals, per = set(), [], {}
+        seen, totals, item = set(), [], {}
         for c, it in group:
             t = it.total(constitution)
             if t is None or c.text.strip() in seen:
                 continue
             seen.add(c.text.strip())
             totals.append((c.id, t))
-            per[c.id] = {k: v.score for k, v in it.verdicts.items()}
+            item[c.id] = it
         for chosen, rejected, gap in rank_pairs(totals, mode):
+            ic, ir = item[chosen], item[rejected]
             principles = {}
             for p in constitution.principles:
-                sc, sr = per[chosen].get(p.id), per[rejected].get(p.id)
-                if p.id not in per[chosen] and p.id not in per[rejected]:
+                if p.id not in ic.verdicts and p.id not in ir.verdicts:
                     continue  # does not apply to this prompt
+                sc, sr = ic.score(p.id), ir.score(p.id)
                 ok = sc is not None and sr is not None
-                principles[p.id] = {
-                    "p_chosen": sigmoid((sc - sr) / temperature) if ok else None,
-                    "score_chosen": sc, "score_rejected": sr, "rationale": None,
-                    "position_consistent": None, "status": "scored" if ok else "unscored", "raw": None}
-            pairs.append((pid, chosen, rejected, confidence(gap, temperature), "scored", {
-                "method": "pointwise", "gap": gap, "position_consistent": None, "principles": principles,
-                "constitution_hash": constitution.hash,
-                "principle_hashes": {p.id: p.hash for p in constitution.principles},
-                "judge": {"backend": judge.backend, "model": judge.model, "template_hash": judge.template_hash},
-            }))
+                principles[p.id] = PrincipleDetail(sigmoid((sc - sr) / temperature) if ok else None, sc, sr,
+                                                   status="scored" if ok else "unscored")
+            pairs.append((pid, chosen, rejected, confidence(gap, temperature), "scored",
+                          _details(judge, constitution, "pointwise", principles, gap=gap)))
     store.put_ai_pairs(judge_hash, pairs)
-    counts = judge.report() if own_cache else stats.as_dict()
-    return counts | {"candidates": len(cands), "ai_pairs": len(pairs)}
+    return stats.as_dict() | judge.report() | {"candidates": len(cands), "ai_pairs": len(pairs)}
+
+
+def _pairwise_details(judge: JudgeBackend, constitution: Constitution, comp: Comparison, flip: bool = False) -> dict:
+    """``flip``: the comparison was asked (rejected, chosen)."""
+    principles = {}
+    for pid, v in comp.verdicts.items():
+        p = v.p_first if v.p_first is None or not flip else 1.0 - v.p_first
+        principles[pid] = PrincipleDetail(p, rationale=v.rationale, position_consistent=v.position_consistent,
+                                          status=v.status, raw=v.raw)
+    flags = [v.position_consistent for v in comp.verdicts.values() if v.position_consistent is not None]
+    return _details(judge, constitution, "pairwise", principles, position_consistent=all(flags) if flags else None)
+
+
+def judge_pairwise(store, judge: JudgeBackend, constitution: Constitution, gen_hash: str, judge_hash: str,
+                   mode: str, principle_mode: str, seed: int, batch_size: int) -> dict:
+    """Pairwise: compare the candidates of each prompt, rank by mean P(win), store AI pairs."""
+    prompts = {p.id: p for p in store.prompts("train")}
+    by_prompt: dict[str, list] = {}
+    for c in store.candidates(gen_hash):
+        if c.prompt_id in prompts:
+            group = by_prompt.setdefault(c.prompt_id, [])
+            if c.text.strip() and all(c.text.strip() != o.text.strip() for o in group):
+                group.append(c)
+    comps: dict[tuple[str, str], Comparison] = {}  # (a id, b id) -> comparison, in the order asked
+    prompt_of: dict[tuple[str, str], str] = {}
+    for pid, cands in by_prompt.items():
+        p = prompts[pid]
+        for a, b in combinations(cands, 2):
+            ps = comparison_principles(constitution, p.category, principle_mode, seed, f"{a.id}|{b.id}")
+            if ps:
+                comps[(a.id, b.id)] = Comparison(p.text, p.category, a.text, b.text, ps)
+                prompt_of[(a.id, b.id)] = pid
+    stats = compare_items(judge, list(comps.values()), batch_size)
+
+    label: dict[tuple[str, str], float] = {}
+    rows, unscored_rows = [], []
+    for (a, b), comp in comps.items():
+        pa = comp.p_first(constitution)
+        if pa is None:
+            unscored_rows.append((prompt_of[(a, b)], a, b, 0.5, "unscored", _pairwise_details(judge, constitution, comp)))
+            continue
+        label[(a, b)] = pa
+        label[(b, a)] = 1.0 - pa
+    for pid, cands in by_prompt.items():
+        wins = {}
+        for c in cands:
+            ps = [label[(c.id, o.id)] for o in cands if (c.id, o.id) in label]
+            if ps:
+                wins[c.id] = sum(ps) / len(ps)
+        ranked = sorted(wins, key=lambda cid: (-wins[cid], cid))
+        for x, y in ranked_pairs(ranked, mode):
+            px = label.get((x, y))
+            if px is None or px == 0.5:
+                continue
+            chosen, rejected = (x, y) if px > 0.5 else (y, x)
+            flip = (chosen, rejected) not in comps  # the comparison was asked as (rejected, chosen)
+            comp = comps[(rejected, chosen) if flip else (chosen, rejected)]
+            rows.append((pid, chosen, rejected, max(px, 1 - px), "scored",
+                         _pairwise_details(judge, constitution, comp, flip)))
+    store.put_ai_pairs(judge_hash, rows + unscored_rows)
+    return {"comparisons": len(comps), "ai_pairs": len(rows), "unscored_comparisons": len(unscored_rows),
+            "candidates": sum(len(c) for c in by_prompt.values()), **(stats.as_dict() | judge.report())}

@@ -13,7 +13,6 @@ then uses the human label in place of the AI pair.
 
 from __future__ import annotations
 
-import math
 import random
 import re
 import sqlite3
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rlaif.errors import RlaifError
+from rlaif.judges.details import PairDetails, PrincipleDetail
 from rlaif.layout import RunLayout
 from rlaif.records import HumanLabel, pair_key
 from rlaif.store import Store
@@ -80,7 +80,7 @@ class Comparison:
                 float(d.get("confidence") or 0.0), d.get("status") or "scored", details,
                 d.get("chosen_id", ""), d.get("rejected_id", ""))
         c.key = pair_key(c.prompt, c.chosen, c.rejected)
-        c.principles = [_principle(pid, v) for pid, v in sorted((details.get("principles") or {}).items())]
+        c.principles = [_principle(pid, v) for pid, v in sorted(PairDetails.from_dict(details).principles.items())]
         return c
 
     @property
@@ -129,20 +129,9 @@ class Comparison:
         return "\n".join(parts).lower()
 
 
-def _num(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) else f
-
-
-def _principle(pid: str, v: Any) -> PrincipleVerdict:
-    v = v if isinstance(v, dict) else {}
-    pc = v.get("position_consistent")
-    return PrincipleVerdict(str(pid), _num(v.get("p_chosen")), _num(v.get("score_chosen")),
-                            _num(v.get("score_rejected")), v.get("rationale") or None,
-                            pc if isinstance(pc, bool) else None, v.get("status") or "scored")
+def _principle(pid: str, v: PrincipleDetail) -> PrincipleVerdict:
+    return PrincipleVerdict(pid, v.p_chosen, v.score_chosen, v.score_rejected, v.rationale, v.position_consistent,
+                            v.status)
 
 
 # ---------------------------------------------------------------- opening a run
