@@ -4,9 +4,10 @@
 
 Checks the earlier commit out into a temporary git worktree and runs the same command from both
 (alternating, so machine load hits both alike), each in its own process: wall time and the figures
-(accuracy, kappa, n, unscored), which must be identical. Target (issue #9): this checkout takes at
+(accuracy, kappa, n, unscored, per principle), which must be identical. Target (issue #9): this checkout takes at
 most a third of the earlier wall time. The earlier commit sends ~7 texts per encoder call; this one
-hands the encoder its texts in large length-sorted batches (Judge.prepare).
+hands the encoder its texts in large batches (the judging core's batches of
+``capabilities.batch_items`` score requests; the encoder sorts each call by length).
 """
 
 from __future__ import annotations
@@ -21,7 +22,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PAIRS = ROOT.parent / "shared" / "data" / "prefs" / "hh_rlhf_harmless_test.jsonl"
+# The shared data next to the main checkout (../shared/data), or $RLAIF_SHARED_DATA.
+SHARED = Path(os.environ.get("RLAIF_SHARED_DATA") or ROOT.parent / "shared" / "data")
+PAIRS = SHARED / "prefs" / "hh_rlhf_harmless_test.jsonl"
+# The figures that must be identical (calls may differ: identical requests are now made once).
+FIGURES = ("accuracy", "kappa", "n", "unscored", "judge_ties", "judge_unscored", "pairs", "human_ties")
 
 
 def run(tree: Path, pairs: Path, out: Path) -> tuple[float, dict]:
@@ -52,16 +57,18 @@ def main() -> None:
                     figs[name] = f
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old)], check=False)
-    keys = ("accuracy", "kappa", "n", "unscored")
     print(f"eval-judge, embedded judge, {a.pairs.name} ({a.repeats} run(s) each, best wall time)")
     for name, label in (("old", f"{a.ref} (before)"), ("new", "this checkout")):
+        f = figs[name]
         print(f"  {label:24s} wall {min(times[name]):7.1f} s   " +
-              "  ".join(f"{k} {figs[name].get(k)}" for k in keys))
+              "  ".join(f"{k} {f.get(k)}" for k in ("accuracy", "kappa", "n", "unscored", "calls")))
+        for pid, pp in f.get("per_principle", {}).items():
+            print(f"      {pid:32s} accuracy {pp['accuracy']}  kappa {pp['kappa']}  n {pp['n']}")
     ratio = min(times["new"]) / min(times["old"])
-    same = all(figs["old"].get(k) == figs["new"].get(k) for k in keys)
+    same = all(figs["old"].get(k) == figs["new"].get(k) for k in FIGURES) and \
+        figs["old"].get("per_principle") == figs["new"].get("per_principle")
     print(f"  new / old wall time: {ratio:.2f} (target <= 0.33: {'met' if ratio <= 1 / 3 else 'MISSED'}); "
-          f"figures identical: {same}")
-
+          f"figures identical (overall and per principle, floats compared exactly): {same}")
 
 if __name__ == "__main__":
     main()

@@ -48,9 +48,9 @@ def load_encoder(model: str, device: str = "cpu"):
 class EmbeddingJudge(JudgeBackend):
     backend = "embedding"
     template_hash = content_hash(ALGORITHM)
-    # The judging core hands it large batches: the new texts of a batch are embedded in one
-    # call, which sentence-transformers sorts by length, so its encoder batches carry little
-    # padding (the same texts in calls of a few texts each cost about twice as much).
+    # The judging core hands it large batches: the new texts of a batch are embedded together,
+    # sorted by token length, so the encoder's batches carry little padding (the same texts in
+    # calls of a few texts each, as the core handed them before, cost about three times as much).
     capabilities = Capabilities(batch_items=8192)
 
     def __init__(self, model: str = "minilm", device: str = "cpu", batch_size: int = 64):
@@ -77,8 +77,22 @@ class EmbeddingJudge(JudgeBackend):
         if new:
             if len(self._memo) + len(new) > self._memo_max:
                 self._memo.clear()
-            for t, e in zip(new, self.encode(new)):
-                self._memo[t] = e
+            self._memo.update(self._encode_sorted(new))
+
+    def _encode_sorted(self, texts: list[str]) -> dict:
+        """Embeddings of ``texts``, encoded in batches of equal token length.
+
+        sentence-transformers sorts one call's texts by character count; sorting by token count
+        (after its truncation) and handing it one batch at a time pads less: on the HH-RLHF
+        harmless responses 18 s instead of 25 s for the same embeddings (bench/eval_judge_speed.py).
+        """
+        ids = self._encoder.tokenizer(texts, truncation=True, max_length=self._encoder.max_seq_length)["input_ids"]
+        order = sorted(range(len(texts)), key=lambda i: -len(ids[i]))
+        out = {}
+        for s in range(0, len(order), self.batch_size):
+            chunk = [texts[i] for i in order[s:s + self.batch_size]]
+            out.update(zip(chunk, self.encode(chunk)))
+        return out
 
     def _embed(self, texts: list[str]):
         import torch
