@@ -120,6 +120,7 @@ def test_kill_9_mid_batch_loses_at_most_the_calls_in_flight(project):
         second = len(server.requests) - before
         total = db.execute("SELECT COUNT(*) FROM judge_cache").fetchone()[0]
     assert second == total - committed  # every committed call was reused, none repeated
+    assert asked + second - total <= 2 * concurrency + 1  # calls paid twice: about the calls in flight
 
 
 def test_budget_stops_stage_with_exit_3_and_resumes(project, capsys):
