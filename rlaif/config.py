@@ -10,6 +10,7 @@ directory.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -236,11 +237,35 @@ class GRPOSettings(GroupRLSettings):
     scale_rewards: Literal["group", "batch", "none"] = "group"
 
 
+DPO_LOSSES = Literal["sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+                     "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm"]
+
+
+class DPOSettings(_Section):
+    """trl's DPO loss choice: one loss, or several summed with weights (e.g. RPO: [sigmoid, sft])."""
+
+    loss_type: list[DPO_LOSSES] = Field(["sigmoid"], min_length=1, max_length=4,
+                                        description="trl DPOConfig.loss_type; sigmoid is the DPO loss, "
+                                                    "sft adds the chosen responses' NLL (RPO)")
+    loss_weights: list[float] | None = Field(None, description="one weight per loss_type; None: 1.0 each")
+
+    @model_validator(mode="after")
+    def _weights_match(self):
+        if self.loss_weights is not None:
+            if len(self.loss_weights) != len(self.loss_type):
+                raise ValueError(f"loss_weights has {len(self.loss_weights)} values for {len(self.loss_type)} "
+                                 "loss_type entries; give one weight per loss")
+            if any(not math.isfinite(w) or w < 0 for w in self.loss_weights):
+                raise ValueError("loss_weights must be finite and >= 0")
+        return self
+
+
 class PolicyTrainingConfig(_Section):
     algorithm: Literal["dpo", "ppo", "rloo", "grpo"] = Field(
         "dpo", description="dpo: offline on the mixed pairs; ppo | rloo | grpo: online RL against the trained "
                            "reward model on the train prompts")
     beta: float = Field(0.1, gt=0, description="DPO beta")
+    dpo: DPOSettings = DPOSettings()
     train: TrainArgs = TrainArgs(epochs=2, learning_rate=5e-4, batch_size=16, max_length=160)
     ppo: PPOSettings = PPOSettings()
     rloo: RLOOSettings = RLOOSettings()
@@ -255,7 +280,11 @@ class PolicyTrainingConfig(_Section):
     def hash_view(self) -> dict:
         """The fields that change the trained policy (other algorithms' sections left out)."""
         skip = {"ppo", "rloo", "grpo"} - {self.algorithm}
-        return self.model_dump(mode="json", exclude=skip if self.algorithm == "dpo" else skip | {"beta"})
+        if self.algorithm != "dpo":
+            skip |= {"beta", "dpo"}
+        elif self.dpo == DPOSettings():
+            skip.add("dpo")  # the default loss hashes as before the section existed (old runs stay valid)
+        return self.model_dump(mode="json", exclude=skip)
 
 
 class EvalConfig(_Section):

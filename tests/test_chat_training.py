@@ -69,6 +69,33 @@ def test_dpo_trains_on_the_template_rendering(chat_model_dir_any, tmp_path, monk
         assert tok.decode(row["prompt_ids"]) == chat.policy_input(tok, p)
 
 
+def test_dpo_loss_mix_reaches_trl_and_trains(qwen2_dir, tmp_path, monkeypatch, scripted_backend):
+    """policy_training.dpo.loss_type / loss_weights (e.g. RPO: DPO + NLL of the chosen) go to trl's DPOConfig."""
+    import torch
+    import trl
+    from transformers import AutoModelForCausalLM
+
+    seen = []
+
+    class Spy(trl.DPOTrainer):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            seen.append(self)
+
+    monkeypatch.setattr(trl, "DPOTrainer", Spy)
+    from rlaif.train.dpo import train_dpo
+
+    cfg = _cfg(tmp_path, [f"policy.model={qwen2_dir}", "policy_training.train.max_steps=2",
+                          "policy_training.train.batch_size=2", "policy_training.train.max_length=256",
+                          "policy_training.dpo.loss_type=[sigmoid, sft]", "policy_training.dpo.loss_weights=[1.0, 0.5]"])
+    train_dpo(cfg.policy_training, cfg.seed, RunLayout(tmp_path, sft=qwen2_dir, pairs=_pairs_dir(tmp_path)), "cpu")
+    args = seen[0].args
+    assert list(args.loss_type) == ["sigmoid", "sft"] and list(args.loss_weights) == [1.0, 0.5]
+    before = AutoModelForCausalLM.from_pretrained(str(qwen2_dir)).state_dict()
+    after = AutoModelForCausalLM.from_pretrained(str(tmp_path / "policy")).state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
 def test_sft_trains_on_the_template_rendering(qwen2_dir, tmp_path, monkeypatch, scripted_backend):
     import trl
     from transformers import AutoTokenizer

@@ -54,6 +54,11 @@ BAD = {
     "bad-literal": (lambda d: d["judge"].update(pairs="some"), "judge.pairs", "best_worst"),
     "missing-section": (lambda d: d.pop("judge"), "judge", "missing"),
     "bad-algorithm": (lambda d: d["policy_training"].update(algorithm="sgd"), "policy_training.algorithm", "dpo"),
+    "unknown-dpo-loss": (lambda d: d["policy_training"].update(dpo={"loss_type": ["sigmoid", "sfft"]}),
+                         "policy_training.dpo.loss_type.1", "sigmoid"),
+    "dpo-loss-weights-count": (lambda d: d["policy_training"].update(dpo={"loss_type": ["sigmoid", "sft"],
+                                                                          "loss_weights": [1.0]}),
+                               "policy_training.dpo", "one weight per loss"),
 }
 
 
@@ -87,3 +92,15 @@ def test_missing_and_malformed_config(tmp_path):
     p.write_text("name: x\n  data: [\n")
     with pytest.raises(RlaifError, match=r"bad.yaml:\d+: invalid YAML"):
         load_config(p)
+
+
+def test_dpo_loss_section_hashes_only_when_set():
+    """The default DPO loss keeps the hashes of runs made before the section existed; another loss re-trains."""
+    base = load_config(ROOT / "pipelines" / "quickstart.yaml")
+    assert "dpo" not in base.policy_training.hash_view()
+    rpo = load_config(ROOT / "pipelines" / "quickstart.yaml", ["policy_training.dpo.loss_type=[sigmoid, sft]"])
+    assert rpo.policy_training.dpo.loss_type == ["sigmoid", "sft"]
+    assert rpo.policy_training.hash_view()["dpo"]["loss_type"] == ["sigmoid", "sft"]
+    ppo = load_config(ROOT / "pipelines" / "quickstart.yaml",
+                      ["policy_training.algorithm=ppo", "policy_training.dpo.loss_type=[ipo]"])
+    assert "dpo" not in ppo.policy_training.hash_view()

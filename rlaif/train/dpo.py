@@ -28,7 +28,8 @@ def train_dpo(pcfg: PolicyTrainingConfig, seed: int, layout: RunLayout, device: 
     train = conversational_dataset(tokenizer, dd["train"], chosen="chosen", rejected="rejected")
     kw = trainer_kwargs(pcfg.train, layout.checkpoints(layout.policy), seed, device)
     kw.update(bf16=bf16, gradient_checkpointing=pcfg.gradient_checkpointing)
-    args = DPOConfig(**kw, beta=pcfg.beta, max_length=pcfg.train.max_length, truncation_mode="keep_start")
+    args = DPOConfig(**kw, beta=pcfg.beta, max_length=pcfg.train.max_length, truncation_mode="keep_start",
+                     loss_type=list(pcfg.dpo.loss_type), loss_weights=pcfg.dpo.loss_weights)
     # With LoRA the reference policy is the base model with the adapters switched off (no second copy).
     trainer = DPOTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,
                          peft_config=lora_config(pcfg.lora) if pcfg.lora is not None else None)
