@@ -60,7 +60,6 @@ import math
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -81,9 +80,9 @@ from rlaif.train.ppo_losses import (  # noqa: F401  (re-exported: the tests and 
     policy_loss,
     value_loss,
 )
+from rlaif.train.ppo_model import Rollout, disable_dropout, policy_and_value_cls, position_ids_from_mask, value_head_module
 
 if TYPE_CHECKING:  # pragma: no cover
-    import torch
 
     from rlaif.config import PolicyTrainingConfig
     from rlaif.layout import RunLayout
@@ -92,64 +91,6 @@ log = logging.getLogger(__name__)
 
 RewardFn = Callable[[list[str], list[str]], list[float]]
 """``reward_fn(prompts, responses) -> scores``: raw prompts (not formatted), decoded responses."""
-
-
-def _value_head_module(hidden: int):
-    import torch
-
-    head = torch.nn.Linear(hidden, 1)
-    torch.nn.init.normal_(head.weight, std=1.0 / math.sqrt(hidden + 1))
-    torch.nn.init.zeros_(head.bias)
-    return head
-
-
-def _position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
-    pos = attention_mask.long().cumsum(-1) - 1
-    return pos.masked_fill(attention_mask == 0, 1)
-
-
-def _policy_and_value_cls():
-    import torch
-
-    class PolicyAndValue(torch.nn.Module):
-        """Policy and critic in one module, so one optimizer and one ``accelerator.prepare`` cover both."""
-
-        def __init__(self, policy, critic, value_head):
-            super().__init__()
-            self.policy, self.critic, self.value_head = policy, critic, value_head
-
-        def forward(self, input_ids, attention_mask, keep: int):
-            pos = _position_ids(attention_mask)
-            logits = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos,
-                                 logits_to_keep=keep, use_cache=False).logits
-            hidden = self.critic(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos,
-                                 use_cache=False).last_hidden_state[:, -keep:]
-            return logits, self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
-
-    return PolicyAndValue
-
-
-def disable_dropout(model) -> None:
-    import torch
-
-    for m in model.modules():
-        if isinstance(m, torch.nn.Dropout):
-            m.p = 0.0
-
-
-# ====================================================================== trainer
-@dataclass
-class Rollout:
-    prompts: list[str]
-    texts: list[str]
-    input_ids: torch.Tensor       # [B, P + R] prompt (left-padded) + response (right-padded)
-    attention_mask: torch.Tensor  # [B, P + R] 0 on padding and after the first EOS
-    mask: torch.Tensor            # [B, R] response tokens up to and including the first EOS
-    logprobs: torch.Tensor        # [B, R]
-    values: torch.Tensor          # [B, R]
-    advantages: torch.Tensor      # [B, R]
-    returns: torch.Tensor         # [B, R]
-    stats: dict
 
 
 class PPOTrainer:
@@ -211,8 +152,8 @@ class PPOTrainer:
                     m.enable_input_require_grads()
         hidden = critic.config.get_text_config().hidden_size
         torch.manual_seed(seed)
-        head = _value_head_module(hidden)
-        model = _policy_and_value_cls()(policy, critic, head)
+        head = value_head_module(hidden)
+        model = policy_and_value_cls()(policy, critic, head)
         disable_dropout(model)
         self.eos_id, self.pad_id = tok.eos_token_id, tok.pad_token_id
         lr = self.targs.learning_rate
@@ -284,7 +225,7 @@ class PPOTrainer:
                 logits, v = model(ids, am, R + 1)
                 vals.append(v[:, :-1].float())
             else:
-                logits = model(input_ids=ids, attention_mask=am, position_ids=_position_ids(am), logits_to_keep=R + 1,
+                logits = model(input_ids=ids, attention_mask=am, position_ids=position_ids_from_mask(am), logits_to_keep=R + 1,
                                use_cache=False).logits
             logits = logits[:, :-1].float() / T
             lp = torch.log_softmax(logits, -1).gather(-1, ids[:, -R:].unsqueeze(-1)).squeeze(-1)
