@@ -177,6 +177,68 @@ def test_ctrl_c_keeps_the_calls_that_finished_in_batches_in_flight(tmp_path):
     assert n == 3 + 1 + 1  # batch 0, and the first call of each of the two batches in flight
 
 
+class FailingCompleter(LoggingCompleter):
+    """The first call of each batch finishes, then the wait is interrupted by ``error``."""
+
+    def __init__(self, error: BaseException):
+        super().__init__([])
+        self.error = error
+
+    def submit(self, calls, results=None):
+        results[0] = self.run(calls[:1])[0]
+        f = concurrent.futures.Future()
+        f.set_exception(self.error)
+        return f
+
+
+def _cache_rows(store) -> int:
+    return store.db.execute("SELECT COUNT(*) FROM judge_cache").fetchone()[0]
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt(), RuntimeError("the client broke")], ids=["ctrl-c", "error"])
+@pytest.mark.parametrize("path", ["run_calls", "compare_batches"])
+def test_an_interrupted_wait_commits_the_calls_that_finished(tmp_path, error, path):
+    from rlaif.judges.llm import Call
+
+    with Store(tmp_path / "s.sqlite") as store:
+        judge = LLMJudge(FailingCompleter(error), orders="random", store=store)
+        with pytest.raises(type(error)):
+            if path == "run_calls":
+                judge.run_calls([(Call([{"role": "user", "content": f"q{i}"}]), P0) for i in range(3)])
+            else:
+                list(judge.compare_batches([[(f"q{i}", "x", "y", P0) for i in range(3)]]))
+        assert _cache_rows(store) == 1  # the call that finished before the interruption
+
+
+def test_an_interrupted_cache_write_is_redone_by_the_next_commit(tmp_path):
+    from rlaif.judges.cache import CallCache
+
+    class FlakyStore:  # the first write is interrupted (Ctrl-C inside the transaction)
+        def __init__(self, store):
+            self.store, self.writes = store, 0
+
+        def cache_get_many(self, keys):
+            return self.store.cache_get_many(keys)
+
+        def cache_put_many(self, rows):
+            self.writes += 1
+            if self.writes == 1:
+                raise KeyboardInterrupt
+            self.store.cache_put_many(rows)
+
+    with Store(tmp_path / "s.sqlite") as store:
+        gate = concurrent.futures.Future()
+        cache = CallCache(lambda calls, results: (results.update(enumerate(calls)), gate)[1], FlakyStore(store),
+                          dump=lambda r: {"r": r}, load=lambda d: d["r"], lost=lambda k: None)
+        job = cache.start(["a", "b"], ["ka", "kb"])
+        with pytest.raises(KeyboardInterrupt):
+            cache.commit_finished()
+        cache.commit_finished()
+        assert _cache_rows(store) == 2
+        gate.set_result(["a", "b"])
+        assert cache.finish(job) == ["a", "b"]
+
+
 def test_budget_reached_in_a_cot_rationale_step_keeps_the_batches_in_flight(tmp_path):
     from rlaif.judges.llm import BudgetExceeded
     from rlaif.testing.fake_openai import Reply, _lp

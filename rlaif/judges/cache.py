@@ -15,7 +15,8 @@ in one small transaction, never held back for a whole batch of comparisons.
 A ``kill -9`` therefore loses at most the calls in flight and those of the
 last interval. Failed calls are not cached (a re-run tries them again). On a
 budget stop or a fatal server error the calls that did finish are committed
-before the stop propagates.
+before the stop propagates, and so are they on Ctrl-C or any other error while
+a batch is awaited.
 
 ``JudgeBackend.with_cache`` puts a judge behind this cache: ``CachingJudge``
 for a judge whose calls are its pointwise scores; the LLM judge applies it to
@@ -112,6 +113,9 @@ class CallCache:
                     job.partial.update(e.completed)
                     self.commit_finished()
                     raise
+                except BaseException:  # Ctrl-C or any error while waiting: keep what finished meanwhile
+                    self.commit_finished()
+                    raise
                 self.calls += len(results)
                 for j, ((k, idx), r) in enumerate(zip(job.todo.items(), results)):
                     job.by_key[k] = r
@@ -146,6 +150,7 @@ class CallCache:
         """Commit every finished, not yet committed result of the batches in flight, in one small
         transaction (in the caller's thread; the backend fills ``partial`` from its own)."""
         fresh: dict[str, dict] = {}
+        seen: list[tuple[CallJob, int]] = []
         for job in self._jobs:
             done = list(job.partial.items())  # copied at once: the backend's thread may add to it
             if len(done) == job.seen:
@@ -155,9 +160,11 @@ class CallCache:
                 d = self.dump(r)
                 if d is not None:  # failures are not cached: a re-run tries them again
                     fresh[keys[j]] = d
-            job.seen = len(done)
+            seen.append((job, len(done)))
         if self.store is not None and fresh:
             self.store.cache_put_many(fresh)
+        for job, n in seen:  # marked committed only once written: an interrupted write is redone
+            job.seen = n
 
 
 def run_now(fn: Callable[[list], list]) -> Submit:
