@@ -52,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--format", required=True, choices=["llm-swarm"])
     imp.add_argument("-o", "--output", required=True)
     imp.add_argument("--name", help="constitution name (default: the input file's stem)")
+    dif = csub.add_parser("diff", help="principles added, removed or changed; with --run, what a re-judge costs "
+                                       "and which AI labels it changed")
+    dif.add_argument("old", metavar="OLD.yaml")
+    dif.add_argument("new", metavar="NEW.yaml")
+    dif.add_argument("--run", dest="run_dir", metavar="DIR", help="a run directory judged with OLD (or NEW)")
+    dif.add_argument("--json", dest="json_out", action="store_true", help="print the diff as JSON (for scripts)")
 
     e = sub.add_parser("eval-judge", help="agreement of the judge with human pairwise labels")
     e.add_argument("--pairs", required=True, help="JSONL with prompt, response_a, response_b, label (A|B|tie)")
@@ -105,7 +111,38 @@ def _cmd_constitution(args) -> int:
                        + dump_constitution(c))
         print(f"wrote {out} ({len(c.principles)} principles, hash {c.hash})")
         return 0
-    raise RlaifError("usage: rlaif constitution {lint,show,import} ...")
+    if args.action == "diff":
+        return _cmd_constitution_diff(args)
+    raise RlaifError("usage: rlaif constitution {lint,show,import,diff} ...")
+
+
+def _cmd_constitution_diff(args) -> int:
+    from rlaif.constitution import load_constitution
+    from rlaif.constitution_diff import diff_constitutions, render_diff
+
+    old, new = load_constitution(args.old), load_constitution(args.new)
+    d = diff_constitutions(old, new)
+    effects = None
+    if args.run_dir:
+        from rlaif.rejudge import run_effects
+
+        effects = run_effects(d, new, args.new, args.run_dir)
+    if args.json_out:
+        print(json.dumps(d.to_dict() | ({"run": effects} if effects else {}), indent=2))
+        return 0
+    render_diff(d, effects)
+    if effects:
+        cost = effects["rejudge_cost_usd"]
+        print(f"re-judge with {effects['judge']['backend']}:{effects['judge']['model']}: {effects['rejudge_calls']} "
+              f"calls not in the run's cache (of {effects['calls_without_cache']})"
+              + (f", about ${cost:.4f} at the configured prices" if cost is not None else ""))
+        lab = effects["labels"]
+        if lab.get("available"):
+            print(f"AI pairs: {lab['flipped']} flipped, {lab['appeared']} appeared, {lab['disappeared']} disappeared "
+                  f"({lab['pairs_old']} under OLD, {lab['pairs_new']} under NEW)")
+        else:
+            print(lab["reason"])
+    return 0
 
 
 def _cmd_pipeline(args) -> int:

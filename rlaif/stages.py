@@ -116,6 +116,7 @@ def _judge(run: Run) -> dict:
                                     jc.temperature, jc.batch_size)
     finally:
         close_judge(judge)
+    run.store.put_judge_set(judge_hash, run.inputs.constitution.hash, gen_hash)
     pairs = run.store.ai_pairs(judge_hash)
     info.update({"judge_hash": judge_hash, "backend": judge.backend, "model": judge.model,
                  "template_hash": judge.template_hash, "constitution_hash": run.inputs.constitution.hash,

@@ -37,6 +37,9 @@ CREATE TABLE IF NOT EXISTS ai_pairs (
     confidence REAL NOT NULL, status TEXT NOT NULL, details TEXT NOT NULL,
     PRIMARY KEY (judge_hash, prompt_id, chosen_id, rejected_id)
 );
+CREATE TABLE IF NOT EXISTS judge_sets (
+    judge_hash TEXT PRIMARY KEY, constitution_hash TEXT NOT NULL, gen_hash TEXT NOT NULL, created_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS human_labels (
     id INTEGER PRIMARY KEY AUTOINCREMENT, pair_key TEXT NOT NULL, prompt TEXT NOT NULL,
     chosen TEXT NOT NULL, rejected TEXT NOT NULL, label TEXT NOT NULL, source TEXT NOT NULL,
@@ -201,6 +204,28 @@ class Store:
                 "INSERT INTO ai_pairs VALUES (?,?,?,?,?,?,?)",
                 [(judge_hash, p, c, r, conf, st, json.dumps(d, sort_keys=True)) for p, c, r, conf, st, d in rows],
             )
+
+    def put_judge_set(self, judge_hash: str, constitution_hash: str, gen_hash: str) -> None:
+        """Record which constitution and generation the AI pairs of ``judge_hash`` were judged
+        under (`rlaif constitution diff --run` compares the label sets of two constitutions)."""
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO judge_sets VALUES (?,?,?,?)",
+                            (judge_hash, constitution_hash, gen_hash, time.time()))
+
+    def judge_sets(self, constitution_hash: str, gen_hash: str) -> list[str]:
+        """The judge hashes of the AI pair sets judged under ``constitution_hash`` on the candidates
+        ``gen_hash``, newest first. Stores written before ``judge_sets`` existed: the sets whose
+        pairs record that constitution (their order unknown)."""
+        try:
+            rows = self.db.execute("SELECT judge_hash FROM judge_sets WHERE constitution_hash=? AND gen_hash=? "
+                                   "ORDER BY created_at DESC", (constitution_hash, gen_hash)).fetchall()
+        except sqlite3.OperationalError:  # a read-only store from before the table
+            rows = []
+        if rows:
+            return [r[0] for r in rows]
+        return [r[0] for r in self.db.execute(
+            "SELECT DISTINCT judge_hash FROM ai_pairs WHERE json_extract(details, '$.constitution_hash')=?",
+            (constitution_hash,))]
 
     def ai_pairs(self, judge_hash: str) -> list[dict[str, Any]]:
         rows = self.db.execute(

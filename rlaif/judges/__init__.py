@@ -23,19 +23,37 @@ class BackendEntry:
     factory: Callable[..., JudgeBackend]  # (cfg: JudgeConfig, device: str, seed: int) -> JudgeBackend
     capabilities: Capabilities
     description: str = ""
+    # (cfg, seed) -> a judge with the cache keys of factory's that loads no model and makes no call
+    # (rlaif/judges/plan.py); None: plan_judge builds the backend and copies its identity.
+    plan: Callable[..., JudgeBackend] | None = None
 
 
 def _embedding(cfg, device: str, seed: int) -> JudgeBackend:
     return EmbeddingJudge(cfg.model, device=device, batch_size=cfg.batch_size)
 
 
+def _llm_judge(completer, cfg, seed: int) -> LLMJudge:
+    return LLMJudge(completer, method=cfg.resolved_method, orders=cfg.orders, cot=cfg.cot, cot_clamp=cfg.cot_clamp,
+                    cot_max_tokens=cfg.cot_max_tokens, top_logprobs=cfg.top_logprobs, seed=seed)
+
+
 def _llm(completer_factory):
     def make(cfg, device: str, seed: int) -> JudgeBackend:
-        return LLMJudge(completer_factory(cfg, device), method=cfg.resolved_method, orders=cfg.orders, cot=cfg.cot,
-                        cot_clamp=cfg.cot_clamp, cot_max_tokens=cfg.cot_max_tokens, top_logprobs=cfg.top_logprobs,
-                        seed=seed)
+        return _llm_judge(completer_factory(cfg, device), cfg, seed)
 
     return make
+
+
+def _llm_plan(cfg, seed: int) -> JudgeBackend:
+    from rlaif.judges.plan import PlanCompleter
+
+    return _llm_judge(PlanCompleter(cfg), cfg, seed)
+
+
+def _embedding_plan(cfg, seed: int) -> JudgeBackend:
+    from rlaif.judges.plan import PlannedScorer
+
+    return PlannedScorer(EmbeddingJudge.backend, cfg.model, EmbeddingJudge.template_hash, EmbeddingJudge.capabilities)
 
 
 def _openai_completer(cfg, device):
@@ -52,11 +70,12 @@ def _transformers_completer(cfg, device):
 
 BACKENDS: dict[str, BackendEntry] = {
     "embedding": BackendEntry(_embedding, EmbeddingJudge.capabilities,
-                              "MiniLM sentence embeddings against the principles' examples, offline on CPU"),
+                              "MiniLM sentence embeddings against the principles' examples, offline on CPU",
+                              _embedding_plan),
     "openai": BackendEntry(_llm(_openai_completer), LLMJudge.capabilities,
-                           "an LLM behind any OpenAI-compatible server (vLLM, TGI, llama.cpp, OpenAI)"),
+                           "an LLM behind any OpenAI-compatible server (vLLM, TGI, llama.cpp, OpenAI)", _llm_plan),
     "transformers": BackendEntry(_llm(_transformers_completer), LLMJudge.capabilities,
-                                 "a local causal LM loaded with transformers"),
+                                 "a local causal LM loaded with transformers", _llm_plan),
 }
 
 
@@ -83,5 +102,21 @@ def make_judge(cfg, device: str = "cpu", seed: int = 0, store=None) -> JudgeBack
     return entry.factory(cfg, device, seed).with_cache(store)
 
 
+def plan_judge(cfg, seed: int = 0, store=None) -> JudgeBackend:
+    """A judge with the cache keys ``make_judge(cfg)`` would use that makes no calls: each call not in
+    ``store``'s call cache is counted (``report()["calls"]``, with estimated tokens and cost for an LLM
+    backend) and answered unscored; nothing is written to ``store``."""
+    from rlaif.judges.plan import PlannedScorer, ReadOnlyCache
+
+    entry = backend_entry(cfg.backend)
+    if entry.plan is not None:
+        judge = entry.plan(cfg, seed)
+    else:  # build it once for its identity (a backend whose calls are its pointwise scores)
+        real = entry.factory(cfg, "cpu", seed)
+        judge = PlannedScorer(real.backend, real.model, real.template_hash, real.capabilities)
+        real.close()
+    return judge.with_cache(ReadOnlyCache(store) if store is not None else None)
+
+
 __all__ = ["BACKENDS", "BackendEntry", "Capabilities", "Judge", "JudgeBackend", "Verdict", "backend_entry",
-           "cache_key", "compares_pairs", "make_judge"]
+           "cache_key", "compares_pairs", "make_judge", "plan_judge"]

@@ -32,12 +32,39 @@ def _details(judge: JudgeBackend, constitution: Constitution, method: str, princ
                        {p.id: p.hash for p in constitution.principles}, JudgeIdentity.of(judge)).to_dict()
 
 
+def candidate_items(store, gen_hash: str) -> tuple[list, list[Item]]:
+    """The train prompts' candidates and one ``Item`` each: what the pointwise judge scores."""
+    prompts = {p.id: p for p in store.prompts("train")}
+    cands = [c for c in store.candidates(gen_hash) if c.prompt_id in prompts]
+    return cands, [Item(prompts[c.prompt_id].text, prompts[c.prompt_id].category, c.text) for c in cands]
+
+
+def pair_comparisons(store, constitution: Constitution, gen_hash: str, principle_mode: str, seed: int):
+    """What the pairwise judge compares: (candidates by prompt id, {(a id, b id): Comparison}, {(a id, b id):
+    prompt id}); each pair of distinct candidates of a train prompt, in the order asked."""
+    prompts = {p.id: p for p in store.prompts("train")}
+    by_prompt: dict[str, list] = {}
+    for c in store.candidates(gen_hash):
+        if c.prompt_id in prompts:
+            group = by_prompt.setdefault(c.prompt_id, [])
+            if c.text.strip() and all(c.text.strip() != o.text.strip() for o in group):
+                group.append(c)
+    comps: dict[tuple[str, str], Comparison] = {}
+    prompt_of: dict[tuple[str, str], str] = {}
+    for pid, cands in by_prompt.items():
+        p = prompts[pid]
+        for a, b in combinations(cands, 2):
+            ps = comparison_principles(constitution, p.category, principle_mode, seed, f"{a.id}|{b.id}")
+            if ps:
+                comps[(a.id, b.id)] = Comparison(p.text, p.category, a.text, b.text, ps)
+                prompt_of[(a.id, b.id)] = pid
+    return by_prompt, comps, prompt_of
+
+
 def judge_candidates(store, judge: JudgeBackend, constitution: Constitution, gen_hash: str, judge_hash: str,
                      mode: str, temperature: float, batch_size: int) -> dict:
     """Pointwise: score every candidate, store judgements, rank per prompt, store AI pairs."""
-    prompts = {p.id: p for p in store.prompts("train")}
-    cands = [c for c in store.candidates(gen_hash) if c.prompt_id in prompts]
-    items = [Item(prompts[c.prompt_id].text, prompts[c.prompt_id].category, c.text) for c in cands]
+    cands, items = candidate_items(store, gen_hash)
     stats = score_items(judge, constitution, items, batch_size)
     store.put_judgements(judge_hash, [(c.id, pid, constitution.principle(pid).hash, v.score, v.status, v.raw)
                                       for c, it in zip(cands, items) for pid, v in it.verdicts.items()])
@@ -85,22 +112,7 @@ def _pairwise_details(judge: JudgeBackend, constitution: Constitution, comp: Com
 def judge_pairwise(store, judge: JudgeBackend, constitution: Constitution, gen_hash: str, judge_hash: str,
                    mode: str, principle_mode: str, seed: int, batch_size: int) -> dict:
     """Pairwise: compare the candidates of each prompt, rank by mean P(win), store AI pairs."""
-    prompts = {p.id: p for p in store.prompts("train")}
-    by_prompt: dict[str, list] = {}
-    for c in store.candidates(gen_hash):
-        if c.prompt_id in prompts:
-            group = by_prompt.setdefault(c.prompt_id, [])
-            if c.text.strip() and all(c.text.strip() != o.text.strip() for o in group):
-                group.append(c)
-    comps: dict[tuple[str, str], Comparison] = {}  # (a id, b id) -> comparison, in the order asked
-    prompt_of: dict[tuple[str, str], str] = {}
-    for pid, cands in by_prompt.items():
-        p = prompts[pid]
-        for a, b in combinations(cands, 2):
-            ps = comparison_principles(constitution, p.category, principle_mode, seed, f"{a.id}|{b.id}")
-            if ps:
-                comps[(a.id, b.id)] = Comparison(p.text, p.category, a.text, b.text, ps)
-                prompt_of[(a.id, b.id)] = pid
+    by_prompt, comps, prompt_of = pair_comparisons(store, constitution, gen_hash, principle_mode, seed)
     stats = compare_items(judge, list(comps.values()), batch_size)
 
     label: dict[tuple[str, str], float] = {}

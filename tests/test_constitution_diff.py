@@ -1,0 +1,193 @@
+"""`rlaif constitution diff`: hand-made constitution pairs, and a run's re-judge calls and label changes."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import CONSTITUTION
+
+from rlaif.cli import main
+from rlaif.constitution import Constitution
+from rlaif.constitution_diff import diff_constitutions
+
+
+def _c(edit=None) -> dict:
+    c = copy.deepcopy(CONSTITUTION)
+    if edit:
+        edit(c)
+    return c
+
+
+def _write(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _p(c: dict, pid: str) -> dict:
+    return next(p for p in c["principles"] if p["id"] == pid)
+
+
+EDITS = {
+    "text": (lambda c: _p(c, "helpful").update(text="Prefer the response that is correct."), "helpful", ("text",)),
+    "weight": (lambda c: _p(c, "concise").update(weight=2.5), "concise", ("weight",)),
+    "examples": (lambda c: _p(c, "helpful")["examples"]["worse"].append("No."), "helpful", ("examples",)),
+    "checks": (lambda c: _p(c, "concise")["checks"][0].update(limit=30), "concise", ("checks",)),
+    "applies_to": (lambda c: _p(c, "refuse-harm").update(applies_to=None), "refuse-harm", ("applies_to",)),
+    "text-and-weight": (lambda c: _p(c, "helpful").update(text="Be clear.", weight=3.0), "helpful",
+                        ("text", "weight")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EDITS), ids=str)
+def test_changed_fields_named(case):
+    edit, pid, fields = EDITS[case]
+    old, new = Constitution.model_validate(_c()), Constitution.model_validate(_c(edit))
+    d = diff_constitutions(old, new)
+    changed = d.of("changed")
+    assert [c.id for c in changed] == [pid] and changed[0].fields == fields
+    assert changed[0].old_hash != changed[0].new_hash and changed[0].rejudged
+    assert {c.id for c in d.of("unchanged")} == {p["id"] for p in CONSTITUTION["principles"]} - {pid}
+    assert not d.identical
+
+
+def test_added_removed_renamed_and_identical():
+    def edit(c):
+        c["principles"][0]["id"] = "no-harm"  # same content, new id: renamed
+        c["principles"].pop(2)  # concise removed
+        c["principles"].append({"id": "honest", "text": "Prefer the honest response."})
+    d = diff_constitutions(Constitution.model_validate(_c()), Constitution.model_validate(_c(edit)))
+    assert [(c.id, c.renamed_from) for c in d.of("renamed")] == [("no-harm", "refuse-harm")]
+    assert [c.id for c in d.of("removed")] == ["concise"] and not d.of("removed")[0].rejudged
+    assert [c.id for c in d.of("added")] == ["honest"]
+    assert [c.id for c in d.of("unchanged")] == ["helpful"]
+    same = diff_constitutions(Constitution.model_validate(_c()), Constitution.model_validate(_c()))
+    assert same.identical and all(c.status == "unchanged" for c in same.principles)
+
+
+def test_cli_json_and_rich(tmp_path, capsys):
+    old = _write(tmp_path / "old.yaml", _c())
+    new = _write(tmp_path / "new.yaml", _c(lambda c: (_p(c, "concise").update(weight=2.5), c.update(version="2"))))
+    assert main(["constitution", "diff", str(old), str(new), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["counts"] == {"added": 0, "removed": 0, "changed": 1, "renamed": 0, "unchanged": 2}
+    assert out["header"] == {"version": ["1", "2"]}
+    assert out["principles"][2]["old"] == {"weight": 0.5} and out["principles"][2]["new"] == {"weight": 2.5}
+    assert main(["constitution", "diff", str(old), str(new)]) == 0
+    text = capsys.readouterr().out
+    assert "concise" in text and "changed" in text and "0.5 → 2.5" in text
+
+
+BAD = {
+    "missing-file": (lambda d: [str(d / "nope.yaml"), str(d / "ok.yaml")], "nope.yaml"),
+    "bad-yaml": (lambda d: [str(d / "ok.yaml"), str(_w(d / "bad.yaml", "name: [unclosed"))], "bad.yaml"),
+    "bad-field": (lambda d: [str(d / "ok.yaml"), str(_w(d / "w.yaml", yaml.safe_dump(_c(
+        lambda c: _p(c, "helpful").update(weight=-1)))))], "w.yaml"),
+    "run-not-a-dir": (lambda d: [str(d / "ok.yaml"), str(d / "ok.yaml"), "--run", str(d / "ok.yaml")], "ok.yaml"),
+    "run-without-store": (lambda d: [str(d / "ok.yaml"), str(d / "ok.yaml"), "--run", str(d)], "store.sqlite"),
+}
+
+
+def _w(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("case", sorted(BAD), ids=str)
+def test_bad_input_exit_2_one_line(case, tmp_path, capsys):
+    _write(tmp_path / "ok.yaml", _c())
+    make_args, names = BAD[case]
+    args = make_args(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(["constitution", "diff", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error:") and names in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+# ------------------------------------------------------------------ with a run directory
+@pytest.fixture(scope="module")
+def judged_project(tmp_path_factory):
+    """A tiny project whose sft, generate and judge stages ran (scripted judge)."""
+    import conftest
+
+    with conftest.scripted_backend_registered():
+        proj = conftest.make_tiny_project(tmp_path_factory.mktemp("diff") / "proj")
+        for stage in ("sft", "generate", "judge"):
+            assert main([stage, str(proj / "pipeline.yaml")]) == 0
+        yield proj
+
+
+def _swap_helpful_examples(c):
+    ex = _p(c, "helpful")["examples"]
+    ex["better"], ex["worse"] = ex["worse"], ex["better"]
+
+
+@pytest.mark.slow
+def test_run_rejudge_calls_then_label_changes(judged_project, tmp_path, capsys, scripted_backend):
+    proj = tmp_path / "proj"
+    shutil.copytree(judged_project, proj)
+    old = _write(tmp_path / "old.yaml", _c())
+    new = _write(tmp_path / "new.yaml", _c(_swap_helpful_examples))
+    run = str(proj / "run")
+
+    assert main(["constitution", "diff", str(old), str(new), "--run", run, "--json"]) == 0
+    before = json.loads(capsys.readouterr().out)["run"]
+    per = before["per_principle"]
+    assert per["helpful"]["calls"] > 0 and per["helpful"]["calls"] == per["helpful"]["judged_items"]
+    assert per["refuse-harm"]["calls"] == per["concise"]["calls"] == 0  # unchanged: all in the call cache
+    assert before["rejudge_calls"] == per["helpful"]["calls"] < before["calls_without_cache"]
+    assert not before["labels"]["available"] and "rlaif judge" in before["labels"]["reason"]
+    assert before["rejudge_cost_usd"] is None  # a local judge: no prices
+
+    # The re-judge pays exactly the planned calls; then the diff compares the two label sets.
+    shutil.copy(new, proj / "constitution.yaml")
+    assert main(["judge", str(proj / "pipeline.yaml")]) == 0
+    from rlaif.store import Store
+
+    with Store(proj / "run" / "store.sqlite", create=False, readonly=True) as s:
+        assert s.stage("judge")["info"]["calls"] == before["rejudge_calls"]
+    capsys.readouterr()
+    assert main(["constitution", "diff", str(old), str(new), "--run", run, "--json"]) == 0
+    after = json.loads(capsys.readouterr().out)["run"]
+    lab, per = after["labels"], after["per_principle"]
+    assert lab["available"] and after["rejudge_calls"] == 0
+    assert lab["flipped"] + lab["appeared"] + lab["disappeared"] > 0
+    assert per["helpful"]["flipped"] > 0
+    # Unchanged principles score the same candidates the same: none of their verdicts flips.
+    assert per["refuse-harm"]["flipped"] == per["concise"]["flipped"] == 0
+    assert main(["constitution", "diff", str(old), str(new), "--run", run]) == 0
+    out = capsys.readouterr().out
+    assert "flipped" in out and "calls not in the run's cache" in out
+
+
+@pytest.mark.parametrize("backend", ["embedding", "openai"], ids=str)
+def test_planned_judge_has_the_real_cache_keys(backend, tmp_path):
+    """The plan counts a call as cached exactly when the real judge would find it: same identity and keys."""
+    from rlaif.config import JudgeConfig
+    from rlaif.constitution import Principle
+    from rlaif.judges import BACKENDS, plan_judge
+    from rlaif.judges.base import cache_key
+    from rlaif.judges.llm import Call
+
+    cfg = JudgeConfig(backend=backend, constitution=str(_write(tmp_path / "c.yaml", _c())),
+                      base_url="http://127.0.0.1:9/v1", price_prompt_per_mtok=1.0)
+    planned = plan_judge(cfg, seed=3)
+    p = Principle(id="x", text="Be kind.")
+    if backend == "embedding":
+        from rlaif.judges.embedding import EmbeddingJudge
+
+        assert (planned.inner.backend, planned.inner.model, planned.inner.template_hash) == \
+            (EmbeddingJudge.backend, "minilm", EmbeddingJudge.template_hash)
+        assert cache_key(planned.inner, p, "q", "r") == cache_key(planned, p, "q", "r")
+        return
+    real = BACKENDS[backend].factory(cfg, "cpu", 3)  # an OpenAI client: nothing is sent
+    call = Call([{"role": "user", "content": "hello"}], 1, True)
+    assert (planned.backend, planned.model, planned.template_hash) == (real.backend, real.model, real.template_hash)
+    assert planned._key(call, p) == real._key(call, p)
+    out = planned.run_calls([(call, p)])
+    assert out[0].error and planned.report()["calls"] == 1 and planned.completer.cost_usd() > 0
