@@ -260,12 +260,53 @@ class DPOSettings(_Section):
         return self
 
 
+REWARD_SOURCES = ("reward_model", "judge")
+
+
+class RewardWeights(_Section):
+    """What rewards the online algorithms: the trained reward model, the judge, or a weighted sum.
+
+    YAML: ``reward: reward_model`` (the default), ``reward: judge``, or a mapping of weights
+    (``{reward_model: 1.0, judge: 0.5}``; a source left out of the mapping has weight 0)."""
+
+    reward_model: float = Field(0.0, ge=0, description="weight of the trained reward model's score")
+    judge: float = Field(0.0, ge=0, description="weight of the judge reward (rlaif/judges/reward.py)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, v):
+        if isinstance(v, str):
+            if v not in REWARD_SOURCES:
+                raise ValueError(f"unknown reward {v!r}; use reward_model, judge, or weights such as "
+                                 "{reward_model: 1.0, judge: 0.5}")
+            return {v: 1.0}
+        if not isinstance(v, (dict, RewardWeights)):
+            raise ValueError("expected reward_model, judge, or weights such as {reward_model: 1.0, judge: 0.5}")
+        return v
+
+    @model_validator(mode="after")
+    def _some_weight(self):
+        if self.reward_model <= 0 and self.judge <= 0:
+            raise ValueError("every weight is 0; give reward_model or judge a weight > 0")
+        return self
+
+    @property
+    def uses_judge(self) -> bool:
+        return self.judge > 0
+
+    @property
+    def uses_reward_model(self) -> bool:
+        return self.reward_model > 0
+
+
 class PolicyTrainingConfig(_Section):
     algorithm: Literal["dpo", "ppo", "rloo", "grpo"] = Field(
         "dpo", description="dpo: offline on the mixed pairs; ppo | rloo | grpo: online RL against the trained "
                            "reward model on the train prompts")
     beta: float = Field(0.1, gt=0, description="DPO beta")
     dpo: DPOSettings = DPOSettings()
+    reward: RewardWeights = Field(RewardWeights(reward_model=1.0), description=(
+        "ppo | rloo | grpo: reward_model (default), judge, or weights {reward_model: 1.0, judge: 0.5}"))
     train: TrainArgs = TrainArgs(epochs=2, learning_rate=5e-4, batch_size=16, max_length=160)
     ppo: PPOSettings = PPOSettings()
     rloo: RLOOSettings = RLOOSettings()
@@ -284,6 +325,8 @@ class PolicyTrainingConfig(_Section):
             skip |= {"beta", "dpo"}
         elif self.dpo == DPOSettings():
             skip.add("dpo")  # the default loss hashes as before the section existed (old runs stay valid)
+        if self.algorithm == "dpo" or self.reward == RewardWeights(reward_model=1.0):
+            skip.add("reward")  # the default reward hashes as before the key existed (old runs stay valid)
         return self.model_dump(mode="json", exclude=skip)
 
 
@@ -411,6 +454,11 @@ def _check_cross_fields(cfg: PipelineConfig, loaded: LoadedYaml, touched: dict[s
             if length > n:
                 raise RlaifError(f"{_where(loaded, touched, name)} {name}: {length} exceeds policy.tiny.n_positions "
                                  f"({n}); lower it or raise n_positions")
+    pt = cfg.policy_training
+    if pt.algorithm == "dpo" and pt.reward != RewardWeights(reward_model=1.0):
+        raise RlaifError(f"{_where(loaded, touched, 'policy_training.reward')} policy_training.reward: dpo learns "
+                         "from the preference pairs and takes no reward; remove it or set policy_training.algorithm "
+                         "to ppo, rloo or grpo")
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:

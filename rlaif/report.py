@@ -161,21 +161,34 @@ def _plots(run, report: dict) -> list[tuple[str, str]]:
     return out
 
 
-# Per-step metrics of online policy training (ppo, rloo, grpo), plotted when the history has them.
-RL_METRICS = (("reward", "mean reward (RM score)"), ("kl", "KL to reference (per sequence)"),
-              ("kl_per_token", "KL to reference (per token)"), ("entropy", "entropy (per token)"),
-              ("clipfrac", "policy clip fraction"), ("value_loss", "value loss"))
+# Per-step metrics of online policy training (ppo, rloo, grpo), plotted when the history has them:
+# one panel per entry, one line per key present (the reward panel shows the reward-model and judge
+# means next to the total when policy_training.reward uses them; the judge panel its calls per step).
+RL_METRICS = ((("reward", "rm_reward", "judge_reward"), "mean reward"),
+              (("kl",), "KL to reference (per sequence)"), (("kl_per_token",), "KL to reference (per token)"),
+              (("entropy",), "entropy (per token)"), (("clipfrac",), "policy clip fraction"),
+              (("value_loss",), "value loss"),
+              (("judge_calls", "judge_cache_hits", "judge_unscored"), "judge reward: calls per step"))
+RL_LINE_LABELS = {"reward": "total", "rm_reward": "reward model", "judge_reward": "judge", "judge_calls": "calls",
+                  "judge_cache_hits": "cache hits", "judge_unscored": "unscored rollouts"}
 
 
 def _rl_plot(run, plt) -> tuple[str, str] | None:
     hist = run.results_of("train-policy").get("history") or []
-    series = [(label, [(h["step"], h[k]) for h in hist if k in h and "step" in h]) for k, label in RL_METRICS]
-    series = [(label, pts) for label, pts in series if pts]
-    if not series or series[0][0] != RL_METRICS[0][1]:
+    panels = []
+    for keys, label in RL_METRICS:
+        lines = [(k, [(h["step"], h[k]) for h in hist if k in h and "step" in h]) for k in keys]
+        lines = [(k, pts) for k, pts in lines if pts]
+        if lines:
+            panels.append((label, lines))
+    if not panels or panels[0][1][0][0] != "reward":
         return None  # no per-step reward: not an online algorithm
-    fig, axes = plt.subplots(1, len(series), figsize=(3.0 * len(series), 3.0), squeeze=False)
-    for ax, (label, pts) in zip(axes[0], series):
-        ax.plot(*zip(*pts), marker=".")
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.0 * len(panels), 3.0), squeeze=False)
+    for ax, (label, lines) in zip(axes[0], panels):
+        for k, pts in lines:
+            ax.plot(*zip(*pts), marker=".", label=RL_LINE_LABELS.get(k, k))
+        if len(lines) > 1:
+            ax.legend(fontsize=7)
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("step")
     algo = run.cfg.policy_training.algorithm.upper()

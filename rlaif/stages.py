@@ -164,21 +164,32 @@ def _policy_needs(cfg: PipelineConfig) -> tuple[str, ...]:
 
 
 def _train_policy_parts(run: Run) -> dict:
-    from rlaif.train.policy import uses_reward_model
+    from rlaif.train.policy import is_online, uses_judge_reward
 
     parts: dict = {"policy_training": run.cfg.policy_training.hash_view()}
-    if uses_reward_model(run.cfg.policy_training):  # online RL: rewarded on the train prompts
+    if is_online(run.cfg.policy_training):  # online RL: rewarded on the train prompts
         parts["prompts"] = [(p.id, p.text) for p in run.inputs.prompts if p.split == "train"]
+    if uses_judge_reward(run.cfg.policy_training):  # the judge's settings and principles give the reward
+        parts["judge_reward"] = _judge_parts(run)
     return parts
 
 
 def _train_policy(run: Run) -> dict:
     from rlaif.hashing import dir_hash
-    from rlaif.train.policy import train_policy
+    from rlaif.train.policy import train_policy, uses_judge_reward
 
     c = run.cfg
-    prompts = [p.text for p in run.store.prompts("train")]
-    info = train_policy(c.policy_training, c.seed, run.layout, prompts, c.reward_model.train.max_length, run.device)
+    train = run.store.prompts("train")
+    prompts = [p.text for p in train]
+    judge = None
+    if uses_judge_reward(c.policy_training):
+        from rlaif.judges.reward import judge_reward_for
+        from rlaif.train.online import local_device
+
+        judge = judge_reward_for(c.judge, run.inputs.constitution, {p.text: p.category for p in train},
+                                 run.store.path, local_device(run.device), c.seed)
+    info = train_policy(c.policy_training, c.seed, run.layout, prompts, c.reward_model.train.max_length, run.device,
+                        judge)
     # Under `--launcher accelerate` only the main process writes the policy.
     info["output_hash"] = dir_hash(run.layout.policy) if run.layout.policy.exists() else None
     return info

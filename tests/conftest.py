@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rlaif.judges.base import JudgeBackend
+from rlaif.judges.base import Capabilities, JudgeBackend
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -29,6 +29,7 @@ class ScriptedJudge(JudgeBackend):
 
     backend = "scripted"
     template_hash = "scripted-v1"
+    capabilities = Capabilities(applies_checks=True)  # score() adds the checks itself
 
     def __init__(self, model: str = "scripted"):
         self.model = model

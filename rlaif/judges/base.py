@@ -58,11 +58,17 @@ class Capabilities:
     batch_items: score requests the judging core hands it per batch; ``None`` means the
         configured ``judge.batch_size``. A local encoder asks for large batches, which it
         embeds in one pass sorted by length, so that its batches carry little padding.
+    score_range: the (low, high) its pointwise scores lie in (the LLM rubric: 1..9); the judge
+        reward (rlaif/judges/reward.py) maps it to [-1, 1]. ``None``: scores used as they are.
+    applies_checks: its pointwise scores already include the principles' deterministic checks
+        (the embedded judge); otherwise the judge reward adds them.
     """
 
     pairwise: bool = False
     chat: bool = False
     batch_items: int | None = None
+    score_range: tuple[float, float] | None = None
+    applies_checks: bool = False
 
 
 class JudgeBackend:

@@ -16,6 +16,7 @@ Caching, deduplication and commits are the backend's call cache (rlaif/judges/ca
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -103,12 +104,19 @@ def prefer(a: float | None, b: float | None) -> str | None:
     return None if a is None or b is None else ("tie" if a == b else ("A" if a > b else "B"))
 
 
+def _quiet(label: str, total: int):
+    return contextlib.nullcontext(lambda n=1, info=None, total=None: None)
+
+
 def _run_batches(judge: JudgeBackend, work: list, size: int, request: Callable[[Any], Any],
                  stream: Callable[[Iterable[list]], Iterator[list]], put: Callable[[Any, Any], None],
-                 label: str) -> JudgeStats:
+                 label: str | None) -> JudgeStats:
     """The one batch loop: ``work`` in batches of ``size``, each unit made a request, the
-    batches streamed through the backend, each result ``put`` back on its unit."""
-    from rlaif.progress import task
+    batches streamed through the backend, each result ``put`` back on its unit. ``label``
+    None: no progress bar (a caller inside another bar, e.g. the judge reward in training)."""
+    from rlaif.progress import task as bar
+
+    task = bar if label is not None else _quiet
 
     chunks = [work[s:s + size] for s in range(0, len(work), size)]
     before = judge.report()
@@ -132,7 +140,7 @@ def _run_batches(judge: JudgeBackend, work: list, size: int, request: Callable[[
 
 
 def score_items(judge: JudgeBackend, constitution: Constitution, items: list[Item], batch_size: int = 64,
-                progress: str | None = None) -> JudgeStats:
+                progress: str | None = None, show_progress: bool = True) -> JudgeStats:
     """Fill ``item.verdicts`` for every principle that applies to the item's category."""
     work = [(p, it) for it in items for p in constitution.principles if p.applies(it.category)]
 
@@ -141,7 +149,7 @@ def score_items(judge: JudgeBackend, constitution: Constitution, items: list[Ite
 
     return _run_batches(judge, work, judge.capabilities.batch_items or batch_size,
                         lambda w: ScoreRequest(w[1].prompt, w[1].response, w[0]), judge.score_batches, put,
-                        progress or "judge")
+                        (progress or "judge") if show_progress else None)
 
 
 def compare_items(judge: JudgeBackend, comparisons: list[Comparison], batch_size: int = 64,

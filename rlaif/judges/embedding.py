@@ -51,7 +51,7 @@ class EmbeddingJudge(JudgeBackend):
     # The judging core hands it large batches: the new texts of a batch are embedded together,
     # sorted by token length, so the encoder's batches carry little padding (the same texts in
     # calls of a few texts each, as the core handed them before, cost about three times as much).
-    capabilities = Capabilities(batch_items=8192)
+    capabilities = Capabilities(batch_items=8192, applies_checks=True)
 
     def __init__(self, model: str = "minilm", device: str = "cpu", batch_size: int = 64):
         self.model = model

@@ -124,7 +124,7 @@ def _completion_json(r: Completion) -> dict | None:
 class LLMJudge(JudgeBackend):
     """Pairwise or pointwise judging through a completer, its chat calls behind the call cache."""
 
-    capabilities = Capabilities(pairwise=True, chat=True)
+    capabilities = Capabilities(pairwise=True, chat=True, score_range=(1.0, 9.0))  # pointwise: 1..9 digits
 
     def __init__(self, completer: Completer, *, method: str = "pairwise", orders: str = "both", cot: bool = False,
                  cot_clamp: tuple[float, float] | None = None, cot_max_tokens: int = 256, top_logprobs: int = 5,

@@ -1,4 +1,4 @@
-"""RLOO and GRPO through trl's trainers, rewarded by the trained reward model.
+"""RLOO and GRPO through trl's trainers, rewarded by the trained reward model and/or the judge.
 
 trl's ``RLOOTrainer`` / ``GRPOTrainer`` sample ``num_generations`` completions per prompt, call
 every reward function as ``fn(prompts=..., completions=..., completion_ids=..., **dataset_columns,
@@ -30,7 +30,9 @@ if TYPE_CHECKING:  # pragma: no cover
 HISTORY_KEYS = {"reward": "reward", "reward_std": "reward_std", "kl": "kl_per_token", "entropy": "entropy",
                 "clip_ratio/region_mean": "clipfrac", "loss": "loss", "completions/mean_length": "response_length",
                 "completions/clipped_ratio": "no_eos_fraction", "learning_rate": "learning_rate", "step": "step",
-                "grad_norm": "grad_norm"}
+                "grad_norm": "grad_norm", "rewards/reward_model/mean": "rm_reward",
+                "rewards/judge/mean": "judge_reward", "judge/calls": "judge_calls",
+                "judge/cache_hits": "judge_cache_hits", "judge/unscored": "judge_unscored"}
 
 
 def local_device(device: str) -> str:
@@ -76,12 +78,13 @@ def history_of(log_history: list[dict]) -> list[dict]:
     return out
 
 
-def run_online(algorithm: str, policy_dir: str | Path, reward_fn: Callable[[list[str], list[str]], list[float]],
+def run_online(algorithm: str, policy_dir: str | Path, reward_fn: Callable[[list[str], list[str]], list[float]] | None,
                prompts: list[str], pcfg: PolicyTrainingConfig, out_dir: str | Path, seed: int = 0,
-               device: str = "cpu", progress: str | None = None) -> dict:
-    """Train ``policy_dir`` with trl's RLOO or GRPO on ``prompts`` (raw), rewarded by
-    ``reward_fn(raw_prompts, responses) -> scores``; write the policy to ``out_dir`` (LoRA merged).
-    Resumes from a killed run's checkpoint."""
+               device: str = "cpu", progress: str | None = None, judge=None) -> dict:
+    """Train ``policy_dir`` with trl's RLOO or GRPO on ``prompts`` (raw), rewarded as
+    ``pcfg.reward`` says by ``reward_fn(raw_prompts, responses) -> scores`` (the reward model)
+    and/or ``judge`` (a ``JudgeReward``, rlaif/train/rewards.py); write the policy to ``out_dir``
+    (LoRA merged). Resumes from a killed run's checkpoint."""
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
@@ -129,10 +132,14 @@ def run_online(algorithm: str, policy_dir: str | Path, reward_fn: Callable[[list
         from trl import GRPOTrainer as Trainer
 
         kw.update(loss_type=s.loss_type, scale_rewards=s.scale_rewards)
+    from rlaif.train.rewards import trl_reward_funcs
+
+    funcs, weights = trl_reward_funcs(pcfg.reward, reward_fn, judge, tok.eos_token_id, s.missing_eos_penalty)
+    if weights is not None:
+        kw["reward_weights"] = weights
     args = Config(**kw)
-    reward = ScoreReward(reward_fn, tok.eos_token_id, s.missing_eos_penalty)
-    trainer = Trainer(model=model, reward_funcs=reward, args=args, train_dataset=ds, processing_class=tok,
-                      peft_config=lora_config(pcfg.lora) if pcfg.lora is not None else None)
+    trainer = Trainer(model=model, reward_funcs=funcs if len(funcs) > 1 else funcs[0], args=args, train_dataset=ds,
+                      processing_class=tok, peft_config=lora_config(pcfg.lora) if pcfg.lora is not None else None)
     if progress:
         use_rich_progress(trainer, progress)
     else:
@@ -161,12 +168,15 @@ def run_online(algorithm: str, policy_dir: str | Path, reward_fn: Callable[[list
 
 
 def train_online(pcfg: PolicyTrainingConfig, seed: int, layout: RunLayout, prompts: list[str],
-                 rm_max_length: int, device: str) -> dict:
-    """The pipeline's RLOO/GRPO: policy from ``layout.sft``, reward from the trained reward model in
-    ``layout.reward_model`` (scoring ``rm_max_length`` tokens), written to ``layout.policy``."""
-    from rlaif.train.reward import RewardScorer
-
+                 rm_max_length: int, device: str, judge=None) -> dict:
+    """The pipeline's RLOO/GRPO: policy from ``layout.sft``, rewarded by the trained reward model in
+    ``layout.reward_model`` (scoring ``rm_max_length`` tokens) and/or the judge reward ``judge``
+    (``policy_training.reward``), written to ``layout.policy``."""
     algorithm = pcfg.algorithm
-    scorer = RewardScorer(layout.reward_model, local_device(device), rm_max_length)
-    return run_online(algorithm, layout.sft, scorer.score, prompts, pcfg, layout.policy, seed, device,
-                      progress=f"train-policy ({algorithm})")
+    score = None
+    if pcfg.reward.uses_reward_model:
+        from rlaif.train.reward import RewardScorer
+
+        score = RewardScorer(layout.reward_model, local_device(device), rm_max_length).score
+    return run_online(algorithm, layout.sft, score, prompts, pcfg, layout.policy, seed, device,
+                      progress=f"train-policy ({algorithm})", judge=judge)

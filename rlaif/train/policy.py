@@ -1,9 +1,10 @@
 """train-policy: one entry point, dispatched by ``policy_training.algorithm``.
 
 - ``dpo``: offline, on the mixed preference pairs (rlaif/train/dpo.py, trl's DPOTrainer);
-- ``ppo``: online, rlaif's own PPO against the trained reward model (rlaif/train/ppo.py);
-- ``rloo`` / ``grpo``: online, trl's RLOOTrainer / GRPOTrainer against the trained reward model
-  (rlaif/train/online.py).
+- ``ppo``: online, rlaif's own PPO (rlaif/train/ppo.py);
+- ``rloo`` / ``grpo``: online, trl's RLOOTrainer / GRPOTrainer (rlaif/train/online.py);
+  the online algorithms are rewarded by the trained reward model, the judge or a weighted sum
+  (``policy_training.reward``, rlaif/train/rewards.py).
 
 Every algorithm writes the same output: a plain causal LM + tokenizer in ``layout.policy`` (LoRA
 merged), which is what ``eval`` samples from, and returns ``{"algorithm", ..., "history"}``.
@@ -16,26 +17,48 @@ from rlaif.errors import RlaifError
 from rlaif.layout import RunLayout
 
 
-def uses_reward_model(pcfg: PolicyTrainingConfig) -> bool:
-    """DPO learns from the pairs alone; the online algorithms are rewarded by the trained reward model."""
+def is_online(pcfg: PolicyTrainingConfig) -> bool:
+    """DPO learns from the pairs alone; the online algorithms sample the train prompts and are rewarded."""
     return pcfg.algorithm != "dpo"
 
 
+def uses_reward_model(pcfg: PolicyTrainingConfig) -> bool:
+    """An online algorithm whose ``policy_training.reward`` gives the trained reward model a weight."""
+    return is_online(pcfg) and pcfg.reward.uses_reward_model
+
+
+def uses_judge_reward(pcfg: PolicyTrainingConfig) -> bool:
+    """An online algorithm whose ``policy_training.reward`` gives the judge a weight."""
+    return is_online(pcfg) and pcfg.reward.uses_judge
+
+
 def train_policy(pcfg: PolicyTrainingConfig, seed: int, layout: RunLayout, prompts: list[str], rm_max_length: int,
-                 device: str) -> dict:
-    """Train the policy from ``layout.sft``; ``prompts`` (raw) and ``rm_max_length`` (the reward model's
-    token limit) are used by the online algorithms."""
+                 device: str, judge=None) -> dict:
+    """Train the policy from ``layout.sft``; ``prompts`` (raw), ``rm_max_length`` (the reward model's
+    token limit) and ``judge`` (a ``JudgeReward`` when the judge rewards) are used by the online
+    algorithms. The judge reward is closed when training ends."""
     algo = pcfg.algorithm
-    if algo == "dpo":
-        from rlaif.train.dpo import train_dpo
+    try:
+        if algo == "dpo":
+            from rlaif.train.dpo import train_dpo
 
-        return train_dpo(pcfg, seed, layout, device)
-    if algo == "ppo":
-        from rlaif.train.ppo import train_ppo
+            return train_dpo(pcfg, seed, layout, device)
+        if algo == "ppo":
+            from rlaif.train.ppo import train_ppo
 
-        return train_ppo(pcfg, seed, layout, prompts, rm_max_length, device)
-    if algo in ("rloo", "grpo"):
-        from rlaif.train.online import train_online
+            return _with_judge_totals(train_ppo(pcfg, seed, layout, prompts, rm_max_length, device, judge), judge)
+        if algo in ("rloo", "grpo"):
+            from rlaif.train.online import train_online
 
-        return train_online(pcfg, seed, layout, prompts, rm_max_length, device)
+            return _with_judge_totals(train_online(pcfg, seed, layout, prompts, rm_max_length, device, judge), judge)
+    finally:
+        if judge is not None:
+            judge.close()
     raise RlaifError(f"policy_training.algorithm: unknown {algo!r}")  # pragma: no cover (config validates)
+
+
+def _with_judge_totals(info: dict, judge) -> dict:
+    """The judge reward's totals over this process's training (a resumed run counts from its resume)."""
+    if judge is not None:
+        info["judge_reward"] = dict(judge.totals)
+    return info

@@ -1,12 +1,13 @@
-"""PPO of the SFT policy against the trained reward model (rlaif's own: trl 1.16 has no PPOTrainer).
+"""PPO of the SFT policy against the trained reward model and/or the judge (rlaif's own: trl 1.16 has no PPOTrainer).
 
 One iteration ("step"):
 
 1. rollout: ``ppo.rollout_batch_size`` train prompts (the chat template, ``rlaif.chat``; left-padded,
    left-truncated) are sampled from the current policy, ``ppo.max_new_tokens`` at most;
-2. score: the reward function (the trained reward model through ``RewardScorer``) scores each
-   (prompt, response) once, at the response's last token; every response token also gets
-   ``-kl_coef * KL_t`` to the frozen reference (the SFT policy);
+2. score: the reward (``policy_training.reward``, rlaif/train/rewards.py: the trained reward model
+   through ``RewardScorer``, the judge, or a weighted sum; the judge's calls are in flight during
+   the forward passes below) scores each (prompt, response) once, at the response's last token;
+   every response token also gets ``-kl_coef * KL_t`` to the frozen reference (the SFT policy);
 3. advantages: GAE over the response tokens from a separate critic, whitened;
 4. ``ppo.ppo_epochs`` passes of shuffled mini-batches with the clipped policy loss and the
    clipped value loss, one AdamW optimizer over policy and critic.
@@ -81,6 +82,7 @@ from rlaif.train.ppo_losses import (  # noqa: F401  (re-exported: the tests and 
     value_loss,
 )
 from rlaif.train.ppo_model import Rollout, disable_dropout, policy_and_value_cls, position_ids_from_mask, value_head_module
+from rlaif.train.rewards import start_reward
 
 if TYPE_CHECKING:  # pragma: no cover
 
@@ -282,6 +284,7 @@ class PPOTrainer:
         texts = [tok.decode(r[:n - (1 if e else 0)], skip_special_tokens=True).strip()
                  for r, n, e in zip(response.tolist(), lengths.tolist(), has_eos.tolist())]
         fmask = mask.float()
+        pending = start_reward(self.reward_fn, prompts, texts)  # a judge's calls go out now, answered meanwhile
         with torch.no_grad():
             logprobs, entropy, values = self._forward_logprobs(model, input_ids, attention_mask, R, True)
             if self.ref is not None:
@@ -289,7 +292,8 @@ class PPOTrainer:
             else:  # LoRA: the reference is the base model, adapters off
                 with model.policy.disable_adapter():
                     ref_lp, _, _ = self._forward_logprobs(model.policy, input_ids, attention_mask, R, False)
-        raw = torch.tensor([float(s) for s in self.reward_fn(prompts, texts)], device=self.device)
+        raw_scores, reward_stats = pending.result()
+        raw = torch.tensor(raw_scores, device=self.device)
         if ppo.normalize_reward and self.reward_mean is None:
             all_raw = self.accelerator.gather(raw) if self.accelerator.num_processes > 1 else raw
             self.reward_mean = float(all_raw.mean())
@@ -309,7 +313,7 @@ class PPOTrainer:
                  "non_score_reward": (-self.kl_ctl.value * seq_kl).mean().item(),
                  "entropy": masked_mean(entropy, fmask).item(), "response_length": lengths.float().mean().item(),
                  "eos_fraction": has_eos.float().mean().item(), "kl_coef": self.kl_ctl.value,
-                 "tokens": float(attention_mask.sum())}
+                 "tokens": float(attention_mask.sum()), **reward_stats}
         return Rollout(prompts, texts, input_ids, attention_mask, fmask, logprobs, values, adv, returns, stats)
 
     # ------------------------------------------------------------ optimisation
@@ -475,14 +479,19 @@ def run_ppo(policy_dir: str | Path, reward_fn: RewardFn | None, prompts: list[st
 
 
 def train_ppo(pcfg: PolicyTrainingConfig, seed: int, layout: RunLayout, prompts: list[str],
-              rm_max_length: int, device: str) -> dict:
-    """The pipeline's PPO: policy from ``layout.sft``, reward from the trained reward model in
-    ``layout.reward_model`` (scoring ``rm_max_length`` tokens), written to ``layout.policy``."""
-    from rlaif.train.reward import RewardScorer
+              rm_max_length: int, device: str, judge=None) -> dict:
+    """The pipeline's PPO: policy from ``layout.sft``, rewarded as ``policy_training.reward`` says
+    (rlaif/train/rewards.py): the trained reward model in ``layout.reward_model`` (scoring
+    ``rm_max_length`` tokens), the judge reward ``judge``, or both; written to ``layout.policy``."""
+    from rlaif.train.rewards import combine
 
     def factory(dev: str):
-        scorer = RewardScorer(layout.reward_model, dev, rm_max_length,
-                              batch_size=max(8, pcfg.ppo.rollout_batch_size))
-        return scorer.score
+        rm = None
+        if pcfg.reward.uses_reward_model:
+            from rlaif.train.reward import RewardScorer
+
+            rm = RewardScorer(layout.reward_model, dev, rm_max_length,
+                              batch_size=max(8, pcfg.ppo.rollout_batch_size)).score
+        return combine(pcfg.reward, rm, judge)
 
     return run_ppo(layout.sft, None, prompts, pcfg, layout.policy, seed, device, reward_fn_factory=factory)

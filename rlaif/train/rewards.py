@@ -1,0 +1,141 @@
+"""What rewards online RL (``policy_training.reward``): the trained reward model, the judge
+(rlaif/judges/reward.py), or a weighted sum ``w_rm * RM + w_judge * judge``.
+
+- PPO (rlaif/train/ppo.py) calls ``start_reward(fn, prompts, responses)`` right after sampling
+  and reads ``.result() -> (scores, stats)`` after its reference and value forward passes, so
+  the judge's calls are in flight while the trainer computes; with the reward model alone the
+  reward function is the plain ``score`` callable of before (same figures, same run hashes).
+- RLOO / GRPO (rlaif/train/online.py): trl takes a list of reward functions and
+  ``reward_weights``; the judge is an *async* reward function (trl awaits it on its event loop,
+  its calls go out together through the backend's concurrency), logging ``judge/calls``,
+  ``judge/cache_hits`` and ``judge/unscored`` per step; trl logs each function's mean
+  (``rewards/judge/mean``, ``rewards/reward_model/mean``). With the judge in the sum, the
+  missing-EOS penalty is its own reward function (weight 1), so it is not scaled by a weight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rlaif.config import RewardWeights
+    from rlaif.judges.reward import JudgeReward
+
+RewardFn = Callable[[list[str], list[str]], list[float]]
+
+
+def _done(value) -> concurrent.futures.Future:
+    f: concurrent.futures.Future = concurrent.futures.Future()
+    f.set_result(value)
+    return f
+
+
+def start_reward(fn, prompts: list[str], responses: list[str]):
+    """Start scoring a batch; ``.result()`` gives ``(scores, stats)``. A reward with a ``start``
+    method (the judge, a weighted sum) puts its calls in flight; a plain callable runs now."""
+    if hasattr(fn, "start"):
+        return fn.start(prompts, responses)
+    return _done(([float(s) for s in fn(prompts, responses)], {}))
+
+
+class _Pending:
+    def __init__(self, reward: MixedReward, prompts: list[str], responses: list[str]):
+        self.reward, self.prompts, self.responses = reward, prompts, responses
+        self.judge = reward.judge.start(prompts, responses) if reward.judge is not None else None
+
+    def result(self) -> tuple[list[float], dict]:
+        w = self.reward.weights
+        total = [0.0] * len(self.responses)
+        stats: dict = {}
+        if self.reward.rm is not None:  # scored while the judge's calls are in flight
+            rm = [float(s) for s in self.reward.rm(self.prompts, self.responses)]
+            total = [t + w.reward_model * s for t, s in zip(total, rm)]
+            stats["rm_reward"] = sum(rm) / len(rm) if rm else 0.0
+        if self.judge is not None:
+            judged, jstats = self.judge.result()
+            total = [t + w.judge * s for t, s in zip(total, judged)]
+            stats.update(jstats)
+        return total, stats
+
+
+class MixedReward:
+    """``w_rm * rm(prompts, responses) + w_judge * judge`` for PPO (either part may be absent)."""
+
+    def __init__(self, weights: RewardWeights, rm: RewardFn | None, judge: JudgeReward | None):
+        if (rm is None) == weights.uses_reward_model or (judge is None) == weights.uses_judge:
+            raise ValueError("MixedReward: give a reward model / judge exactly for the sources with a weight")
+        self.weights, self.rm, self.judge = weights, rm, judge
+
+    def start(self, prompts: list[str], responses: list[str]) -> _Pending:
+        return _Pending(self, list(prompts), list(responses))
+
+    def __call__(self, prompts: list[str], responses: list[str]) -> list[float]:
+        return self.start(prompts, responses).result()[0]
+
+
+def combine(weights: RewardWeights, rm: RewardFn | None, judge: JudgeReward | None):
+    """PPO's reward function for ``policy_training.reward``: the reward model's own ``score``
+    when it is the only source (today's behaviour), else a ``MixedReward``."""
+    if not weights.uses_judge:
+        return rm
+    return MixedReward(weights, rm if weights.uses_reward_model else None, judge)
+
+
+# ------------------------------------------------------------------ trl (RLOO / GRPO)
+def completion_text(c) -> str:
+    return (c if isinstance(c, str) else c[-1]["content"]).strip()
+
+
+class JudgeRewardFn:
+    """trl's async reward function around a ``JudgeReward``: trl awaits it on its own event loop
+    while the judge's worker makes the batch's calls."""
+
+    __name__ = "judge"
+
+    def __init__(self, judge: JudgeReward):
+        self.judge = judge
+
+    async def __call__(self, prompts, completions, raw_prompt=None, log_metric=None, **_):
+        texts = [completion_text(c) for c in completions]
+        rewards, stats = await asyncio.wrap_future(self.judge.start(list(raw_prompt or prompts), texts))
+        if log_metric is not None:
+            for k in ("judge_calls", "judge_cache_hits", "judge_unscored"):
+                log_metric("judge/" + k.removeprefix("judge_"), stats[k])
+        return rewards
+
+
+class MissingEOSPenalty:
+    """``-penalty`` for a completion that did not end in EOS, 0 otherwise (a reward function)."""
+
+    __name__ = "missing_eos"
+
+    def __init__(self, eos_token_id: int | None, penalty: float):
+        self.eos_token_id, self.penalty = eos_token_id, penalty
+
+    def __call__(self, prompts, completions, completion_ids=None, **_):
+        if completion_ids is None:
+            return [0.0] * len(completions)
+        return [-self.penalty if not ids or ids[-1] != self.eos_token_id else 0.0 for ids in completion_ids]
+
+
+def trl_reward_funcs(weights: RewardWeights, rm_fn, judge: JudgeReward | None, eos_token_id: int | None,
+                     missing_eos_penalty: float | None) -> tuple[list, list[float] | None]:
+    """trl's ``reward_funcs`` and ``reward_weights`` for ``policy_training.reward``. ``rm_fn``:
+    ``ScoreReward`` of the reward model (it carries the EOS penalty when it is the only source)."""
+    from rlaif.train.online import ScoreReward
+
+    if not weights.uses_judge:
+        return [ScoreReward(rm_fn, eos_token_id, missing_eos_penalty)], None
+    funcs, ws = [], []
+    if weights.uses_reward_model:
+        funcs.append(ScoreReward(rm_fn))
+        ws.append(weights.reward_model)
+    funcs.append(JudgeRewardFn(judge))
+    ws.append(weights.judge)
+    if missing_eos_penalty is not None:
+        funcs.append(MissingEOSPenalty(eos_token_id, missing_eos_penalty))
+        ws.append(1.0)
+    return funcs, ws
