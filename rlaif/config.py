@@ -162,8 +162,20 @@ class JudgeConfig(_Section):
                                                      "price_completion_per_mtok", "device_map"})
 
 
+class FeedbackConfig(_Section):
+    """How thumbs, ratings and rankings become preference pairs (rlaif/feedback.py)."""
+
+    pairs: Literal["all", "best_worst"] = Field(
+        "all", description="all: every pair of differently rated responses of a prompt; best_worst: the best "
+                           "against the worst only")
+    margin: float = Field(1.0, ge=0, le=100, description="reward-model margin = this x the rating gap on a 0..1 "
+                                                         "scale (5 vs 1 of 5: full margin); 0: no margin")
+
+
 class MixConfig(_Section):
-    human_labels: list[str] = Field(default_factory=list)
+    human_labels: list[str] = Field(default_factory=list, description="files of human labels: pairs, thumbs, "
+                                                                      "ratings, rankings")
+    feedback: FeedbackConfig = FeedbackConfig()
     min_confidence: float = Field(0.55, ge=0.5, le=1, description="drop AI pairs below this confidence")
     human_eval_fraction: float = Field(0.25, ge=0, lt=1, description="share of human labels held out for eval")
     human_weight: float = Field(1.0, gt=0, description="loss weight of a human pair relative to an AI pair (1.0)")
@@ -299,14 +311,25 @@ class RewardWeights(_Section):
         return self.reward_model > 0
 
 
+class KTOSettings(_Section):
+    """trl's KTO on unpaired human feedback (thumbs), optionally with the mixed pairs unpaired."""
+
+    desirable_weight: float = Field(1.0, gt=0, le=100, description="loss weight of a thumbs-up (desirable) example")
+    undesirable_weight: float = Field(1.0, gt=0, le=100, description="loss weight of a thumbs-down example")
+    with_pairs: bool = Field(True, description="also train on the mixed train pairs (AI and human), each as a "
+                                               "desirable chosen and an undesirable rejected example")
+
+
 class PolicyTrainingConfig(_Section):
-    algorithm: Literal["dpo", "ppo", "rloo", "grpo"] = Field(
-        "dpo", description="dpo: offline on the mixed pairs; ppo | rloo | grpo: online RL against the trained "
-                           "reward model on the train prompts")
-    beta: float = Field(0.1, gt=0, description="DPO beta")
+    algorithm: Literal["dpo", "kto", "ppo", "rloo", "grpo"] = Field(
+        "dpo", description="dpo: offline on the mixed pairs; kto: offline on unpaired human feedback (and the "
+                           "pairs unpaired); ppo | rloo | grpo: online RL against the trained reward model on "
+                           "the train prompts")
+    beta: float = Field(0.1, gt=0, description="DPO / KTO beta")
     dpo: DPOSettings = DPOSettings()
     reward: RewardWeights = Field(RewardWeights(reward_model=1.0), description=(
         "ppo | rloo | grpo: reward_model (default), judge, or weights {reward_model: 1.0, judge: 0.5}"))
+    kto: KTOSettings = KTOSettings()
     train: TrainArgs = TrainArgs(epochs=2, learning_rate=5e-4, batch_size=16, max_length=160)
     ppo: PPOSettings = PPOSettings()
     rloo: RLOOSettings = RLOOSettings()
@@ -320,12 +343,12 @@ class PolicyTrainingConfig(_Section):
 
     def hash_view(self) -> dict:
         """The fields that change the trained policy (other algorithms' sections left out)."""
-        skip = {"ppo", "rloo", "grpo"} - {self.algorithm}
-        if self.algorithm != "dpo":
-            skip |= {"beta", "dpo"}
-        elif self.dpo == DPOSettings():
+        skip = {"ppo", "rloo", "grpo", "kto"} - {self.algorithm}
+        if self.algorithm not in ("dpo", "kto"):
+            skip.add("beta")
+        if self.algorithm != "dpo" or self.dpo == DPOSettings():
             skip.add("dpo")  # the default loss hashes as before the section existed (old runs stay valid)
-        if self.algorithm == "dpo" or self.reward == RewardWeights(reward_model=1.0):
+        if self.algorithm in ("dpo", "kto") or self.reward == RewardWeights(reward_model=1.0):
             skip.add("reward")  # the default reward hashes as before the key existed (old runs stay valid)
         return self.model_dump(mode="json", exclude=skip)
 

@@ -10,6 +10,9 @@ Accepted records (one JSON object a line; the readers in ``rlaif.records`` call 
 - preferences: TRL explicit prompt ``{"prompt", "chosen", "rejected"}`` and implicit prompt ``{"chosen",
   "rejected"}`` (the shared beginning of the two conversations is the prompt), standard or conversational; the
   A/B format ``{"prompt", "response_a", "response_b", "label": "A"|"B"|"tie"}``.
+- single-response feedback (``feedback_of``): thumbs in TRL's unpaired (KTO) format ``{"prompt", "completion",
+  "label": true|false}``; ratings ``{"prompt", "completion", "rating": 1..N, "scale": N}``; rankings
+  ``{"prompt", "completions": [...], "ranking": [rank of each completion, 1 = best]}``.
 
 Any prompt string in HH-RLHF style (``"\\n\\nHuman: ...\\n\\nAssistant: ..."``) is read as a multi-turn
 conversation. Every problem is one ``FILE:LINE: ...`` RlaifError.
@@ -22,6 +25,10 @@ from typing import Any
 
 from rlaif import chat
 from rlaif.errors import RlaifError
+from rlaif.vocab import RANK, RATING, THUMBS
+
+MAX_SCALE = 100  # the largest rating scale accepted
+MAX_RANKED = 64  # the most completions one ranking may order
 
 # Linear-time split on the HH-RLHF turn markers (no nested quantifiers).
 _HH_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant):[ \t]?")
@@ -154,6 +161,67 @@ def preference_of(path, n, obj: dict) -> tuple[str, str, str, str]:
     raise RlaifError(f"{_where(path, n)}: unknown label format; use {{prompt, chosen, rejected}} (TRL, explicit "
                      "prompt), {chosen, rejected} (TRL, implicit prompt) or {prompt, response_a, response_b, label} "
                      "(A/B)")
+
+
+def feedback_kind(obj: dict) -> str | None:
+    """THUMBS | RATING | RANK for a single-response feedback record; None for a preference record."""
+    if "completions" in obj or "ranking" in obj:
+        return RANK
+    if "rating" in obj or "scale" in obj:
+        return RATING
+    if "completion" in obj or isinstance(obj.get("label"), bool):
+        return THUMBS
+    return None
+
+
+def _int_field(path, n, obj: dict, key: str, lo: int, hi: int, fix: str) -> int:
+    v = obj.get(key)
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise RlaifError(f"{_where(path, n)}: field {key!r} must be an integer from {lo} to {hi}, got {v!r}; {fix}")
+    return v
+
+
+def feedback_of(path, n, obj: dict) -> tuple[str, str, list[tuple[str, int]], int]:
+    """(stored prompt, kind, [(completion, value)], scale) of a single-response feedback record
+    (``feedback_kind(obj)`` is not None). Values: thumbs 1 up / 0 down (scale 2); rating 1..scale;
+    rank 1 = best (scale: the worst rank given, at least 2)."""
+    kind = feedback_kind(obj)
+    if "prompt" not in obj:
+        raise RlaifError(f"{_where(path, n)}: {kind} record needs 'prompt' (a string or a list of messages)")
+    prompt = _prompt(path, n, _conv(path, n, obj["prompt"], "prompt"))
+    if kind == RANK:
+        comps, ranks = obj.get("completions"), obj.get("ranking")
+        if not isinstance(comps, list) or not 2 <= len(comps) <= MAX_RANKED:
+            raise RlaifError(f"{_where(path, n)}: field 'completions' must be a list of 2 to {MAX_RANKED} completions "
+                             "to rank")
+        if not isinstance(ranks, list) or len(ranks) != len(comps):
+            raise RlaifError(f"{_where(path, n)}: field 'ranking' must be a list with one rank per completion "
+                             f"({len(comps)}: ranking[i] is the rank of completions[i], 1 = best)")
+        texts = [_response(path, n, c, f"completions[{i}]") for i, c in enumerate(comps)]
+        if len({t.strip() for t in texts}) != len(texts):
+            raise RlaifError(f"{_where(path, n)}: field 'completions' holds the same text twice; rank each once "
+                             "(equal ranks are ties)")
+        fix = "ranking[i] is the rank of completions[i], 1 = best"
+        values = [_int_field(path, n, {"ranking": r}, "ranking", 1, len(comps), fix) for r in ranks]
+        return prompt, RANK, list(zip(texts, values)), max(2, *values)  # the worst rank given is the scale's end
+    if "completion" not in obj:
+        raise RlaifError(f"{_where(path, n)}: {kind} record needs 'completion' (the response the feedback is on)")
+    text = _response(path, n, obj["completion"], "completion")
+    if kind == RATING:
+        if "label" in obj:
+            raise RlaifError(f"{_where(path, n)}: give 'rating' (with 'scale') or 'label' (thumbs), not both")
+        if "rating" not in obj or "scale" not in obj:
+            raise RlaifError(f"{_where(path, n)}: a rating record needs both 'rating' and 'scale' "
+                             "(e.g. \"rating\": 4, \"scale\": 5)")
+        scale = _int_field(path, n, obj, "scale", 2, MAX_SCALE, "the number of points on the rating scale")
+        return prompt, RATING, [(text, _int_field(path, n, obj, "rating", 1, scale, "1 is the worst rating"))], scale
+    label = obj.get("label")
+    if not isinstance(label, bool):
+        raise RlaifError(f"{_where(path, n)}: field 'label' must be true (thumbs up) or false (thumbs down), got "
+                         f"{label!r}; or give 'rating' and 'scale'")
+    return prompt, THUMBS, [(text, int(label))], 2
 
 
 def trl_preference_row(prompt_text: str, chosen: str, rejected: str) -> dict[str, Any]:

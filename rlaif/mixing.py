@@ -9,15 +9,20 @@ Rules (all counted in the returned stats and recorded in the manifest):
   trained on, not even through an AI pair on the same comparison; labels
   imported without ``--human`` are never held out (``HumanLabel.train_only``);
 - ``max_ai_per_human`` caps AI pairs per human train pair (highest
-  confidence kept) and ``human_weight`` sets a human pair's loss weight.
+  confidence kept) and ``human_weight`` sets a human pair's loss weight;
+- thumbs, ratings and rankings become human pairs with a reward-model margin (rlaif/feedback.py);
+  a pairwise human label on the same comparison wins over a pair made from feedback;
+- an AI pair that thumbs on its responses contradict (``feedback.ai_verdict``) is dropped;
+- every thumbs verdict is also kept unpaired (the ``unpaired`` split, what KTO trains on).
 """
 
 from __future__ import annotations
 
+from rlaif import feedback as fb
 from rlaif.config import MixConfig
 from rlaif.hashing import content_hash
 from rlaif.layout import RunLayout, finalize_dir
-from rlaif.records import HumanLabel, PreferencePair, pair_key
+from rlaif.records import Feedback, HumanLabel, PreferencePair, pair_key
 from rlaif.vocab import AI, FILE, HUMAN, PREFERENCE
 
 
@@ -25,14 +30,20 @@ def _held_out(key: str, fraction: float, seed: int) -> bool:
     return int(content_hash([seed, key], 8), 16) / 0xFFFFFFFF < fraction
 
 
-def mix(ai_pairs: list[dict], human: list[HumanLabel], cfg: MixConfig, seed: int) -> tuple[dict, dict]:
-    """Return ({"train": [...], "eval": [...]}, stats)."""
+def mix(ai_pairs: list[dict], human: list[HumanLabel], cfg: MixConfig, seed: int,
+        feedback: list[Feedback] = ()) -> tuple[dict, dict]:
+    """Return ({"train": [...], "eval": [...], "unpaired": [rows]}, stats)."""
     stats = {"ai_pairs_in": len(ai_pairs), "human_labels_in": len(human), "human_ties": 0,
              "human_overrides": 0, "human_disagreements": 0, "ai_dropped_low_confidence": 0,
-             "ai_dropped_held_out": 0, "ai_dropped_mix_ratio": 0, "ai_unscored": 0}
+             "ai_dropped_held_out": 0, "ai_dropped_mix_ratio": 0, "ai_unscored": 0,
+             "ai_feedback_agreements": 0, "ai_feedback_disagreements": 0, "ai_dropped_human_feedback": 0}
+    derived, fstats = fb.feedback_pairs(list(feedback), cfg.feedback)
+    stats.update(fstats)
+    thumbs = fb.thumbs_index(list(feedback))
     prefs: dict[str, HumanLabel] = {}
+    # Pairs made from feedback first: a pairwise label on the same comparison wins over them.
     # File labels are re-inserted on every run; viewer and import labels must still win over them.
-    for h in sorted(human, key=lambda h: not h.source.startswith(FILE)):
+    for h in derived + sorted(human, key=lambda h: not h.source.startswith(FILE)):
         if h.label != PREFERENCE:
             stats["human_ties"] += 1
             continue
@@ -58,6 +69,12 @@ def mix(ai_pairs: list[dict], human: list[HumanLabel], cfg: MixConfig, seed: int
             if key in eval_keys:
                 stats["ai_dropped_held_out"] += 1
             continue  # the human pair (train or eval) takes its place
+        verdict = fb.ai_verdict(thumbs, a["prompt"], a["chosen"], a["rejected"])
+        if verdict is not None:
+            stats["ai_feedback_agreements" if verdict == fb.AGREE else "ai_feedback_disagreements"] += 1
+        if verdict == fb.DISAGREE:
+            stats["ai_dropped_human_feedback"] += 1
+            continue  # human thumbs say the AI chose wrong
         if a["confidence"] < cfg.min_confidence:
             stats["ai_dropped_low_confidence"] += 1
             continue
@@ -71,8 +88,9 @@ def mix(ai_pairs: list[dict], human: list[HumanLabel], cfg: MixConfig, seed: int
             ai_train = ai_train[:cap]
 
     def human_pair(h: HumanLabel, split: str) -> PreferencePair:
+        meta = {"origin": h.source, "annotator": h.annotator} | ({"feedback": h.feedback} if h.feedback else {})
         return PreferencePair(h.prompt, h.chosen, h.rejected, HUMAN, cfg.human_weight if split == "train" else 1.0,
-                              None, None, {"origin": h.source, "annotator": h.annotator})
+                              None, None, meta, h.margin)
 
     train = ai_train + [human_pair(h, "train") for h in train_h]
     evals = [human_pair(h, "eval") for h in eval_h]
@@ -86,25 +104,32 @@ def mix(ai_pairs: list[dict], human: list[HumanLabel], cfg: MixConfig, seed: int
     else:
         stats["eval_source"] = HUMAN
     train.sort(key=lambda p: content_hash([seed, p.key]))  # stable shuffle
-    stats.update({"ai_pairs": len(ai_train), "human_pairs": len(train_h) + len(eval_h),
+    unpaired = fb.unpaired_rows(list(feedback))
+    stats.update({"ai_pairs": len(ai_train), "human_pairs": len(train_h) + len(eval_h), "unpaired": len(unpaired),
+                  "margin_pairs": sum(p.margin > 0 for p in train),
                   "human_train_pairs": len(train_h), "train_pairs": len(train), "eval_pairs": len(evals),
                   "human_weight": cfg.human_weight, "max_ai_per_human": cfg.max_ai_per_human,
                   "min_confidence": cfg.min_confidence})
-    return {"train": train, "eval": evals}, stats
+    return {"train": train, "eval": evals, "unpaired": unpaired}, stats
 
 
-def save_pairs(splits: dict[str, list[PreferencePair]], layout: RunLayout) -> None:
-    """Write a datasets.DatasetDict with train/eval splits to ``layout.pairs`` (whole or not at all)."""
+def save_pairs(splits: dict[str, list], layout: RunLayout) -> None:
+    """Write a datasets.DatasetDict to ``layout.pairs`` (whole or not at all): train/eval preference pairs
+    and the ``unpaired`` split of single-response feedback (prompt, completion, label: KTO's format)."""
     from datasets import Dataset, DatasetDict, Features, Value
 
     features = Features({"prompt": Value("string"), "chosen": Value("string"), "rejected": Value("string"),
                          "source": Value("string"), "weight": Value("float64"), "confidence": Value("float64"),
-                         "prompt_id": Value("string"), "meta": Value("string")})
-    def to_dataset(rows):
-        recs = [p.to_row() for p in rows]
-        return Dataset.from_dict({k: [r[k] for r in recs] for k in features}, features=features)
+                         "prompt_id": Value("string"), "meta": Value("string"), "margin": Value("float64")})
+    unpaired = Features({"prompt": Value("string"), "completion": Value("string"), "label": Value("bool"),
+                         "source": Value("string"), "meta": Value("string")})
 
-    dd = DatasetDict({name: to_dataset(rows) for name, rows in splits.items()})
+    def to_dataset(rows, feats):
+        recs = [p if isinstance(p, dict) else p.to_row() for p in rows]
+        return Dataset.from_dict({k: [r[k] for r in recs] for k in feats}, features=feats)
+
+    dd = DatasetDict({name: to_dataset(rows, unpaired if name == "unpaired" else features)
+                      for name, rows in splits.items()})
     tmp = layout.partial(layout.pairs)
     if tmp.exists():
         import shutil

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rlaif import __version__, stages
@@ -22,7 +22,7 @@ from rlaif.constitution import Constitution, load_constitution
 from rlaif.errors import RlaifError
 from rlaif.hashing import content_hash, file_hash
 from rlaif.layout import RunLayout
-from rlaif.records import HumanLabel, Prompt, load_human_labels, load_prompts, load_sft
+from rlaif.records import Feedback, HumanLabel, Prompt, load_label_file, load_prompts, load_sft
 from rlaif.store import Store
 from rlaif.vocab import FILE, file_source
 
@@ -35,6 +35,7 @@ class Inputs:
     constitution: Constitution
     human_labels: list[HumanLabel]
     file_hashes: dict[str, str]
+    feedback: list[Feedback] = field(default_factory=list)  # thumbs, ratings, rankings (rlaif/feedback.py)
 
 
 def split_prompts(prompts: list[Prompt], fraction: float, seed: int, limit: int | None) -> list[Prompt]:
@@ -51,11 +52,13 @@ def load_inputs(cfg: PipelineConfig) -> Inputs:
                              cfg.data.eval_fraction, cfg.seed, cfg.data.max_prompts)
     constitution = load_constitution(cfg.judge.constitution)
     labels: list[HumanLabel] = []
+    feedback: list[Feedback] = []
     hashes = {"prompts": file_hash(cfg.data.prompts)}
     for path in cfg.mix.human_labels:
         name = Path(path).name
-        for h in with_system_all(load_human_labels(path), cfg.data.system_prompt):
-            labels.append(HumanLabel(h.prompt, h.chosen, h.rejected, h.label, file_source(h.source)))
+        pairs, singles = load_label_file(path)
+        labels += [replace(h, source=file_source(h.source)) for h in with_system_all(pairs, cfg.data.system_prompt)]
+        feedback += [replace(f, source=file_source(f.source)) for f in with_system_all(singles, cfg.data.system_prompt)]
         hashes[f"labels:{name}"] = file_hash(path)
     if cfg.eval.prompts:  # checked up front with the other inputs (read again by eval)
         load_prompts(cfg.eval.prompts)
@@ -65,7 +68,7 @@ def load_inputs(cfg: PipelineConfig) -> Inputs:
         hashes["sft_data"] = file_hash(cfg.policy.sft_data)
     if not any(p.split == "train" for p in prompts):
         raise RlaifError(f"{cfg.data.prompts}: no training prompts left after data.eval_fraction; lower it")
-    return Inputs(prompts, constitution, labels, hashes)
+    return Inputs(prompts, constitution, labels, hashes, feedback)
 
 
 def pick_device(name: str) -> str:
@@ -111,6 +114,9 @@ class Run:
 
     def all_human_labels(self) -> list[HumanLabel]:
         return self.store.human_labels()
+
+    def all_feedback(self) -> list[Feedback]:
+        return self.store.feedback()
 
     # ---------------------------------------------------------------- running
     def outputs_exist(self, stage: str) -> bool:
@@ -245,6 +251,7 @@ def open_run(cfg: PipelineConfig, workdir: str | None = None) -> Run:
     # File labels are re-read every run (an edited file replaces its old labels); viewer labels stay.
     run.store.delete_human_labels_from(FILE)
     run.store.add_human_labels(inputs.human_labels)
+    run.store.add_feedback(inputs.feedback)
     return run
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from rlaif import conversations, safeio
 from rlaif.errors import RlaifError
 from rlaif.hashing import content_hash
-from rlaif.vocab import IMPORT, PREFERENCE, is_ai_record
+from rlaif.vocab import IMPORT, PREFERENCE, RATING, THUMBS, is_ai_record
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,12 @@ class HumanLabel:
     label: str = PREFERENCE  # one of rlaif.vocab.LABELS; PREFERENCE: ``chosen`` wins
     source: str = ""  # rlaif.vocab prefix + detail, e.g. "viewer:alice"
     annotator: str | None = None
-    note: str | None = None
+    note: str | None = None  # the annotator's comment
     created_at: float | None = field(default=None, compare=False)  # when stored; None before
+    # Pairs made from single-response feedback (rlaif/feedback.py), never stored: the reward-model
+    # margin and the feedback kind they came from.
+    margin: float = field(default=0.0, compare=False)
+    feedback: str | None = field(default=None, compare=False)
 
     @property
     def key(self) -> str:
@@ -60,6 +64,52 @@ class HumanLabel:
         return self.source.startswith(IMPORT)
 
 
+@dataclass(frozen=True)
+class Feedback:
+    """Human feedback on one response (``human_feedback`` table): a thumbs up/down, a rating or a place
+    in a ranking (``kind``: rlaif.vocab.FEEDBACK_KINDS). ``value``: thumbs 1 up / 0 down; rating 1..scale;
+    rank 1 = best. ``scale``: 2 for thumbs, the rating scale, or a ranking's worst rank (at least 2).
+    A ranking's completions share its ``source`` (one record); rlaif.feedback turns feedback into pairs."""
+
+    prompt: str
+    completion: str
+    kind: str
+    value: int
+    scale: int
+    source: str = ""
+    annotator: str | None = None
+    comment: str | None = None
+    created_at: float | None = field(default=None, compare=False)
+
+    @property
+    def key(self) -> str:
+        return feedback_key(self.prompt, self.completion)
+
+    @property
+    def train_only(self) -> bool:
+        return self.source.startswith(IMPORT)
+
+    @property
+    def up(self) -> bool:
+        """A thumbs up (``kind`` THUMBS only)."""
+        return self.kind == THUMBS and self.value == 1
+
+    @property
+    def graded(self) -> bool:
+        """A rating or rank (ordered within its group); thumbs are not."""
+        return self.kind != THUMBS
+
+    @property
+    def goodness(self) -> float:
+        """0 (worst) .. 1 (best) on the record's own scale: a rating's (value-1)/(scale-1), a rank's
+        (scale-value)/(scale-1), a thumbs' value."""
+        if self.kind == THUMBS:
+            return float(self.value)
+        if self.kind == RATING:
+            return (self.value - 1) / (self.scale - 1)
+        return (self.scale - self.value) / (self.scale - 1)
+
+
 @dataclass
 class PreferencePair:
     prompt: str
@@ -70,6 +120,7 @@ class PreferencePair:
     confidence: float | None = None
     prompt_id: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    margin: float = 0.0  # trl RewardTrainer's margin: the reward gap the pair asks for (feedback pairs)
 
     @property
     def key(self) -> str:
@@ -79,6 +130,11 @@ class PreferencePair:
         row = asdict(self)
         row["meta"] = json.dumps(self.meta, sort_keys=True)
         return row
+
+
+def feedback_key(prompt: str, completion: str) -> str:
+    """Key of one response to one prompt (what single-response feedback is on)."""
+    return content_hash([prompt.strip(), completion.strip()])
 
 
 def pair_key(prompt: str, a: str, b: str) -> str:
@@ -138,18 +194,47 @@ def load_sft(path: str | Path) -> list[dict[str, str]]:
     return out
 
 
-def load_human_labels(path: str | Path) -> list[HumanLabel]:
-    """Read TRL (prompt/chosen/rejected) or A/B (response_a/response_b/label) records."""
-    out = []
+def _optional_str(path, n, obj: dict, key: str) -> str | None:
+    v = obj.get(key)
+    if v is None:
+        return None
+    if not isinstance(v, str):
+        raise RlaifError(f"{path}:{n}: field {key!r} must be a string, got {type(v).__name__}")
+    return safeio.check_text(v, f"{path}:{n}", key).strip() or None
+
+
+def load_label_file(path: str | Path) -> tuple[list[HumanLabel], list[Feedback]]:
+    """Read a human labels file: pairs (TRL prompt/chosen/rejected, A/B response_a/response_b/label) and
+    single-response feedback (thumbs, ratings, rankings: ``conversations.feedback_of``), any mix of them,
+    each with an optional ``comment`` (a pair's is its ``note``) and ``annotator``. Sources are ``NAME:LINE``."""
+    labels, feedback = [], []
     src = Path(path).name
     for n, obj in iter_jsonl(path, "human labels"):
         if is_ai_record(obj):
             raise RlaifError(f"{path}:{n}: an AI label (marked by `rlaif labels export` as AI); a labels file "
                              "holds human labels only (export with --source human)")
+        comment, annotator = _optional_str(path, n, obj, "comment"), _optional_str(path, n, obj, "annotator")
+        if conversations.feedback_kind(obj) is not None:
+            prompt, kind, items, scale = conversations.feedback_of(path, n, obj)
+            safeio.check_text(prompt, f"{path}:{n}", "prompt")
+            for text, value in items:
+                safeio.check_text(text, f"{path}:{n}", "completion")
+                feedback.append(Feedback(prompt, text, kind, value, scale, f"{src}:{n}", annotator, comment))
+            continue
         prompt, first, second, label = conversations.preference_of(path, n, obj)  # TRL, A/B or HH
         for key, text in (("prompt", prompt), ("chosen", first), ("rejected", second)):
             safeio.check_text(text, f"{path}:{n}", key)
-        out.append(HumanLabel(prompt, first, second, label, f"{src}:{n}"))
-    if not out:
+        labels.append(HumanLabel(prompt, first, second, label, f"{src}:{n}", annotator, comment))
+    if not labels and not feedback:
         raise RlaifError(f"{path}: no labels found")
-    return out
+    return labels, feedback
+
+
+def load_human_labels(path: str | Path) -> list[HumanLabel]:
+    """The pairs of a labels file (TRL or A/B records); single-response feedback is refused."""
+    labels, feedback = load_label_file(path)
+    if feedback:
+        line = feedback[0].source.rsplit(":", 1)[1]
+        raise RlaifError(f"{path}:{line}: a {feedback[0].kind} record (single-response feedback); this command "
+                         "takes preference pairs only: list the file under mix.human_labels instead")
+    return labels

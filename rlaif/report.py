@@ -103,11 +103,20 @@ def build_report(run) -> dict:
         },
         "mix": {k: mixr.get(k) for k in ("human_overrides", "human_disagreements", "ai_dropped_low_confidence",
                                          "ai_dropped_held_out", "ai_dropped_mix_ratio", "human_ties",
-                                         "human_weight", "min_confidence", "max_ai_per_human", "eval_source")},
+                                         "human_weight", "min_confidence", "max_ai_per_human", "eval_source",
+                                         # single-response feedback (rlaif/feedback.py)
+                                         "feedback_in", "feedback_pairs", "feedback_ties_dropped", "margin_pairs",
+                                         "thumbs_paired", "thumbs_unpaired", "unpaired", "ai_feedback_agreements",
+                                         "ai_feedback_disagreements", "ai_dropped_human_feedback",
+                                         "feedback_pairing", "feedback_margin")}
+        | {f"feedback_pairs_{k}": v for k, v in (mixr.get("feedback_pairs_by_kind") or {}).items()},
         "reward_model": {"eval_accuracy": rm_acc, "eval_pairs": len(ev), "eval_source": mixr.get("eval_source"),
                          "base": cfg.reward_model.base},
         "policy": {
             "algorithm": cfg.policy_training.algorithm,
+            **({"kto_examples": {k: run.results_of("train-policy").get(k) for k in
+                                 ("desirable", "undesirable", "from_feedback", "from_pairs")}}
+               if cfg.policy_training.algorithm == "kto" else {}),
             "eval_prompts": len(eval_prompts), "samples_per_prompt": cfg.eval.samples_per_prompt,
             # Independent of the reward model (policy_eval.py): the evidence that the loop helped.
             **(pol.get("independent") or {}),
@@ -240,6 +249,10 @@ def policy_lines(pol: dict) -> list[str]:
             lines.append(f"| degeneration: {label} | {fmt(b)} | {fmt(a)} | |")
     win = pol.get("judge_win_rate_vs_ref")
     lines.append("")
+    kto = pol.get("kto_examples")
+    if kto:
+        lines.append(f"- KTO examples: {kto['desirable']} desirable, {kto['undesirable']} undesirable "
+                     f"({kto['from_feedback']} from thumbs, {kto['from_pairs']} from the pairs unpaired)")
     if win:
         lines.append(f"- **judge win rate vs SFT** ({win['method']}): {_pct(win['rate'])}{_ci(win['ci95'])}, "
                      f"n={win['n']} prompt-sample pairs, {win['ties']} ties, {win['unscored']} unscored")

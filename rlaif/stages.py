@@ -128,7 +128,8 @@ def _judge(run: Run) -> dict:
 # ------------------------------------------------------------------ mix
 def _mix_parts(run: Run) -> dict:
     return {"mix": run.cfg.mix.model_dump(exclude={"human_labels"}),
-            "human": content_hash([(x.key, x.chosen, x.label, x.source) for x in run.all_human_labels()])}
+            "human": content_hash([(x.key, x.chosen, x.label, x.source) for x in run.all_human_labels()]),
+            "feedback": content_hash([(f.key, f.kind, f.value, f.scale, f.source) for f in run.all_feedback()])}
 
 
 def _mix(run: Run) -> dict:
@@ -136,7 +137,7 @@ def _mix(run: Run) -> dict:
     from rlaif.mixing import mix, save_pairs
 
     ai = run.store.ai_pairs(run.results_of("judge")["judge_hash"])
-    splits, stats = mix(ai, run.all_human_labels(), run.cfg.mix, run.cfg.seed)
+    splits, stats = mix(ai, run.all_human_labels(), run.cfg.mix, run.cfg.seed, run.all_feedback())
     save_pairs(splits, run.layout)
     stats["output_hash"] = dir_hash(run.layout.pairs)
     return stats

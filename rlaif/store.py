@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rlaif.errors import RlaifError
-from rlaif.records import Candidate, HumanLabel, Prompt
+from rlaif.records import Candidate, Feedback, HumanLabel, Prompt
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS prompts (
@@ -44,6 +44,11 @@ CREATE TABLE IF NOT EXISTS human_labels (
     id INTEGER PRIMARY KEY AUTOINCREMENT, pair_key TEXT NOT NULL, prompt TEXT NOT NULL,
     chosen TEXT NOT NULL, rejected TEXT NOT NULL, label TEXT NOT NULL, source TEXT NOT NULL,
     annotator TEXT, note TEXT, created_at REAL NOT NULL, UNIQUE (pair_key, source)
+);
+CREATE TABLE IF NOT EXISTS human_feedback (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, feedback_key TEXT NOT NULL, prompt TEXT NOT NULL,
+    completion TEXT NOT NULL, kind TEXT NOT NULL, value INTEGER NOT NULL, scale INTEGER NOT NULL,
+    source TEXT NOT NULL, annotator TEXT, comment TEXT, created_at REAL NOT NULL, UNIQUE (feedback_key, source)
 );
 CREATE TABLE IF NOT EXISTS judge_cache (
     key TEXT PRIMARY KEY, value TEXT NOT NULL, created_at REAL NOT NULL
@@ -306,10 +311,38 @@ class Store:
                              h.created_at))
 
     def delete_human_labels_from(self, prefix: str) -> None:
-        """Delete every human label whose source starts with ``prefix`` (e.g. rlaif.vocab.FILE)."""
+        """Delete every human label and feedback whose source starts with ``prefix`` (e.g. rlaif.vocab.FILE)."""
         pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         with self.db:
             self.db.execute("DELETE FROM human_labels WHERE source LIKE ? ESCAPE '\\'", (pattern,))
+            self.db.execute("DELETE FROM human_feedback WHERE source LIKE ? ESCAPE '\\'", (pattern,))
+
+    # ---------------------------------------------------------- human feedback (thumbs, ratings, ranks)
+    # One row per (feedback_key, source): a second verdict of the same source on a response replaces the first.
+    _FEEDBACK_COLS = "prompt, completion, kind, value, scale, source, annotator, comment, created_at"
+
+    def add_feedback(self, items: Iterable[Feedback]) -> int:
+        now = time.time()
+        with self.db:
+            cur = self.db.executemany(
+                f"""INSERT INTO human_feedback(feedback_key, {self._FEEDBACK_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)
+                    ON CONFLICT(feedback_key, source) DO UPDATE SET kind=excluded.kind, value=excluded.value,
+                    scale=excluded.scale, annotator=excluded.annotator, comment=excluded.comment,
+                    created_at=excluded.created_at""",
+                [(f.key, f.prompt, f.completion, f.kind, f.value, f.scale, f.source, f.annotator, f.comment, now)
+                 for f in items],
+            )
+        return cur.rowcount
+
+    def feedback(self) -> list[Feedback]:
+        """Every single-response human feedback, oldest first (none in a read-only store from before the table)."""
+        try:
+            rows = self.db.execute(f"SELECT {self._FEEDBACK_COLS} FROM human_feedback ORDER BY id").fetchall()
+        except sqlite3.OperationalError as e:
+            if "no such table" in str(e):
+                return []
+            raise
+        return [Feedback(*r) for r in rows]
 
     def human_label_count(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM human_labels").fetchone()[0]

@@ -19,6 +19,13 @@ TIE = "tie"
 BOTH_BAD = "both_bad"
 LABELS = (PREFERENCE, TIE, BOTH_BAD)
 
+# Kinds of single-response human feedback (``human_feedback.kind``): a thumbs up/down
+# (value 1 up, 0 down), a rating (value 1..scale) or a place in a ranking (value 1 = best).
+THUMBS = "thumbs"
+RATING = "rating"
+RANK = "rank"
+FEEDBACK_KINDS = (THUMBS, RATING, RANK)
+
 # Label source prefixes.
 FILE = "file:"
 IMPORT = "import:"  # `rlaif labels import`: may train, never in the held-out human eval split

@@ -29,6 +29,9 @@ def _break(project: Path, case: str) -> list[str]:
     elif case == "bad-labels":
         with open(project / "labels.jsonl", "a") as f:
             f.write('{"prompt": "q", "chosen": "a"}\n')
+    elif case == "bad-feedback":
+        with open(project / "labels.jsonl", "a") as f:
+            f.write('{"prompt": "q", "completion": "a", "rating": 7, "scale": 5}\n')
     elif case == "missing-labels":
         (project / "labels.jsonl").unlink()
     elif case == "bad-prompts":
@@ -49,6 +52,7 @@ CASES = {
     "bad-constitution": "constitution.yaml:4: principles.0.text",
     "missing-constitution": "constitution.yaml: constitution not found",
     "bad-labels": "labels.jsonl:13:",
+    "bad-feedback": "labels.jsonl:13: field 'rating' must be an integer from 1 to 5",
     "missing-labels": "labels.jsonl: human labels file not found",
     "bad-prompts": "prompts.jsonl:1:",
     "bad-sft": "sft.jsonl:1: invalid JSON",

@@ -75,7 +75,7 @@ def test_save_pairs_columns(tmp_path):
     save_pairs(splits, RunLayout(tmp_path))
     dd = load_from_disk(str(tmp_path / "pairs"))
     assert not (tmp_path / "pairs.partial").exists()
-    assert set(dd) == {"train", "eval"}
+    assert set(dd) == {"train", "eval", "unpaired"}
     assert {"prompt", "chosen", "rejected", "source", "weight"} <= set(dd["train"].column_names)
     assert sorted(dd["train"]["source"]) == ["ai", "human"]
 

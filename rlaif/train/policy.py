@@ -1,6 +1,8 @@
 """train-policy: one entry point, dispatched by ``policy_training.algorithm``.
 
 - ``dpo``: offline, on the mixed preference pairs (rlaif/train/dpo.py, trl's DPOTrainer);
+- ``kto``: offline, on unpaired human feedback and optionally the pairs unpaired (rlaif/train/kto.py,
+  trl's KTOTrainer);
 - ``ppo``: online, rlaif's own PPO (rlaif/train/ppo.py);
 - ``rloo`` / ``grpo``: online, trl's RLOOTrainer / GRPOTrainer (rlaif/train/online.py);
   the online algorithms are rewarded by the trained reward model, the judge or a weighted sum
@@ -18,8 +20,9 @@ from rlaif.layout import RunLayout
 
 
 def is_online(pcfg: PolicyTrainingConfig) -> bool:
-    """DPO learns from the pairs alone; the online algorithms sample the train prompts and are rewarded."""
-    return pcfg.algorithm != "dpo"
+    """DPO and KTO learn from the mixed data alone; the online algorithms sample the train prompts and are
+    rewarded."""
+    return pcfg.algorithm not in ("dpo", "kto")
 
 
 def uses_reward_model(pcfg: PolicyTrainingConfig) -> bool:
@@ -43,6 +46,10 @@ def train_policy(pcfg: PolicyTrainingConfig, seed: int, layout: RunLayout, promp
             from rlaif.train.dpo import train_dpo
 
             return train_dpo(pcfg, seed, layout, device)
+        if algo == "kto":
+            from rlaif.train.kto import train_kto
+
+            return train_kto(pcfg, seed, layout, device)
         if algo == "ppo":
             from rlaif.train.ppo import train_ppo
 

@@ -6,6 +6,8 @@ Two things are done by hand, each because trl does not do it:
   same ``encode`` the scorer uses, so training and scoring see one format;
 - the loss is weighted per pair (``weight`` column: the mix's human weight);
   RewardTrainer has no per-example weights.
+The ``margin`` column (pairs made from ratings, rankings and thumbs: rlaif/feedback.py) goes to trl as
+is: RewardTrainer's loss is -log sigmoid(r_chosen - r_rejected - margin), and the weighted loss keeps it.
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ def _weighted_trainer_cls():
             # Same loss as RewardTrainer, weighted per pair; its metrics come from the parent call.
             loss, outputs = super().compute_loss(model, inputs, True, num_items_in_batch)
             chosen, rejected = torch.chunk(outputs.logits.squeeze(-1), chunks=2)
-            per_pair = -torch.nn.functional.logsigmoid(chosen - rejected)
+            margin = inputs.get("margin")
+            per_pair = -torch.nn.functional.logsigmoid(chosen - rejected - (0 if margin is None else margin))
             w = weight.to(per_pair.dtype)
             loss = (per_pair * w).sum() / w.sum()
             return (loss, outputs) if return_outputs else loss
@@ -86,7 +89,7 @@ def train_reward_model(rcfg: RewardModelConfig, seed: int, layout: RunLayout, de
         return dd[split].map(
             lambda ex: {"chosen_ids": encode(tokenizer, ex["prompt"], ex["chosen"], targs.max_length),
                         "rejected_ids": encode(tokenizer, ex["prompt"], ex["rejected"], targs.max_length)},
-            remove_columns=[c for c in dd[split].column_names if c != "weight"],
+            remove_columns=[c for c in dd[split].column_names if c not in ("weight", "margin")],
         )
 
     train_ds = tok("train")

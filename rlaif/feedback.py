@@ -1,0 +1,116 @@
+"""Single-response human feedback (thumbs, ratings, rankings) -> training signal.
+
+Rules (each counted in the mix stats, which go to the manifest and the report):
+
+- feedback compares within a group: thumbs on the same prompt; ratings on the same prompt and scale;
+  the completions of one ranking record. Several verdicts on one response in a group (two annotators)
+  are averaged on a 0..1 "goodness" scale (``Feedback.goodness``: rating (r-1)/(N-1), rank (K-k)/(K-1),
+  thumbs 1 up / 0 down);
+- within a group, responses of different goodness become preference pairs: every such pair
+  (``mix.feedback.pairs: all``) or only the best tier against the worst (``best_worst``); equal goodness
+  is a tie and makes no pair (counted);
+- a pair's reward-model margin is ``mix.feedback.margin`` times the goodness gap (so a 5 against a 1 on a
+  1-5 scale, or a thumbs up against a down, gets the full margin; 0 turns margins off);
+- thumbs on a prompt with both an up and a down become pairs; every thumbs verdict is also kept as an
+  unpaired (KTO) example, the data ``policy_training.algorithm: kto`` trains on;
+- thumbs on a response of an AI pair (``ai_verdict``) agree or disagree with the AI: a net thumbs-down
+  on the response the AI chose, or a net thumbs-up on the one it rejected when the chosen one has no
+  better verdict, is a disagreement, and the mix drops that AI pair.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from itertools import combinations
+from typing import Literal
+
+from rlaif.config import FeedbackConfig
+from rlaif.records import Feedback, HumanLabel, feedback_key
+from rlaif.vocab import IMPORT, PREFERENCE, RANK, RATING, THUMBS
+
+AGREE, DISAGREE = "agree", "disagree"
+
+
+def _group(f: Feedback) -> tuple:
+    if f.kind == THUMBS:
+        return THUMBS, f.prompt.strip()
+    if f.kind == RATING:
+        return RATING, f.prompt.strip(), f.scale
+    return RANK, f.prompt.strip(), f.source  # a ranking orders its own completions only
+
+
+def _source(items: list[Feedback]) -> str:
+    """The source a derived pair carries: an imported one if any (then it may train but is never held out)."""
+    srcs = sorted({f.source for f in items})
+    return ([s for s in srcs if s.startswith(IMPORT)] or srcs)[0]
+
+
+def feedback_pairs(feedback: list[Feedback], cfg: FeedbackConfig) -> tuple[list[HumanLabel], dict]:
+    """Preference pairs (HumanLabel with ``margin`` and ``feedback`` set) and their stats."""
+    groups: dict[tuple, dict[str, list[Feedback]]] = defaultdict(lambda: defaultdict(list))
+    for f in feedback:
+        groups[_group(f)][f.completion.strip()].append(f)
+    pairs: list[HumanLabel] = []
+    by_kind = {k: 0 for k in (THUMBS, RATING, RANK)}
+    ties = thumbs_paired = 0
+    for (kind, *_), responses in sorted(groups.items(), key=lambda kv: repr(kv[0])):
+        scored = sorted(((sum(f.goodness for f in fs) / len(fs), text, fs) for text, fs in responses.items()),
+                        key=lambda t: (-t[0], t[1]))
+        if len(scored) < 2:
+            continue
+        made = 0
+        ties += sum(1 for a, b in combinations(scored, 2) if a[0] == b[0])
+        cands = combinations(scored, 2)
+        if cfg.pairs == "best_worst":
+            top, bottom = scored[0][0], scored[-1][0]
+            cands = [(a, b) for a in scored if a[0] == top for b in scored if b[0] == bottom]
+        for (ga, _, fa), (gb, _, fb) in cands:
+            if ga == gb:
+                continue  # a tie: no pair
+            prompt = fa[0].prompt
+            pairs.append(HumanLabel(prompt, fa[0].completion, fb[0].completion, PREFERENCE, _source(fa + fb),
+                                    margin=round(cfg.margin * (ga - gb), 6), feedback=kind))
+            made += 1
+        by_kind[kind] += made
+        if kind == THUMBS and made:
+            thumbs_paired += sum(len(fs) for fs in responses.values())
+    n_thumbs = sum(f.kind == THUMBS for f in feedback)
+    stats = {"feedback_in": len(feedback), "feedback_by_kind": {k: sum(f.kind == k for f in feedback)
+                                                                 for k in (THUMBS, RATING, RANK)},
+             "feedback_pairs": len(pairs), "feedback_pairs_by_kind": by_kind, "feedback_ties_dropped": ties,
+             "thumbs_paired": thumbs_paired, "thumbs_unpaired": n_thumbs - thumbs_paired,
+             "feedback_pairing": cfg.pairs, "feedback_margin": cfg.margin,
+             "with_comment": sum(f.comment is not None for f in feedback)}
+    return pairs, stats
+
+
+def thumbs_index(feedback: list[Feedback]) -> dict[str, float]:
+    """feedback_key -> net thumbs (mean of the verdicts: 1 all up, 0 all down)."""
+    votes: dict[str, list[int]] = defaultdict(list)
+    for f in feedback:
+        if f.kind == THUMBS:
+            votes[f.key].append(f.value)
+    return {k: sum(v) / len(v) for k, v in votes.items()}
+
+
+def ai_verdict(thumbs: dict[str, float], prompt: str, chosen: str, rejected: str) -> Literal["agree", "disagree"] | None:
+    """What thumbs on an AI pair's responses say about the AI's choice (None: no thumbs on either, or no
+    information). Unknown responses count as neutral (0.5)."""
+    c, r = thumbs.get(feedback_key(prompt, chosen)), thumbs.get(feedback_key(prompt, rejected))
+    if c is None and r is None:
+        return None
+    c, r = 0.5 if c is None else c, 0.5 if r is None else r
+    if c < 0.5 or c < r:
+        return DISAGREE
+    if c > 0.5 or r < 0.5:
+        return AGREE
+    return None
+
+
+def unpaired_rows(feedback: list[Feedback]) -> list[dict]:
+    """The thumbs as KTO rows: {prompt, completion, label, source, meta}."""
+    import json
+
+    return [{"prompt": f.prompt, "completion": f.completion, "label": f.up, "source": f.source,
+             "meta": json.dumps({"annotator": f.annotator, "comment": f.comment}, sort_keys=True)}
+            for f in feedback if f.kind == THUMBS]

@@ -1,0 +1,196 @@
+"""Human feedback in the forms people give it: thumbs (TRL KTO format), ratings, rankings, comments ->
+stored feedback -> preference pairs with reward-model margins, unpaired KTO rows, AI-pair overrides."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rlaif import chat
+from rlaif.config import FeedbackConfig, MixConfig
+from rlaif.errors import RlaifError
+from rlaif.feedback import feedback_pairs
+from rlaif.mixing import mix, save_pairs
+from rlaif.records import Feedback, HumanLabel, load_human_labels, load_label_file
+from rlaif.store import Store
+
+
+def _write(path, rows):
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+CONV = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Tea?"}]
+
+
+def test_every_form_is_read_with_comments(tmp_path):
+    p = _write(tmp_path / "fb.jsonl", [
+        {"prompt": "q", "chosen": "good", "rejected": "bad", "comment": "clearer"},
+        {"prompt": "q", "completion": "up answer", "label": True, "annotator": "ann"},
+        {"prompt": CONV, "completion": [{"role": "assistant", "content": "Green."}], "label": False},
+        {"prompt": "r", "completion": "four", "rating": 4, "scale": 5, "comment": " nice "},
+        {"prompt": "s", "completions": ["a", "b", "c"], "ranking": [2, 1, 2]},
+    ])
+    labels, fb = load_label_file(p)
+    assert [(h.chosen, h.note, h.source) for h in labels] == [("good", "clearer", "fb.jsonl:1")]
+    got = [(f.prompt, f.completion, f.kind, f.value, f.scale, f.source) for f in fb]
+    assert got == [("q", "up answer", "thumbs", 1, 2, "fb.jsonl:2"),
+                   (chat.encode(CONV), "Green.", "thumbs", 0, 2, "fb.jsonl:3"),
+                   ("r", "four", "rating", 4, 5, "fb.jsonl:4"),
+                   ("s", "a", "rank", 2, 2, "fb.jsonl:5"), ("s", "b", "rank", 1, 2, "fb.jsonl:5"),
+                   ("s", "c", "rank", 2, 2, "fb.jsonl:5")]
+    assert fb[0].annotator == "ann" and fb[2].comment == "nice"
+    assert [f.goodness for f in fb] == [1.0, 0.0, 0.75, 0.0, 1.0, 0.0]
+
+
+BAD = {
+    "thumbs-label-string": ({"prompt": "q", "completion": "a", "label": "up"}, "field 'label' must be true"),
+    "thumbs-no-completion": ({"prompt": "q", "label": True}, "needs 'completion'"),
+    "no-prompt": ({"completion": "a", "label": True}, "needs 'prompt'"),
+    "empty-completion": ({"prompt": "q", "completion": " ", "label": True}, "field 'completion' is empty"),
+    "user-completion": ({"prompt": "q", "completion": [{"role": "user", "content": "x"}], "label": True},
+                        "only assistant messages"),
+    "rating-no-scale": ({"prompt": "q", "completion": "a", "rating": 3}, "both 'rating' and 'scale'"),
+    "rating-over-scale": ({"prompt": "q", "completion": "a", "rating": 6, "scale": 5},
+                          "field 'rating' must be an integer from 1 to 5"),
+    "rating-zero": ({"prompt": "q", "completion": "a", "rating": 0, "scale": 5}, "field 'rating'"),
+    "rating-half": ({"prompt": "q", "completion": "a", "rating": 3.5, "scale": 5}, "field 'rating'"),
+    "rating-bool": ({"prompt": "q", "completion": "a", "rating": True, "scale": 5}, "field 'rating'"),
+    "scale-one": ({"prompt": "q", "completion": "a", "rating": 1, "scale": 1}, "field 'scale' must be an integer from 2"),
+    "rating-and-label": ({"prompt": "q", "completion": "a", "rating": 1, "scale": 5, "label": True}, "not both"),
+    "rank-one": ({"prompt": "q", "completions": ["a"], "ranking": [1]}, "field 'completions' must be a list of 2"),
+    "rank-not-list": ({"prompt": "q", "completions": "ab", "ranking": [1, 2]}, "field 'completions'"),
+    "rank-length": ({"prompt": "q", "completions": ["a", "b"], "ranking": [1]}, "one rank per completion"),
+    "rank-range": ({"prompt": "q", "completions": ["a", "b"], "ranking": [1, 3]},
+                   "field 'ranking' must be an integer from 1 to 2"),
+    "rank-duplicate": ({"prompt": "q", "completions": ["a", " a"], "ranking": [1, 2]}, "same text twice"),
+    "rank-empty-text": ({"prompt": "q", "completions": ["a", ""], "ranking": [1, 2]}, "'completions[1]' is empty"),
+    "comment-not-string": ({"prompt": "q", "completion": "a", "label": True, "comment": 5},
+                           "field 'comment' must be a string"),
+    "ai-marked": ({"prompt": "q", "completion": "a", "label": True, "source": "ai:llm"}, "an AI label"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD), ids=str)
+def test_bad_feedback_names_file_line_and_field(case, tmp_path):
+    record, msg = BAD[case]
+    p = _write(tmp_path / "fb.jsonl", [{"prompt": "q", "completion": "fine", "label": True}, record])
+    with pytest.raises(RlaifError) as e:
+        load_label_file(p)
+    assert e.value.message.startswith(f"{p}:2:"), e.value.message
+    assert msg in e.value.message and "\n" not in e.value.message
+
+
+def test_pairs_only_readers_refuse_feedback(tmp_path):
+    p = _write(tmp_path / "fb.jsonl", [{"prompt": "q", "chosen": "a", "rejected": "b"},
+                                        {"prompt": "q", "completion": "a", "label": True}])
+    with pytest.raises(RlaifError, match=r"fb.jsonl:2: a thumbs record .* mix.human_labels"):
+        load_human_labels(p)
+
+
+def test_store_keeps_feedback_and_comments(tmp_path):
+    fb = [Feedback("q", "a", "rating", 4, 5, "file:x:1", "ann", "good"), Feedback("q", "b", "thumbs", 0, 2, "viewer:ann")]
+    with Store(tmp_path / "s.sqlite") as s:
+        s.add_feedback(fb)
+        s.add_feedback([Feedback("q", "b", "thumbs", 1, 2, "viewer:ann", comment="changed my mind")])  # replaces
+        got = s.feedback()
+        assert [(f.completion, f.value, f.comment) for f in got] == [("a", 4, "good"), ("b", 1, "changed my mind")]
+        s.delete_human_labels_from("file:")
+        assert [f.source for f in s.feedback()] == ["viewer:ann"]
+
+
+# ---------------------------------------------------------------- feedback -> pairs
+def R(completion, rating, prompt="q", scale=5, source="file:f:1"):
+    return Feedback(prompt, completion, "rating", rating, scale, source)
+
+
+def T(completion, up, prompt="q", source="file:f:1"):
+    return Feedback(prompt, completion, "thumbs", int(up), 2, source)
+
+
+def test_ratings_all_pairs_margins_and_ties():
+    fb = [R("five", 5), R("three", 3), R("three too", 3), R("one", 1)]
+    pairs, st = feedback_pairs(fb, FeedbackConfig())
+    got = sorted((h.chosen, h.rejected, h.margin) for h in pairs)
+    assert got == [("five", "one", 1.0), ("five", "three", 0.5), ("five", "three too", 0.5),
+                   ("three", "one", 0.5), ("three too", "one", 0.5)]
+    assert st["feedback_ties_dropped"] == 1 and st["feedback_pairs_by_kind"]["rating"] == 5
+    bw, st = feedback_pairs(fb, FeedbackConfig(pairs="best_worst", margin=2.0))
+    assert [(h.chosen, h.rejected, h.margin) for h in bw] == [("five", "one", 2.0)]
+
+
+def test_ratings_group_by_prompt_and_scale_and_average_annotators():
+    fb = [R("a", 5), R("a", 3, source="file:f:2"), R("b", 2), R("c", 9, scale=10), R("d", 1, prompt="other")]
+    pairs, st = feedback_pairs(fb, FeedbackConfig())
+    assert [(h.chosen, h.rejected, h.margin) for h in pairs] == [("a", "b", 0.5)]  # mean of a: 4 -> (4-2)/4
+
+
+def test_rankings_pair_within_their_record():
+    fb = [Feedback("q", t, "rank", r, 3, "file:f:7") for t, r in (("x", 1), ("y", 2), ("z", 3))]
+    fb.append(Feedback("q", "w", "rank", 1, 2, "file:f:8"))  # another ranking: never compared with the first
+    pairs, st = feedback_pairs(fb, FeedbackConfig(pairs="all"))
+    assert sorted((h.chosen, h.rejected, h.margin) for h in pairs) == [("x", "y", 0.5), ("x", "z", 1.0),
+                                                                       ("y", "z", 0.5)]
+    assert {h.feedback for h in pairs} == {"rank"}
+
+
+def test_thumbs_pair_only_with_an_up_and_a_down():
+    fb = [T("good", True), T("bad", False), T("fine", True, prompt="q2"), T("meh", True, prompt="q2")]
+    pairs, st = feedback_pairs(fb, FeedbackConfig())
+    assert [(h.chosen, h.rejected, h.margin) for h in pairs] == [("good", "bad", 1.0)]
+    assert st["thumbs_paired"] == 2 and st["thumbs_unpaired"] == 2
+
+
+def ai(prompt, chosen, rejected, conf=0.9):
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected, "confidence": conf, "prompt_id": prompt,
+            "details": {"gap": 1.0}}
+
+
+def test_mix_feedback_pairs_margins_overrides_and_unpaired():
+    fb = [R("five", 5, prompt="p1"), R("two", 2, prompt="p1"),      # overrides the AI pair on p1 (AI disagrees)
+          T("ai-pick", False, prompt="p2"),                          # a thumbs-down on the AI's choice
+          T("good", True, prompt="p3"),                              # agrees with the AI
+          T("lonely", True, prompt="p4")]
+    pairs = [ai("p1", "two", "five"), ai("p2", "ai-pick", "other"), ai("p3", "good", "worse"), ai("p5", "x", "y")]
+    human = [HumanLabel("p6", "left", "right")]
+    splits, st = mix(pairs, human, MixConfig(human_eval_fraction=0.0), 0, fb)
+    train = {(p.prompt, p.chosen, p.rejected): p for p in splits["train"]}
+    assert set(train) == {("p1", "five", "two"), ("p3", "good", "worse"), ("p5", "x", "y"), ("p6", "left", "right")}
+    assert train[("p1", "five", "two")].margin == 0.75 and train[("p1", "five", "two")].source == "human"
+    assert json.loads(json.dumps(train[("p1", "five", "two")].meta))["feedback"] == "rating"
+    assert train[("p6", "left", "right")].margin == 0.0 and train[("p5", "x", "y")].margin == 0.0
+    assert st["human_overrides"] == 1 and st["human_disagreements"] == 1
+    assert st["ai_feedback_disagreements"] == 1 and st["ai_dropped_human_feedback"] == 1
+    assert st["ai_feedback_agreements"] == 1
+    assert st["feedback_pairs"] == 1 and st["margin_pairs"] == 1 and st["unpaired"] == 3
+    assert sorted((r["completion"], r["label"]) for r in splits["unpaired"]) == [
+        ("ai-pick", False), ("good", True), ("lonely", True)]
+
+
+def test_pairwise_label_beats_feedback_pair_on_same_comparison():
+    fb = [R("a", 5), R("b", 1)]
+    splits, _ = mix([], [HumanLabel("q", "b", "a", source="viewer:x")], MixConfig(human_eval_fraction=0.0), 0, fb)
+    assert [(p.chosen, p.margin) for p in splits["train"]] == [("b", 0.0)]
+
+
+def test_feedback_pairs_enter_the_held_out_human_split():
+    fb = [R(f"good{i}", 5, prompt=f"q{i}") for i in range(100)] + [R(f"bad{i}", 1, prompt=f"q{i}") for i in range(100)]
+    splits, st = mix([], [], MixConfig(human_eval_fraction=0.3), 3, fb)
+    assert 10 < len(splits["eval"]) < 50 and st["eval_source"] == "human"
+    assert not {p.key for p in splits["train"]} & {p.key for p in splits["eval"]}
+    imported = [R("g", 5, source="import:f:1"), R("b", 1, source="import:f:2")]
+    for seed in range(20):  # imported feedback trains but is never held out
+        assert not mix([], [], MixConfig(human_eval_fraction=0.9), seed, imported)[0]["eval"]
+
+
+def test_save_pairs_writes_margin_and_unpaired(tmp_path):
+    from datasets import load_from_disk
+
+    from rlaif.layout import RunLayout
+
+    splits, _ = mix([], [], MixConfig(human_eval_fraction=0.0), 0, [R("a", 4), R("b", 2), T("c", False)])
+    save_pairs(splits, RunLayout(tmp_path))
+    dd = load_from_disk(str(tmp_path / "pairs"))
+    assert dd["train"]["margin"] == [0.5]
+    assert dd["unpaired"]["label"] == [False] and dd["unpaired"]["completion"] == ["c"]
