@@ -478,9 +478,9 @@ def _check_cross_fields(cfg: PipelineConfig, loaded: LoadedYaml, touched: dict[s
                 raise RlaifError(f"{_where(loaded, touched, name)} {name}: {length} exceeds policy.tiny.n_positions "
                                  f"({n}); lower it or raise n_positions")
     pt = cfg.policy_training
-    if pt.algorithm == "dpo" and pt.reward != RewardWeights(reward_model=1.0):
-        raise RlaifError(f"{_where(loaded, touched, 'policy_training.reward')} policy_training.reward: dpo learns "
-                         "from the preference pairs and takes no reward; remove it or set policy_training.algorithm "
+    if pt.algorithm in ("dpo", "kto") and pt.reward != RewardWeights(reward_model=1.0):
+        raise RlaifError(f"{_where(loaded, touched, 'policy_training.reward')} policy_training.reward: {pt.algorithm} "
+                         "learns from the mixed data and takes no reward; remove it or set policy_training.algorithm "
                          "to ppo, rloo or grpo")
 
 
