@@ -182,6 +182,13 @@ class MixConfig(_Section):
     max_ai_per_human: float | None = Field(
         None, gt=0, description="mix ratio: keep at most this many AI pairs per human train pair"
     )
+    min_judge_agreement: float | None = Field(
+        None, gt=0, le=1, description="agreement gate: train-rm and train-policy stop (exit 2) when the judge's "
+                                      "accuracy on the held-out human labels is below this; None: off")
+
+    def hash_view(self) -> dict:
+        """The fields that change the mixed pairs (not the gate; the human label files count by content)."""
+        return self.model_dump(exclude={"human_labels", "min_judge_agreement"})
 
 
 class RewardModelConfig(_Section):

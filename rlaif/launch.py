@@ -108,6 +108,7 @@ def run_parent(args) -> int:
     try:
         if not run.should_run(stage, args.force):  # the skip rule of `rlaif STAGE`
             return 0
+        run.check_gate(stage, args.force)  # before any process starts (the main one records it)
         layout = RunLayout(run.workdir.resolve())
         device = run.device
         ih = run.input_hash(stage)

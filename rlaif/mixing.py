@@ -30,6 +30,35 @@ def _held_out(key: str, fraction: float, seed: int) -> bool:
     return int(content_hash([seed, key], 8), 16) / 0xFFFFFFFF < fraction
 
 
+def split_human(human: list[HumanLabel], cfg: MixConfig, seed: int, derived: list[HumanLabel] = ()
+                ) -> tuple[list[HumanLabel], list[HumanLabel], int]:
+    """The human preference labels (and the pairs ``derived`` from feedback) as (train, held-out eval,
+    number of non-preference labels left out): one label per comparison, the split the mix makes (the
+    agreement gate and the weight fit read it through ``human_split``)."""
+    prefs: dict[str, HumanLabel] = {}
+    ties = 0
+    # Pairs made from feedback first: a pairwise label on the same comparison wins over them.
+    # File labels are re-inserted on every run; viewer and import labels must still win over them.
+    for h in list(derived) + sorted(human, key=lambda h: not h.source.startswith(FILE)):
+        if h.label != PREFERENCE:
+            ties += 1
+            continue
+        prefs[h.key] = h  # a later label (e.g. from the viewer) replaces an earlier one
+    train_h, eval_h = [], []
+    for key, h in prefs.items():
+        held = not h.train_only and _held_out(key, cfg.human_eval_fraction, seed)  # imports: train only
+        (eval_h if held else train_h).append(h)
+    return train_h, eval_h, ties
+
+
+def human_split(human: list[HumanLabel], feedback: list[Feedback], cfg: MixConfig, seed: int
+                ) -> tuple[list[HumanLabel], list[HumanLabel]]:
+    """(train, held-out) human preference pairs exactly as ``mix`` splits them."""
+    derived, _ = fb.feedback_pairs(list(feedback), cfg.feedback)
+    train_h, eval_h, _ = split_human(human, cfg, seed, derived)
+    return train_h, eval_h
+
+
 def mix(ai_pairs: list[dict], human: list[HumanLabel], cfg: MixConfig, seed: int,
         feedback: list[Feedback] = ()) -> tuple[dict, dict]:
     """Return ({"train": [...], "eval": [...], "unpaired": [rows]}, stats)."""
@@ -40,18 +69,8 @@ def mix(ai_pairs: list[dict], human: list[HumanLabel], cfg: MixConfig, seed: int
     derived, fstats = fb.feedback_pairs(list(feedback), cfg.feedback)
     stats.update(fstats)
     thumbs = fb.thumbs_index(list(feedback))
-    prefs: dict[str, HumanLabel] = {}
-    # Pairs made from feedback first: a pairwise label on the same comparison wins over them.
-    # File labels are re-inserted on every run; viewer and import labels must still win over them.
-    for h in derived + sorted(human, key=lambda h: not h.source.startswith(FILE)):
-        if h.label != PREFERENCE:
-            stats["human_ties"] += 1
-            continue
-        prefs[h.key] = h  # a later label (e.g. from the viewer) replaces an earlier one
-    train_h, eval_h = [], []
-    for key, h in prefs.items():
-        held = not h.train_only and _held_out(key, cfg.human_eval_fraction, seed)  # imports: train only
-        (eval_h if held else train_h).append(h)
+    train_h, eval_h, stats["human_ties"] = split_human(human, cfg, seed, derived)
+    prefs = {h.key: h for h in train_h + eval_h}
     eval_keys = {h.key for h in eval_h}
 
     ai_train: list[PreferencePair] = []

@@ -152,11 +152,21 @@ class Run:
             return False
         return True
 
+    def check_gate(self, stage: str, force: bool) -> dict | None:
+        """The agreement gate of a training stage (rlaif/gate.py): None when off or not gated; raises
+        RlaifError when the judge agrees too little with the held-out human labels, unless ``force``."""
+        if not stages.get(stage).gated:
+            return None
+        from rlaif.gate import check_gate
+
+        return check_gate(self, stage, force)
+
     def run_stage(self, stage: str, force: bool = False) -> None:
         from rlaif.progress import console
 
         if not self.should_run(stage, force):
             return
+        gate = self.check_gate(stage, force)
         ih = self.input_hash(stage)
         console.print(f"[bold cyan]{stage}[/bold cyan] ...")
         self.store.set_stage(stage, ih, "running")
@@ -178,6 +188,8 @@ class Run:
                              "re-run to resume", exit_code=3) from None
         seconds = time.perf_counter() - t0
         info["seconds"] = seconds
+        if gate is not None:
+            info["agreement_gate"] = gate
         from rlaif.outputs import manifest
 
         root = stages.get(stage).output_root(self.layout)

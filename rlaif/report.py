@@ -128,6 +128,9 @@ def build_report(run) -> dict:
             "win_rate_vs_ref": (pol.get("rm") or {}).get("rm_win_rate_vs_ref"),
             "win_rate_vs_ref_ci95": (pol.get("rm") or {}).get("rm_win_rate_ci95"),
         },
+        # mix.min_judge_agreement: the check each training stage passed (or was forced past with --force).
+        "agreement_gate": {s: run.results_of(s)["agreement_gate"] for s in ("train-rm", "train-policy")
+                           if run.results_of(s).get("agreement_gate")},
         "timings_s": {s: (stages.get(s) or {}).get("seconds") for s in ("sft", "generate", "judge", "mix",
                                                                            "train-rm", "train-policy")},
         "_policy_detail": pol,
@@ -276,6 +279,11 @@ def render_markdown(run, report: dict, plots: list[tuple[str, str]]) -> str:
         lines += [f"## {section}", "", "| key | value |", "|---|---|"]
         lines += [f"| {k} | {_fmt(v)} |" for k, v in report[section].items()]
         lines.append("")
+    for stage, g in report.get("agreement_gate", {}).items():
+        verdict = "passed" if g["passed"] else ("**forced** past with --force" if g["forced"] else "stopped")
+        acc = "—" if g["accuracy"] is None else f"{g['accuracy']:.3f}"
+        lines += [f"Agreement gate before {stage}: judge accuracy {acc} on {g['n']} held-out human labels vs "
+                  f"threshold {g['threshold']}: {verdict}.", ""]
     for title, fname in plots:
         lines += [f"## {title}", "", f"![{title}]({fname})", ""]
     samples = report["_policy_detail"].get("samples") or []

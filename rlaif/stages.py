@@ -11,7 +11,8 @@ CLI (rlaif/cli.py) need to know about it:
 - ``run(run) -> info``: the work, with heavy imports inside; ``info["output_hash"]`` identifies
   the output for the stages after it;
 - ``launchable``: whether ``--launcher accelerate`` can run it in several processes;
-- ``checkpoints``: whether it trains with checkpoints (checked and stamped before it starts).
+- ``checkpoints``: whether it trains with checkpoints (checked and stamped before it starts);
+- ``gated``: whether the agreement gate (``mix.min_judge_agreement``, rlaif/gate.py) must pass first.
 
 The order of ``STAGES`` is the order of ``rlaif run``. Only stdlib imports at module level:
 the CLI reads this table to build its parser.
@@ -42,6 +43,7 @@ class Stage:
     marker: str | None = None
     launchable: bool = False
     checkpoints: bool = False  # trains with resumable checkpoints in the output's .partial folder
+    gated: bool = False  # trains on the mix: the agreement gate (rlaif/gate.py) is checked before it runs
 
     def output_path(self, layout: RunLayout) -> Path | None:
         """The file whose presence means this stage's output is complete (None: nothing on disk)."""
@@ -127,7 +129,7 @@ def _judge(run: Run) -> dict:
 
 # ------------------------------------------------------------------ mix
 def _mix_parts(run: Run) -> dict:
-    return {"mix": run.cfg.mix.model_dump(exclude={"human_labels"}),
+    return {"mix": run.cfg.mix.hash_view(),
             "human": content_hash([(x.key, x.chosen, x.label, x.source) for x in run.all_human_labels()]),
             "feedback": content_hash([(f.key, f.kind, f.value, f.scale, f.source) for f in run.all_feedback()])}
 
@@ -218,9 +220,9 @@ STAGES: tuple[Stage, ...] = (
     Stage("judge", _always("generate"), _judge_parts, _judge),
     Stage("mix", _always("judge"), _mix_parts, _mix, output="pairs", marker="dataset_dict.json"),
     Stage("train-rm", _always("mix"), _train_rm_parts, _train_rm, output="reward_model", marker="config.json",
-          launchable=True, checkpoints=True),
+          launchable=True, checkpoints=True, gated=True),
     Stage("train-policy", _policy_needs, _train_policy_parts, _train_policy, output="policy", marker="config.json",
-          launchable=True, checkpoints=True),
+          launchable=True, checkpoints=True, gated=True),
     Stage("eval", _always("sft", "judge", "mix", "train-rm", "train-policy"), _eval_parts, _eval,
           output="report_json"),
 )
