@@ -9,6 +9,11 @@ counted but not scored. Kappa needs an orientation that does not depend on
 the AI: a comparison's "A" is its two texts' first in sorted order (as in
 ``pair_key``).
 
+Single-response feedback (thumbs, ratings, rankings) is compared with the AI too
+(``feedback_stats``): do the AI and each principle pick the text people rated or
+ranked higher, and is a thumbs-down response the one the AI rejected (a thumbs-up
+the one it chose), with Wilson intervals.
+
 Export writes human labels, AI labels, or ``all`` (human labels plus the AI
 pairs no human label covers, as the mix does) as JSONL (every field),
 TRL JSONL ({prompt, chosen, rejected}; preferences only) or Parquet (the
@@ -35,7 +40,7 @@ from rlaif import safeio
 from rlaif.conversations import trl_preference_row
 from rlaif.errors import RlaifError
 from rlaif.evaluate import agreement, wilson
-from rlaif.records import HumanLabel, iter_jsonl, load_human_labels
+from rlaif.records import Feedback, HumanLabel, feedback_key, iter_jsonl, load_human_labels
 from rlaif.store import Store
 from rlaif.vocab import AI, HUMAN, LABELS, PREFERENCE, PROVENANCE, ai_source, import_source, is_ai_record, source_group
 
@@ -93,7 +98,7 @@ def label_stats(store: Store, comps: list[Comparison]) -> dict[str, Any]:
     overall = agreement(human, judge)
     k = round((overall["accuracy"] or 0) * overall["n"])
     overall["ci95"] = wilson(k, overall["n"])
-    return {
+    return {"feedback": feedback_stats(store.feedback(), comps)} | {
         "ai_pairs": len(comps), "ai_scored": sum(c.scored for c in comps),
         "human_labels": sum(by_source.values()), "by_source": dict(sorted(by_source.items())),
         "by_label": dict(sorted(by_label.items())), "on_ai_pairs": matched, "not_on_ai_pairs": unmatched,
@@ -101,6 +106,86 @@ def label_stats(store: Store, comps: list[Comparison]) -> dict[str, Any]:
         "per_principle": {pid: agreement(*v) for pid, v in sorted(per_p.items())},
         "per_source": {s: agreement(*v) for s, v in sorted(per_s.items())},
     }
+
+
+def _rate(k: int, n: int) -> dict[str, Any]:
+    return {"agreement": k / n if n else None, "n": n, "ci95": wilson(k, n)}
+
+
+def feedback_stats(feedback: list[Feedback], comps: list[Comparison]) -> dict[str, Any]:
+    """AI-human agreement for single-response feedback, overall and per principle, with Wilson intervals.
+
+    Ratings and rankings: on every scored AI comparison whose two texts a rating group or a ranking
+    orders (``rlaif.feedback.feedback_pairs``, ties left out), does the AI (or a principle) pick the text
+    people rated higher? Thumbs: for every response with a net thumbs verdict in a scored AI comparison,
+    is a thumbs-down response the one the AI rejected there ("ranked low") and a thumbs-up the one it chose?
+    """
+    from rlaif.config import FeedbackConfig
+    from rlaif.feedback import feedback_pairs, thumbs_index
+
+    graded = [f for f in feedback if f.graded]
+    better = {h.key: h.chosen.strip() for h in feedback_pairs(graded, FeedbackConfig(pairs="all"))[0]}
+    thumbs = thumbs_index(feedback)
+    g_all, g_per = [0, 0], {}
+    t_all, t_per, down, up = [0, 0], {}, [0, 0], [0, 0]
+
+    def count(acc: list[int], ok: bool) -> None:
+        acc[0] += ok
+        acc[1] += 1
+
+    for c in comps:
+        if not c.scored:
+            continue
+        picks = [(p.id, p.pick) for p in c.principles if p.status == "scored" and p.pick in ("A", "B")]
+        if c.key in better:  # people ordered these two texts
+            human_a = better[c.key] == c.chosen.strip()
+            count(g_all, human_a)
+            for pid, pick in picks:
+                count(g_per.setdefault(pid, [0, 0]), (pick == "A") == human_a)
+        for side, text in (("A", c.chosen), ("B", c.rejected)):
+            net = thumbs.get(feedback_key(c.prompt, text))
+            if net is None or net == 0.5:
+                continue  # no thumbs, or as many ups as downs
+            good = net > 0.5
+            count(t_all, good == (side == "A"))
+            count(up if good else down, good == (side == "A"))
+            for pid, pick in picks:
+                count(t_per.setdefault(pid, [0, 0]), good == (pick == side))
+    return {
+        "by_kind": dict(sorted(Counter(f.kind for f in feedback).items())),
+        "by_source": dict(sorted(Counter(source_group(f.source) for f in feedback).items())),
+        "with_comment": sum(f.comment is not None for f in feedback),
+        "graded": _rate(*g_all) | {"per_principle": {pid: _rate(*v) for pid, v in sorted(g_per.items())}},
+        "thumbs": _rate(*t_all) | {"per_principle": {pid: _rate(*v) for pid, v in sorted(t_per.items())},
+                                   "down_ranked_low": _rate(*down), "up_ranked_high": _rate(*up)},
+    }
+
+
+def _print_feedback(fs: dict[str, Any], console) -> None:
+    from rich.table import Table
+
+    def cell(r: dict) -> str:
+        if r["agreement"] is None:
+            return "—"
+        return f"{r['agreement']:.3f} (95% CI {r['ci95'][0]:.3f}–{r['ci95'][1]:.3f})"
+
+    console.print("human feedback " + ", ".join(f"{k} {v}" for k, v in fs["by_kind"].items())
+                  + f" ({fs['with_comment']} with a comment) · by source: "
+                  + ", ".join(f"{k} {v}" for k, v in fs["by_source"].items()))
+    t = Table(title="AI-human agreement on single-response feedback")
+    for col in ("scope", "agreement", "n"):
+        t.add_column(col)
+    g, th = fs["graded"], fs["thumbs"]
+    t.add_row("ratings/rankings: AI picks the higher-rated text", cell(g), str(g["n"]))
+    for pid, a in g["per_principle"].items():
+        t.add_row(f"  principle {pid}", cell(a), str(a["n"]))
+    t.add_row("thumbs: AI chose the up, rejected the down", cell(th), str(th["n"]))
+    for pid, a in th["per_principle"].items():
+        t.add_row(f"  principle {pid}", cell(a), str(a["n"]))
+    t.add_row("  of these: thumbs-down responses the AI rejected", cell(th["down_ranked_low"]),
+              str(th["down_ranked_low"]["n"]))
+    t.add_row("  of these: thumbs-up responses the AI chose", cell(th["up_ranked_high"]), str(th["up_ranked_high"]["n"]))
+    console.print(t)
 
 
 def print_stats(st: dict[str, Any], console) -> None:
@@ -127,6 +212,8 @@ def print_stats(st: dict[str, Any], console) -> None:
     for pid, a in st["per_principle"].items():
         t.add_row(f"principle {pid}", f(a["accuracy"]), f(a["kappa"]), str(a["n"]))
     console.print(t)
+    if st["feedback"]["by_kind"]:
+        _print_feedback(st["feedback"], console)
 
 
 # ---------------------------------------------------------------- export

@@ -194,3 +194,44 @@ def test_save_pairs_writes_margin_and_unpaired(tmp_path):
     dd = load_from_disk(str(tmp_path / "pairs"))
     assert dd["train"]["margin"] == [0.5]
     assert dd["unpaired"]["label"] == [False] and dd["unpaired"]["completion"] == ["c"]
+
+
+# ---------------------------------------------------------------- labels stats
+def test_labels_stats_agreement_on_ratings_rankings_and_thumbs(tmp_path, capsys):
+    """On the test_viewer run (both principles pick the AI's chosen text except concise on p4), hand-computed."""
+    from test_viewer import PAIRS, make_run
+
+    from rlaif.cli import main
+    from rlaif.evaluate import wilson
+
+    run = make_run(tmp_path / "run")
+    P = {pid: (t[0], t[2], t[3]) for pid, t in PAIRS.items()}  # prompt, AI chosen, AI rejected
+    fb = [Feedback(P["p1"][0], P["p1"][1], "rating", 5, 5, "file:f:1"),     # people agree with the AI
+          Feedback(P["p1"][0], P["p1"][2], "rating", 2, 5, "file:f:2"),
+          Feedback(P["p2"][0], P["p2"][1], "rank", 2, 2, "file:f:3"),       # people prefer the AI's rejected
+          Feedback(P["p2"][0], P["p2"][2], "rank", 1, 2, "file:f:3"),
+          Feedback(P["p4"][0], P["p4"][1], "thumbs", 0, 2, "viewer:bo", comment="too long"),  # down on AI pick
+          Feedback(P["p3"][0], P["p3"][1], "thumbs", 1, 2, "viewer:bo"),
+          Feedback(P["p3"][0], P["p3"][2], "thumbs", 0, 2, "viewer:bo"),
+          Feedback(P["p6"][0], P["p6"][1], "thumbs", 1, 2, "viewer:bo"),    # one up, one down: no verdict
+          Feedback(P["p6"][0], P["p6"][1], "thumbs", 0, 2, "viewer:cy"),
+          Feedback(P["p5"][0], P["p5"][2], "thumbs", 1, 2, "viewer:bo"),    # an unscored comparison
+          Feedback("Not judged?", "x", "rating", 3, 5, "file:f:9")]
+    with Store(run / "store.sqlite") as s:
+        s.add_feedback(fb)
+    out = tmp_path / "st.json"
+    assert main(["labels", "stats", str(run), "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    fs = json.loads(out.read_text())["feedback"]
+    assert fs["by_kind"] == {"rank": 2, "rating": 3, "thumbs": 6} and fs["with_comment"] == 1
+    g = fs["graded"]
+    assert (g["agreement"], g["n"]) == (0.5, 2) and g["ci95"] == list(wilson(1, 2))
+    assert {k: (v["agreement"], v["n"]) for k, v in g["per_principle"].items()} == {"concise": (0.5, 2),
+                                                                                     "helpful": (0.5, 2)}
+    t = fs["thumbs"]
+    assert (t["agreement"], t["n"]) == (pytest.approx(2 / 3), 3) and t["ci95"] == list(wilson(2, 3))
+    assert (t["down_ranked_low"]["agreement"], t["down_ranked_low"]["n"]) == (0.5, 2)
+    assert (t["up_ranked_high"]["agreement"], t["up_ranked_high"]["n"]) == (1.0, 1)
+    assert t["per_principle"]["helpful"]["agreement"] == pytest.approx(2 / 3)
+    assert t["per_principle"]["concise"]["agreement"] == 1.0  # concise rejected the thumbs-down text on p4
+    assert "thumbs-down" in printed and "0.667" in printed

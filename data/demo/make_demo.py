@@ -31,6 +31,13 @@ SFT_ROWS = 2400
 TRAIN_PROMPTS = 420
 HUMAN_PAIRS = 100
 HUMAN_AB = 30
+# Single-response feedback (thumbs, ratings, rankings): prompts per file, and simulated annotator noise.
+THUMBS_PROMPTS, RATING_PROMPTS, RANKING_PROMPTS = 100, 40, 30
+THUMBS_FLIP = 0.1  # share of thumbs verdicts flipped at random (careless clicks)
+# Rating ranges (1-5) per response type: a simulated annotator picks uniformly inside.
+RATING_RANGE = {"answer": (4, 5), "refuse": (4, 5), "ramble": (2, 3), "needless_refusal": (1, 2), "comply": (1, 2)}
+COMMENTS = {"needless_refusal": "It refused a harmless question.", "ramble": "Rambles without answering.",
+            "comply": "It went along with a harmful request."}
 
 PHRASINGS_TRAIN = ["How do I {act}?", "What is the best way to {act}?", "Can you help me {act}?",
                    "Tell me how to {act}.", "Please explain how to {act}."]
@@ -155,6 +162,42 @@ def worse_type(rng: random.Random, category: str) -> str:
     return "comply" if category == "harmful" else rng.choice(["needless_refusal", "ramble"])
 
 
+def feedback(rng: random.Random, train: list) -> dict[str, list[dict]]:
+    """Simulated single-response feedback on training requests: thumbs (TRL's unpaired format), 1-5 ratings and
+    rankings, with comments on some faulty replies. The same templates as the rest of the demo world."""
+    thumbs, ratings, rankings = [], [], []
+    reqs = rng.sample(train, THUMBS_PROMPTS + RATING_PROMPTS + RANKING_PROMPTS)
+    for p, cat, kind, obj in reqs[:THUMBS_PROMPTS]:
+        best, worse = BEST[cat], worse_type(rng, cat)
+        # 40% of prompts get a good and a bad reply rated; the rest one reply, good or bad at even odds.
+        types = [best, worse] if rng.random() < 0.4 else [best if rng.random() < 0.5 else worse]
+        for rtype in types:
+            up = (rtype == best) != (rng.random() < THUMBS_FLIP)
+            row = {"prompt": p, "completion": response(rng, cat, kind, obj, rtype), "label": up}
+            if not up and rtype in COMMENTS and rng.random() < 0.3:
+                row["comment"] = COMMENTS[rtype]
+            thumbs.append(row)
+    for p, cat, kind, obj in reqs[THUMBS_PROMPTS:THUMBS_PROMPTS + RATING_PROMPTS]:
+        types = ["answer", "ramble", "needless_refusal"] if cat == "helpful" else ["refuse", "comply"]
+        for rtype in types:
+            lo, hi = RATING_RANGE[rtype]
+            ratings.append({"prompt": p, "completion": response(rng, cat, kind, obj, rtype),
+                            "rating": rng.randint(lo, hi), "scale": 5})
+    for p, cat, kind, obj in reqs[THUMBS_PROMPTS + RATING_PROMPTS:]:
+        if cat == "helpful":
+            faults = ["ramble", "needless_refusal"]
+            rng.shuffle(faults)  # annotators differ on which fault is worse
+            items = [(response(rng, cat, kind, obj, t), r) for t, r in (("answer", 1), (faults[0], 2), (faults[1], 3))]
+        else:  # both refusal openers tie for first, the compliance is last
+            act = _act(kind, obj, False)
+            _, _, reason, alternative = HARMFUL[kind]
+            items = [(f"{o.format(act=act)} {reason} {alternative}", 1) for o in REFUSE_OPEN]
+            items.append((response(rng, cat, kind, obj, "comply"), 3))
+        rng.shuffle(items)
+        rankings.append({"prompt": p, "completions": [t for t, _ in items], "ranking": [r for _, r in items]})
+    return {"human_thumbs.jsonl": thumbs, "human_ratings.jsonl": ratings, "human_rankings.jsonl": rankings}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seed", type=int, default=0)
@@ -193,7 +236,12 @@ def main() -> int:
                        "label": "A" if a_first else "B"})
     write("human_labels.jsonl", pairs)
     write("human_labels_ab.jsonl", ab)
-    print(f"sft {len(sft)}, prompts {len(prompts)}, eval prompts {len(held)}, human pairs {len(pairs)}+{len(ab)}")
+    # Its own generator, so adding it left the files above unchanged.
+    fb = feedback(random.Random(f"feedback-{args.seed}"), train)
+    for name, rows in fb.items():
+        write(name, rows)
+    print(f"sft {len(sft)}, prompts {len(prompts)}, eval prompts {len(held)}, human pairs {len(pairs)}+{len(ab)}, "
+          + ", ".join(f"{name.removesuffix('.jsonl')} {len(rows)}" for name, rows in fb.items()))
     return 0
 
 
