@@ -334,6 +334,21 @@ class Store:
             )
         return cur.rowcount
 
+    def feedback_from(self, key: str, source: str) -> Feedback | None:
+        """The feedback of ``source`` on the response ``key`` (``Feedback.key``), if any."""
+        r = self.db.execute(f"SELECT {self._FEEDBACK_COLS} FROM human_feedback WHERE feedback_key=? AND source=?",
+                            (key, source)).fetchone()
+        return Feedback(*r) if r else None
+
+    def set_feedback_comment(self, key: str, source: str, comment: str | None) -> None:
+        with self.db:
+            self.db.execute("UPDATE human_feedback SET comment=? WHERE feedback_key=? AND source=?",
+                            (comment, key, source))
+
+    def delete_feedback(self, key: str, source: str) -> None:
+        with self.db:
+            self.db.execute("DELETE FROM human_feedback WHERE feedback_key=? AND source=?", (key, source))
+
     def feedback(self) -> list[Feedback]:
         """Every single-response human feedback, oldest first (none in a read-only store from before the table)."""
         try:

@@ -235,3 +235,58 @@ def test_labels_stats_agreement_on_ratings_rankings_and_thumbs(tmp_path, capsys)
     assert t["per_principle"]["helpful"]["agreement"] == pytest.approx(2 / 3)
     assert t["per_principle"]["concise"]["agreement"] == 1.0  # concise rejected the thumbs-down text on p4
     assert "thumbs-down" in printed and "0.667" in printed
+
+
+# ---------------------------------------------------------------- the viewer's rating mode
+def test_rate_mode_keys_store_feedback_used_by_mix_and_stats(tmp_path):
+    """`rlaif view RUN --rate` under Textual's pilot: thumbs, ratings, a comment given before the verdict,
+    undo, skip; the stored feedback is what the next mix pairs and what labels stats scores."""
+    import asyncio
+
+    from test_viewer import by_id, comps_of, make_run
+
+    from rlaif.viewer.queue import Filters, build_queue, load_comparisons, open_run_store
+    from rlaif.viewer.rate_app import RateApp
+    from rlaif.viewer.rating import responses_of
+
+    run = make_run(tmp_path / "run")
+    c = by_id(comps_of(run))
+    store = open_run_store(run)
+    responses = responses_of(build_queue(load_comparisons(store), Filters(), "review", 0, 0.6))
+    assert [(r.prompt_id, r.text) for r in responses[:4]] == [("p6", c["p6"].chosen), ("p6", c["p6"].rejected),
+                                                              ("p2", c["p2"].chosen), ("p2", c["p2"].rejected)]
+    assert all(r.text for r in responses)  # p5's empty answer is not offered
+    app = RateApp(store, responses, "rita")
+
+    async def go():
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.pause()
+            for k in ["plus", "minus", "n", *"clear", "enter", "5", "2", "u", "s"]:
+                await pilot.press(k)
+            await pilot.pause()
+            app.snapshot = (app.cursor, str(app.query_one("#status").render()))
+            await pilot.press("q")
+    asyncio.run(go())
+    got = {(f.prompt, f.completion): (f.kind, f.value, f.scale, f.source, f.comment) for f in store.feedback()}
+    store.close()
+    assert got == {(c["p6"].prompt, c["p6"].chosen): ("thumbs", 1, 2, "viewer:rita", None),
+                   (c["p6"].prompt, c["p6"].rejected): ("thumbs", 0, 2, "viewer:rita", None),
+                   (c["p2"].prompt, c["p2"].chosen): ("rating", 5, 5, "viewer:rita", "clear")}  # p2's 2 undone
+    assert app.snapshot[0] == 4 and "3/" in app.snapshot[1]  # skipped past the undone one; 3 rated
+    with Store(run / "store.sqlite") as s:
+        fb = s.feedback()
+    pairs, _ = feedback_pairs(fb, FeedbackConfig())
+    assert [(h.chosen, h.rejected, h.margin) for h in pairs] == [(c["p6"].chosen, c["p6"].rejected, 1.0)]
+    from rlaif.labels import feedback_stats
+
+    st = feedback_stats(fb, comps_of(run))
+    assert (st["thumbs"]["agreement"], st["thumbs"]["n"]) == (1.0, 2)
+
+
+def test_rate_flag_needs_a_terminal(tmp_path, capsys):
+    from test_viewer import make_run
+
+    from rlaif.cli import main
+
+    assert main(["view", str(make_run(tmp_path / "run")), "--rate"]) == 2
+    assert "interactive terminal" in capsys.readouterr().err

@@ -33,6 +33,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     v = sub.add_parser("view", help="spot-check AI labels in the terminal; verdicts become human labels")
     _add_queue_args(v)
     v.add_argument("--annotator", help="your name on the labels (default: $USER)")
+    v.add_argument("--rate", action="store_true",
+                   help="rate one response at a time (thumbs up/down or 1-5, n: comment) instead of comparing two; "
+                        "stored as human feedback")
     v.set_defaults(handler=cmd_view)
 
     s = sub.add_parser("show", help="print a run's AI-labelled comparisons (non-interactive)")
@@ -96,6 +99,13 @@ def cmd_view(args) -> int:
             raise RlaifError(f"no comparisons match the filters ({filters.describe()})")
         if not (sys.stdin.isatty() and sys.stderr.isatty()):  # Textual reads stdin and draws on stderr
             raise RlaifError("`rlaif view` needs an interactive terminal; use `rlaif show RUN_DIR` in pipes and logs")
+        if args.rate:
+            from rlaif.viewer.rate_app import RateApp
+            from rlaif.viewer.rating import responses_of
+
+            RateApp(store, responses_of(build_queue(comps, filters, args.order, args.seed, args.low_confidence)),
+                    annotator).run()
+            return 0
         from rlaif.viewer.app import ViewerApp
 
         ViewerApp(store, comps, annotator, filters=filters, order=args.order, seed=args.seed,

@@ -1,0 +1,160 @@
+"""The viewer's rating mode (Textual): one response at a time, keys store thumbs or a 1-5 rating
+(rlaif/viewer/rating.py). The AI's verdicts are not shown, so the ratings stay independent of them
+(`rlaif labels stats` compares the two afterwards)."""
+
+from __future__ import annotations
+
+from rich import box
+from rich.console import Group
+from rich.panel import Panel
+from rich.text import Text
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.widgets import Footer, Input, Static
+
+from rlaif.store import Store
+from rlaif.viewer import rating as R
+from rlaif.vocab import viewer_source
+
+
+class RateApp(App[None]):
+    """``RateApp(store, responses, annotator).run()``; the store stays open (and is not closed) here."""
+
+    TITLE = "rlaif view --rate"
+    ENABLE_COMMAND_PALETTE = False
+    AUTO_FOCUS = None
+    CSS = """
+    #status { height: 1; background: $primary-background; color: $text; padding: 0 1; }
+    #detail { height: 1fr; padding: 0 1; }
+    #ask { dock: bottom; display: none; height: 3; }
+    #ask.shown { display: block; }
+    """
+    BINDINGS = [
+        Binding("plus,y", "rate('up')", "thumbs up", key_display="+"),
+        Binding("minus,x", "rate('down')", "thumbs down", key_display="-"),
+        *[Binding(str(i), f"rate('{i}')", f"rate {i}", show=i in (1, R.RATING_SCALE)) for i in range(1, R.RATING_SCALE + 1)],
+        Binding("n", "comment", "comment"),
+        Binding("s,down,j", "move(1)", "skip"),
+        Binding("up,k", "move(-1)", "previous", show=False),
+        Binding("u", "undo", "undo"),
+        Binding("q", "quit", "quit"),
+        Binding("pagedown,space", "scroll_detail(1)", "scroll down", show=False, priority=True),
+        Binding("pageup", "scroll_detail(-1)", "scroll up", show=False, priority=True),
+        Binding("escape", "close_input", "cancel", show=False),
+    ]
+
+    def __init__(self, store: Store, responses: list[R.Response], annotator: str):
+        super().__init__()
+        self.store, self.responses, self.annotator = store, responses, annotator
+        self.source = viewer_source(annotator)
+        self.cursor = 0
+        self.undo_stack: list[R.RateUndo] = []
+        self.pending_comments: dict[str, str] = {}
+        self.asking = False
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="status")
+        with VerticalScroll(id="detail") as detail:
+            detail.can_focus = False
+            yield Static(id="detail-body")
+        yield Input(id="ask")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._show()
+
+    @property
+    def current(self) -> R.Response | None:
+        return self.responses[self.cursor] if self.responses else None
+
+    def _mine(self, r: R.Response):
+        return self.store.feedback_from(r.key, self.source)
+
+    def _show(self) -> None:
+        body = self.query_one("#detail-body", Static)
+        r = self.current
+        if r is None:
+            body.update("No responses to rate.")
+        else:
+            head = Text(f"{self.cursor + 1}/{len(self.responses)}  prompt {r.prompt_id}", style="bold")
+            head.append(f" · {r.category or 'no category'}", style="dim")
+            parts = [head, Panel(Text(r.prompt, overflow="fold"), title="prompt", title_align="left", box=box.ROUNDED),
+                     Panel(Text(r.text, overflow="fold"), title="response", title_align="left", box=box.HEAVY),
+                     Text(f"your verdict: {R.describe(self._mine(r))}", style="bold cyan")]
+            if r.key in self.pending_comments:
+                parts.append(Text(f"comment (saved with your next verdict): {self.pending_comments[r.key]}",
+                                  style="italic cyan"))
+            body.update(Group(*parts))
+            self.query_one("#detail", VerticalScroll).scroll_home(animate=False)
+        rated = sum(self._mine(x) is not None for x in self.responses)
+        self.query_one("#status", Static).update(
+            f"{rated}/{len(self.responses)} rated │ + up  - down  1-{R.RATING_SCALE} rating  n comment │ {self.annotator}")
+
+    def action_rate(self, verdict: str) -> None:
+        r = self.current
+        if r is None:
+            return
+        self.undo_stack.append(R.record(self.store, r, verdict, self.annotator, self.pending_comments.pop(r.key, None)))
+        if self.cursor < len(self.responses) - 1:
+            self.cursor += 1
+        else:
+            self.notify("end of the queue", timeout=2)
+        self._show()
+
+    def action_move(self, step: int) -> None:
+        if self.responses:
+            self.cursor = max(0, min(len(self.responses) - 1, self.cursor + step))
+            self._show()
+
+    def action_undo(self) -> None:
+        if not self.undo_stack:
+            self.notify("nothing to undo in this session", timeout=2)
+            return
+        entry = self.undo_stack.pop()
+        R.undo(self.store, entry)
+        keys = [x.key for x in self.responses]
+        if entry.key in keys:
+            self.cursor = keys.index(entry.key)
+        self.notify(f"undid {entry.what}", timeout=2)
+        self._show()
+
+    def action_scroll_detail(self, direction: int) -> None:
+        if not self.asking:
+            detail = self.query_one("#detail", VerticalScroll)
+            (detail.scroll_page_down if direction > 0 else detail.scroll_page_up)(animate=False)
+
+    def action_comment(self) -> None:
+        r = self.current
+        if r is None:
+            return
+        mine = self._mine(r)
+        ask = self.query_one("#ask", Input)
+        ask.placeholder = "comment on this response (Enter saves, Esc cancels)"
+        ask.value = self.pending_comments.get(r.key) or (mine.comment if mine else None) or ""
+        ask.add_class("shown")
+        self.asking = True
+        ask.focus()
+
+    def action_close_input(self) -> None:
+        self.query_one("#ask", Input).remove_class("shown")
+        self.asking = False
+        self.set_focus(None)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        text = event.value.strip()
+        self.action_close_input()
+        r = self.current
+        if r is None:
+            return
+        entry = R.set_comment(self.store, r, self.annotator, text or None)
+        if entry is None:
+            if text:
+                self.pending_comments[r.key] = text
+            else:
+                self.pending_comments.pop(r.key, None)
+            self.notify("comment kept: it is saved with your verdict on this response", timeout=2)
+        else:
+            self.undo_stack.append(entry)
+            self.notify("comment saved", timeout=2)
+        self._show()
