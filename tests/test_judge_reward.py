@@ -210,7 +210,7 @@ BAD_REWARD = {
     "all-zero": ("policy_training.reward={reward_model: 0, judge: 0}", "every weight is 0"),
     "not-a-mapping": ("policy_training.reward=[1, 2]", "expected reward_model, judge, or weights"),
     "nan": ("policy_training.reward={judge: .nan}", "finite"),
-    "dpo-with-judge": ("policy_training.reward=judge", "dpo learns from the preference pairs"),
+    "dpo-with-judge": ("policy_training.reward=judge", "dpo learns from the mixed data"),
 }
 
 
