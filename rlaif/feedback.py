@@ -114,3 +114,27 @@ def unpaired_rows(feedback: list[Feedback]) -> list[dict]:
     return [{"prompt": f.prompt, "completion": f.completion, "label": f.up, "source": f.source,
              "meta": json.dumps({"annotator": f.annotator, "comment": f.comment}, sort_keys=True)}
             for f in feedback if f.kind == THUMBS]
+
+
+def feedback_records(feedback: list[Feedback]) -> list[dict]:
+    """Single-response feedback as the records a labels file holds (what `labels export` writes and
+    `labels import` / ``mix.human_labels`` read back): thumbs and ratings one record each, a ranking one
+    record (its completions, grouped by prompt and source); the prompt as a message list (exact either way),
+    plus ``kind`` (human), ``source``, ``annotator``, ``comment``."""
+    from rlaif import chat
+    from rlaif.vocab import HUMAN
+
+    out, ranks = [], defaultdict(list)
+    for f in feedback:
+        if f.kind == RANK:
+            ranks[(f.prompt, f.source)].append(f)
+            continue
+        value = {"label": bool(f.value)} if f.kind == THUMBS else {"rating": f.value, "scale": f.scale}
+        out.append({"kind": HUMAN, "prompt": chat.messages(f.prompt), "completion": f.completion, **value,
+                    "source": f.source, "annotator": f.annotator, "comment": f.comment})
+    for (prompt, source), fs in ranks.items():
+        comments = sorted({f.comment for f in fs if f.comment})
+        out.append({"kind": HUMAN, "prompt": chat.messages(prompt), "completions": [f.completion for f in fs],
+                    "ranking": [f.value for f in fs], "source": source, "annotator": fs[0].annotator,
+                    "comment": "; ".join(comments) or None})
+    return out

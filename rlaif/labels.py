@@ -40,7 +40,7 @@ from rlaif import safeio
 from rlaif.conversations import trl_preference_row
 from rlaif.errors import RlaifError
 from rlaif.evaluate import agreement, wilson
-from rlaif.records import Feedback, HumanLabel, feedback_key, iter_jsonl, load_human_labels
+from rlaif.records import Feedback, HumanLabel, feedback_key, iter_jsonl, load_label_file
 from rlaif.store import Store
 from rlaif.vocab import AI, HUMAN, LABELS, PREFERENCE, PROVENANCE, ai_source, import_source, is_ai_record, source_group
 
@@ -243,17 +243,22 @@ def export_records(store: Store, comps: list[Comparison] | None, source: str) ->
     return rows
 
 
-def write_export(rows: list[dict[str, Any]], fmt: str, out: str | Path) -> tuple[int, dict[str, int]]:
+def write_export(rows: list[dict[str, Any]], fmt: str, out: str | Path,
+                 feedback: list[dict[str, Any]] = ()) -> tuple[int, dict[str, int]]:
     """Write ``rows`` as ``fmt``; returns (written, {reason: rows left out}).
 
     Rows with an empty prompt or answer are left out (label files need non-empty text, so
     `labels import` could not read them back); TRL also leaves out ties, both-bad and unscored.
+    ``feedback`` (``rlaif.feedback.feedback_records``: thumbs, ratings, rankings) is written by
+    ``jsonl`` only, in the formats labels files hold; TRL and Parquet hold pairs and leave it out.
     """
     if fmt not in FORMATS:
         raise RlaifError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     path = Path(out)
     _check_target(path)
     skipped: dict[str, int] = {}
+    if feedback and fmt != "jsonl":
+        skipped[f"single-response feedback ({fmt} holds pairs; export --format jsonl)"] = len(feedback)
 
     def leave_out(reason: str) -> bool:
         skipped[reason] = skipped.get(reason, 0) + 1
@@ -276,7 +281,7 @@ def write_export(rows: list[dict[str, Any]], fmt: str, out: str | Path) -> tuple
             pq.write_table(pa.Table.from_pylist(rows, schema=_schema(pa)), tmp)
         else:
             with open(fd, "w", encoding="utf-8") as fh:
-                for r in rows:
+                for r in rows + (list(feedback) if fmt == "jsonl" else []):
                     fh.write(json.dumps(r, ensure_ascii=False) + "\n")
         os.chmod(tmp, 0o644)
         tmp.replace(path)  # the target appears whole or not at all
@@ -287,7 +292,7 @@ def write_export(rows: list[dict[str, Any]], fmt: str, out: str | Path) -> tuple
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return len(rows), skipped
+    return len(rows) + (len(feedback) if fmt == "jsonl" else 0), skipped
 
 
 def _check_target(path: Path) -> None:
@@ -339,23 +344,30 @@ def _need(path: Path, n: int, obj: dict, key: str) -> str:
     return v
 
 
-def read_labels(path: str | Path, human: bool = False) -> list[HumanLabel]:
-    """Labels from a TRL / A/B / exported JSONL file or an exported Parquet file, source import:FILE:LINE
-    (``human=True``: import-human:FILE:LINE, the user vouches a human made them; only those may
-    enter the held-out eval split)."""
+def read_labels(path: str | Path, human: bool = False) -> tuple[list[HumanLabel], list[Feedback]]:
+    """Labels (and single-response feedback: thumbs, ratings, rankings) from a TRL / A/B / feedback /
+    exported JSONL file or an exported Parquet file, source import:FILE:LINE (``human=True``:
+    import-human:FILE:LINE, the user vouches a human made them; only those may enter the held-out
+    eval split)."""
     p = safeio.check_regular_file(path, "labels import file")
+    feedback: list[Feedback] = []
     if p.suffix == ".parquet":
         rows = list(enumerate(_parquet_rows(p), 1))
         base = {n: HumanLabel(_need(p, n, o, "prompt"), _need(p, n, o, "chosen"), _need(p, n, o, "rejected"))
                 for n, o in rows}
     else:
-        base = {int(h.source.rsplit(":", 1)[1]): h for h in load_human_labels(p)}
+        pairs, feedback = load_label_file(p)
+        base = {int(h.source.rsplit(":", 1)[1]): h for h in pairs}
+        feedback = [replace(f, source=import_source(p.name, int(f.source.rsplit(":", 1)[1]), human=human))
+                    for f in feedback]
         rows = list(iter_jsonl(p, "human labels"))
     out = []
     for n, obj in rows:
         if is_ai_record(obj):
             raise RlaifError(f"{p}:{n}: an AI label (marked by `labels export` as AI); import human labels "
                              "only (export with --source human)")
+        if n not in base:
+            continue  # single-response feedback, read above
         h = base[n]
         if "chosen" in obj and obj.get("label") is not None:
             if obj["label"] not in LABELS:
@@ -364,7 +376,7 @@ def read_labels(path: str | Path, human: bool = False) -> list[HumanLabel]:
         extra = {k: obj[k] if isinstance(obj.get(k), str) and obj[k].strip() else None
                  for k in ("annotator", "note")}
         out.append(replace(h, source=import_source(p.name, n, human=human), **extra))
-    if not out:
+    if not out and not feedback:
         raise RlaifError(f"{p}: no labels found")
-    return out
+    return out, feedback
 

@@ -290,3 +290,40 @@ def test_rate_flag_needs_a_terminal(tmp_path, capsys):
 
     assert main(["view", str(make_run(tmp_path / "run")), "--rate"]) == 2
     assert "interactive terminal" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- export and import
+@pytest.mark.parametrize("fmt", ["jsonl", "trl", "parquet"])
+def test_feedback_export_import_round_trip(fmt, tmp_path, capsys):
+    from test_viewer import make_run
+
+    from rlaif.cli import main
+
+    conv = chat.encode(CONV)
+    fb = [Feedback(conv, "Green.", "thumbs", 0, 2, "viewer:bo", "bo", "too short"),
+          Feedback("q", "four", "rating", 4, 5, "file:f.jsonl:3"),
+          Feedback("s", "a", "rank", 2, 3, "file:f.jsonl:4", comment="close call"),
+          Feedback("s", "b", "rank", 1, 3, "file:f.jsonl:4"), Feedback("s", "c", "rank", 3, 3, "file:f.jsonl:4")]
+    src, dst = make_run(tmp_path / "src"), make_run(tmp_path / "dst")
+    with Store(src / "store.sqlite") as s:
+        s.add_feedback(fb)
+    out = tmp_path / f"export.{fmt}"
+    assert main(["labels", "export", str(src), "--source", "all", "--format", fmt, "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    if fmt != "jsonl":
+        assert "3 single-response feedback" in printed  # 2 records + 1 ranking, left out with the reason
+        return
+    assert main(["labels", "import", str(out), str(dst), "--human"]) == 2  # AI rows in an `all` export
+    assert "an AI label" in capsys.readouterr().err
+    assert main(["labels", "export", str(src), "--format", "jsonl", "-o", str(out)]) == 0
+    assert main(["labels", "import", str(out), str(dst), "--human"]) == 0
+    assert "and 5 single-response feedback" in capsys.readouterr().out
+    with Store(dst / "store.sqlite") as s:
+        back = s.feedback()
+    key = lambda f: (f.prompt, f.completion, f.kind, f.value, f.scale, f.comment)  # noqa: E731
+    # A ranking is one record: its comment comes back on each of its completions.
+    assert sorted(map(key, back)) == sorted([key(f) for f in fb[:2]] + [
+        ("s", "a", "rank", 2, 3, "close call"), ("s", "b", "rank", 1, 3, "close call"),
+        ("s", "c", "rank", 3, 3, "close call")])
+    assert all(f.source.startswith("import-human:export.jsonl:") for f in back)
+    assert {f.annotator for f in back if f.kind == "thumbs"} == {"bo"}

@@ -151,13 +151,15 @@ def cmd_labels_stats(args) -> int:
 
 
 def cmd_labels_export(args) -> int:
+    from rlaif.feedback import feedback_records
     from rlaif.labels import export_records, write_export
     from rlaif.viewer.queue import load_comparisons, open_run_store
 
     with open_run_store(args.run_dir, readonly=True) as store:
         comps = load_comparisons(store) if args.source != HUMAN else None
         rows = export_records(store, comps, args.source)
-    n, skipped = write_export(rows, args.format, args.output)
+        feedback = feedback_records(store.feedback()) if args.source != AI else []
+    n, skipped = write_export(rows, args.format, args.output, feedback)
     extra = f"; left out: {', '.join(f'{n} {why}' for why, n in skipped.items())}" if skipped else ""
     print(f"wrote {n} {args.source} labels to {args.output} ({args.format}{extra})")
     return 0
@@ -167,10 +169,12 @@ def cmd_labels_import(args) -> int:
     from rlaif.labels import read_labels
     from rlaif.viewer.queue import open_run_store
 
-    labels = read_labels(args.file, human=args.human)  # validate the whole file before touching the store
+    labels, feedback = read_labels(args.file, human=args.human)  # validate the whole file before touching the store
     with open_run_store(args.run_dir) as store:
         store.add_human_labels(labels)
+        store.add_feedback(feedback)
         total = store.human_label_count()
-    print(f"imported {len(labels)} labels from {args.file} into {args.run_dir} ({total} human labels in the run; "
+    fb = f" and {len(feedback)} single-response feedback" if feedback else ""
+    print(f"imported {len(labels)} labels{fb} from {args.file} into {args.run_dir} ({total} human labels in the run; "
           "the next `rlaif run`/`mix` uses them)")
     return 0
