@@ -193,6 +193,67 @@ def test_openai_judge_reward_expected_score_concurrency_cache_and_failed_calls(t
         again.close()
 
 
+def test_a_budget_stop_ends_the_step_and_the_rerun_pays_only_the_rest(tmp_path):
+    from rlaif.judges.errors import BudgetExceeded
+    from rlaif.testing.fake_openai import FakeOpenAI, digits
+
+    con = Constitution.model_validate({"name": "c", "principles": [{"id": "p", "text": "Be clear."}]})
+    resp = [f"answer {i}" for i in range(20)]
+    with FakeOpenAI(latency_s=0.01, responder=digits(lambda req: {"6": 1.0})) as server:
+        cfg = JudgeConfig(backend="openai", model="m", constitution="c.yaml", base_url=server.base_url,
+                          concurrency=4, max_retries=0, max_calls=8)
+        jr = judge_reward_for(cfg, con, {}, tmp_path / "store.sqlite", "cpu", 0)
+        with pytest.raises(BudgetExceeded):
+            jr.start(["q"] * 20, resp).result()
+        jr.close()
+        paid = server.stats["requests"]
+        assert 8 <= paid < 20
+        more = judge_reward_for(cfg.model_copy(update={"max_calls": None}), con, {}, tmp_path / "store.sqlite",
+                                "cpu", 0)
+        rewards, stats = more.start(["q"] * 20, resp).result()
+        more.close()
+        assert rewards == [pytest.approx(0.25)] * 20  # digit 6 on 1..9 -> 0.25
+        assert stats["judge_cache_hits"] >= 8 and stats["judge_calls"] + stats["judge_cache_hits"] == 20
+        assert server.stats["requests"] == paid + stats["judge_calls"]
+
+
+def test_rl_plot_draws_judge_and_rm_reward_next_to_the_total(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rlaif import report
+    from rlaif.layout import RunLayout
+
+    hist = [{"step": i, "reward": 0.1 * i, "rm_reward": 0.2 * i, "judge_reward": -0.1 * i, "kl": 0.01 * i,
+             "judge_calls": 10.0, "judge_cache_hits": 2.0, "judge_unscored": 0.0} for i in range(1, 4)]
+
+    class FakeRun:
+        layout = RunLayout(tmp_path)
+        cfg = type("C", (), {"policy_training": PolicyTrainingConfig(algorithm="ppo", reward="judge")})
+
+        def results_of(self, stage):
+            return {"history": hist}
+
+    drawn = []
+    real = plt.subplots
+
+    def spy(*a, **kw):
+        fig, axes = real(*a, **kw)
+        drawn.append(axes)
+        return fig, axes
+
+    monkeypatch.setattr(plt, "subplots", spy)
+    assert report._rl_plot(FakeRun(), plt) == ("PPO training (per step)", "rl.png")
+    assert (tmp_path / "rl.png").exists()
+    panels = drawn[0][0]
+    assert [ax.get_title() for ax in panels] == ["mean reward", "KL to reference (per sequence)",
+                                                 "judge reward: calls per step"]
+    assert [ln.get_label() for ln in panels[0].get_lines()] == ["total", "reward model", "judge"]
+    assert [ln.get_label() for ln in panels[2].get_lines()] == ["calls", "cache hits", "unscored rollouts"]
+
+
 # ---------------------------------------------------------------- config
 def test_default_reward_keeps_existing_hashes():
     base = PolicyTrainingConfig(algorithm="ppo")
