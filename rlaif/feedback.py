@@ -26,7 +26,7 @@ from typing import Literal
 
 from rlaif.config import FeedbackConfig
 from rlaif.records import Feedback, HumanLabel, feedback_key
-from rlaif.vocab import IMPORT, PREFERENCE, RANK, RATING, THUMBS
+from rlaif.vocab import PREFERENCE, RANK, RATING, THUMBS
 
 AGREE, DISAGREE = "agree", "disagree"
 
@@ -41,8 +41,7 @@ def _group(f: Feedback) -> tuple:
 
 def _source(items: list[Feedback]) -> str:
     """The source a derived pair carries: an imported one if any (then it may train but is never held out)."""
-    srcs = sorted({f.source for f in items})
-    return ([s for s in srcs if s.startswith(IMPORT)] or srcs)[0]
+    return min((not f.train_only, f.source) for f in items)[1]
 
 
 def feedback_pairs(feedback: list[Feedback], cfg: FeedbackConfig) -> tuple[list[HumanLabel], dict]:
