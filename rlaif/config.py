@@ -101,6 +101,14 @@ class GenerateConfig(_Section):
         return out
 
 
+class FitSettings(_Section):
+    """judge.weights: fitted (rlaif/fit_weights.py)."""
+
+    l2: float = Field(1.0, gt=0, description="L2 penalty of the logistic fit (scikit-learn C = 1 / l2)")
+    length_features: bool = Field(False, description="also fit a weight on log(1 + words) of each response")
+    min_labels: int = Field(20, ge=2, description="fewest human training pairs to fit on (else exit 2)")
+
+
 class JudgeConfig(_Section):
     backend: str = Field("embedding", description="registry key: embedding | openai | transformers")
     model: str = Field("minilm", description="embedding: 'minilm' or a local folder; openai: the served model "
@@ -109,6 +117,10 @@ class JudgeConfig(_Section):
     pairs: Literal["best_worst", "all", "adjacent"] = "best_worst"
     temperature: float = Field(0.1, gt=0, description="pointwise: score gap -> confidence sigmoid(gap / temperature)")
     batch_size: int = Field(64, ge=1, description="items per committed batch (and per forward pass locally)")
+    weights: Literal["constitution", "fitted"] = Field(
+        "constitution", description="principle weights: the constitution's, or fitted to the human training "
+                                    "labels in the mix (logistic regression; rlaif/fit_weights.py)")
+    fit: FitSettings = FitSettings()
     # ---- labelling method (LLM backends)
     method: Literal["auto", "pairwise", "pointwise"] = Field(
         "auto", description="auto: pointwise for embedding, pairwise for LLM backends")
@@ -159,7 +171,8 @@ class JudgeConfig(_Section):
                                                      "rpm", "tpm", "timeout_s", "max_retries", "max_response_bytes",
                                                      "max_calls", "max_cost_usd",
                                                      "api_key_env", "price_prompt_per_mtok",
-                                                     "price_completion_per_mtok", "device_map"})
+                                                     "price_completion_per_mtok", "device_map"}
+                               | ({"weights", "fit"} if self.weights == "constitution" else set()))
 
 
 class FeedbackConfig(_Section):

@@ -229,7 +229,7 @@ def write_manifest(run: Run) -> None:
         "config": run.cfg.model_dump(mode="json"),
         "constitution": {"name": c.name, "version": c.version, "hash": c.hash,
                          "principles": {p.id: p.hash for p in c.principles}},
-        "judge": {k: judge.get(k) for k in ("backend", "model", "template_hash", "judge_hash")},
+        "judge": {k: judge.get(k) for k in ("backend", "model", "template_hash", "judge_hash", "fitted_weights")},
         "input_files": run.inputs.file_hashes,
         "stages": {s: {k: v for k, v in (rec or {}).items() if k != "info"}
                    | {"output_hash": (rec or {}).get("info", {}).get("output_hash")}

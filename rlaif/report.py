@@ -128,6 +128,8 @@ def build_report(run) -> dict:
             "win_rate_vs_ref": (pol.get("rm") or {}).get("rm_win_rate_vs_ref"),
             "win_rate_vs_ref_ci95": (pol.get("rm") or {}).get("rm_win_rate_ci95"),
         },
+        # judge.weights: fitted: the weights, and held-out human agreement with constitution vs fitted weights.
+        "fitted_weights": judger.get("fitted_weights"),
         # mix.min_judge_agreement: the check each training stage passed (or was forced past with --force).
         "agreement_gate": {s: run.results_of(s)["agreement_gate"] for s in ("train-rm", "train-policy")
                            if run.results_of(s).get("agreement_gate")},
@@ -266,6 +268,26 @@ def policy_lines(pol: dict) -> list[str]:
     return lines
 
 
+def fitted_lines(fw: dict) -> list[str]:
+    """judge.weights: fitted: held-out human agreement with both weightings, and each principle's weights."""
+    lines = ["## fitted principle weights", "",
+             f"Fitted on {fw['n_train']} human training pairs (L2 {fw['l2']}); intercept {fw['intercept']:.3f}"
+             + (f"; length weight {fw['length']:.3f}" if fw.get("length") is not None else "") + ".", ""]
+    ho = fw.get("held_out") or {}
+    if ho:
+        for name in ("constitution", "fitted"):
+            a = ho[name]
+            ci = f" (95% CI {a['ci95'][0]:.3f}–{a['ci95'][1]:.3f})" if a.get("ci95") else ""
+            lines.append(f"- held-out human agreement, {name} weights: {_fmt(a['accuracy'])}{ci}, n {a['n']}")
+        lines += ["", "| principle | its own held-out agreement | constitution weight | fitted weight |",
+                  "|---|---|---|---|"]
+        lines += [f"| {pid} | {_fmt(v['agreement'])} | {_fmt(v['constitution_weight'])} | {_fmt(v['fitted_weight'])} |"
+                  for pid, v in ho["per_principle"].items()]
+    else:
+        lines += ["No held-out human pairs: agreement not measured."]
+    return lines + [""]
+
+
 def render_markdown(run, report: dict, plots: list[tuple[str, str]]) -> str:
     lines = [f"# rlaif report: {report['name']}", "",
              f"config `{report['config_hash']}` · constitution `{report['constitution_hash']}`", ""]
@@ -279,6 +301,9 @@ def render_markdown(run, report: dict, plots: list[tuple[str, str]]) -> str:
         lines += [f"## {section}", "", "| key | value |", "|---|---|"]
         lines += [f"| {k} | {_fmt(v)} |" for k, v in report[section].items()]
         lines.append("")
+    fw = report.get("fitted_weights")
+    if fw:
+        lines += fitted_lines(fw)
     for stage, g in report.get("agreement_gate", {}).items():
         verdict = "passed" if g["passed"] else ("**forced** past with --force" if g["forced"] else "stopped")
         acc = "—" if g["accuracy"] is None else f"{g['accuracy']:.3f}"

@@ -96,8 +96,13 @@ def _generate(run: Run) -> dict:
 
 # ------------------------------------------------------------------ judge
 def _judge_parts(run: Run) -> dict:
-    return {"judge": run.cfg.judge.call_hash(), "constitution": run.inputs.constitution.hash,
-            "categories": {p.id: p.category for p in run.inputs.prompts}}
+    parts = {"judge": run.cfg.judge.call_hash(), "constitution": run.inputs.constitution.hash,
+             "categories": {p.id: p.category for p in run.inputs.prompts}}
+    if run.cfg.judge.weights == "fitted":  # the weights are fitted to the human training pairs
+        from rlaif.fit_weights import train_split_hash
+
+        parts["human_train"] = train_split_hash(run)
+    return parts
 
 
 def _judge(run: Run) -> dict:
@@ -109,15 +114,24 @@ def _judge(run: Run) -> dict:
     judge = make_judge(jc, run.device, run.cfg.seed, run.store)
     judge_hash = run.input_hash("judge")
     gen_hash = run.results_of("generate")["gen_hash"]
+    fitted = None
     try:
+        if jc.weights == "fitted":
+            from rlaif.fit_weights import fit_for_run
+
+            fitted = fit_for_run(run, judge)
         if jc.resolved_method == "pairwise":
             info = judge_pairwise(run.store, judge, run.inputs.constitution, gen_hash, judge_hash, jc.pairs,
-                                  jc.principles, run.cfg.seed, jc.batch_size)
+                                  jc.principles, run.cfg.seed, jc.batch_size,
+                                  p_first=fitted.comparison_p_first if fitted else None)
         else:
             info = judge_candidates(run.store, judge, run.inputs.constitution, gen_hash, judge_hash, jc.pairs,
-                                    jc.temperature, jc.batch_size)
+                                    jc.temperature, jc.batch_size, total=fitted.item_total if fitted else None,
+                                    pair_temperature=1.0 if fitted else None)
     finally:
         close_judge(judge)
+    if fitted is not None:
+        info["fitted_weights"] = fitted.to_dict()
     run.store.put_judge_set(judge_hash, run.inputs.constitution.hash, gen_hash)
     pairs = run.store.ai_pairs(judge_hash)
     info.update({"judge_hash": judge_hash, "backend": judge.backend, "model": judge.model,

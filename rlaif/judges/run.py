@@ -62,8 +62,13 @@ def pair_comparisons(store, constitution: Constitution, gen_hash: str, principle
 
 
 def judge_candidates(store, judge: JudgeBackend, constitution: Constitution, gen_hash: str, judge_hash: str,
-                     mode: str, temperature: float, batch_size: int) -> dict:
-    """Pointwise: score every candidate, store judgements, rank per prompt, store AI pairs."""
+                     mode: str, temperature: float, batch_size: int, total=None,
+                     pair_temperature: float | None = None) -> dict:
+    """Pointwise: score every candidate, store judgements, rank per prompt, store AI pairs. ``total``
+    (Item -> float | None): the ranking total (default the constitution's weighted mean; fitted
+    weights: rlaif/fit_weights.py); ``pair_temperature``: the confidence scale of a pair's total gap
+    (default ``temperature``, which also scales each principle's P(chosen) in the details)."""
+    total = total or (lambda it: it.total(constitution))
     cands, items = candidate_items(store, gen_hash)
     stats = score_items(judge, constitution, items, batch_size)
     store.put_judgements(judge_hash, [(c.id, pid, constitution.principle(pid).hash, v.score, v.status, v.raw)
@@ -76,7 +81,7 @@ def judge_candidates(store, judge: JudgeBackend, constitution: Constitution, gen
     for pid, group in by_prompt.items():
         seen, totals, item = set(), [], {}
         for c, it in group:
-            t = it.total(constitution)
+            t = total(it)
             if t is None or c.text.strip() in seen:
                 continue
             seen.add(c.text.strip())
@@ -92,7 +97,7 @@ def judge_candidates(store, judge: JudgeBackend, constitution: Constitution, gen
                 ok = sc is not None and sr is not None
                 principles[p.id] = PrincipleDetail(sigmoid((sc - sr) / temperature) if ok else None, sc, sr,
                                                    status="scored" if ok else "unscored")
-            pairs.append((pid, chosen, rejected, confidence(gap, temperature), "scored",
+            pairs.append((pid, chosen, rejected, confidence(gap, pair_temperature or temperature), "scored",
                           _details(judge, constitution, "pointwise", principles, gap=gap)))
     store.put_ai_pairs(judge_hash, pairs)
     return stats.as_dict() | judge.report() | {"candidates": len(cands), "ai_pairs": len(pairs)}
@@ -110,15 +115,17 @@ def _pairwise_details(judge: JudgeBackend, constitution: Constitution, comp: Com
 
 
 def judge_pairwise(store, judge: JudgeBackend, constitution: Constitution, gen_hash: str, judge_hash: str,
-                   mode: str, principle_mode: str, seed: int, batch_size: int) -> dict:
-    """Pairwise: compare the candidates of each prompt, rank by mean P(win), store AI pairs."""
+                   mode: str, principle_mode: str, seed: int, batch_size: int, p_first=None) -> dict:
+    """Pairwise: compare the candidates of each prompt, rank by mean P(win), store AI pairs. ``p_first``
+    (Comparison -> float | None): default the constitution's weighted mean (fitted: rlaif/fit_weights.py)."""
+    p_first = p_first or (lambda comp: comp.p_first(constitution))
     by_prompt, comps, prompt_of = pair_comparisons(store, constitution, gen_hash, principle_mode, seed)
     stats = compare_items(judge, list(comps.values()), batch_size)
 
     label: dict[tuple[str, str], float] = {}
     rows, unscored_rows = [], []
     for (a, b), comp in comps.items():
-        pa = comp.p_first(constitution)
+        pa = p_first(comp)
         if pa is None:
             unscored_rows.append((prompt_of[(a, b)], a, b, 0.5, "unscored", _pairwise_details(judge, constitution, comp)))
             continue

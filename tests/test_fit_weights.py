@@ -1,0 +1,92 @@
+"""judge.weights: fitted: the logistic fit recovers known weights; the judge stage fits on the human training
+pairs only and records the weights and the held-out comparison."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import pytest
+
+from rlaif.cli import main
+from rlaif.fit_weights import LENGTH, Evidence, fit
+
+
+@pytest.mark.parametrize("with_length", [False, True], ids=["principles", "principles+length"])
+def test_fit_recovers_known_weights(with_length):
+    rng = random.Random(0)
+    true = {"harm": 2.0, "help": -1.0, "style": 0.5}
+    w_len = 0.8 if with_length else 0.0
+    ev, ys = [], []
+    for _ in range(20000):
+        x = {k: rng.gauss(0, 1) for k in true}
+        x["missing"] = None  # a principle that never applies: contributes nothing
+        n = rng.gauss(0, 1)
+        z = sum(true[k] * x[k] for k in true) + w_len * n + 0.3  # 0.3: a first-position bias
+        ev.append(Evidence(x, None, n))
+        ys.append(rng.random() < 1 / (1 + math.exp(-z)))
+    fw = fit(ev, ys, [*true, "missing"], l2=1.0, length_features=with_length)
+    for k, w in true.items():
+        assert fw.weights[k] == pytest.approx(w, abs=0.1), k
+    assert fw.weights["missing"] == 0.0 and fw.intercept == pytest.approx(0.3, abs=0.1)
+    assert (fw.length == pytest.approx(w_len, abs=0.1)) if with_length else fw.length is None
+    assert LENGTH not in fw.weights and fw.n_train == 20000
+
+
+def test_fit_needs_both_orientations():
+    from rlaif.errors import RlaifError
+
+    with pytest.raises(RlaifError, match="both the first and the second"):
+        fit([Evidence({"a": 1.0}, None, 0.0)] * 3, [True] * 3, ["a"])
+
+
+def test_default_weights_keep_the_judge_hash():
+    from rlaif.config import JudgeConfig
+
+    d = JudgeConfig(constitution="c.yaml")
+    assert "weights" not in d.call_hash() and "fit" not in d.call_hash()
+    f = JudgeConfig(constitution="c.yaml", weights="fitted")
+    assert f.call_hash()["weights"] == "fitted"
+
+
+@pytest.mark.slow
+def test_judge_stage_fits_on_training_pairs_only(tiny_project, monkeypatch, capsys):
+    """The fit sees exactly the mix's human training pairs, never a held-out one; the weights and the
+    held-out comparison are recorded in the stage info, the manifest and used for the AI pairs."""
+    import rlaif.fit_weights as fwm
+    from rlaif.config import load_config
+    from rlaif.mixing import human_split
+    from rlaif.pipeline import open_run
+
+    seen: list[list[str]] = []
+    real = fwm.gather_evidence
+
+    def spy(judge, constitution, rows, jcfg, category=None, seed=0):
+        seen.append([r["uid"] for r in rows])
+        return real(judge, constitution, rows, jcfg, category, seed)
+
+    monkeypatch.setattr(fwm, "gather_evidence", spy)
+    cfg = str(tiny_project / "pipeline.yaml")
+    sets = ["--set", "judge.weights=fitted", "--set", "judge.fit.min_labels=4", "--set", "judge.fit.length_features=true"]
+    for stage in ("sft", "generate", "judge"):
+        assert main([stage, cfg, *sets]) == 0
+    run = open_run(load_config(cfg, [s for s in sets if s != "--set"]))
+    try:
+        train, held = human_split(run.all_human_labels(), run.all_feedback(), run.cfg.mix, run.cfg.seed)
+        info = run.store.stage("judge")["info"]
+    finally:
+        run.store.close()
+        run.lock.release()
+    assert train and held
+    assert sorted(seen[0]) == sorted(h.key for h in train)  # the fit: training pairs only
+    assert not set(seen[0]) & {h.key for h in held}
+    assert sorted(seen[1]) == sorted(h.key for h in held)  # the held-out comparison, after the fit
+    fw = info["fitted_weights"]
+    assert fw["n_train"] == len(train) and fw["held_out"]["n"] == len(held) and fw["length"] is not None
+    assert set(fw["weights"]) == {"refuse-harm", "helpful", "concise"}
+    manifest = json.loads((tiny_project / "run" / "manifest.json").read_text())
+    assert manifest["judge"]["fitted_weights"]["weights"] == fw["weights"]
+    # Without the fit the judge stage's input hash differs (the weights change the AI pairs' ranking).
+    assert main(["judge", cfg]) == 0
+    assert "skip judge" not in capsys.readouterr().err
