@@ -117,16 +117,21 @@ def render_diff(d: ConstitutionDiff, effects: dict | None = None, console=None) 
         console.print(f"  {key}: [red]{_short(a)}[/red] → [green]{_short(b)}[/green]")
     per = (effects or {}).get("per_principle", {})
     t = Table(title="principles")
-    for col in ("principle", "status", "fields changed"):
-        t.add_column(col)
+    t.add_column("principle", no_wrap=True)
+    t.add_column("status")
+    t.add_column("fields")
     has_calls = any("calls" in v for v in per.values())
     has_labels = any("flipped" in v for v in per.values())
     if has_calls:
-        t.add_column("re-judge calls", justify="right")
-        t.add_column("cost (USD)", justify="right")
+        t.add_column("calls", justify="right")
+        t.add_column("USD", justify="right")
     if has_labels:
-        for col in ("verdicts flipped", "appeared", "disappeared"):
+        for col in ("flipped", "appeared", "gone"):
             t.add_column(col, justify="right")
+    if has_calls or has_labels:
+        t.caption = ("calls: judge calls a re-judge makes (not in the run's cache); USD: their estimated cost"
+                     if has_calls else "") + ("; flipped / appeared / gone: the principle's verdicts on AI pairs "
+                                              "in both label sets" if has_labels else "")
     style = {ADDED: "green", REMOVED: "red", CHANGED: "yellow", RENAMED: "cyan", SAME: "dim"}
     for c in d.principles:
         status = c.status + (f" (from {c.renamed_from})" if c.renamed_from else "")

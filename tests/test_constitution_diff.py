@@ -191,3 +191,36 @@ def test_planned_judge_has_the_real_cache_keys(backend, tmp_path):
     assert planned._key(call, p) == real._key(call, p)
     out = planned.run_calls([(call, p)])
     assert out[0].error and planned.report()["calls"] == 1 and planned.completer.cost_usd() > 0
+
+
+@pytest.mark.slow
+def test_run_with_an_llm_judge_plans_the_exact_calls_and_cost(tmp_path, scripted_backend, capsys):
+    """Pairwise (both orders) through the fake OpenAI server: the plan sends nothing, predicts the calls the
+    re-judge then makes, and prices them."""
+    import conftest
+    from test_llm_pipeline import llm_args, safe_judge
+
+    from rlaif.testing.fake_openai import FakeOpenAI
+
+    proj = conftest.make_tiny_project(tmp_path / "proj")
+    cfg = str(proj / "pipeline.yaml")
+    for stage in ("sft", "generate"):
+        assert main([stage, cfg]) == 0
+    old = _write(tmp_path / "old.yaml", _c())
+    new = _write(tmp_path / "new.yaml", _c(lambda c: _p(c, "concise").update(text="Prefer the brief response.")))
+    with FakeOpenAI(responder=safe_judge()) as server:
+        args = llm_args(server, "--set", "judge.price_prompt_per_mtok=2.0", "--set", "judge.price_completion_per_mtok=8.0")
+        assert main(["judge", cfg, *args]) == 0
+        sent = len(server.requests)
+        capsys.readouterr()
+        assert main(["constitution", "diff", str(old), str(new), "--run", str(proj / "run"), "--json"]) == 0
+        plan = json.loads(capsys.readouterr().out)["run"]
+        assert len(server.requests) == sent  # the plan sends nothing
+        per = plan["per_principle"]
+        assert plan["judge"]["method"] == "pairwise" and per["concise"]["calls"] == 2 * per["concise"]["judged_items"]
+        assert plan["rejudge_calls"] == per["concise"]["calls"] > 0
+        assert per["helpful"]["calls"] == per["refuse-harm"]["calls"] == 0
+        assert plan["rejudge_cost_usd"] == pytest.approx(per["concise"]["cost_usd"]) and plan["rejudge_cost_usd"] > 0
+        shutil.copy(new, proj / "constitution.yaml")
+        assert main(["judge", cfg, *args]) == 0
+        assert len(server.requests) - sent == plan["rejudge_calls"]
