@@ -28,10 +28,12 @@ unless imported with ``--human`` (source ``import-human:FILE:LINE``).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import tempfile
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,15 +42,16 @@ from rlaif import safeio
 from rlaif.conversations import trl_preference_row
 from rlaif.errors import RlaifError
 from rlaif.evaluate import agreement, wilson
-from rlaif.records import Feedback, HumanLabel, feedback_key, iter_jsonl, load_label_file
+from rlaif.records import Feedback, HumanLabel, feedback_key, iter_label_file
 from rlaif.store import Store
 from rlaif.vocab import AI, HUMAN, LABELS, PREFERENCE, PROVENANCE, ai_source, import_source, is_ai_record, source_group
 
-if TYPE_CHECKING:  # the AI comparisons are read by the viewer's queue (rlaif.viewer.queue.load_comparisons)
+if TYPE_CHECKING:  # the AI comparisons are read by the viewer's queue
     from rlaif.viewer.queue import Comparison
 
 FORMATS = ("jsonl", "trl", "parquet")
 SOURCES = (HUMAN, AI, "all")
+PARQUET_ROWS = 50_000  # rows per Parquet row group (bounds the export's memory)
 COLUMNS = ("kind", "prompt", "chosen", "rejected", "label", "source", "annotator", "note", "pair_key",
            "confidence", "prompt_id", "status", "details", "created_at")
 
@@ -62,44 +65,65 @@ def _orient(c: Comparison, side: str) -> str:
     return "A" if (side == "A") == chosen_first else "B"
 
 
-def label_stats(store: Store, comps: list[Comparison]) -> dict[str, Any]:
-    """Counts by source and label, AI-human agreement overall, per principle and per source."""
-    labels = store.human_labels_by_key()
-    ai = {}
-    for c in comps:
-        ai.setdefault(c.key, c)
-    by_source = Counter(source_group(h.source) for hs in labels.values() for h in hs)
-    by_label = Counter(h.label for hs in labels.values() for h in hs)
+def label_stats(store: Store, judge_hash: str) -> dict[str, Any]:
+    """Counts by source and label, AI-human agreement overall, per principle and per source.
+
+    Streamed: the labels are counted from a cursor, and only the AI pairs that carry a human label
+    (or whose texts have single-response feedback) are read: a run of a million comparisons with a
+    few thousand labels reads those few thousand."""
+    from rlaif.viewer.queue import Comparison, refresh
+
+    by_source: Counter = Counter()
+    by_label: Counter = Counter()
+    for _, h in store.iter_human_labels():
+        by_source[source_group(h.source)] += 1
+        by_label[h.label] += 1
+    ai_total, ai_scored = store.ai_pair_counts(judge_hash)
     human, judge = [], []
     per_p: dict[str, tuple[list[str], list[str]]] = {}
     per_s: dict[str, tuple[list[str], list[str]]] = {}
-    matched = unmatched = on_unscored = 0
-    for key, hs in labels.items():
-        c = ai.get(key)
-        if c is None:
-            unmatched += len(hs)
+    matched = on_unscored = 0
+    seen: set[str] = set()
+    batch: list[Comparison] = []
+
+    def tally(comps: list[Comparison]) -> None:
+        nonlocal matched, on_unscored
+        refresh(store, comps)
+        for c in comps:
+            if not c.scored:
+                on_unscored += len(c.human)
+                continue
+            for h in c.human:
+                matched += 1
+                hv, jv = _orient(c, c.verdict_of(h)), _orient(c, "A")
+                human.append(hv)
+                judge.append(jv)
+                s = per_s.setdefault(source_group(h.source), ([], []))
+                s[0].append(hv)
+                s[1].append(jv)
+                for p in c.principles:
+                    if p.status == "scored" and p.pick is not None:
+                        t = per_p.setdefault(p.id, ([], []))
+                        t[0].append(hv)
+                        t[1].append(_orient(c, p.pick))
+
+    for d in store.labelled_ai_pairs(judge_hash):
+        c = Comparison.from_record(d)
+        if c.key in seen:  # two AI pairs with the same texts: the labels count once
             continue
-        if not c.scored:
-            on_unscored += len(hs)
-            continue
-        for h in hs:
-            matched += 1
-            hv, jv = _orient(c, c.verdict_of(h)), _orient(c, "A")
-            human.append(hv)
-            judge.append(jv)
-            s = per_s.setdefault(source_group(h.source), ([], []))
-            s[0].append(hv)
-            s[1].append(jv)
-            for p in c.principles:
-                if p.status == "scored" and p.pick is not None:
-                    t = per_p.setdefault(p.id, ([], []))
-                    t[0].append(hv)
-                    t[1].append(_orient(c, p.pick))
+        seen.add(c.key)
+        batch.append(c)
+        if len(batch) >= 500:
+            tally(batch)
+            batch = []
+    tally(batch)
+    unmatched = sum(by_source.values()) - matched - on_unscored
     overall = agreement(human, judge)
     k = round((overall["accuracy"] or 0) * overall["n"])
     overall["ci95"] = wilson(k, overall["n"])
-    return {"feedback": feedback_stats(store.feedback(), comps)} | {
-        "ai_pairs": len(comps), "ai_scored": sum(c.scored for c in comps),
+    feedback = store.feedback()
+    return {"feedback": feedback_stats(feedback, _feedback_comparisons(store, judge_hash, feedback))} | {
+        "ai_pairs": ai_total, "ai_scored": ai_scored,
         "human_labels": sum(by_source.values()), "by_source": dict(sorted(by_source.items())),
         "by_label": dict(sorted(by_label.items())), "on_ai_pairs": matched, "not_on_ai_pairs": unmatched,
         "on_unscored_ai_pairs": on_unscored, "overall": overall,
@@ -108,11 +132,23 @@ def label_stats(store: Store, comps: list[Comparison]) -> dict[str, Any]:
     }
 
 
+def _feedback_comparisons(store: Store, judge_hash: str, feedback: list[Feedback]) -> Iterator[Comparison]:
+    """The AI comparisons with a text that single-response feedback is about (none read without feedback)."""
+    from rlaif.viewer.queue import Comparison
+
+    if not feedback:
+        return
+    about = {feedback_key(f.prompt, f.completion) for f in feedback}
+    for d in store.iter_ai_pairs(judge_hash, raw=True):
+        if feedback_key(d["prompt"], d["chosen"]) in about or feedback_key(d["prompt"], d["rejected"]) in about:
+            yield Comparison.from_record(d | {"details": json.loads(d["details"])})
+
+
 def _rate(k: int, n: int) -> dict[str, Any]:
     return {"agreement": k / n if n else None, "n": n, "ci95": wilson(k, n)}
 
 
-def feedback_stats(feedback: list[Feedback], comps: list[Comparison]) -> dict[str, Any]:
+def feedback_stats(feedback: list[Feedback], comps: Iterable[Comparison]) -> dict[str, Any]:
     """AI-human agreement for single-response feedback, overall and per principle, with Wilson intervals.
 
     Ratings and rankings: on every scored AI comparison whose two texts a rating group or a ranking
@@ -217,33 +253,36 @@ def print_stats(st: dict[str, Any], console) -> None:
 
 
 # ---------------------------------------------------------------- export
-def export_records(store: Store, comps: list[Comparison] | None, source: str) -> list[dict[str, Any]]:
-    """Rows with COLUMNS; ``comps`` (the AI comparisons) is needed for ``ai`` and ``all``."""
+def export_records(store: Store, judge_hash: str | None, source: str) -> Iterator[dict[str, Any]]:
+    """Rows with COLUMNS, streamed from the store; ``judge_hash`` (the AI comparisons' judge run) is
+    needed for ``ai`` and ``all``."""
     if source not in SOURCES:
         raise RlaifError(f"--source must be one of {', '.join(SOURCES)}, got {source!r}")
-    rows: list[dict[str, Any]] = []
-    labels = store.human_labels_by_key()
+    return _export_rows(store, judge_hash, source)
+
+
+def _export_rows(store: Store, judge_hash: str | None, source: str) -> Iterator[dict[str, Any]]:
     if source in (HUMAN, "all"):
-        for key, hs in labels.items():
-            for h in hs:
-                rows.append({"kind": HUMAN, "prompt": h.prompt, "chosen": h.chosen, "rejected": h.rejected,
-                             "label": h.label, "source": h.source, "annotator": h.annotator, "note": h.note,
-                             "pair_key": key, "confidence": None, "prompt_id": None, "status": None,
-                             "details": None, "created_at": h.created_at})
-    if source in (AI, "all"):
-        for c in comps or []:
-            if source == "all" and c.key in labels:
-                continue  # a human label takes its place, as in the mix
-            judge = c.details.get("judge") or {}
-            rows.append({"kind": AI, "prompt": c.prompt, "chosen": c.chosen, "rejected": c.rejected,
-                         "label": PREFERENCE, "source": ai_source(judge.get("backend")),
-                         "annotator": None, "note": None, "pair_key": c.key, "confidence": c.confidence,
-                         "prompt_id": c.prompt_id, "status": c.status,
-                         "details": json.dumps(c.details, sort_keys=True), "created_at": None})
-    return rows
+        for key, h in store.iter_human_labels():
+            yield {"kind": HUMAN, "prompt": h.prompt, "chosen": h.chosen, "rejected": h.rejected,
+                   "label": h.label, "source": h.source, "annotator": h.annotator, "note": h.note,
+                   "pair_key": key, "confidence": None, "prompt_id": None, "status": None,
+                   "details": None, "created_at": h.created_at}
+    if source in (AI, "all") and judge_hash is not None:
+        # "all": a human label takes the place of the AI pair on the same comparison, as in the mix.
+        # Details pass through as stored (JSON text); the judge hash covers the judge's identity,
+        # so every pair of the run names the same backend: read once.
+        label_source = None
+        for d in store.iter_ai_pairs(judge_hash, unlabelled_only=source == "all", raw=True):
+            if label_source is None:
+                label_source = ai_source((json.loads(d["details"]).get("judge") or {}).get("backend"))
+            yield {"kind": AI, "prompt": d["prompt"], "chosen": d["chosen"], "rejected": d["rejected"],
+                   "label": PREFERENCE, "source": label_source, "annotator": None, "note": None,
+                   "pair_key": d["pair_key"], "confidence": d["confidence"], "prompt_id": d["prompt_id"],
+                   "status": d["status"], "details": d["details"], "created_at": None}
 
 
-def write_export(rows: list[dict[str, Any]], fmt: str, out: str | Path,
+def write_export(rows: Iterable[dict[str, Any]], fmt: str, out: str | Path,
                  feedback: list[dict[str, Any]] = ()) -> tuple[int, dict[str, int]]:
     """Write ``rows`` as ``fmt``; returns (written, {reason: rows left out}).
 
@@ -264,25 +303,31 @@ def write_export(rows: list[dict[str, Any]], fmt: str, out: str | Path,
         skipped[reason] = skipped.get(reason, 0) + 1
         return False
 
-    rows = [r for r in rows if all(str(r[k] or "").strip() for k in ("prompt", "chosen", "rejected"))
-            or leave_out("empty text")]
+    rows = (r for r in rows if all(str(r[k] or "").strip() for k in ("prompt", "chosen", "rejected"))
+            or leave_out("empty text"))
     if fmt == "trl":
-        rows = [trl_preference_row(r["prompt"], r["chosen"], r["rejected"]) | {PROVENANCE: r["kind"]}
+        rows = (trl_preference_row(r["prompt"], r["chosen"], r["rejected"]) | {PROVENANCE: r["kind"]}
                 for r in rows  # conversational, with who labelled it
                 if (r["label"] == PREFERENCE and r["status"] in (None, "scored"))
-                or leave_out("tie, both-bad or unscored (TRL holds preferences only)")]
+                or leave_out("tie, both-bad or unscored (TRL holds preferences only)"))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     tmp = Path(name)
-    try:
+    written = 0
+    try:  # streamed: rows are written as the store yields them (Parquet in row groups)
         if fmt == "parquet":
             os.close(fd)
             pa, pq = _pyarrow()
-            pq.write_table(pa.Table.from_pylist(rows, schema=_schema(pa)), tmp)
+            schema = _schema(pa)
+            with pq.ParquetWriter(tmp, schema) as writer:
+                for chunk in _chunks(rows, PARQUET_ROWS):
+                    writer.write_table(pa.Table.from_pylist(chunk, schema=schema))
+                    written += len(chunk)
         else:
             with open(fd, "w", encoding="utf-8") as fh:
-                for r in rows + (list(feedback) if fmt == "jsonl" else []):
+                for r in itertools.chain(rows, feedback if fmt == "jsonl" else ()):
                     fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+                    written += 1
         os.chmod(tmp, 0o644)
         tmp.replace(path)  # the target appears whole or not at all
     except OSError as e:
@@ -292,7 +337,18 @@ def write_export(rows: list[dict[str, Any]], fmt: str, out: str | Path,
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return len(rows) + (len(feedback) if fmt == "jsonl" else 0), skipped
+    return written, skipped
+
+
+def _chunks(rows: Iterable[dict[str, Any]], n: int) -> Iterator[list[dict[str, Any]]]:
+    chunk: list[dict[str, Any]] = []
+    for r in rows:
+        chunk.append(r)
+        if len(chunk) >= n:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _check_target(path: Path) -> None:
@@ -327,14 +383,32 @@ def _schema(pa):
 
 
 # ---------------------------------------------------------------- import
-def _parquet_rows(path: Path) -> list[dict[str, Any]]:
+def _parquet_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(row number from 1, record), a row group at a time."""
     pa, pq = _pyarrow()
     if not path.is_file():
         raise RlaifError(f"{path}: human labels file not found (check the path)")
     try:
-        return pq.read_table(path).to_pylist()
+        f = pq.ParquetFile(path)
     except Exception as e:  # noqa: BLE001 - pyarrow raises several types
         raise RlaifError(f"{path}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
+    n = 0
+    with f:
+        for g in range(f.num_row_groups):
+            try:
+                rows = f.read_row_group(g).to_pylist()
+            except Exception as e:  # noqa: BLE001
+                raise RlaifError(f"{path}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
+            for r in rows:
+                n += 1
+                yield n, r
+
+
+def _not_ai(path: Path, n: int, obj: dict) -> bool:
+    if is_ai_record(obj):
+        raise RlaifError(f"{path}:{n}: an AI label (marked by `labels export` as AI); import human labels "
+                         "only (export with --source human)")
+    return True
 
 
 def _need(path: Path, n: int, obj: dict, key: str) -> str:
@@ -345,38 +419,39 @@ def _need(path: Path, n: int, obj: dict, key: str) -> str:
 
 
 def read_labels(path: str | Path, human: bool = False) -> tuple[list[HumanLabel], list[Feedback]]:
-    """Labels (and single-response feedback: thumbs, ratings, rankings) from a TRL / A/B / feedback /
-    exported JSONL file or an exported Parquet file, source import:FILE:LINE (``human=True``:
-    import-human:FILE:LINE, the user vouches a human made them; only those may enter the held-out
-    eval split)."""
-    p = safeio.check_regular_file(path, "labels import file")
+    """Every label and feedback item of ``iter_labels``, in lists."""
     feedback: list[Feedback] = []
+    return list(iter_labels(path, human, feedback)), feedback
+
+
+def iter_labels(path: str | Path, human: bool = False, feedback: list[Feedback] | None = None
+                ) -> Iterator[HumanLabel]:
+    """Labels from a TRL / A/B / feedback / exported JSONL file or an exported Parquet file, source
+    import:FILE:LINE (``human=True``: import-human:FILE:LINE, the user vouches a human made them; only
+    those may enter the held-out eval split). Single-response feedback (thumbs, ratings, rankings) is
+    appended to ``feedback``. Streamed: a bad record raises where it stands, so the caller writes inside
+    one transaction (`labels import`: nothing is kept unless the whole file reads)."""
+    p = safeio.check_regular_file(path, "labels import file")
     if p.suffix == ".parquet":
-        rows = list(enumerate(_parquet_rows(p), 1))
-        base = {n: HumanLabel(_need(p, n, o, "prompt"), _need(p, n, o, "chosen"), _need(p, n, o, "rejected"))
-                for n, o in rows}
+        records = ((n, o, HumanLabel(_need(p, n, o, "prompt"), _need(p, n, o, "chosen"), _need(p, n, o, "rejected")),
+                    []) for n, o in _parquet_rows(p) if _not_ai(p, n, o))
     else:
-        pairs, feedback = load_label_file(p)
-        base = {int(h.source.rsplit(":", 1)[1]): h for h in pairs}
-        feedback = [replace(f, source=import_source(p.name, int(f.source.rsplit(":", 1)[1]), human=human))
-                    for f in feedback]
-        rows = list(iter_jsonl(p, "human labels"))
-    out = []
-    for n, obj in rows:
-        if is_ai_record(obj):
-            raise RlaifError(f"{p}:{n}: an AI label (marked by `labels export` as AI); import human labels "
-                             "only (export with --source human)")
-        if n not in base:
-            continue  # single-response feedback, read above
-        h = base[n]
+        records = iter_label_file(p)  # refuses AI records itself
+    empty = True
+    for n, obj, h, items in records:
+        empty = False
+        source = import_source(p.name, n, human=human)
+        if feedback is not None:
+            feedback += [replace(f, source=source) for f in items]
+        if h is None:
+            continue  # single-response feedback
+        label = h.label
         if "chosen" in obj and obj.get("label") is not None:
             if obj["label"] not in LABELS:
                 raise RlaifError(f"{p}:{n}: 'label' must be one of {', '.join(LABELS)}, got {obj['label']!r}")
-            h = replace(h, label=obj["label"])
-        extra = {k: obj[k] if isinstance(obj.get(k), str) and obj[k].strip() else None
-                 for k in ("annotator", "note")}
-        out.append(replace(h, source=import_source(p.name, n, human=human), **extra))
-    if not out and not feedback:
+            label = obj["label"]
+        extra = {k: obj[k] if isinstance(obj.get(k), str) and obj[k].strip() else getattr(h, k)
+                 for k in ("annotator", "note")}  # an export's note, else the record's comment
+        yield replace(h, label=label, source=source, **extra)
+    if empty:
         raise RlaifError(f"{p}: no labels found")
-    return out, feedback
-

@@ -208,6 +208,17 @@ def load_label_file(path: str | Path) -> tuple[list[HumanLabel], list[Feedback]]
     single-response feedback (thumbs, ratings, rankings: ``conversations.feedback_of``), any mix of them,
     each with an optional ``comment`` (a pair's is its ``note``) and ``annotator``. Sources are ``NAME:LINE``."""
     labels, feedback = [], []
+    for _, _, label, items in iter_label_file(path):
+        if label is not None:
+            labels.append(label)
+        feedback += items
+    if not labels and not feedback:
+        raise RlaifError(f"{path}: no labels found")
+    return labels, feedback
+
+
+def iter_label_file(path: str | Path) -> Iterator[tuple[int, dict, HumanLabel | None, list[Feedback]]]:
+    """``load_label_file`` streamed: (line, record, its pair or None, its feedback items) per record."""
     src = Path(path).name
     for n, obj in iter_jsonl(path, "human labels"):
         if is_ai_record(obj):
@@ -217,17 +228,16 @@ def load_label_file(path: str | Path) -> tuple[list[HumanLabel], list[Feedback]]
         if conversations.feedback_kind(obj) is not None:
             prompt, kind, items, scale = conversations.feedback_of(path, n, obj)
             safeio.check_text(prompt, f"{path}:{n}", "prompt")
+            out = []
             for text, value in items:
                 safeio.check_text(text, f"{path}:{n}", "completion")
-                feedback.append(Feedback(prompt, text, kind, value, scale, f"{src}:{n}", annotator, comment))
+                out.append(Feedback(prompt, text, kind, value, scale, f"{src}:{n}", annotator, comment))
+            yield n, obj, None, out
             continue
         prompt, first, second, label = conversations.preference_of(path, n, obj)  # TRL, A/B or HH
         for key, text in (("prompt", prompt), ("chosen", first), ("rejected", second)):
             safeio.check_text(text, f"{path}:{n}", key)
-        labels.append(HumanLabel(prompt, first, second, label, f"{src}:{n}", annotator, comment))
-    if not labels and not feedback:
-        raise RlaifError(f"{path}: no labels found")
-    return labels, feedback
+        yield n, obj, HumanLabel(prompt, first, second, label, f"{src}:{n}", annotator, comment), []
 
 
 def load_human_labels(path: str | Path) -> list[HumanLabel]:

@@ -27,7 +27,7 @@ def _judge_human_agreement(run) -> dict:
         return {"accuracy": None, "kappa": None, "n": 0}
     judge_hash = run.results_of("judge").get("judge_hash")
     ai = {pair_key(a["prompt"], a["chosen"], a["rejected"]): a
-          for a in (run.store.ai_pairs(judge_hash) if judge_hash else []) if a["status"] == "scored"}
+          for a in (run.store.labelled_ai_pairs(judge_hash) if judge_hash else []) if a["status"] == "scored"}
     human, pred, rows = [], [], []
     for i, h in enumerate(labels):
         first = "A" if i % 2 == 0 else "B"

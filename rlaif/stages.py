@@ -133,11 +133,10 @@ def _judge(run: Run) -> dict:
     if fitted is not None:
         info["fitted_weights"] = fitted.to_dict()
     run.store.put_judge_set(judge_hash, run.inputs.constitution.hash, gen_hash)
-    pairs = run.store.ai_pairs(judge_hash)
     info.update({"judge_hash": judge_hash, "backend": judge.backend, "model": judge.model,
                  "template_hash": judge.template_hash, "constitution_hash": run.inputs.constitution.hash,
-                 "output_hash": content_hash([(p["chosen_id"], p["rejected_id"], round(p["confidence"], 6))
-                                              for p in pairs])})
+                 "output_hash": content_hash([(c, r, round(conf, 6))
+                                              for c, r, conf in run.store.ai_pair_choices(judge_hash)])})
     return info
 
 

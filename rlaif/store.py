@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from rlaif.errors import RlaifError
 from rlaif.records import Candidate, Feedback, HumanLabel, Prompt
+from rlaif.store_queue import LABELLED_SQL, PAIR_COLS, PAIR_SELECT, QueueQueries, pair_record, review_columns, sql_functions
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS prompts (
@@ -35,6 +36,8 @@ CREATE TABLE IF NOT EXISTS judgements (
 CREATE TABLE IF NOT EXISTS ai_pairs (
     judge_hash TEXT NOT NULL, prompt_id TEXT NOT NULL, chosen_id TEXT NOT NULL, rejected_id TEXT NOT NULL,
     confidence REAL NOT NULL, status TEXT NOT NULL, details TEXT NOT NULL,
+    pair_key TEXT, inconsistent INTEGER NOT NULL DEFAULT 0, n_disagree INTEGER NOT NULL DEFAULT 0,
+    principle_ids TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (judge_hash, prompt_id, chosen_id, rejected_id)
 );
 CREATE TABLE IF NOT EXISTS judge_sets (
@@ -59,10 +62,35 @@ CREATE TABLE IF NOT EXISTS stages (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-SCHEMA_VERSION = "2"
+# The review queue and the label joins page through these (rlaif/viewer/queue.py, rlaif/labels.py).
+INDEXES = """
+CREATE INDEX IF NOT EXISTS ai_pairs_key ON ai_pairs(pair_key);
+CREATE INDEX IF NOT EXISTS ai_pairs_review ON ai_pairs(judge_hash, status, inconsistent, confidence, n_disagree);
+CREATE INDEX IF NOT EXISTS human_labels_source ON human_labels(source);
+"""
+SCHEMA_VERSION = "3"
+# v2 -> v3: the AI pairs gained the columns the review queue sorts and filters on in SQL.
+_V3_COLUMNS = ("pair_key TEXT", "inconsistent INTEGER NOT NULL DEFAULT 0", "n_disagree INTEGER NOT NULL DEFAULT 0",
+               "principle_ids TEXT NOT NULL DEFAULT ''")
 
 
-class Store:
+def _feedback_row(f: Feedback, now: float) -> tuple:
+    return (f.key, f.prompt, f.completion, f.kind, f.value, f.scale, f.source, f.annotator, f.comment, now)
+
+
+def _drop_nones(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _drop_nones(x) for k, x in v.items() if x is not None}
+    return v
+
+
+def _details_json(details: dict) -> str:
+    """Compact JSON of an AI pair's details: no spaces, no null fields (PairDetails.from_dict reads a
+    missing field as None), so that a million comparisons do not store a million sets of nulls."""
+    return json.dumps(_drop_nones(details), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+class Store(QueueQueries):
     """``create``: make the file if missing; ``readonly``: open for reading only (no schema
     stamp, no table creation: `rlaif show`, `labels stats|export` never change a run store);
     ``check``: run SQLite's ``quick_check`` first, so a damaged store is an error instead of
@@ -72,6 +100,15 @@ class Store:
         self.path = Path(path)
         if (readonly or not create) and not self.path.exists():
             raise RlaifError(f"{self.path}: no run store here (run `rlaif run CONFIG` first)")
+        self.db: sqlite3.Connection | None = None
+        try:
+            self._open(readonly, check)
+        except BaseException:
+            if self.db is not None:  # no -wal/-shm files left behind by a store that failed to open
+                self.db.close()
+            raise
+
+    def _open(self, readonly: bool, check: bool) -> None:
         try:
             self.db = self._connect(readonly)
             if check:
@@ -86,6 +123,16 @@ class Store:
                 if row is None:
                     with self.db:
                         self.db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+                    row = (SCHEMA_VERSION,)
+                elif row[0] == "2":
+                    self._upgrade_v2()
+                    row = (SCHEMA_VERSION,)
+                if row[0] == SCHEMA_VERSION:
+                    self.db.executescript(INDEXES)
+            if row is not None and row[0] == "2" and readonly:
+                raise RlaifError(f"{self.path}: a run store of an earlier rlaif (schema v2); upgrade it in place "
+                                 "by running any writing command once, e.g. `rlaif run CONFIG` (every stage is "
+                                 "skipped)")
             if row is not None and row[0] != SCHEMA_VERSION:
                 raise RlaifError(f"{self.path}: run store schema v{row[0]}, this rlaif writes v{SCHEMA_VERSION}; "
                                  "move the run directory away or pick another --workdir")
@@ -100,14 +147,27 @@ class Store:
 
     def _connect(self, readonly: bool) -> sqlite3.Connection:
         if not readonly:
-            return sqlite3.connect(self.path, timeout=30.0)
+            return sql_functions(sqlite3.connect(self.path, timeout=30.0))
         try:  # query_only: this connection refuses every write (a WAL store still needs its -shm file)
             db = sqlite3.connect(self.path, timeout=30.0)
             db.execute("PRAGMA query_only=ON")
             db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
-            return db
+            return sql_functions(db)
         except sqlite3.OperationalError:  # a read-only folder: read the file as it is on disk
-            return sqlite3.connect(f"{self.path.resolve().as_uri()}?immutable=1", uri=True, timeout=30.0)
+            return sql_functions(sqlite3.connect(f"{self.path.resolve().as_uri()}?immutable=1", uri=True, timeout=30.0))
+
+    def _upgrade_v2(self) -> None:
+        """Add the v3 columns to a v2 store and fill them, in one transaction (a kill leaves v2)."""
+        with self.db:
+            have = {r[1] for r in self.db.execute("PRAGMA table_info(ai_pairs)")}
+            for col in _V3_COLUMNS:
+                if col.split()[0] not in have:
+                    self.db.execute(f"ALTER TABLE ai_pairs ADD COLUMN {col}")
+            rows = self.db.execute("SELECT rowid, status, details FROM ai_pairs")
+            self.db.executemany("UPDATE ai_pairs SET inconsistent=?, n_disagree=?, principle_ids=? WHERE rowid=?",
+                                ((*review_columns(json.loads(d), st), rid) for rid, st, d in rows))
+            self._fill_pair_keys(None)
+            self.db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (SCHEMA_VERSION,))
 
     def _schema_row(self):
         try:
@@ -206,9 +266,21 @@ class Store:
         with self.db:
             self.db.execute("DELETE FROM ai_pairs WHERE judge_hash=?", (judge_hash,))
             self.db.executemany(
-                "INSERT INTO ai_pairs VALUES (?,?,?,?,?,?,?)",
-                [(judge_hash, p, c, r, conf, st, json.dumps(d, sort_keys=True)) for p, c, r, conf, st, d in rows],
+                "INSERT INTO ai_pairs(judge_hash, prompt_id, chosen_id, rejected_id, confidence, status, details, "
+                "inconsistent, n_disagree, principle_ids) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                ((judge_hash, p, c, r, conf, st, _details_json(d), *review_columns(d, st))
+                 for p, c, r, conf, st, d in rows),
             )
+            self._fill_pair_keys(judge_hash)
+
+    def _fill_pair_keys(self, judge_hash: str | None) -> None:
+        """Set ``pair_key`` (rlaif.records.pair_key of the texts) on the AI pairs of a judge run (None: all)."""
+        self.db.execute(
+            """UPDATE ai_pairs SET pair_key=rlaif_pair_key(p.text, c.text, r.text)
+               FROM prompts p, candidates c, candidates r
+               WHERE p.id=ai_pairs.prompt_id AND c.id=ai_pairs.chosen_id AND r.id=ai_pairs.rejected_id"""
+            + (" AND ai_pairs.judge_hash=?" if judge_hash is not None else ""),
+            (judge_hash,) if judge_hash is not None else ())
 
     def put_judge_set(self, judge_hash: str, constitution_hash: str, gen_hash: str) -> None:
         """Record which constitution and generation the AI pairs of ``judge_hash`` were judged
@@ -233,22 +305,31 @@ class Store:
             (constitution_hash,))]
 
     def ai_pairs(self, judge_hash: str) -> list[dict[str, Any]]:
-        rows = self.db.execute(
-            """SELECT a.prompt_id, p.text, p.category, c.text, r.text, a.confidence, a.status, a.details,
-                      a.chosen_id, a.rejected_id
-               FROM ai_pairs a JOIN prompts p ON p.id=a.prompt_id
-               JOIN candidates c ON c.id=a.chosen_id JOIN candidates r ON r.id=a.rejected_id
-               WHERE a.judge_hash=? ORDER BY a.prompt_id, a.chosen_id, a.rejected_id""",
-            (judge_hash,),
-        )
-        keys = ("prompt_id", "prompt", "category", "chosen", "rejected", "confidence", "status", "details",
-                "chosen_id", "rejected_id")
-        out = []
-        for r in rows:
-            d = dict(zip(keys, r))
-            d["details"] = json.loads(d["details"])
-            out.append(d)
-        return out
+        return list(self.iter_ai_pairs(judge_hash))
+
+    def iter_ai_pairs(self, judge_hash: str, unlabelled_only: bool = False, raw: bool = False
+                      ) -> Iterator[dict[str, Any]]:
+        """The AI pairs of a judge run in store order, streamed (``unlabelled_only``: those no human
+        label covers; ``raw``: ``details`` as the stored JSON text, and the ``pair_key``)."""
+        q = PAIR_SELECT.format(extra=", a.pair_key") + " WHERE a.judge_hash=?"
+        if unlabelled_only:
+            q += " AND NOT " + LABELLED_SQL.format("")
+        for r in self.db.execute(q + " ORDER BY a.prompt_id, a.chosen_id, a.rejected_id", (judge_hash,)):
+            if raw:
+                yield dict(zip(PAIR_COLS, r[:-1]), pair_key=r[-1])
+            else:
+                yield pair_record(r[:-1])
+
+    def ai_pair_choices(self, judge_hash: str) -> Iterator[tuple[str, str, float]]:
+        """(chosen id, rejected id, confidence) of each AI pair of a judge run, in store order."""
+        yield from self.db.execute("SELECT chosen_id, rejected_id, confidence FROM ai_pairs WHERE judge_hash=? "
+                                   "ORDER BY prompt_id, chosen_id, rejected_id", (judge_hash,))
+
+    def ai_pair_counts(self, judge_hash: str) -> tuple[int, int]:
+        """(AI pairs, scored ones) of a judge run."""
+        r = self.db.execute("SELECT COUNT(*), COALESCE(SUM(status='scored'), 0) FROM ai_pairs WHERE judge_hash=?",
+                            (judge_hash,)).fetchone()
+        return r[0], r[1]
 
     # ---------------------------------------------------------- human labels
     # One row per (pair_key, source): a second label from the same source replaces the first.
@@ -260,18 +341,33 @@ class Store:
                        rejected=excluded.rejected, label=excluded.label, annotator=excluded.annotator,
                        note=excluded.note, created_at=excluded.created_at"""
 
-    def add_human_labels(self, labels: Iterable[HumanLabel]) -> int:
-        now = time.time()
+    def add_human_labels(self, labels: Iterable[HumanLabel],
+                         then_feedback: Callable[[], Iterable[Feedback]] | None = None) -> int:
+        """Upsert ``labels`` (streamed), then the feedback ``then_feedback()`` gives (known once the
+        labels are read), in one transaction: an error from either rolls all back. Returns how many
+        labels were read."""
+        now, n = time.time(), 0
+
+        def rows():
+            nonlocal n
+            for h in labels:
+                n += 1
+                yield (h.key, h.prompt, h.chosen, h.rejected, h.label, h.source, h.annotator, h.note, now)
+
         with self.db:
-            cur = self.db.executemany(
-                self._UPSERT_LABEL.format(prompt=""),
-                [(h.key, h.prompt, h.chosen, h.rejected, h.label, h.source, h.annotator, h.note, now) for h in labels],
-            )
-        return cur.rowcount
+            self.db.executemany(self._UPSERT_LABEL.format(prompt=""), rows())
+            if then_feedback is not None:
+                self.db.executemany(self._UPSERT_FEEDBACK, (_feedback_row(f, now) for f in then_feedback()))
+        return n
 
     def human_labels(self) -> list[HumanLabel]:
         """Every human label, oldest first."""
-        return [HumanLabel(*r) for r in self.db.execute(f"SELECT {self._LABEL_COLS} FROM human_labels ORDER BY id")]
+        return [h for _, h in self.iter_human_labels()]
+
+    def iter_human_labels(self) -> Iterator[tuple[str, HumanLabel]]:
+        """(pair_key, label) of every human label, oldest first, streamed."""
+        for r in self.db.execute(f"SELECT pair_key, {self._LABEL_COLS} FROM human_labels ORDER BY id"):
+            yield r[0], HumanLabel(*r[1:])
 
     def human_labels_by_key(self, keys: Iterable[str] | None = None) -> dict[str, list[HumanLabel]]:
         """Human labels by pair_key, oldest first (all of them, or those of ``keys``)."""
@@ -321,17 +417,15 @@ class Store:
     # One row per (feedback_key, source): a second verdict of the same source on a response replaces the first.
     _FEEDBACK_COLS = "prompt, completion, kind, value, scale, source, annotator, comment, created_at"
 
+    _UPSERT_FEEDBACK = f"""INSERT INTO human_feedback(feedback_key, {_FEEDBACK_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)
+                    ON CONFLICT(feedback_key, source) DO UPDATE SET kind=excluded.kind, value=excluded.value,
+                    scale=excluded.scale, annotator=excluded.annotator, comment=excluded.comment,
+                    created_at=excluded.created_at"""
+
     def add_feedback(self, items: Iterable[Feedback]) -> int:
         now = time.time()
         with self.db:
-            cur = self.db.executemany(
-                f"""INSERT INTO human_feedback(feedback_key, {self._FEEDBACK_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)
-                    ON CONFLICT(feedback_key, source) DO UPDATE SET kind=excluded.kind, value=excluded.value,
-                    scale=excluded.scale, annotator=excluded.annotator, comment=excluded.comment,
-                    created_at=excluded.created_at""",
-                [(f.key, f.prompt, f.completion, f.kind, f.value, f.scale, f.source, f.annotator, f.comment, now)
-                 for f in items],
-            )
+            cur = self.db.executemany(self._UPSERT_FEEDBACK, [_feedback_row(f, now) for f in items])
         return cur.rowcount
 
     def feedback_from(self, key: str, source: str) -> Feedback | None:

@@ -245,14 +245,14 @@ def test_rate_mode_keys_store_feedback_used_by_mix_and_stats(tmp_path):
 
     from test_viewer import by_id, comps_of, make_run
 
-    from rlaif.viewer.queue import Filters, build_queue, load_comparisons, open_run_store
+    from rlaif.viewer.queue import Filters, build_queue, open_run_store
     from rlaif.viewer.rate_app import RateApp
     from rlaif.viewer.rating import responses_of
 
     run = make_run(tmp_path / "run")
     c = by_id(comps_of(run))
     store = open_run_store(run)
-    responses = responses_of(build_queue(load_comparisons(store), Filters(), "review", 0, 0.6))
+    responses = responses_of(build_queue(store, Filters(), "review", 0, 0.6))
     assert [(r.prompt_id, r.text) for r in responses[:4]] == [("p6", c["p6"].chosen), ("p6", c["p6"].rejected),
                                                               ("p2", c["p2"].chosen), ("p2", c["p2"].rejected)]
     assert all(r.text for r in responses)  # p5's empty answer is not offered

@@ -116,3 +116,21 @@ def test_import_ab_file_keeps_ties(tmp_path, capsys):
                  + json.dumps({"prompt": "q2", "response_a": "x", "response_b": "y", "label": "tie"}) + "\n")
     assert main(["labels", "import", str(f), str(run)]) == 0
     assert _labels(run) == {("q", "y", "x", "chosen", None, None), ("q2", "x", "y", "tie", None, None)}
+
+
+def test_a_bad_record_deep_in_a_large_import_rolls_the_whole_import_back(tmp_path, capsys):
+    run = make_run(tmp_path / "run")
+    f = tmp_path / "many.jsonl"
+    with open(f, "w") as fh:  # past the first chunk that is read before the store opens
+        for i in range(12_000):
+            fh.write(json.dumps({"prompt": f"q{i}", "chosen": "yes", "rejected": "no"}) + "\n")
+        fh.write(json.dumps({"prompt": "q", "chosen": "", "rejected": "no"}) + "\n")
+    assert main(["labels", "import", str(f), str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "many.jsonl:12001" in err and err.count("\n") == 1, err
+    with open_run_store(run) as s:
+        assert s.human_label_count() == 0
+    f.write_text("".join(f.read_text().splitlines(keepends=True)[:-1]))
+    assert main(["labels", "import", str(f), str(run)]) == 0
+    with open_run_store(run) as s:
+        assert s.human_label_count() == 12_000

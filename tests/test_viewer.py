@@ -15,6 +15,7 @@ import pytest
 from conftest import ROOT
 
 from rlaif.cli import main
+from rlaif.errors import RlaifError
 from rlaif.evaluate import wilson
 from rlaif.records import Candidate, HumanLabel, Prompt
 from rlaif.store import Store
@@ -81,6 +82,12 @@ def comps_of(run_dir: Path):
         return load_comparisons(s)
 
 
+def queue_of(run_dir: Path, filters: Filters | None = None, how: str = "review", seed: int = 0) -> list:
+    """The review queue (paged from SQL) as a list."""
+    with open_run_store(run_dir) as s:
+        return list(build_queue(s, filters, how, seed))
+
+
 def by_id(comps):
     return {c.prompt_id: c for c in comps}
 
@@ -96,18 +103,17 @@ def viewer_labels(run_dir: Path) -> dict[str, tuple]:
 
 # ---------------------------------------------------------------- queue
 def test_review_order_puts_inconsistent_low_confidence_and_split_verdicts_first(run_dir):
-    q = build_queue(comps_of(run_dir))
+    q = queue_of(run_dir)
     assert [c.prompt_id for c in q] == REVIEW_ORDER
     tiers = [c.tier() for c in q]
-    assert tiers == [0, 0, 1, 2, 3, 4]
+    assert tiers == [0, 0, 1, 2, 3, 4]  # the SQL order agrees with the tiers the viewer shows
     assert by_id(q)["p4"].disagreeing == ["concise"]
 
 
 def test_random_order_is_seeded_and_stable(run_dir):
-    comps = comps_of(run_dir)
-    a = [c.prompt_id for c in build_queue(comps, how="random", seed=0)]
-    b = [c.prompt_id for c in build_queue(list(reversed(comps_of(run_dir))), how="random", seed=0)]
-    orders = {tuple(c.prompt_id for c in build_queue(comps, how="random", seed=s)) for s in range(6)}
+    a = [c.prompt_id for c in queue_of(run_dir, how="random", seed=0)]
+    b = [c.prompt_id for c in queue_of(run_dir, how="random", seed=0)]
+    orders = {tuple(c.prompt_id for c in queue_of(run_dir, how="random", seed=s)) for s in range(6)}
     assert a == b and sorted(a) == sorted(PAIRS)
     assert len(orders) > 1  # the seed matters
 
@@ -118,22 +124,50 @@ def test_random_order_is_seeded_and_stable(run_dir):
     (Filters(status="reviewed"), []),
     (Filters(search="PHOTO"), ["p3"]),
     (Filters(search="shorter and says"), ["p4"]),  # a rationale
+    (Filters(search="scripted"), []),  # the judge's name in the details is not searched
     (Filters(category="harmful"), ["p2"]),
     (Filters(principle="concise", search="pasta"), ["p1"]),
     (Filters(principle="nope"), []),
-], ids=["unscored", "unreviewed", "reviewed", "search-prompt", "search-rationale", "category", "and", "principle"])
+    (Filters(principle="conc"), []),  # whole ids only
+], ids=["unscored", "unreviewed", "reviewed", "search-prompt", "search-rationale", "search-not-details",
+        "category", "and", "principle", "principle-prefix"])
 def test_filters(run_dir, filters, expected):
-    assert [c.prompt_id for c in build_queue(comps_of(run_dir), filters)] == expected
+    assert [c.prompt_id for c in queue_of(run_dir, filters)] == expected
+
+
+def test_queue_positions_and_pages_match_the_whole_list(run_dir, monkeypatch):
+    from rlaif.viewer.queue import Queue
+
+    monkeypatch.setattr(Queue, "PAGE", 4)  # several pages over 6 comparisons
+    with open_run_store(run_dir) as s:
+        for how in ("review", "random"):
+            q = build_queue(s, how=how, seed=1)
+            items = list(q)
+            assert len(q) == len(items) == 6 and q[-1].prompt_id == items[-1].prompt_id
+            assert [q.position(c) for c in items] == list(range(6))
+        q = build_queue(s, Filters(category="harmful"))
+        assert q.position(comps_of(run_dir)[0]) is None  # p1 is filtered out
 
 
 def test_reviewed_and_source_filters_follow_human_labels(run_dir):
     c = by_id(comps_of(run_dir))["p1"]
     with open_run_store(run_dir) as s:
         s.add_human_labels([HumanLabel(c.prompt, c.chosen, c.rejected, "chosen", "file:labels.jsonl:1")])
-    comps = comps_of(run_dir)
-    assert [x.prompt_id for x in build_queue(comps, Filters(status="reviewed"))] == ["p1"]
-    assert [x.prompt_id for x in build_queue(comps, Filters(source="file:"))] == ["p1"]
-    assert build_queue(comps, Filters(source="viewer:")) == []
+    assert [x.prompt_id for x in queue_of(run_dir, Filters(status="reviewed"))] == ["p1"]
+    assert [x.prompt_id for x in queue_of(run_dir, Filters(source="file:"))] == ["p1"]
+    assert queue_of(run_dir, Filters(source="viewer:")) == []
+    assert [x.prompt_id for x in queue_of(run_dir, Filters(status="unreviewed"))] == ["p6", "p2", "p3", "p4"]
+
+
+def test_a_v2_store_is_upgraded_in_place(run_dir):
+    db = sqlite3.connect(run_dir / "store.sqlite")  # back to how schema v2 stored AI pairs
+    db.executescript("""CREATE TABLE old AS SELECT judge_hash, prompt_id, chosen_id, rejected_id, confidence, status,
+                        details FROM ai_pairs; DROP TABLE ai_pairs; ALTER TABLE old RENAME TO ai_pairs;
+                        UPDATE meta SET value='2' WHERE key='schema_version';""")
+    db.close()
+    with pytest.raises(RlaifError, match="earlier rlaif"):
+        Store(run_dir / "store.sqlite", readonly=True)
+    assert [c.prompt_id for c in queue_of(run_dir)] == REVIEW_ORDER  # a writable open upgrades it
 
 
 def test_wilson_interval():
@@ -164,7 +198,7 @@ def drive(run_dir: Path, keys: list[str], annotator: str = "tester", size=(80, 2
     from rlaif.viewer.app import ViewerApp
 
     store = open_run_store(run_dir)
-    app = ViewerApp(store, load_comparisons(store), annotator, **kw)
+    app = ViewerApp(store, JH, annotator, **kw)
 
     async def go():
         async with app.run_test(size=size) as pilot:
@@ -173,7 +207,8 @@ def drive(run_dir: Path, keys: list[str], annotator: str = "tester", size=(80, 2
                 await pilot.press(k)
             await pilot.pause()
             app.snapshot = {"status": str(app.query_one("#status").render()),
-                            "queue": [c.prompt_id for c in app.queue], "cursor": app.cursor}
+                            "queue": [c.prompt_id for c in app.queue], "cursor": app.cursor,
+                            "rows": app.query_one("#queue").row_count}
             await pilot.press("q")
     asyncio.run(go())
     store.close()
@@ -230,7 +265,7 @@ def test_app_undo_restores_a_previous_sessions_verdict(run_dir):
 
 def test_app_random_order_and_wide_layout(run_dir):
     app = drive(run_dir, [], order="random", seed=3, size=(160, 40))
-    assert app.snapshot["queue"] == [c.prompt_id for c in build_queue(comps_of(run_dir), how="random", seed=3)]
+    assert app.snapshot["queue"] == [c.prompt_id for c in queue_of(run_dir, how="random", seed=3)]
     assert app.snapshot["queue"] != REVIEW_ORDER
 
 
@@ -250,7 +285,7 @@ def test_app_screen_fits_80x24_and_shows_the_keys(run_dir):
     from rlaif.viewer.app import ViewerApp
 
     store = open_run_store(run_dir)
-    app = ViewerApp(store, load_comparisons(store), "tester")
+    app = ViewerApp(store, JH, "tester")
     seen = {}
 
     async def go():
@@ -273,7 +308,7 @@ def test_queue_fits_without_a_horizontal_scrollbar(run_dir):
     from rlaif.viewer.app import ViewerApp
 
     store = open_run_store(run_dir)
-    app = ViewerApp(store, load_comparisons(store), "tester")
+    app = ViewerApp(store, JH, "tester")
     seen = {}
 
     async def go():
@@ -499,3 +534,25 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path, run_dir, capsys, args, mes
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
     with open_run_store(run_dir) as s:
         assert s.db.execute("SELECT COUNT(*) FROM human_labels").fetchone()[0] == n_before == 0
+
+
+def test_app_pages_through_a_queue_longer_than_its_table(tmp_path):
+    from rlaif.viewer.app import WINDOW
+
+    run = tmp_path / "big"
+    run.mkdir()
+    n = WINDOW * 2 + 37
+    with Store(run / "store.sqlite") as s:
+        s.put_prompts([Prompt(f"q{i:04d}", f"question {i}", "helpful") for i in range(n)])
+        s.add_candidates([Candidate(f"q{i:04d}-{k}", f"q{i:04d}", k, f"answer {k} to {i}", "pol")
+                          for i in range(n) for k in (0, 1)], "gen")
+        s.put_ai_pairs(JH, [(f"q{i:04d}", f"q{i:04d}-0", f"q{i:04d}-1", 0.7 + (i % 10) / 40, "scored",
+                             _details({}, "scored")) for i in range(n)])
+        s.set_stage("judge", "h", "done", 1.0, {"judge_hash": JH})
+    with open_run_store(run) as s:
+        order = [c.prompt_id for c in build_queue(s)]
+    app = drive(run, ["end", "up", "a"])  # agree on the second to last; the cursor moves to the last
+    assert app.snapshot["cursor"] == n - 1 and app.snapshot["rows"] == WINDOW
+    assert f"1/{n} reviewed" in app.snapshot["status"] and "AI agrees 1/1" in app.snapshot["status"]
+    i = int(order[-2][1:])
+    assert viewer_labels(run) == {f"question {i}": (f"answer 0 to {i}", f"answer 1 to {i}", "chosen", None)}

@@ -107,6 +107,19 @@ class PairDetails:
                 "constitution_hash": self.constitution_hash, "principle_hashes": dict(self.principle_hashes),
                 "judge": self.judge.to_dict()}
 
+    @property
+    def inconsistent(self) -> bool:
+        """The verdict changed when the two answers swapped places (overall or for a principle)."""
+        return self.position_consistent is False or any(
+            p.position_consistent is False for p in self.principles.values())
+
+    def disagreeing(self, scored: bool = True) -> list[str]:
+        """Principles that prefer the rejected answer although the aggregate picks the chosen one
+        (none for an unscored comparison)."""
+        if not scored:
+            return []
+        return sorted(pid for pid, p in self.principles.items() if p.p_chosen is not None and p.p_chosen < 0.5)
+
     @classmethod
     def from_dict(cls, d: Any) -> PairDetails:
         d = d if isinstance(d, dict) else {}

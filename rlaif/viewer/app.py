@@ -18,15 +18,16 @@ from textual.widgets import DataTable, Footer, Input, Static
 from rlaif.evaluate import wilson
 from rlaif.store import Store
 from rlaif.viewer import verdicts as V
-from rlaif.viewer.queue import LOW_CONFIDENCE, Comparison, Filters, agreement_with, build_queue, refresh
+from rlaif.viewer.queue import LOW_CONFIDENCE, Comparison, Filters, Queue, agreement_of, refresh
 from rlaif.viewer.render import one_line, render_comparison, short_flag, short_verdict
 from rlaif.vocab import viewer_source
 
 WIDE = 140  # columns from which the queue sits beside the detail
+WINDOW = 100  # queue rows in the table at a time, around the cursor (the queue itself is paged from SQL)
 
 
 class ViewerApp(App[None]):
-    """``ViewerApp(store, comparisons, annotator).run()``; the store stays open (and is not closed) here."""
+    """``ViewerApp(store, judge_hash, annotator).run()``; the store stays open (and is not closed) here."""
 
     TITLE = "rlaif view"
     ENABLE_COMMAND_PALETTE = False
@@ -61,17 +62,19 @@ class ViewerApp(App[None]):
         Binding("escape", "close_input", "cancel", show=False),
     ]
 
-    def __init__(self, store: Store, comparisons: list[Comparison], annotator: str, *,
+    def __init__(self, store: Store, judge_hash: str, annotator: str, *,
                  filters: Filters | None = None, order: str = "review", seed: int = 0,
                  low_confidence: float = LOW_CONFIDENCE):
         super().__init__()
         self.store = store
-        self.all = comparisons
+        self.judge_hash = judge_hash
         self.annotator = annotator
         self.source = viewer_source(annotator)
         self.filters = filters or Filters()
         self.order_name, self.seed, self.low = order, seed, low_confidence
-        self.queue: list[Comparison] = []
+        self.queue: Queue | None = None
+        self.counts = (0, 0, 0)  # reviewed, AI agrees with my verdicts, my verdicts (kept current)
+        self.window = range(0)  # queue positions shown in the table
         self.cursor = 0
         self.undo_stack: list[V.UndoEntry] = []
         self.pending_notes: dict[str, str] = {}
@@ -106,13 +109,21 @@ class ViewerApp(App[None]):
 
     # ------------------------------------------------------------ queue and detail
     def _rebuild(self, keep: Comparison | None = None) -> None:
-        self.queue = build_queue(self.all, self.filters, self.order_name, self.seed, self.low)
+        self.queue = Queue(self.store, self.judge_hash, self.filters, self.order_name, self.seed, self.low)
+        self.counts = self.queue.review_counts(self.source)
+        pos = self.queue.position(keep)
+        self.cursor = pos if pos is not None else 0
+        self.window = range(0)
+        self._show()
+
+    def _fill_window(self) -> None:
+        """The table shows WINDOW rows around the cursor; moving past them shows the next ones."""
+        start = max(0, min(self.cursor - WINDOW // 2, len(self.queue) - WINDOW))
+        self.window = range(start, min(len(self.queue), start + WINDOW))
         table = self.query_one("#queue", DataTable)
         table.clear()
-        for i, c in enumerate(self.queue):
-            table.add_row(*self._cells(i, c), key=str(i))
-        self.cursor = self.queue.index(keep) if keep in self.queue else 0
-        self._show()
+        for i in self.window:
+            table.add_row(*self._cells(i, self.queue[i]), key=str(i))
 
     def _cells(self, i: int, c: Comparison) -> tuple[str, ...]:
         conf = f"{c.confidence:.2f}" if c.scored else "—"
@@ -123,21 +134,28 @@ class ViewerApp(App[None]):
     def current(self) -> Comparison | None:
         return self.queue[self.cursor] if self.queue else None
 
+    def _tally(self, c: Comparison, sign: int) -> None:
+        """Add (1) or take out (-1) ``c``'s part of the status counts."""
+        reviewed, k, n = self.counts
+        ck, cn = agreement_of(c, self.source)
+        self.counts = (reviewed + sign * c.reviewed, k + sign * ck, n + sign * cn)
+
     def _show(self) -> None:
         body = self.query_one("#detail-body", Static)
         c = self.current
         if c is None:
             body.update(f"No comparisons match (filters: {self.filters.describe()}). Press / to change the search.")
         else:
-            self.query_one("#queue", DataTable).move_cursor(row=self.cursor)
+            if self.cursor not in self.window:
+                self._fill_window()
+            self.query_one("#queue", DataTable).move_cursor(row=self.cursor - self.window.start)
             body.update(render_comparison(c, position=f"{self.cursor + 1}/{len(self.queue)}", mine=self.source,
                                           pending_note=self.pending_notes.get(c.key), low_confidence=self.low))
             self.query_one("#detail", VerticalScroll).scroll_home(animate=False)
         self._status()
 
     def _status(self) -> None:
-        reviewed = sum(c.reviewed for c in self.queue)
-        k, n = agreement_with(self.queue, self.source)
+        reviewed, k, n = self.counts
         ci = wilson(k, n)
         agree = (f"AI agrees {k}/{n} {k / n:.0%} (95% CI {ci[0]:.0%}–{ci[1]:.0%})" if ci
                  else "AI agreement: no verdicts yet")
@@ -146,10 +164,10 @@ class ViewerApp(App[None]):
             f"{reviewed}/{len(self.queue)} reviewed │ {agree} │ {self.order_name}{extra} │ {self.annotator}")
 
     def _update_row(self, c: Comparison) -> None:
-        if c in self.queue:
-            i = self.queue.index(c)
-            table = self.query_one("#queue", DataTable)
-            table.update_cell(str(i), "you", short_verdict(c, c.label_from(self.source)))
+        for i in self.window:
+            if self.queue[i] is c:
+                table = self.query_one("#queue", DataTable)
+                table.update_cell(str(i), "you", short_verdict(c, c.label_from(self.source)))
 
     # ------------------------------------------------------------ actions
     def action_move(self, step: int) -> None:
@@ -174,7 +192,9 @@ class ViewerApp(App[None]):
             return
         entry = V.record_verdict(self.store, c, verdict, self.annotator, self.pending_notes.pop(c.key, None))
         self.undo_stack.append(entry)
+        self._tally(c, -1)
         refresh(self.store, [c])
+        self._tally(c, 1)
         self._update_row(c)
         if self.cursor < len(self.queue) - 1:
             self.cursor += 1
@@ -191,20 +211,21 @@ class ViewerApp(App[None]):
             return
         entry = self.undo_stack.pop()
         V.undo(self.store, entry)
-        hit = [c for c in self.all if c.key == entry.key]
+        hit = [c for c in self.queue.loaded() if c.key == entry.key]
+        for c in hit:
+            self._tally(c, -1)
         refresh(self.store, hit)
         for c in hit:
+            self._tally(c, 1)
             self._update_row(c)
-        if hit and hit[0] in self.queue:
-            self.cursor = self.queue.index(hit[0])
+        pos = self.queue.position(hit[0]) if hit else None
+        if pos is not None:
+            self.cursor = pos
         self.notify(f"undid {entry.what.replace('_', ' ')}", timeout=2)
         self._show()
 
     def action_reload(self) -> None:
         """Re-read the human labels (another reviewer or an import may have added some)."""
-        refresh(self.store, self.all)
-        for c in self.queue:
-            self._update_row(c)
         self._rebuild(self.current)
         self.notify("labels reloaded", timeout=2)
 

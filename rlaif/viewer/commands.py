@@ -66,36 +66,47 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     im.set_defaults(handler=cmd_labels_import)
 
 
-def _load(args, readonly: bool = False):
-    """Open the run store and its comparisons, checking the filters; errors are RlaifError."""
+def open_queue(args, readonly: bool = False):
+    """Open the run store and its review queue as the arguments ask; errors are RlaifError.
+    Returns (store, judge hash, filters, queue); the caller closes the store."""
     from rlaif.errors import RlaifError
-    from rlaif.viewer.queue import Filters, check_principle, load_comparisons, open_run_store
+    from rlaif.viewer.queue import Filters, Queue, check_principle, open_run_store, reading, resolve_judge_hash
 
     if not 0.5 <= args.low_confidence <= 1:
         raise RlaifError(f"--low-confidence must be between 0.5 and 1, got {args.low_confidence}")
     store = open_run_store(args.run_dir, readonly=readonly)
     try:
-        comps = load_comparisons(store)
-        if not comps:
-            raise RlaifError(f"{args.run_dir}: the judge made no comparisons (no AI pairs to review)")
-        check_principle(comps, args.principle)
-        filters = Filters(args.principle, args.status, args.search, args.source, args.category)
+        with reading(store):
+            jh = resolve_judge_hash(store)
+            if store.ai_pair_counts(jh)[0] == 0:
+                raise RlaifError(f"{args.run_dir}: the judge made no comparisons (no AI pairs to review)")
+            check_principle(store, jh, args.principle)
+            filters = Filters(args.principle, args.status, args.search, args.source, args.category)
+            queue = Queue(store, jh, filters, args.order, args.seed, args.low_confidence)
     except BaseException:
         store.close()
         raise
-    return store, comps, filters
+    return store, jh, filters, queue
+
+
+def viewer_app(args, store, judge_hash, filters):
+    from rlaif.viewer.app import ViewerApp
+    from rlaif.viewer.queue import annotator_name
+
+    return ViewerApp(store, judge_hash, annotator_name(args.annotator), filters=filters, order=args.order,
+                     seed=args.seed, low_confidence=args.low_confidence)
 
 
 def cmd_view(args) -> int:
     import sys
 
     from rlaif.errors import RlaifError
-    from rlaif.viewer.queue import annotator_name, build_queue
+    from rlaif.viewer.queue import annotator_name
 
-    annotator = annotator_name(args.annotator)
-    store, comps, filters = _load(args)
+    annotator = annotator_name(args.annotator)  # a bad --annotator is an error before anything opens
+    store, jh, filters, queue = open_queue(args)
     try:
-        if not build_queue(comps, filters, args.order, args.seed, args.low_confidence):
+        if not queue:
             raise RlaifError(f"no comparisons match the filters ({filters.describe()})")
         if not (sys.stdin.isatty() and sys.stderr.isatty()):  # Textual reads stdin and draws on stderr
             raise RlaifError("`rlaif view` needs an interactive terminal; use `rlaif show RUN_DIR` in pipes and logs")
@@ -103,13 +114,9 @@ def cmd_view(args) -> int:
             from rlaif.viewer.rate_app import RateApp
             from rlaif.viewer.rating import responses_of
 
-            RateApp(store, responses_of(build_queue(comps, filters, args.order, args.seed, args.low_confidence)),
-                    annotator).run()
+            RateApp(store, responses_of(queue), annotator).run()  # every response of the queue, in its order
             return 0
-        from rlaif.viewer.app import ViewerApp
-
-        ViewerApp(store, comps, annotator, filters=filters, order=args.order, seed=args.seed,
-                  low_confidence=args.low_confidence).run()
+        viewer_app(args, store, jh, filters).run()
     finally:
         store.close()
     return 0
@@ -118,18 +125,19 @@ def cmd_view(args) -> int:
 def cmd_show(args) -> int:
     from rich.console import Console
 
-    from rlaif.viewer.queue import build_queue
     from rlaif.viewer.render import render_panel
 
-    store, comps, filters = _load(args, readonly=True)
-    store.close()
-    queue = build_queue(comps, filters, args.order, args.seed, args.low_confidence)
-    shown = queue[: args.limit] if args.limit and args.limit > 0 else queue
-    console = Console()
-    console.print(f"{len(queue)} of {len(comps)} comparisons match (filters: {filters.describe()}; "
-                  f"order: {args.order}); showing {len(shown)}")
-    for i, c in enumerate(shown, 1):
-        console.print(render_panel(c, f"{i}/{len(queue)}", args.low_confidence))
+    store, jh, filters, queue = open_queue(args, readonly=True)
+    try:
+        total = store.ai_pair_counts(jh)[0]
+        shown = queue[: args.limit] if args.limit and args.limit > 0 else queue
+        console = Console()
+        console.print(f"{len(queue)} of {total} comparisons match (filters: {filters.describe()}; "
+                      f"order: {args.order}); showing {len(shown)}")
+        for i, c in enumerate(shown, 1):
+            console.print(render_panel(c, f"{i}/{len(queue)}", args.low_confidence))
+    finally:
+        store.close()
     return 0
 
 
@@ -139,10 +147,10 @@ def cmd_labels_stats(args) -> int:
     from rich.console import Console
 
     from rlaif.labels import label_stats, print_stats
-    from rlaif.viewer.queue import load_comparisons, open_run_store
+    from rlaif.viewer.queue import open_run_store, reading, resolve_judge_hash
 
-    with open_run_store(args.run_dir, readonly=True) as store:
-        st = label_stats(store, load_comparisons(store))
+    with open_run_store(args.run_dir, readonly=True) as store, reading(store):
+        st = label_stats(store, resolve_judge_hash(store))
     print_stats(st, Console())
     if args.json_out:
         with open(args.json_out, "w") as f:
@@ -153,28 +161,33 @@ def cmd_labels_stats(args) -> int:
 def cmd_labels_export(args) -> int:
     from rlaif.feedback import feedback_records
     from rlaif.labels import export_records, write_export
-    from rlaif.viewer.queue import load_comparisons, open_run_store
+    from rlaif.viewer.queue import open_run_store, reading, resolve_judge_hash
 
-    with open_run_store(args.run_dir, readonly=True) as store:
-        comps = load_comparisons(store) if args.source != HUMAN else None
-        rows = export_records(store, comps, args.source)
+    with open_run_store(args.run_dir, readonly=True) as store, reading(store):
+        jh = resolve_judge_hash(store) if args.source != HUMAN else None
         feedback = feedback_records(store.feedback()) if args.source != AI else []
-    n, skipped = write_export(rows, args.format, args.output, feedback)
+        n, skipped = write_export(export_records(store, jh, args.source), args.format, args.output, feedback)
     extra = f"; left out: {', '.join(f'{n} {why}' for why, n in skipped.items())}" if skipped else ""
     print(f"wrote {n} {args.source} labels to {args.output} ({args.format}{extra})")
     return 0
 
 
 def cmd_labels_import(args) -> int:
-    from rlaif.labels import read_labels
+    import itertools
+
+    from rlaif.labels import iter_labels
+    from rlaif.safeio import check_regular_file
     from rlaif.viewer.queue import open_run_store
 
-    labels, feedback = read_labels(args.file, human=args.human)  # validate the whole file before touching the store
+    check_regular_file(args.file, "labels import file")
+    feedback: list = []
+    labels = iter_labels(args.file, human=args.human, feedback=feedback)
+    head = list(itertools.islice(labels, 10_000))  # a small file's own errors come before the run directory's
     with open_run_store(args.run_dir) as store:
-        store.add_human_labels(labels)
-        store.add_feedback(feedback)
+        # one transaction, streamed: a bad record anywhere rolls the whole import back
+        n = store.add_human_labels(itertools.chain(head, labels), then_feedback=lambda: feedback)
         total = store.human_label_count()
     fb = f" and {len(feedback)} single-response feedback" if feedback else ""
-    print(f"imported {len(labels)} labels{fb} from {args.file} into {args.run_dir} ({total} human labels in the run; "
+    print(f"imported {n} labels{fb} from {args.file} into {args.run_dir} ({total} human labels in the run; "
           "the next `rlaif run`/`mix` uses them)")
     return 0

@@ -13,10 +13,9 @@ then uses the human label in place of the AI pair.
 
 from __future__ import annotations
 
-import random
+import contextlib
 import re
 import sqlite3
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from rlaif.judges.details import PairDetails, PrincipleDetail
 from rlaif.layout import RunLayout
 from rlaif.records import HumanLabel, pair_key
 from rlaif.store import Store
+from rlaif.store_queue import PairQuery
 from rlaif.vocab import PREFERENCE
 
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -90,15 +90,12 @@ class Comparison:
     @property
     def inconsistent(self) -> bool:
         """The judge's verdict changed when the two answers swapped places (overall or for a principle)."""
-        return self.details.get("position_consistent") is False or any(
-            p.position_consistent is False for p in self.principles)
+        return PairDetails.from_dict(self.details).inconsistent
 
     @property
     def disagreeing(self) -> list[str]:
         """Principles that prefer B although the aggregate picks A."""
-        if not self.scored:
-            return []
-        return [p.id for p in self.principles if p.p_chosen is not None and p.p_chosen < 0.5]
+        return PairDetails.from_dict(self.details).disagreeing(self.scored)
 
     def tier(self, low_confidence: float = LOW_CONFIDENCE) -> int:
         """0 order-inconsistent, 1 low confidence, 2 principles disagree, 3 the rest, 4 unscored."""
@@ -172,17 +169,29 @@ def resolve_judge_hash(store: Store) -> str:
                      "wait for it (or re-run `rlaif judge CONFIG`)")
 
 
+@contextlib.contextmanager
+def reading(store: Store):
+    """SQLite errors while reading the run store become one-line RlaifErrors."""
+    try:
+        yield store
+    except sqlite3.Error as e:
+        raise _unreadable(store, e) from None
+
+
+def _unreadable(store: Store, e: Exception) -> RlaifError:
+    return RlaifError(f"{store.path}: cannot read the run store ({e}); was it written by another rlaif "
+                      "version? re-run `rlaif judge CONFIG`")
+
+
 def load_comparisons(store: Store, judge_hash: str | None = None) -> list[Comparison]:
-    """Every AI comparison of the judge run, human labels attached, in store order."""
+    """Every AI comparison of the judge run, human labels attached, in store order (all in memory: for
+    small runs and tests; the viewer, `show` and `labels` page or stream instead)."""
     try:
         jh = judge_hash or resolve_judge_hash(store)
-        comps = [Comparison.from_record(d) for d in store.ai_pairs(jh)]
-        labels = store.human_labels_by_key()
+        comps = [Comparison.from_record(d) for d in store.iter_ai_pairs(jh)]
+        refresh(store, comps)
     except sqlite3.Error as e:
-        raise RlaifError(f"{store.path}: cannot read the run store ({e}); was it written by another rlaif "
-                         "version? re-run `rlaif judge CONFIG`") from None
-    for c in comps:
-        c.human = labels.get(c.key, [])
+        raise _unreadable(store, e) from None
     return comps
 
 
@@ -208,23 +217,6 @@ class Filters:
         if self.status is not None and self.status not in STATUSES:
             raise RlaifError(f"--status must be one of {', '.join(STATUSES)}, got {self.status!r}")
 
-    def matches(self, c: Comparison) -> bool:
-        if self.principle and not any(p.id == self.principle for p in c.principles):
-            return False
-        if self.status == "unscored" and c.scored:
-            return False
-        if self.status == "reviewed" and not c.reviewed:
-            return False
-        if self.status == "unreviewed" and (c.reviewed or not c.scored):
-            return False
-        if self.source and not any(h.source.startswith(self.source) for h in c.human):
-            return False
-        if self.category and c.category != self.category:
-            return False
-        if self.search and self.search.strip().lower() not in c.haystack():
-            return False
-        return True
-
     def describe(self) -> str:
         parts = [f"{k}={v}" for k, v in (("principle", self.principle), ("status", self.status),
                                           ("source", self.source), ("category", self.category),
@@ -232,45 +224,97 @@ class Filters:
         return ", ".join(parts) or "none"
 
 
-def order(comps: list[Comparison], how: str = "review", seed: int = 0,
-          low_confidence: float = LOW_CONFIDENCE) -> list[Comparison]:
-    """``review``: inconsistent, low confidence, disagreeing principles, the rest, unscored
-    (least confident first within each); ``random``: a seeded shuffle, stable for a seed."""
-    base = sorted(comps, key=lambda c: (c.prompt_id, c.chosen_id, c.rejected_id, c.key))
-    if how == "random":
-        random.Random(seed).shuffle(base)
-        return base
-    if how != "review":
-        raise RlaifError(f"--order must be one of {', '.join(ORDERS)}, got {how!r}")
-    return sorted(base, key=lambda c: (c.tier(low_confidence), c.confidence, -len(c.disagreeing)))
+class Queue:
+    """The review queue of a run, paged from the store in SQL (a run of a million comparisons opens at
+    once): ``len``, indexing and ``position`` of a comparison, as a list of :class:`Comparison` would.
+
+    ``review`` order: inconsistent, low confidence, disagreeing principles, the rest, unscored (least
+    confident first within each); ``random``: by a seeded hash, stable for a seed. Both end with the
+    pair's ids, so the order is total. Filters select within that order (an item keeps its place).
+    """
+
+    PAGE = 200
+
+    def __init__(self, store: Store, judge_hash: str, filters: Filters | None = None, how: str = "review",
+                 seed: int = 0, low_confidence: float = LOW_CONFIDENCE):
+        if how not in ORDERS:
+            raise RlaifError(f"--order must be one of {', '.join(ORDERS)}, got {how!r}")
+        f = filters or Filters()
+        self.store, self.filters = store, f
+        self.query = PairQuery(judge_hash, f.principle, f.status, (f.search or "").strip() or None, f.source,
+                               f.category, how, seed, low_confidence)
+        self._pages: dict[int, list[Comparison]] = {}
+        try:
+            self._len = store.queue_count(self.query)
+        except sqlite3.Error as e:
+            raise _unreadable(store, e) from None
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __bool__(self) -> bool:
+        return self._len > 0
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self._len))]
+        if i < 0:
+            i += self._len
+        if not 0 <= i < self._len:
+            raise IndexError(i)
+        page = self._page(i // self.PAGE)
+        return page[i % self.PAGE]
+
+    def __iter__(self):
+        for i in range(self._len):
+            yield self[i]
+
+    def _page(self, n: int) -> list[Comparison]:
+        if n not in self._pages:
+            if len(self._pages) > 50:  # keep memory flat however far the reviewer goes
+                self._pages.pop(next(iter(self._pages)))
+            comps = [Comparison.from_record(d) for d in self.store.queue_page(self.query, n * self.PAGE, self.PAGE)]
+            refresh(self.store, comps)
+            self._pages[n] = comps
+        return self._pages[n]
+
+    def loaded(self) -> list[Comparison]:
+        """The comparisons read so far (to refresh after a write)."""
+        return [c for page in self._pages.values() for c in page]
+
+    def position(self, c: Comparison | None) -> int | None:
+        """Where ``c`` stands in this queue (None: not in it)."""
+        if c is None:
+            return None
+        return self.store.queue_position(self.query, c.prompt_id, c.chosen_id, c.rejected_id)
+
+    def review_counts(self, source: str) -> tuple[int, int, int]:
+        """(comparisons with a human label; ``source``'s preference verdicts the AI agrees with, all of them)."""
+        return self.store.queue_review_counts(self.query, source)
 
 
-def build_queue(comps: list[Comparison], filters: Filters | None = None, how: str = "review", seed: int = 0,
-                low_confidence: float = LOW_CONFIDENCE) -> list[Comparison]:
-    """Order first, then filter, so an item keeps its place whatever the filter."""
-    f = filters or Filters()
-    return [c for c in order(comps, how, seed, low_confidence) if f.matches(c)]
+def build_queue(store: Store, filters: Filters | None = None, how: str = "review", seed: int = 0,
+                low_confidence: float = LOW_CONFIDENCE, judge_hash: str | None = None) -> Queue:
+    """The queue of the run's latest judge stage (or of ``judge_hash``)."""
+    return Queue(store, judge_hash or resolve_judge_hash(store), filters, how, seed, low_confidence)
 
 
-def check_principle(comps: list[Comparison], principle: str | None) -> None:
-    if principle and not any(p.id == principle for c in comps for p in c.principles):
-        known = sorted({p.id for c in comps for p in c.principles})
-        raise RlaifError(f"--principle {principle!r}: no comparison was judged on it "
-                         f"(principles: {', '.join(known) or 'none'})")
+def check_principle(store: Store, judge_hash: str, principle: str | None) -> None:
+    if principle:
+        known = store.ai_pair_principles(judge_hash)
+        if principle not in known:
+            raise RlaifError(f"--principle {principle!r}: no comparison was judged on it "
+                             f"(principles: {', '.join(sorted(known)) or 'none'})")
 
 
 # ---------------------------------------------------------------- agreement
-def agreement_with(comps: Iterable[Comparison], source: str | None = None) -> tuple[int, int]:
-    """(AI agrees, n) over scored comparisons with a preference label (from ``source``, or any)."""
-    k = n = 0
-    for c in comps:
-        if not c.scored:
-            continue
-        for h in c.human:
-            if h.label == PREFERENCE and (source is None or h.source == source):
-                n += 1
-                k += c.verdict_of(h) == "A"
-    return k, n
+def agreement_of(c: Comparison, source: str) -> tuple[int, int]:
+    """(AI agrees, n) for ``source``'s preference label on ``c``: (0, 0) when it has none or ``c`` is unscored
+    (a queue's own totals come from SQL, ``Queue.review_counts``; this keeps them current after a verdict)."""
+    h = c.label_from(source)
+    if not c.scored or h is None or h.label != PREFERENCE:
+        return 0, 0
+    return int(c.verdict_of(h) == "A"), 1
 
 
 def annotator_name(given: str | None) -> str:

@@ -1,0 +1,186 @@
+"""The review queue's SQL: part of the run store (rlaif/store.py, whose ``Store`` has these methods;
+no other module speaks SQL).
+
+The queue (rlaif/viewer/queue.py) pages through a judge run's AI pairs in "need of review" or a seeded
+random order, with its filters, without reading the run into memory: the AI pairs carry the columns
+the order and the filters need (``pair_key``, ``inconsistent``, ``n_disagree``, ``principle_ids``,
+written with each pair) and the text rules stay in Python, as SQL functions on the connection.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from rlaif.vocab import PREFERENCE
+
+
+def review_columns(details: dict, status: str) -> tuple[int, int, str]:
+    """(inconsistent, principles disagreeing, ",id,id,") of an AI pair: what the review queue sorts and
+    filters on (the rules are PairDetails'; stored as columns so that SQL can page through them)."""
+    from rlaif.judges.details import PairDetails
+
+    d = PairDetails.from_dict(details)
+    ids = "".join(f",{pid}" for pid in sorted(d.principles)) + ("," if d.principles else "")
+    return int(d.inconsistent), len(d.disagreeing(status == "scored")), ids
+
+
+def _has(needle: str, *fields) -> bool:
+    """``needle`` (lower case) in any field, case-insensitively; the last field is details JSON, of
+    which the rationales are searched (not its ids and hashes)."""
+    *plain, details = fields
+    if any(needle in (f or "").lower() for f in plain):
+        return True
+    if not details or "rationale" not in details:
+        return False
+    from rlaif.judges.details import PairDetails
+
+    ps = PairDetails.from_dict(json.loads(details)).principles.values()
+    return any(needle in (p.rationale or "").lower() for p in ps)
+
+
+def _rank(seed: int, *ids: str) -> int:
+    from rlaif.hashing import content_hash
+
+    return int(content_hash([seed, *ids], 12), 16)
+
+
+def sql_functions(db: sqlite3.Connection) -> sqlite3.Connection:
+    """The Python functions the queries call (content hashes and text rules stay in Python)."""
+    from rlaif.records import pair_key
+
+    db.create_function("rlaif_pair_key", 3, pair_key, deterministic=True)
+    db.create_function("rlaif_has", -1, _has, deterministic=True)
+    db.create_function("rlaif_rank", 4, _rank, deterministic=True)
+    db.create_function("rlaif_same", 2, lambda a, b: (a or "").strip() == (b or "").strip(), deterministic=True)
+    return db
+
+
+@dataclass(frozen=True)
+class PairQuery:
+    """Which AI pairs of a judge run, in what order: the review queue as SQL (rlaif/viewer/queue.py gives
+    the filters their meaning; ``order`` "review" sorts by need of review, "random" by a seeded hash)."""
+
+    judge_hash: str
+    principle: str | None = None
+    status: str | None = None  # unreviewed | reviewed | unscored
+    search: str | None = None
+    source: str | None = None  # a human label whose source starts with this
+    category: str | None = None
+    order: str = "review"
+    seed: int = 0
+    low_confidence: float = 0.6
+
+
+LABELLED_SQL = "EXISTS (SELECT 1 FROM human_labels h WHERE h.pair_key=a.pair_key{})"
+PAIR_COLS = ("prompt_id", "prompt", "category", "chosen", "rejected", "confidence", "status", "details",
+              "chosen_id", "rejected_id")
+PAIR_SELECT = """SELECT a.prompt_id, p.text, p.category, c.text, r.text, a.confidence, a.status, a.details,
+                         a.chosen_id, a.rejected_id{extra}
+                  FROM ai_pairs a JOIN prompts p ON p.id=a.prompt_id
+                  JOIN candidates c ON c.id=a.chosen_id JOIN candidates r ON r.id=a.rejected_id"""
+
+
+def pair_record(r: tuple) -> dict[str, Any]:
+    d = dict(zip(PAIR_COLS, r))
+    d["details"] = json.loads(d["details"])
+    return d
+
+
+def _query_sql(q: PairQuery) -> tuple[str, list]:
+    """FROM ... WHERE ... selecting the pairs of ``q`` (alias ``a``)."""
+    joins, where, params = "", ["a.judge_hash=?"], [q.judge_hash]
+    if q.category is not None or q.search:
+        joins += " JOIN prompts p ON p.id=a.prompt_id"
+    if q.principle:
+        where.append("instr(a.principle_ids, ?) > 0")
+        params.append(f",{q.principle},")
+    if q.status == "unscored":
+        where.append("a.status != 'scored'")
+    elif q.status == "reviewed":
+        where.append(LABELLED_SQL.format(""))
+    elif q.status == "unreviewed":
+        where.append("a.status = 'scored' AND NOT " + LABELLED_SQL.format(""))
+    if q.source:
+        where.append(LABELLED_SQL.format(" AND substr(h.source, 1, ?) = ?"))
+        params += [len(q.source), q.source]
+    if q.category is not None:
+        where.append("p.category = ?")
+        params.append(q.category)
+    if q.search:
+        joins += " JOIN candidates c ON c.id=a.chosen_id JOIN candidates r ON r.id=a.rejected_id"
+        where.append("(rlaif_has(?, a.prompt_id, p.text, p.category, c.text, r.text, a.details) OR "
+                     + LABELLED_SQL.format(" AND rlaif_has(?, h.note, NULL)") + ")")
+        params += [q.search.strip().lower()] * 2
+    return f"FROM ai_pairs a{joins} WHERE " + " AND ".join(where), params
+
+
+def _order_sql(q: PairQuery) -> tuple[str, list]:
+    """The queue's order: comma-separated expressions over ``a``, a total order."""
+    ids = "a.prompt_id, a.chosen_id, a.rejected_id"
+    if q.order == "random":
+        return f"rlaif_rank(?, {ids}), {ids}", [q.seed]
+    return ("CASE WHEN a.status != 'scored' THEN 4 WHEN a.inconsistent THEN 0 WHEN a.confidence < ? THEN 1 "
+            f"WHEN a.n_disagree > 0 THEN 2 ELSE 3 END, a.confidence, -a.n_disagree, {ids}"), [q.low_confidence]
+
+
+class QueueQueries:
+    """The ``Store`` methods of the review queue (``self.db`` is the store's connection)."""
+
+    db: sqlite3.Connection
+
+    def ai_pair_principles(self, judge_hash: str) -> set[str]:
+        """Every principle id that judged some AI pair of the run."""
+        rows = self.db.execute("SELECT DISTINCT principle_ids FROM ai_pairs WHERE judge_hash=?", (judge_hash,))
+        return {pid for (ids,) in rows for pid in ids.split(",") if pid}
+
+    def labelled_ai_pairs(self, judge_hash: str) -> Iterator[dict[str, Any]]:
+        """The AI pairs of a judge run that carry a human label (each once), streamed."""
+        q = (PAIR_SELECT.format(extra="") + " WHERE a.judge_hash=? AND " + LABELLED_SQL.format("")
+             + " ORDER BY a.prompt_id, a.chosen_id, a.rejected_id")
+        for r in self.db.execute(q, (judge_hash,)):
+            yield pair_record(r)
+
+    def queue_count(self, q: PairQuery) -> int:
+        sql, params = _query_sql(q)
+        return self.db.execute(f"SELECT COUNT(*) {sql}", params).fetchone()[0]
+
+    def queue_page(self, q: PairQuery, offset: int, limit: int) -> list[dict[str, Any]]:
+        """Records (as ``ai_pairs``) at positions offset.. of the queue: the page's rows are found by
+        the order alone, then their texts read (the sort never carries texts)."""
+        sql, params = _query_sql(q)
+        order, oparams = _order_sql(q)
+        ids = [r[0] for r in self.db.execute(f"SELECT a.rowid {sql} ORDER BY {order} LIMIT ? OFFSET ?",
+                                             [*params, *oparams, limit, offset])]
+        if not ids:
+            return []
+        q_rows = PAIR_SELECT.format(extra=", a.rowid") + f" WHERE a.rowid IN ({','.join('?' * len(ids))})"
+        by_id = {r[-1]: pair_record(r[:-1]) for r in self.db.execute(q_rows, ids)}
+        return [by_id[i] for i in ids]
+
+    def queue_position(self, q: PairQuery, prompt_id: str, chosen_id: str, rejected_id: str) -> int | None:
+        """Where the pair stands in the queue (None: the filters leave it out)."""
+        sql, params = _query_sql(q)
+        order, oparams = _order_sql(q)
+        me = "a.prompt_id=? AND a.chosen_id=? AND a.rejected_id=?"
+        ids = [prompt_id, chosen_id, rejected_id]
+        if self.db.execute(f"SELECT 1 {sql} AND {me}", [*params, *ids]).fetchone() is None:
+            return None
+        mine = f"(SELECT {order} FROM ai_pairs a WHERE a.judge_hash=? AND {me})"
+        return self.db.execute(f"SELECT COUNT(*) {sql} AND ({order}) < {mine}",
+                               [*params, *oparams, *oparams, q.judge_hash, *ids]).fetchone()[0]
+
+    def queue_review_counts(self, q: PairQuery, source: str) -> tuple[int, int, int]:
+        """(pairs of the queue with any human label; ``source``'s preference labels on its scored pairs
+        that agree with the AI's choice, and all of them)."""
+        sql, params = _query_sql(q)
+        reviewed = self.db.execute(f"SELECT COUNT(*) {sql} AND {LABELLED_SQL.format('')}", params).fetchone()[0]
+        joined = sql.replace(" WHERE ", " JOIN human_labels h2 ON h2.pair_key=a.pair_key AND h2.source=? AND "
+                             "h2.label=? JOIN candidates c2 ON c2.id=a.chosen_id WHERE ", 1)
+        k, n = self.db.execute(f"SELECT COALESCE(SUM(rlaif_same(h2.chosen, c2.text)), 0), COUNT(*) {joined} "
+                               "AND a.status='scored'", [source, PREFERENCE, *params]).fetchone()
+        return reviewed, k, n
+
