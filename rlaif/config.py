@@ -373,6 +373,22 @@ class PolicyTrainingConfig(_Section):
         return self.model_dump(mode="json", exclude=skip)
 
 
+class CritiqueConfig(_Section):
+    """The critique stage (Constitutional AI's critique and revision; rlaif/critique.py)."""
+
+    enabled: bool = Field(False, description="run the critique stage (after sft)")
+    reviser: Literal["policy", "judge"] = Field(
+        "policy", description="who critiques and revises: the SFT policy itself, or the judge's LLM backend "
+                              "(openai | transformers; the embedding judge writes no text)")
+    passes: int = Field(1, ge=1, le=8, description="critique-revision rounds per prompt")
+    max_new_tokens: int = Field(96, ge=1, description="per answer, critique and revision")
+    temperature: float = Field(0.7, gt=0, description="reviser: policy sampling temperature (LLM judges: greedy)")
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_prompts: int | None = Field(None, ge=1, description="first N train prompts only")
+    batch_size: int = Field(16, ge=1, description="calls per committed batch")
+    in_mix: bool = Field(True, description="the revision pairs join the mix (source 'revision', weighted like AI)")
+
+
 class EvalConfig(_Section):
     max_prompts: int = Field(64, ge=1)
     max_new_tokens: int = Field(48, ge=1)
@@ -392,6 +408,7 @@ class PipelineConfig(_Section):
     policy: PolicyConfig = PolicyConfig()
     generate: GenerateConfig = GenerateConfig()
     judge: JudgeConfig
+    critique: CritiqueConfig = CritiqueConfig()
     mix: MixConfig = MixConfig()
     reward_model: RewardModelConfig = RewardModelConfig()
     policy_training: PolicyTrainingConfig = PolicyTrainingConfig()

@@ -20,14 +20,16 @@ def load_policy(path: str | Path, device: str):
 
 
 def sample(model, tok, prompts: list[str], n: int, max_new_tokens: int, temperature: float, top_p: float,
-           seed: int, device: str) -> list[list[str]]:
-    """``n`` sampled responses per prompt (one batched ``generate`` call)."""
+           seed: int, device: str, truncate: bool = False) -> list[list[str]]:
+    """``n`` sampled responses per prompt (one batched ``generate`` call). ``truncate``: keep the end of a
+    prompt longer than the model's positions leave room for (with ``max_new_tokens``) instead of failing."""
     import torch
 
     from rlaif.train.hf import max_positions
 
     torch.manual_seed(seed)
-    enc = encode_policy_inputs(tok, prompts, return_tensors="pt", padding=True).to(device)
+    kw = {"truncation": True, "max_length": max(1, max_positions(model.config) - max_new_tokens)} if truncate else {}
+    enc = encode_policy_inputs(tok, prompts, return_tensors="pt", padding=True, **kw).to(device)
     max_new = max(1, min(max_new_tokens, max_positions(model.config) - enc["input_ids"].shape[1]))
     with torch.no_grad():
         out = model.generate(

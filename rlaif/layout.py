@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 # The stage-output folders (RunLayout fields); a stage names its output by one of these.
-OUTPUT_DIRS = ("sft", "pairs", "reward_model", "policy")
+OUTPUT_DIRS = ("sft", "critique", "pairs", "reward_model", "policy")
 
 
 def partial_dir(out: Path) -> Path:
@@ -48,6 +48,7 @@ class RunLayout:
 
     root: Path
     sft: Path = field(default=None)  # type: ignore[assignment]
+    critique: Path = field(default=None)  # type: ignore[assignment]
     pairs: Path = field(default=None)  # type: ignore[assignment]
     reward_model: Path = field(default=None)  # type: ignore[assignment]
     policy: Path = field(default=None)  # type: ignore[assignment]

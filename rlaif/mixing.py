@@ -23,7 +23,7 @@ from rlaif.config import MixConfig
 from rlaif.hashing import content_hash
 from rlaif.layout import RunLayout, finalize_dir
 from rlaif.records import Feedback, HumanLabel, PreferencePair, pair_key
-from rlaif.vocab import AI, FILE, HUMAN, PREFERENCE
+from rlaif.vocab import AI, FILE, HUMAN, PREFERENCE, REVISION
 
 
 def _held_out(key: str, fraction: float, seed: int) -> bool:
@@ -60,7 +60,7 @@ def human_split(human: list[HumanLabel], feedback: list[Feedback], cfg: MixConfi
 
 
 def mix(ai_pairs: list[dict], human: list[HumanLabel], cfg: MixConfig, seed: int,
-        feedback: list[Feedback] = ()) -> tuple[dict, dict]:
+        feedback: list[Feedback] = (), revisions: list[dict] = ()) -> tuple[dict, dict]:
     """Return ({"train": [...], "eval": [...], "unpaired": [rows]}, stats)."""
     stats = {"ai_pairs_in": len(ai_pairs), "human_labels_in": len(human), "human_ties": 0,
              "human_overrides": 0, "human_disagreements": 0, "ai_dropped_low_confidence": 0,
@@ -111,7 +111,13 @@ def mix(ai_pairs: list[dict], human: list[HumanLabel], cfg: MixConfig, seed: int
         return PreferencePair(h.prompt, h.chosen, h.rejected, HUMAN, cfg.human_weight if split == "train" else 1.0,
                               None, None, meta, h.margin)
 
-    train = ai_train + [human_pair(h, "train") for h in train_h]
+    # The critique stage's revisions (rlaif/critique.py): weighted like AI pairs, never held out.
+    revised = [PreferencePair(r["prompt"], r["chosen"], r["rejected"], REVISION, 1.0, None, r.get("prompt_id"),
+                              {"principles": r.get("principles"), "writer": r.get("writer")})
+               for r in revisions if pair_key(r["prompt"], r["chosen"], r["rejected"]) not in prefs]
+    if revisions:
+        stats["revision_pairs"] = len(revised)
+    train = ai_train + revised + [human_pair(h, "train") for h in train_h]
     evals = [human_pair(h, "eval") for h in eval_h]
     if not evals and ai_train and cfg.human_eval_fraction > 0:
         # No human labels at all: hold out AI pairs instead, so the RM still has an eval split.

@@ -66,6 +66,10 @@ def load_inputs(cfg: PipelineConfig) -> Inputs:
     if cfg.policy.sft_data:
         load_sft(cfg.policy.sft_data)
         hashes["sft_data"] = file_hash(cfg.policy.sft_data)
+    if cfg.critique.enabled:  # a reviser that cannot write text is refused before the run directory exists
+        from rlaif.critique import check_reviser
+
+        check_reviser(cfg)
     if not any(p.split == "train" for p in prompts):
         raise RlaifError(f"{cfg.data.prompts}: no training prompts left after data.eval_fraction; lower it")
     return Inputs(prompts, constitution, labels, hashes, feedback)
@@ -161,9 +165,15 @@ class Run:
 
         return check_gate(self, stage, force)
 
-    def run_stage(self, stage: str, force: bool = False) -> None:
+    def run_stage(self, stage: str, force: bool = False, explicit: bool = False) -> None:
         from rlaif.progress import console
 
+        if not stages.get(stage).enabled(self.cfg):
+            if explicit:
+                raise RlaifError(f"stage {stage!r} is off in this config; set {stage}.enabled: true "
+                                 f"(or --set {stage}.enabled=true)")
+            console.print(f"[dim]skip {stage}: off ({stage}.enabled: false)[/dim]")
+            return
         if not self.should_run(stage, force):
             return
         gate = self.check_gate(stage, force)
@@ -276,7 +286,7 @@ def run_pipeline(cfg: PipelineConfig, names: tuple[str, ...] = stages.NAMES, wor
     try:
         for s in names:
             try:
-                run.run_stage(s, force=force)
+                run.run_stage(s, force=force, explicit=len(names) == 1)
             except Exception as e:
                 from rlaif.outputs import disk_full
 

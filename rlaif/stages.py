@@ -12,7 +12,8 @@ CLI (rlaif/cli.py) need to know about it:
   the output for the stages after it;
 - ``launchable``: whether ``--launcher accelerate`` can run it in several processes;
 - ``checkpoints``: whether it trains with checkpoints (checked and stamped before it starts);
-- ``gated``: whether the agreement gate (``mix.min_judge_agreement``, rlaif/gate.py) must pass first.
+- ``gated``: whether the agreement gate (``mix.min_judge_agreement``, rlaif/gate.py) must pass first;
+- ``enabled(cfg)``: whether the stage is on (``critique`` is off unless ``critique.enabled``).
 
 The order of ``STAGES`` is the order of ``rlaif run``. Only stdlib imports at module level:
 the CLI reads this table to build its parser.
@@ -44,6 +45,7 @@ class Stage:
     launchable: bool = False
     checkpoints: bool = False  # trains with resumable checkpoints in the output's .partial folder
     gated: bool = False  # trains on the mix: the agreement gate (rlaif/gate.py) is checked before it runs
+    enabled: Callable[[PipelineConfig], bool] = lambda cfg: True  # an optional stage is off unless its config says
 
     def output_path(self, layout: RunLayout) -> Path | None:
         """The file whose presence means this stage's output is complete (None: nothing on disk)."""
@@ -75,6 +77,24 @@ def _sft(run: Run) -> dict:
                    run.cfg.data.system_prompt)
     info["output_hash"] = dir_hash(run.layout.sft)
     return info
+
+
+# ------------------------------------------------------------------ critique
+def _critique_parts(run: Run) -> dict:
+    return {"critique": run.cfg.critique.model_dump(mode="json", exclude={"batch_size", "in_mix"}),
+            "constitution": run.inputs.constitution.hash, "judge": run.cfg.judge.call_hash()
+            if run.cfg.critique.reviser == "judge" else None,
+            "prompts": [(p.id, p.text, p.category) for p in run.inputs.prompts if p.split == "train"]}
+
+
+def _critique(run: Run) -> dict:
+    from rlaif.critique import run_critique
+
+    return run_critique(run)
+
+
+def revisions_in_mix(cfg: PipelineConfig) -> bool:
+    return cfg.critique.enabled and cfg.critique.in_mix
 
 
 # ------------------------------------------------------------------ generate
@@ -141,6 +161,10 @@ def _judge(run: Run) -> dict:
 
 
 # ------------------------------------------------------------------ mix
+def _mix_needs(cfg: PipelineConfig) -> tuple[str, ...]:
+    return ("judge", "critique") if revisions_in_mix(cfg) else ("judge",)
+
+
 def _mix_parts(run: Run) -> dict:
     return {"mix": run.cfg.mix.hash_view(),
             "human": content_hash([(x.key, x.chosen, x.label, x.source) for x in run.all_human_labels()]),
@@ -152,7 +176,12 @@ def _mix(run: Run) -> dict:
     from rlaif.mixing import mix, save_pairs
 
     ai = run.store.ai_pairs(run.results_of("judge")["judge_hash"])
-    splits, stats = mix(ai, run.all_human_labels(), run.cfg.mix, run.cfg.seed, run.all_feedback())
+    revisions = []
+    if revisions_in_mix(run.cfg):
+        from rlaif.critique import revision_pairs
+
+        revisions = revision_pairs(run.layout)
+    splits, stats = mix(ai, run.all_human_labels(), run.cfg.mix, run.cfg.seed, run.all_feedback(), revisions)
     save_pairs(splits, run.layout)
     stats["output_hash"] = dir_hash(run.layout.pairs)
     return stats
@@ -229,9 +258,11 @@ def _eval(run: Run) -> dict:
 
 STAGES: tuple[Stage, ...] = (
     Stage("sft", _always(), _sft_parts, _sft, output="sft", marker="config.json", checkpoints=True),
+    Stage("critique", _always("sft"), _critique_parts, _critique, output="critique", marker="pairs.jsonl",
+          enabled=lambda cfg: cfg.critique.enabled),
     Stage("generate", _always("sft"), _generate_parts, _generate),
     Stage("judge", _always("generate"), _judge_parts, _judge),
-    Stage("mix", _always("judge"), _mix_parts, _mix, output="pairs", marker="dataset_dict.json"),
+    Stage("mix", _mix_needs, _mix_parts, _mix, output="pairs", marker="dataset_dict.json"),
     Stage("train-rm", _always("mix"), _train_rm_parts, _train_rm, output="reward_model", marker="config.json",
           launchable=True, checkpoints=True, gated=True),
     Stage("train-policy", _policy_needs, _train_policy_parts, _train_policy, output="policy", marker="config.json",

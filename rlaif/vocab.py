@@ -36,6 +36,7 @@ AI_SOURCE = "ai:"
 # Kinds of pairs and exported records.
 AI = "ai"
 HUMAN = "human"
+REVISION = "revision"  # a critique stage's revision chosen over the policy's first answer (rlaif/critique.py)
 
 
 def file_source(origin: str) -> str:

@@ -26,6 +26,8 @@ class BackendEntry:
     # (cfg, seed) -> a judge with the cache keys of factory's that loads no model and makes no call
     # (rlaif/judges/plan.py); None: plan_judge builds the backend and copies its identity.
     plan: Callable[..., JudgeBackend] | None = None
+    # (cfg, device) -> the LLM completer, for writing text (critiques, revisions); None: it writes none.
+    completer: Callable[..., object] | None = None
 
 
 def _embedding(cfg, device: str, seed: int) -> JudgeBackend:
@@ -73,9 +75,11 @@ BACKENDS: dict[str, BackendEntry] = {
                               "MiniLM sentence embeddings against the principles' examples, offline on CPU",
                               _embedding_plan),
     "openai": BackendEntry(_llm(_openai_completer), LLMJudge.capabilities,
-                           "an LLM behind any OpenAI-compatible server (vLLM, TGI, llama.cpp, OpenAI)", _llm_plan),
+                           "an LLM behind any OpenAI-compatible server (vLLM, TGI, llama.cpp, OpenAI)", _llm_plan,
+                           _openai_completer),
     "transformers": BackendEntry(_llm(_transformers_completer), LLMJudge.capabilities,
-                                 "a local causal LM loaded with transformers", _llm_plan),
+                                 "a local causal LM loaded with transformers", _llm_plan,
+                                 _transformers_completer),
 }
 
 

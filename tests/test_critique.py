@@ -1,0 +1,131 @@
+"""The critique stage (Constitutional AI critique and revision): the policy or the judge's LLM revises; outputs in
+TRL formats with provenance; the mix takes the pairs; cached and resumable; the embedding judge writes no text."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+from conftest import make_tiny_project
+
+from rlaif.cli import main
+from rlaif.testing.fake_openai import FakeOpenAI, Reply
+
+pytestmark = pytest.mark.slow
+
+
+def writer(req):
+    last = req["messages"][-1]["content"]
+    if "Write a short critique" in last:
+        return Reply("The response is vague about safety.")
+    if "rewritten response only" in last:
+        return Reply(f"A careful, revised answer ({len(req['messages'])} messages seen).")
+    return Reply("unexpected")
+
+
+def on(*extra):
+    return ["--set", "critique.enabled=true", *extra]
+
+
+def llm(server, *extra):
+    return on("--set", "critique.reviser=judge", "--set", "judge.backend=openai", "--set",
+              f"judge.base_url={server.base_url}", "--set", "judge.model=fake-writer", *extra)
+
+
+@pytest.fixture
+def project(tmp_path, scripted_backend):
+    proj = make_tiny_project(tmp_path / "proj")
+    assert main(["sft", str(proj / "pipeline.yaml")]) == 0
+    return proj
+
+
+def _rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_llm_reviser_writes_trl_sets_with_provenance_cached_and_mixed(project, capsys):
+    cfg = str(project / "pipeline.yaml")
+    with FakeOpenAI(responder=writer) as server:
+        args = llm(server, "--set", "critique.passes=2")
+        assert main(["critique", cfg, *args]) == 0
+        n = len(server.requests)
+        sft, pairs = _rows(project / "run" / "critique" / "sft.jsonl"), _rows(project / "run" / "critique" / "pairs.jsonl")
+        db = sqlite3.connect(project / "run" / "store.sqlite")
+        info = json.loads(db.execute("SELECT info FROM stages WHERE name='critique'").fetchone()[0])
+        train = db.execute("SELECT COUNT(*) FROM prompts WHERE split='train'").fetchone()[0]
+        # Two passes of critique + revision per prompt the policy answered (the first answers are the policy's).
+        assert 0 < info["revised"] == len(sft) == len(pairs) <= train and n == 2 * 2 * info["revised"]
+        # The revision request sees the prompt, the answer, the critique request and the critique.
+        assert all(r["completion"] == "A careful, revised answer (5 messages seen)." for r in sft)
+        assert all(set(r) >= {"prompt", "chosen", "rejected", "principles", "writer", "constitution_hash"} for r in pairs)
+        assert all(len(r["principles"]) == 2 and r["chosen"] != r["rejected"] for r in pairs)
+        assert all(r["writer"] == {"backend": "openai", "model": "fake-writer"} for r in pairs)
+        # The SFT set is a valid policy.sft_data file (TRL prompt-completion).
+        from rlaif.records import load_sft
+
+        assert len(load_sft(project / "run" / "critique" / "sft.jsonl")) == len(sft)
+        # A forced re-run makes no call (every call cached); the mix takes the pairs as source "revision".
+        assert main(["critique", cfg, *args, "--force"]) == 0
+        assert len(server.requests) == n
+        for stage in ("generate", "judge", "mix"):
+            assert main([stage, cfg, *args]) == 0
+    mix = json.loads(db.execute("SELECT info FROM stages WHERE name='mix'").fetchone()[0])
+    assert mix["revision_pairs"] == len(pairs)
+    from datasets import load_from_disk
+
+    ds = load_from_disk(str(project / "run" / "pairs"))["train"]
+    assert sum(s == "revision" for s in ds["source"]) == len(pairs)
+
+
+def test_killed_stage_resumes_paying_only_the_rest(project, monkeypatch):
+    """A stop after the first committed batch keeps it: the re-run makes only the remaining calls."""
+    import rlaif.critique as critique
+
+    cfg = str(project / "pipeline.yaml")
+    with FakeOpenAI(responder=writer) as server:
+        args = llm(server, "--set", "critique.batch_size=2")
+        real, seen = critique.Asker.ask, {"n": 0}
+
+        def ask(self, messages, label):
+            out = real(self, messages, label)
+            seen["n"] += 1
+            if seen["n"] == 2:  # the first answers, then the first critiques: stop here
+                raise KeyboardInterrupt
+            return out
+
+        monkeypatch.setattr(critique.Asker, "ask", ask)
+        assert main(["critique", cfg, *args]) == 130
+        paid = len(server.requests)
+        assert paid > 0
+        monkeypatch.setattr(critique.Asker, "ask", real)
+        assert main(["critique", cfg, *args]) == 0
+        total = len(server.requests)
+    with FakeOpenAI(responder=writer) as fresh:  # the same stage from scratch, for the count
+        other = make_tiny_project(project.parent / "fresh")
+        assert main(["sft", str(other / "pipeline.yaml")]) == 0
+        assert main(["critique", str(other / "pipeline.yaml"), *llm(fresh, "--set", "critique.batch_size=2")]) == 0
+        assert total == len(fresh.requests)  # nothing paid twice
+
+
+def test_policy_reviser_runs_with_the_embedding_judge(project):
+    assert main(["critique", str(project / "pipeline.yaml"), *on("--set", "critique.max_new_tokens=8",
+                                                                 "--set", "critique.max_prompts=3")]) == 0
+    pairs = _rows(project / "run" / "critique" / "pairs.jsonl")
+    assert all(r["writer"]["backend"] == "policy" for r in pairs)
+    info = json.loads(sqlite3.connect(project / "run" / "store.sqlite").execute(
+        "SELECT info FROM stages WHERE name='critique'").fetchone()[0])
+    # 3 first answers, then a critique and a revision for each answered prompt: all by the tiny policy.
+    assert info["prompts"] == 3 and 3 < info["calls"] <= 3 + 2 * 3 and len(pairs) <= 3
+
+
+@pytest.mark.parametrize("case", ["embedding-judge-writes-no-text", "stage-off"], ids=str)
+def test_refused_with_one_line_nothing_written(case, tmp_path, capsys, scripted_backend):
+    proj = make_tiny_project(tmp_path / "proj")
+    args = on("--set", "critique.reviser=judge", "--set", "judge.backend=embedding") if case.startswith("emb") else []
+    assert main(["critique", str(proj / "pipeline.yaml"), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert ("cannot write critiques" in err) if case.startswith("emb") else ("critique.enabled" in err)
+    if case.startswith("emb"):
+        assert not (proj / "run").exists()
