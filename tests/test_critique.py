@@ -129,3 +129,35 @@ def test_refused_with_one_line_nothing_written(case, tmp_path, capsys, scripted_
     assert ("cannot write critiques" in err) if case.startswith("emb") else ("critique.enabled" in err)
     if case.startswith("emb"):
         assert not (proj / "run").exists()
+
+
+def test_kill_9_then_rerun_pays_at_most_the_calls_in_flight_twice(project):
+    """A real kill -9 of `rlaif critique` mid-stage: the re-run finishes it, and the calls paid twice are at
+    most about the calls that were in flight (every finished call was committed as it completed)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    concurrency = 2
+    with FakeOpenAI(latency_s=0.15, responder=writer) as server:
+        args = llm(server, "--set", f"judge.concurrency={concurrency}", "--set", "critique.batch_size=8")
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        proc = subprocess.Popen([sys.executable, "-m", "rlaif", "critique", str(project / "pipeline.yaml"), *args],
+                                cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while len(server.requests) < 6 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert proc.poll() is None, "critique finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        first = len(server.requests)
+        assert main(["critique", str(project / "pipeline.yaml"), *args]) == 0
+        total = len(server.requests)
+    info = json.loads(sqlite3.connect(project / "run" / "store.sqlite").execute(
+        "SELECT info FROM stages WHERE name='critique'").fetchone()[0])
+    needed = 2 * info["revised"]  # one critique and one revision per answered prompt (one pass)
+    assert first < needed <= total and total - needed <= 2 * concurrency + 1, (first, total, needed)

@@ -90,3 +90,22 @@ def test_judge_stage_fits_on_training_pairs_only(tiny_project, monkeypatch, caps
     # Without the fit the judge stage's input hash differs (the weights change the AI pairs' ranking).
     assert main(["judge", cfg]) == 0
     assert "skip judge" not in capsys.readouterr().err
+
+
+def test_fitted_weights_rank_pointwise_items_and_pairwise_comparisons():
+    """The judge stage's two uses: a pointwise total (scored principles only, plus length) and a pairwise P(A)."""
+    from rlaif.fit_weights import FittedWeights, words_feature
+    from rlaif.judges.base import Verdict
+    from rlaif.judges.core import Comparison, Item
+    from rlaif.judges.llm import PairVerdict
+    from rlaif.judges.ranking import sigmoid
+
+    fw = FittedWeights({"a": 2.0, "b": -1.0, "c": 5.0}, intercept=0.7, length=0.5)
+    it = Item("q", None, "one two three", {"a": Verdict(0.3), "b": Verdict(0.1), "c": Verdict.unscored("x")})
+    assert fw.item_total(it) == pytest.approx(2 * 0.3 - 0.1 + 0.5 * math.log1p(3))
+    assert fw.item_total(Item("q", None, "r", {"c": Verdict.unscored("x")})) is None
+    comp = Comparison("q", None, "short", "a much longer answer here", [],
+                      {"a": PairVerdict(0.9, "scored"), "b": PairVerdict(0.2, "scored"), "c": PairVerdict(None, "unscored")})
+    z = 2 * 0.4 - 1 * (-0.3) + 0.5 * (words_feature("short") - words_feature("a much longer answer here"))
+    assert fw.comparison_p_first(comp) == pytest.approx(sigmoid(z))  # no first-position intercept
+    assert fw.comparison_p_first(Comparison("q", None, "x", "y", [], {"c": PairVerdict(None, "unscored")})) is None
