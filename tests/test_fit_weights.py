@@ -109,3 +109,15 @@ def test_fitted_weights_rank_pointwise_items_and_pairwise_comparisons():
     z = 2 * 0.4 - 1 * (-0.3) + 0.5 * (words_feature("short") - words_feature("a much longer answer here"))
     assert fw.comparison_p_first(comp) == pytest.approx(sigmoid(z))  # no first-position intercept
     assert fw.comparison_p_first(Comparison("q", None, "x", "y", [], {"c": PairVerdict(None, "unscored")})) is None
+
+
+def test_report_section_shows_both_weightings():
+    from rlaif.report import fitted_lines
+
+    fw = {"weights": {"a": 1.5}, "intercept": 0.1, "length": None, "n_train": 40, "l2": 1.0,
+          "held_out": {"n": 12, "constitution": {"accuracy": 0.5, "ci95": (0.25, 0.75), "n": 12},
+                       "fitted": {"accuracy": 0.75, "ci95": (0.47, 0.91), "n": 12},
+                       "per_principle": {"a": {"agreement": 0.7, "constitution_weight": 2.0, "fitted_weight": 1.5}}}}
+    text = "\n".join(fitted_lines(fw))
+    assert "40 human training pairs" in text and "constitution weights: 0.500" in text
+    assert "fitted weights: 0.750 (95% CI 0.470–0.910)" in text and "| a | 0.700 | 2.000 | 1.500 |" in text
