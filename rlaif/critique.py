@@ -73,9 +73,22 @@ def check_reviser(cfg) -> None:
     if cfg.critique.reviser == "judge" and backend_entry(cfg.judge.backend).completer is None:
         raise RlaifError(f"critique.reviser: judge: the {cfg.judge.backend!r} judge backend cannot write critiques "
                          "or revisions; set critique.reviser: policy, or judge.backend: openai | transformers")
-    if cfg.generate.backend != "transformers":
-        raise RlaifError("critique: the first answers come from the local SFT policy; generate.backend: "
-                         f"{cfg.generate.backend} (a served policy) is not supported by the critique stage yet")
+    if cfg.generate.backend == "openai":
+        from rlaif.generate_openai import check_served
+
+        check_served(cfg.generate)
+
+
+def served_policy(cfg) -> Completer:
+    """A served policy (``generate.backend: openai``) as a writer: the judge's OpenAI client on
+    ``generate.served``'s server and model (it answers greedily)."""
+    from rlaif.config import JudgeConfig
+    from rlaif.judges.openai_backend import OpenAICompleter
+
+    s = cfg.generate.served
+    return OpenAICompleter(JudgeConfig(backend="openai", model=s.model, base_url=s.base_url, api_key_env=s.api_key_env,
+                                       concurrency=s.concurrency, timeout_s=s.timeout_s, max_retries=s.max_retries,
+                                       constitution=cfg.judge.constitution))
 
 
 def make_writers(run) -> tuple[Completer, Completer]:
@@ -84,7 +97,11 @@ def make_writers(run) -> tuple[Completer, Completer]:
 
     cc, jc = run.cfg.critique, run.cfg.judge
     check_reviser(run.cfg)
-    policy = PolicyWriter(run.layout.sft, run.output_hash("sft"), cc.temperature, cc.top_p, run.cfg.seed, run.device)
+    if run.cfg.generate.backend == "openai":
+        policy = served_policy(run.cfg)
+    else:
+        policy = PolicyWriter(run.layout.sft, run.output_hash("sft"), cc.temperature, cc.top_p, run.cfg.seed,
+                              run.device)
     if cc.reviser == "policy":
         return policy, policy
     return policy, backend_entry(jc.backend).completer(jc, run.device)

@@ -84,7 +84,9 @@ def _critique_parts(run: Run) -> dict:
     return {"critique": run.cfg.critique.model_dump(mode="json", exclude={"batch_size", "in_mix"}),
             "constitution": run.inputs.constitution.hash, "judge": run.cfg.judge.call_hash()
             if run.cfg.critique.reviser == "judge" else None,
-            "prompts": [(p.id, p.text, p.category) for p in run.inputs.prompts if p.split == "train"]}
+            "prompts": [(p.id, p.text, p.category) for p in run.inputs.prompts if p.split == "train"],
+            "served": run.cfg.generate.served.model_dump(mode="json", include={"model", "base_url"})
+            if run.cfg.generate.backend == "openai" else None}
 
 
 def _critique(run: Run) -> dict:

@@ -161,3 +161,19 @@ def test_kill_9_then_rerun_pays_at_most_the_calls_in_flight_twice(project):
         "SELECT info FROM stages WHERE name='critique'").fetchone()[0])
     needed = 2 * info["revised"]  # one critique and one revision per answered prompt (one pass)
     assert first < needed <= total and total - needed <= 2 * concurrency + 1, (first, total, needed)
+
+
+def test_served_policy_answers_critiques_and_revises(project):
+    """generate.backend: openai: the served policy writes the first answers too (no local model)."""
+    def policy(req):
+        last = req["messages"][-1]["content"]
+        return writer(req) if "critique" in last or "rewritten" in last else Reply("A first answer.")
+
+    with FakeOpenAI(responder=policy) as server:
+        args = on("--set", "generate.backend=openai", "--set", "generate.served.model=fake-policy",
+                  "--set", f"generate.served.base_url={server.base_url}")
+        assert main(["critique", str(project / "pipeline.yaml"), *args]) == 0
+        n = len(server.requests)
+    pairs = _rows(project / "run" / "critique" / "pairs.jsonl")
+    assert pairs and n == 3 * len(pairs)  # first answer, critique, revision per prompt
+    assert all(r["rejected"] == "A first answer." and r["writer"]["model"] == "fake-policy" for r in pairs)
