@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run every pipeline stage (skipping those whose inputs are unchanged)")
     _add_config_args(p)
+    p.add_argument("--rounds", default=None, metavar="N",  # checked with the config (exit 2 naming rounds)
+                   help="iterative rounds (overrides the config's rounds): sample, judge and train again from "
+                        "each round's policy")
     for stage in stages.STAGES:
         p = sub.add_parser(stage.name, help=f"run the {stage.name} stage only")
         _add_config_args(p)
@@ -156,9 +159,17 @@ def _cmd_pipeline(args) -> int:
     from rlaif.pipeline import run_pipeline
     from rlaif.progress import console
 
-    cfg = load_config(args.config, args.overrides)
+    rounds = getattr(args, "rounds", None)
+    cfg = load_config(args.config, args.overrides + ([f"rounds={rounds}"] if rounds is not None else []))
     names = stages.NAMES if args.command == "run" else (args.command,)
-    run = run_pipeline(cfg, names, args.workdir, force=args.force)
+    if cfg.rounds > 1 and args.command == "run":  # a one-stage command acts on round 1 (the run directory)
+        from rlaif.rounds import run_rounds
+
+        run = run_rounds(cfg, names, args.workdir, force=args.force)[0]
+        if "eval" in names:
+            console.print(f"rounds: {run.layout.rounds_md}")
+    else:
+        run = run_pipeline(cfg, names, args.workdir, force=args.force)
     if "eval" in names:
         console.print(f"report: {run.layout.report_md} (figures in {run.layout.report_json})")
     else:

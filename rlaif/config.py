@@ -413,6 +413,8 @@ class PipelineConfig(_Section):
     reward_model: RewardModelConfig = RewardModelConfig()
     policy_training: PolicyTrainingConfig = PolicyTrainingConfig()
     eval: EvalConfig = EvalConfig()
+    rounds: int = Field(1, ge=1, le=20, description="iterative rounds (rlaif/rounds.py): round k+1 samples, "
+                                                    "judges and trains again from round k's policy")
 
     # The file it came from (not part of the hash).
     source: str | None = Field(None, exclude=True)

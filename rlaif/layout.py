@@ -9,6 +9,9 @@
       report.json report.md   the eval stage's figures and rendering
       manifest.json           provenance of the run
       .rank<k>/               scratch of process k under ``--launcher accelerate`` (RunLayout.for_worker)
+      rounds/<k>/             round k >= 2 of ``rounds: N`` (rlaif/rounds.py): a run directory of its
+                              own, with round_source.json (the version of round k-1's policy it copied)
+      rounds.json rounds.md rounds.png   the per-round figures
 
 Only stdlib imports: the CLI and the stage table import this at start-up.
 """
@@ -85,8 +88,25 @@ class RunLayout:
     def samples_json(self) -> Path:
         return self.root / "samples.json"
 
+    @property
+    def rounds_json(self) -> Path:
+        return self.root / "rounds.json"
+
+    @property
+    def rounds_md(self) -> Path:
+        return self.root / "rounds.md"
+
+    @property
+    def round_source(self) -> Path:
+        """In a round >= 2: which version of the previous round's policy its ``sft`` copied."""
+        return self.root / "round_source.json"
+
+    def round_dir(self, k: int) -> Path:
+        """The run directory of round ``k`` >= 2 of an iterative run (rlaif/rounds.py); round 1 is ``root``."""
+        return self.root / "rounds" / str(k)
+
     def figure(self, name: str) -> Path:
-        """A report plot: ``loss``, ``rewards`` or ``rl`` -> ``root/<name>.png``."""
+        """A report plot: ``loss``, ``rewards``, ``rl`` or ``rounds`` -> ``root/<name>.png``."""
         return self.root / f"{name}.png"
 
     # ------------------------------------------------------------ work folders

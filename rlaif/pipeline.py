@@ -278,7 +278,9 @@ def open_run(cfg: PipelineConfig, workdir: str | None = None) -> Run:
 
 
 def run_pipeline(cfg: PipelineConfig, names: tuple[str, ...] = stages.NAMES, workdir: str | None = None,
-                 force: bool = False) -> Run:
+                 force: bool = False, refresh: tuple[str, ...] = ()) -> Run:
+    """Run ``names`` in order (each skipped when unchanged, unless ``force``; the stages in
+    ``refresh`` always run)."""
     from rlaif.train.hf import quiet_hf
 
     run = open_run(cfg, workdir)
@@ -286,7 +288,7 @@ def run_pipeline(cfg: PipelineConfig, names: tuple[str, ...] = stages.NAMES, wor
     try:
         for s in names:
             try:
-                run.run_stage(s, force=force, explicit=len(names) == 1)
+                run.run_stage(s, force=force or s in refresh, explicit=len(names) == 1)
             except Exception as e:
                 from rlaif.outputs import disk_full
 

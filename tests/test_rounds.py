@@ -1,0 +1,86 @@
+"""Iterative rounds (rounds: N / rlaif run --rounds N): round k+1 starts from round k's policy in
+its own run directory; an unchanged re-run skips every round; a killed run resumes in its round."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rlaif.config import load_config
+
+
+def test_rounds_config_and_round_config(tiny_project):
+    from rlaif.rounds import round_config
+
+    cfg = load_config(tiny_project / "pipeline.yaml", ["rounds=3"])
+    assert cfg.rounds == 3
+    r2 = round_config(cfg, tiny_project / "run" / "policy")
+    assert r2.rounds == 1 and r2.policy.skip_sft and r2.policy.model == str((tiny_project / "run" / "policy").resolve())
+    assert r2.judge == cfg.judge and r2.mix == cfg.mix and r2.policy_training == cfg.policy_training
+
+
+@pytest.mark.parametrize("value,msg", [("0", "greater than or equal to 1"), ("x", "valid integer"),
+                                       ("99", "less than or equal to 20")], ids=["zero", "not-int", "too-many"])
+def test_bad_rounds_is_exit_2_one_line(tiny_project, capsys, value, msg):
+    from rlaif.cli import main
+
+    assert main(["run", str(tiny_project / "pipeline.yaml"), "--rounds", value]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "rounds" in err and msg in err, err
+    assert not (tiny_project / "run").exists()
+
+
+@pytest.mark.slow
+def test_two_rounds_chain_skip_and_resume_in_round(tiny_project, monkeypatch):
+    from rlaif.cli import main
+    from rlaif.hashing import dir_hash
+    from rlaif.store import Store
+    from rlaif.train import policy as policy_mod
+
+    cfg = str(tiny_project / "pipeline.yaml")
+    run, r2 = tiny_project / "run", tiny_project / "run" / "rounds" / "2"
+    real = policy_mod.train_policy
+    calls = {"n": 0}
+
+    def killed_in_round_2(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # killed in round 2's train-policy
+        return real(*a, **kw)
+
+    monkeypatch.setattr(policy_mod, "train_policy", killed_in_round_2)
+    assert main(["run", cfg, "--rounds", "2"]) == 130
+    assert (run / "policy" / "config.json").exists() and not (r2 / "policy").exists()
+    monkeypatch.setattr(policy_mod, "train_policy", real)
+
+    assert main(["run", cfg, "--rounds", "2"]) == 0  # resumes in round 2: only its train-policy and eval run
+    s1, s2 = Store(run / "store.sqlite", readonly=True), Store(r2 / "store.sqlite", readonly=True)
+    # round 2 started from round 1's trained policy, sampled new candidates from it and judged them
+    from safetensors.torch import load_file
+
+    a, b = load_file(str(run / "policy" / "model.safetensors")), load_file(str(r2 / "sft" / "model.safetensors"))
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+    assert s2.stage("sft")["info"]["skipped_sft"] is True
+    assert json.loads((r2 / "round_source.json").read_text())["policy_hash"] == dir_hash(run / "policy")
+    gen1, gen2 = s1.stage("generate")["info"]["gen_hash"], s2.stage("generate")["info"]["gen_hash"]
+    texts1 = {c.text for c in s1.candidates(gen1)}
+    texts2 = {c.text for c in s2.candidates(gen2)}
+    assert texts2 and texts2 != texts1
+    assert s2.stage("judge")["info"]["ai_pairs"] > 0
+    finished = {n: s2.stage(n)["finished_at"] for n in ("sft", "generate", "judge", "train-policy")}
+    s1.close()
+    s2.close()
+
+    rows = json.loads((run / "rounds.json").read_text())
+    assert [r["round"] for r in rows] == [1, 2]
+    assert all(0 <= r["harmless"] <= 1 and r["kl_vs_initial"] is not None for r in rows)
+    assert rows[1]["harmless_initial"] == pytest.approx(rows[0]["harmless"], abs=0.35)  # same policy, new samples
+    report = (run / "report.md").read_text()
+    assert report.count("## Rounds") == 1 and "| 2 |" in report and (run / "rounds.png").exists()
+
+    assert main(["run", cfg, "--rounds", "2"]) == 0  # unchanged: every stage of every round skipped
+    s2 = Store(r2 / "store.sqlite", readonly=True)
+    assert {n: s2.stage(n)["finished_at"] for n in finished} == finished
+    s2.close()
+    assert (run / "report.md").read_text().count("## Rounds") == 1
