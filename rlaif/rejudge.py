@@ -37,12 +37,15 @@ def _judge_config(run_dir: Path, constitution_path: str):
     try:
         m = json.loads(safeio.read_text(path, "manifest", safeio.max_yaml_bytes()))
         judge, seed = dict(m["config"]["judge"]), int(m["config"]["seed"])
+        mix = dict(m["config"].get("mix") or {})
     except (ValueError, KeyError, TypeError) as e:
         raise RlaifError(f"{path}: unreadable run manifest ({type(e).__name__}: {str(e)[:80]}); re-run a stage to "
                          "rewrite it") from None
     judge["constitution"] = constitution_path
     try:
-        return JudgeConfig.model_validate(judge), seed
+        from rlaif.config import MixConfig
+
+        return JudgeConfig.model_validate(judge), seed, MixConfig.model_validate(mix)
     except ValidationError as e:
         raise RlaifError(f"{path}: config.judge: {e.errors()[0]['msg']}; re-run a stage to rewrite it") from None
 
@@ -55,9 +58,20 @@ def _gen_hash(store, run_dir: Path) -> str:
     return gh
 
 
-def rejudge_calls(store, jcfg, seed: int, new: Constitution, gen_hash: str) -> dict:
+def _fit_rows(store, mix_cfg, seed: int) -> list[dict]:
+    """``judge.weights: fitted``: the human pairs the judge stage also judges (the fit's training pairs and
+    the held-out comparison), as it orients them."""
+    from rlaif.fit_weights import orient
+    from rlaif.mixing import human_split
+
+    train, held = human_split(store.human_labels(), store.feedback(), mix_cfg, seed)
+    return orient(train)[0] + orient(held)[0]
+
+
+def rejudge_calls(store, jcfg, seed: int, new: Constitution, gen_hash: str, mix_cfg=None) -> dict:
     """Per principle of ``new``: the calls a re-judge would make (not in the run's call cache), the
-    calls it would make without any cache, and the estimated cost (LLM backends with prices)."""
+    calls it would make without any cache, and the estimated cost (LLM backends with prices). With
+    ``judge.weights: fitted`` the human pairs the fit reads are judged too and counted."""
     from rlaif.judges import plan_judge
     from rlaif.judges.core import Comparison, compare_items, score_items
     from rlaif.judges.run import candidate_items, pair_comparisons
@@ -70,6 +84,7 @@ def rejudge_calls(store, jcfg, seed: int, new: Constitution, gen_hash: str) -> d
         _, comps, _ = pair_comparisons(store, new, gen_hash, jcfg.principles, seed)
     else:
         _, items = candidate_items(store, gen_hash)
+    fit_rows = _fit_rows(store, mix_cfg, seed) if jcfg.weights == "fitted" and mix_cfg is not None else []
     for p in new.principles:
         before = completer.cost_usd() if completer is not None else None
         if pairwise:
@@ -81,6 +96,14 @@ def rejudge_calls(store, jcfg, seed: int, new: Constitution, gen_hash: str) -> d
             one = new.model_copy(update={"principles": [p]})
             stats = score_items(judge, one, items, jcfg.batch_size, progress=f"plan {p.id}")
             asked = sum(p.applies(it.category) for it in items)
+        if fit_rows:
+            from rlaif.fit_weights import gather_evidence
+
+            calls_before, hits_before = judge.report().get("calls", 0), judge.report().get("cache_hits", 0)
+            gather_evidence(judge, new.model_copy(update={"principles": [p]}), fit_rows, jcfg, None, seed)
+            stats.calls += judge.report().get("calls", 0) - calls_before
+            stats.cache_hits += judge.report().get("cache_hits", 0) - hits_before
+            asked += len(fit_rows) * (1 if pairwise else 2)
         after = completer.cost_usd() if completer is not None else None
         out[p.id] = {"calls": stats.calls, "cached_calls": stats.cache_hits, "judged_items": asked,
                      "cost_usd": None if after is None else after - (before or 0.0)}
@@ -142,9 +165,9 @@ def run_effects(diff: ConstitutionDiff, new: Constitution, new_path: str, run_di
 
     d = Path(run_dir)
     with open_run_store(d, readonly=True) as store:
-        jcfg, seed = _judge_config(d, new_path)
+        jcfg, seed, mix_cfg = _judge_config(d, new_path)
         gen_hash = _gen_hash(store, d)
-        calls = rejudge_calls(store, jcfg, seed, new, gen_hash)
+        calls = rejudge_calls(store, jcfg, seed, new, gen_hash, mix_cfg)
         labels = label_changes(store, diff.old_hash, diff.new_hash, gen_hash)
     per: dict[str, dict] = {pid: dict(v) for pid, v in calls.items()}
     for pid, v in labels.get("per_principle", {}).items():

@@ -224,3 +224,27 @@ def test_run_with_an_llm_judge_plans_the_exact_calls_and_cost(tmp_path, scripted
         shutil.copy(new, proj / "constitution.yaml")
         assert main(["judge", cfg, *args]) == 0
         assert len(server.requests) - sent == plan["rejudge_calls"]
+
+
+@pytest.mark.slow
+def test_run_with_fitted_weights_counts_the_fit_calls_too(tmp_path, scripted_backend, capsys):
+    """judge.weights: fitted also judges the human pairs it fits on: the plan counts those calls as well."""
+    import conftest
+
+    proj = conftest.make_tiny_project(tmp_path / "proj")
+    cfg = str(proj / "pipeline.yaml")
+    sets = ["--set", "judge.weights=fitted", "--set", "judge.fit.min_labels=4"]
+    for stage in ("sft", "generate", "judge"):
+        assert main([stage, cfg, *sets]) == 0
+    old = _write(tmp_path / "old.yaml", _c())
+    new = _write(tmp_path / "new.yaml", _c(_swap_helpful_examples))
+    capsys.readouterr()
+    assert main(["constitution", "diff", str(old), str(new), "--run", str(proj / "run"), "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)["run"]
+    shutil.copy(new, proj / "constitution.yaml")
+    assert main(["judge", cfg, *sets]) == 0
+    from rlaif.store import Store
+
+    with Store(proj / "run" / "store.sqlite", create=False, readonly=True) as s:
+        info = s.stage("judge")["info"]
+    assert info["fitted_weights"] and info["calls"] == plan["rejudge_calls"] > 0
