@@ -248,3 +248,45 @@ def test_run_with_fitted_weights_counts_the_fit_calls_too(tmp_path, scripted_bac
     with Store(proj / "run" / "store.sqlite", create=False, readonly=True) as s:
         info = s.stage("judge")["info"]
     assert info["fitted_weights"] and info["calls"] == plan["rejudge_calls"] > 0
+
+
+def test_label_changes_count_pairs_and_principle_verdicts(tmp_path):
+    """Hand-made label sets: a pair flipped (either order counts as the same pair), one appeared, one gone;
+    per principle, verdicts flipped / appeared / gone on the pairs in both sets; the newest set is used."""
+    from rlaif.records import Candidate, Prompt
+    from rlaif.rejudge import label_changes
+    from rlaif.store import Store
+
+    def d(c_hash, **ps):  # principle id -> P(chosen better) or None
+        return {"method": "pointwise", "constitution_hash": c_hash,
+                "principles": {k: {"p_chosen": v, "status": "scored" if v is not None else "unscored"}
+                               for k, v in ps.items()}}
+
+    with Store(tmp_path / "s.sqlite") as s:
+        s.put_prompts([Prompt(p, f"prompt {p}") for p in ("p1", "p2", "p3", "p4")])
+        s.add_candidates([Candidate(f"{p}{k}", p, i, f"text {p}{k}", "pol") for p in ("p1", "p2", "p3", "p4")
+                          for i, k in enumerate("ab")], "gen")
+        s.put_ai_pairs("stale", [("p1", "p1b", "p1a", 0.9, "scored", d("OLD"))])
+        s.put_judge_set("stale", "OLD", "gen")
+        s.put_ai_pairs("j_old", [
+            ("p1", "p1a", "p1b", 0.8, "scored", d("OLD", x=0.8, y=0.6)),   # flips: x flips, y stays, z appears
+            ("p2", "p2a", "p2b", 0.7, "scored", d("OLD", x=0.7, y=0.4)),   # same pair: y gone
+            ("p3", "p3a", "p3b", 0.7, "scored", d("OLD", x=0.7)),          # disappears
+            ("p4", "p4a", "p4b", 0.5, "unscored", d("OLD")),               # unscored: not a label
+        ])
+        s.put_judge_set("j_old", "OLD", "gen")
+        s.put_ai_pairs("j_new", [
+            ("p1", "p1b", "p1a", 0.8, "scored", d("NEW", x=0.9, y=0.3, z=0.6)),
+            ("p2", "p2a", "p2b", 0.7, "scored", d("NEW", x=0.6, y=None)),
+            ("p4", "p4a", "p4b", 0.6, "scored", d("NEW", x=0.6)),          # appears
+        ])
+        s.put_judge_set("j_new", "NEW", "gen")
+        out = label_changes(s, "OLD", "NEW", "gen")
+        assert (out["old_judge_hash"], out["new_judge_hash"]) == ("j_old", "j_new")
+        assert (out["pairs_old"], out["pairs_new"], out["pairs_in_both"]) == (3, 3, 2)
+        assert (out["flipped"], out["appeared"], out["disappeared"]) == (1, 1, 1)
+        per = out["per_principle"]
+        assert per["x"] == {"flipped": 1, "appeared": 0, "disappeared": 0, "flipped_with_pair": 1}
+        assert per["y"] == {"flipped": 0, "appeared": 0, "disappeared": 1, "flipped_with_pair": 0}
+        assert per["z"] == {"flipped": 0, "appeared": 1, "disappeared": 0, "flipped_with_pair": 0}
+        assert not label_changes(s, "OLD", "NEVER", "gen")["available"]
