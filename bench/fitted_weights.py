@@ -11,7 +11,8 @@ set and direction: accuracy on the measured half (non-tie human labels; a judge 
 counts as wrong) with its 95% Wilson interval, for "longer response wins" and "shorter response wins"
 (characters), the constitution's weights, the weights fitted on the principles only, and on the
 principles plus the length feature; then weights fitted on all of one set measured on all of the
-other (do the features generalise across sets?), and the fitted weights themselves.
+other (do the features generalise across sets?), and the fitted weights themselves. ``--sets`` adds LLMBar and
+MT-Bench human.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED = Path(os.environ.get("RLAIF_SHARED_DATA") or ROOT.parent / "shared" / "data")
-SETS = {"HH-RLHF harmless": "hh_rlhf_harmless_test.jsonl", "PandaLM": "pandalm_test.jsonl"}
+SETS = {"HH-RLHF harmless": "hh_rlhf_harmless_test.jsonl", "PandaLM": "pandalm_test.jsonl",
+        "LLMBar": "llmbar.jsonl", "MT-Bench human": "mtbench_human_turn1.jsonl"}
 
 
 def accuracy(votes: list[str | None], human: list[str]) -> tuple[float, tuple[float, float], int]:
@@ -47,6 +49,9 @@ def main() -> int:
     ap.add_argument("--constitution", default=str(ROOT / "constitutions" / "helpful_harmless.yaml"))
     ap.add_argument("--l2", type=float, default=1.0)
     ap.add_argument("--limit", type=int, default=None, help="first N pairs of each set (a quick look)")
+    ap.add_argument("--sets", nargs="+", default=list(SETS)[:2], choices=list(SETS),
+                    help="the sets (default: HH-RLHF harmless and PandaLM); weights fitted on all of each set are "
+                         "measured on every other set")
     args = ap.parse_args()
 
     from rlaif.config import JudgeConfig
@@ -63,7 +68,8 @@ def main() -> int:
     jcfg = JudgeConfig(constitution=args.constitution, backend="embedding", model="minilm")
     judge = make_judge(jcfg)
     data = {}
-    for name, fname in SETS.items():
+    for name in args.sets:
+        fname = SETS[name]
         rows = [r for r in load_ab_pairs(SHARED / "prefs" / fname, args.limit) if r["label"] in ("A", "B")]
         t0 = time.perf_counter()
         ev = gather_evidence(judge, constitution, rows, jcfg)
@@ -93,11 +99,12 @@ def main() -> int:
             weights[f"{name}, half {fit_half}"] = (fp, fpl)
             results.append((name, f"fit on half {fit_half} ({len(tr)}), measured on half {1 - fit_half}",
                             measure([rows[i] for i in te], [ev[i] for i in te], fp, fpl)))
-    names = list(data)
-    for src, dst in ((names[0], names[1]), (names[1], names[0])):
+    for src in data:
         fp, fpl = fit_on(data[src][0], data[src][1])
         weights[f"{src}, all"] = (fp, fpl)
-        results.append((dst, f"fit on all of {src}", measure(data[dst][0], data[dst][1], fp, fpl)))
+        for dst in data:
+            if dst != src:
+                results.append((dst, f"fit on all of {src}", measure(data[dst][0], data[dst][1], fp, fpl)))
 
     cols = ["longer wins", "shorter wins", "constitution weights", "fitted: principles", "fitted: principles + length"]
     print(f"constitution {constitution.name} ({constitution.hash}), embedded judge (MiniLM), l2 {args.l2}\n")
