@@ -356,6 +356,58 @@ def test_ppo_with_judge_reward_learns_logs_and_resumes_without_repaying(word_mod
     assert [round(x["reward"], 6) for x in resumed["history"]] == [round(x["reward"], 6) for x in h]
 
 
+@pytest.mark.slow
+def test_ppo_killed_and_resumed_against_the_fake_openai_server_pays_no_call_twice(word_model, tmp_path, monkeypatch,
+                                                                                  one_thread):
+    from test_ppo import ppo_cfg
+
+    from rlaif.testing.fake_openai import FakeOpenAI, digits, last_user_text
+    from rlaif.train import ppo
+
+    def dist(req):  # the rubric digit rises with the share of 'yes' in the response
+        text = last_user_text(req).rsplit("Response", 1)[-1].split()
+        d = 1 + min(8, round(8 * sum(w == "yes" for w in text) / max(1, len(text)) * 3))
+        return {str(d): 0.8, "5": 0.2} if d != 5 else {"5": 1.0}
+
+    cfg = ppo_cfg(steps=4).model_copy(update={"reward": RewardWeights(judge=1.0),
+                                              "train": ppo_cfg().train.model_copy(update={"save_steps": 2})})
+    with FakeOpenAI(latency_s=0.01, responder=digits(dist)) as server:
+        jcfg = JudgeConfig(backend="openai", model="m", constitution="c.yaml", base_url=server.base_url,
+                           concurrency=16, max_retries=0)
+
+        def reward(store):
+            return judge_reward_for(jcfg, YES, {}, tmp_path / store, "cpu", 0)
+
+        full_judge = reward("full.sqlite")
+        full = ppo.run_ppo(word_model, full_judge, _prompts(), cfg, tmp_path / "full", progress=None)
+        full_judge.close()
+        paid_full = server.stats["requests"]
+        assert paid_full == full_judge.totals["calls"] > 0 and full_judge.totals["unscored"] == 0
+
+        real, calls = ppo.PPOTrainer.optimize, {"n": 0}
+
+        def killed_on_third(self, ro):
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise KeyboardInterrupt  # killed in step 3, after its judge calls were committed
+            return real(self, ro)
+
+        monkeypatch.setattr(ppo.PPOTrainer, "optimize", killed_on_third)
+        killed = reward("run.sqlite")
+        with pytest.raises(KeyboardInterrupt):
+            ppo.run_ppo(word_model, killed, _prompts(), cfg, tmp_path / "killed", progress=None)
+        killed.close()
+        monkeypatch.setattr(ppo.PPOTrainer, "optimize", real)
+        resumed_judge = reward("run.sqlite")
+        resumed = ppo.run_ppo(word_model, resumed_judge, _prompts(), cfg, tmp_path / "killed", progress=None)
+        resumed_judge.close()
+        assert resumed["resumed_from_step"] == 2 and resumed_judge.totals["cache_hits"] > 0
+        # the server answered the killed and the resumed run together exactly as often as the full run
+        assert server.stats["requests"] - paid_full == paid_full
+        assert killed.totals["calls"] + resumed_judge.totals["calls"] == full_judge.totals["calls"]
+        assert [round(x["reward"], 6) for x in resumed["history"]] == [round(x["reward"], 6) for x in full["history"]]
+
+
 def _prompts():
     from test_ppo import PROMPTS
 
