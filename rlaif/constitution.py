@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import regex
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from rlaif import safeio
 from rlaif.errors import RlaifError
@@ -44,6 +44,20 @@ ID_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+    _hash: str | None = PrivateAttr(default=None)
+
+    def _content_hash(self) -> str:
+        """The content hash of the model, computed once (the judge asks it per call: a million times
+        at scale). The model is frozen; ``model_copy`` forgets it, since an update changes the content."""
+        memo = self.__pydantic_private__  # read directly: pydantic's attribute lookup costs more than a hash here
+        if memo.get("_hash") is None:
+            memo["_hash"] = content_hash(self.model_dump(mode="json"))
+        return memo["_hash"]
+
+    def model_copy(self, *, update=None, deep: bool = False):
+        copy = super().model_copy(update=update, deep=deep)
+        copy._hash = None
+        return copy
 
 
 class RegexCheck(_Strict):
@@ -166,8 +180,7 @@ class Principle(_Strict):
 
     @property
     def hash(self) -> str:
-        # Not cached: model_copy(update=...) would carry a stale cached value.
-        return content_hash(self.model_dump(mode="json"))
+        return self._content_hash()
 
     def applies(self, category: str | None) -> bool:
         return self.applies_to is None or category is None or category in self.applies_to
@@ -198,7 +211,7 @@ class Constitution(_Strict):
 
     @property
     def hash(self) -> str:
-        return content_hash(self.model_dump(mode="json"))
+        return self._content_hash()
 
     def principle(self, pid: str) -> Principle:
         for p in self.principles:

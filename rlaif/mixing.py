@@ -18,6 +18,8 @@ Rules (all counted in the returned stats and recorded in the manifest):
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from rlaif import feedback as fb
 from rlaif.config import MixConfig
 from rlaif.hashing import content_hash
@@ -59,10 +61,10 @@ def human_split(human: list[HumanLabel], feedback: list[Feedback], cfg: MixConfi
     return train_h, eval_h
 
 
-def mix(ai_pairs: list[dict], human: list[HumanLabel], cfg: MixConfig, seed: int,
+def mix(ai_pairs: Iterable[dict], human: list[HumanLabel], cfg: MixConfig, seed: int,
         feedback: list[Feedback] = (), revisions: list[dict] = ()) -> tuple[dict, dict]:
     """Return ({"train": [...], "eval": [...], "unpaired": [rows]}, stats)."""
-    stats = {"ai_pairs_in": len(ai_pairs), "human_labels_in": len(human), "human_ties": 0,
+    stats = {"ai_pairs_in": 0, "human_labels_in": len(human), "human_ties": 0,
              "human_overrides": 0, "human_disagreements": 0, "ai_dropped_low_confidence": 0,
              "ai_dropped_held_out": 0, "ai_dropped_mix_ratio": 0, "ai_unscored": 0,
              "ai_feedback_agreements": 0, "ai_feedback_disagreements": 0, "ai_dropped_human_feedback": 0}
@@ -75,11 +77,12 @@ def mix(ai_pairs: list[dict], human: list[HumanLabel], cfg: MixConfig, seed: int
 
     ai_train: list[PreferencePair] = []
     overridden: set[str] = set()
-    for a in ai_pairs:
+    for a in ai_pairs:  # streamed from the store: only the pairs kept are held
+        stats["ai_pairs_in"] += 1
         if a.get("status", "scored") != "scored":
             stats["ai_unscored"] += 1
             continue
-        key = pair_key(a["prompt"], a["chosen"], a["rejected"])
+        key = a.get("pair_key") or pair_key(a["prompt"], a["chosen"], a["rejected"])
         if key in prefs:
             stats["human_overrides"] += 1
             overridden.add(key)
@@ -149,17 +152,39 @@ def save_pairs(splits: dict[str, list], layout: RunLayout) -> None:
     unpaired = Features({"prompt": Value("string"), "completion": Value("string"), "label": Value("bool"),
                          "source": Value("string"), "meta": Value("string")})
 
-    def to_dataset(rows, feats):
-        recs = [p if isinstance(p, dict) else p.to_row() for p in rows]
-        return Dataset.from_dict({k: [r[k] for r in recs] for k in feats}, features=feats)
+    import shutil
+    import tempfile
 
-    dd = DatasetDict({name: to_dataset(rows, unpaired if name == "unpaired" else features)
-                      for name, rows in splits.items()})
+    from datasets.arrow_writer import ArrowWriter
+    from datasets.table import MemoryMappedTable
+
+    from rlaif.hashing import file_hash
+
     tmp = layout.partial(layout.pairs)
     if tmp.exists():
-        import shutil
-
         shutil.rmtree(tmp)
-    # num_shards=1: datasets writes zero shards for an empty split and then cannot load it.
-    dd.save_to_disk(str(tmp), num_shards={name: 1 for name in dd})
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=tmp.parent, prefix=".pairs-build-") as build:
+
+        def to_dataset(name, rows, feats):
+            # Written to an Arrow file in batches (not a list of rows and then a dict of columns: three
+            # copies of a million pairs), then memory-mapped.
+            path = f"{build}/{name}.arrow"
+            with ArrowWriter(features=feats, path=path) as writer:
+                batch: list[dict] = []
+                for p in rows:
+                    batch.append(p if isinstance(p, dict) else p.to_row())
+                    if len(batch) >= 10_000:
+                        writer.write_batch({k: [r[k] for r in batch] for k in feats})
+                        batch = []
+                writer.write_batch({k: [r[k] for r in batch] for k in feats})
+                writer.finalize()
+            # a content fingerprint (from_file's is the temporary path's): the same pairs save the same files
+            return Dataset(MemoryMappedTable.from_file(path), fingerprint=file_hash(path))
+
+        dd = DatasetDict({name: to_dataset(name, rows, unpaired if name == "unpaired" else features)
+                          for name, rows in splits.items()})
+        # num_shards=1: datasets writes zero shards for an empty split and then cannot load it.
+        dd.save_to_disk(str(tmp), num_shards={name: 1 for name in dd})
+        del dd
     finalize_dir(tmp, layout.pairs)

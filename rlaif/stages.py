@@ -177,7 +177,7 @@ def _mix(run: Run) -> dict:
     from rlaif.hashing import dir_hash
     from rlaif.mixing import mix, save_pairs
 
-    ai = run.store.ai_pairs(run.results_of("judge")["judge_hash"])
+    ai = run.store.iter_ai_pairs(run.results_of("judge")["judge_hash"], gap_only=True)
     revisions = []
     if revisions_in_mix(run.cfg):
         from rlaif.critique import revision_pairs

@@ -220,11 +220,16 @@ class Store(QueueQueries):
         return {r[0] for r in rows}
 
     def candidates(self, gen_hash: str) -> list[Candidate]:
+        return list(self.iter_candidates(gen_hash))
+
+    def iter_candidates(self, gen_hash: str) -> Iterator[Candidate]:
+        """The candidates of a generation, by prompt id then index, streamed."""
         rows = self.db.execute(
             "SELECT id, prompt_id, idx, text, policy_hash FROM candidates WHERE gen_hash=? ORDER BY prompt_id, idx",
             (gen_hash,),
         )
-        return [Candidate(*r) for r in rows]
+        for r in rows:
+            yield Candidate(*r)
 
     # ---------------------------------------------------------- judge cache
     def cache_get_many(self, keys: list[str]) -> dict[str, Any]:
@@ -255,8 +260,9 @@ class Store(QueueQueries):
         """The judge hashes that have AI pairs stored."""
         return [r[0] for r in self.db.execute("SELECT DISTINCT judge_hash FROM ai_pairs")]
 
-    def put_ai_pairs(self, judge_hash: str, rows: list[tuple]) -> None:
-        """rows: (prompt_id, chosen_id, rejected_id, confidence, status, details dict).
+    def put_ai_pairs(self, judge_hash: str, rows: list[tuple], replace: bool = True) -> None:
+        """rows: (prompt_id, chosen_id, rejected_id, confidence, status, details dict); ``replace``: the
+        judge run's earlier pairs go (False: add to them, as a stage judging in parts does).
 
         An AI comparison. ``status`` is "scored" or "unscored" (the judge gave
         no usable verdict: chosen/rejected are then just the order asked, and
@@ -264,7 +270,8 @@ class Store(QueueQueries):
         (rlaif/judges/details.py, which documents the JSON shape).
         """
         with self.db:
-            self.db.execute("DELETE FROM ai_pairs WHERE judge_hash=?", (judge_hash,))
+            if replace:
+                self.db.execute("DELETE FROM ai_pairs WHERE judge_hash=?", (judge_hash,))
             self.db.executemany(
                 "INSERT INTO ai_pairs(judge_hash, prompt_id, chosen_id, rejected_id, confidence, status, details, "
                 "inconsistent, n_disagree, principle_ids) VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -278,7 +285,8 @@ class Store(QueueQueries):
         self.db.execute(
             """UPDATE ai_pairs SET pair_key=rlaif_pair_key(p.text, c.text, r.text)
                FROM prompts p, candidates c, candidates r
-               WHERE p.id=ai_pairs.prompt_id AND c.id=ai_pairs.chosen_id AND r.id=ai_pairs.rejected_id"""
+               WHERE ai_pairs.pair_key IS NULL AND p.id=ai_pairs.prompt_id AND c.id=ai_pairs.chosen_id
+               AND r.id=ai_pairs.rejected_id"""
             + (" AND ai_pairs.judge_hash=?" if judge_hash is not None else ""),
             (judge_hash,) if judge_hash is not None else ())
 
@@ -307,16 +315,21 @@ class Store(QueueQueries):
     def ai_pairs(self, judge_hash: str) -> list[dict[str, Any]]:
         return list(self.iter_ai_pairs(judge_hash))
 
-    def iter_ai_pairs(self, judge_hash: str, unlabelled_only: bool = False, raw: bool = False
-                      ) -> Iterator[dict[str, Any]]:
+    def iter_ai_pairs(self, judge_hash: str, unlabelled_only: bool = False, raw: bool = False,
+                      gap_only: bool = False) -> Iterator[dict[str, Any]]:
         """The AI pairs of a judge run in store order, streamed (``unlabelled_only``: those no human
-        label covers; ``raw``: ``details`` as the stored JSON text, and the ``pair_key``)."""
+        label covers; ``raw``: ``details`` as the stored JSON text, and the ``pair_key``; ``gap_only``:
+        ``details`` holds just the ``gap``, read by SQLite, as the mix needs: no JSON parsed per pair)."""
         q = PAIR_SELECT.format(extra=", a.pair_key") + " WHERE a.judge_hash=?"
+        if gap_only:
+            q = q.replace("a.details,", "json_extract(a.details, '$.gap'),", 1)
         if unlabelled_only:
             q += " AND NOT " + LABELLED_SQL.format("")
         for r in self.db.execute(q + " ORDER BY a.prompt_id, a.chosen_id, a.rejected_id", (judge_hash,)):
             if raw:
                 yield dict(zip(PAIR_COLS, r[:-1]), pair_key=r[-1])
+            elif gap_only:
+                yield dict(zip(PAIR_COLS, r[:-1]), pair_key=r[-1]) | {"details": {"gap": r[7]}}
             else:
                 yield pair_record(r[:-1])
 

@@ -87,3 +87,25 @@ def test_viewer_label_beats_file_label_on_same_comparison():
     splits, stats = mix(pairs, human, MixConfig(human_eval_fraction=0.0), 0)
     assert [(p.chosen, p.source) for p in splits["train"]] == [("b", "human")]
     assert stats["human_disagreements"] == 1
+
+
+def test_saved_pairs_are_the_same_files_for_the_same_pairs(tmp_path):
+    """The pairs dataset is written in batches through an Arrow file; its output hash (which later stages'
+    input hashes include) depends on the pairs only, not on where it was built."""
+    from datasets import load_from_disk
+
+    from rlaif.hashing import dir_hash
+    from rlaif.layout import RunLayout
+    from rlaif.mixing import save_pairs
+    from rlaif.records import PreferencePair
+
+    pairs = [PreferencePair(f"q{i}", f"good {i}", "bad", "ai", 1.0, 0.9, f"p{i}", {"gap": i}) for i in range(25_003)]
+    hashes = []
+    for name in ("a", "b"):
+        layout = RunLayout(tmp_path / name)
+        save_pairs({"train": pairs, "eval": pairs[:3], "unpaired": []}, layout)
+        hashes.append(dir_hash(layout.pairs))
+        assert sorted(p.name for p in (tmp_path / name).iterdir()) == ["pairs"]  # no build files left
+    dd = load_from_disk(str(RunLayout(tmp_path / "a").pairs))
+    assert hashes[0] == hashes[1]
+    assert len(dd["train"]) == 25_003 and dd["train"][25_002]["chosen"] == "good 25002" and len(dd["unpaired"]) == 0

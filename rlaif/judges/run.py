@@ -21,22 +21,44 @@ from itertools import combinations
 
 from rlaif.constitution import Constitution
 from rlaif.judges.base import JudgeBackend
-from rlaif.judges.core import Comparison, Item, compare_items, comparison_principles, score_items
+from rlaif.judges.core import Comparison, Item, JudgeStats, compare_items, comparison_principles, score_items
 from rlaif.judges.details import JudgeIdentity, PairDetails, PrincipleDetail
 from rlaif.judges.ranking import confidence, rank_pairs, ranked_pairs, sigmoid
 
 
 def _details(judge: JudgeBackend, constitution: Constitution, method: str, principles: dict[str, PrincipleDetail],
              gap: float | None = None, position_consistent: bool | None = None) -> dict:
-    return PairDetails(method, gap, position_consistent, principles, constitution.hash,
-                       {p.id: p.hash for p in constitution.principles}, JudgeIdentity.of(judge)).to_dict()
+    return _details_of(judge, constitution)(method, principles, gap, position_consistent)
+
+
+# Candidates judged per part by the pointwise stage: what it holds in memory at once (their items,
+# verdicts and pairs), whatever the size of the run.
+PART_CANDIDATES = 50_000
 
 
 def candidate_items(store, gen_hash: str) -> tuple[list, list[Item]]:
     """The train prompts' candidates and one ``Item`` each: what the pointwise judge scores."""
+    cands, items = [], []
+    for c, it in candidate_parts(store, gen_hash, None):
+        cands += c
+        items += it
+    return cands, items
+
+
+def candidate_parts(store, gen_hash: str, size: int | None = PART_CANDIDATES):
+    """``candidate_items`` in parts of about ``size`` candidates (None: one part), a prompt's candidates
+    never split between parts (its ranking needs them all)."""
     prompts = {p.id: p for p in store.prompts("train")}
-    cands = [c for c in store.candidates(gen_hash) if c.prompt_id in prompts]
-    return cands, [Item(prompts[c.prompt_id].text, prompts[c.prompt_id].category, c.text) for c in cands]
+    cands: list = []
+    for c in store.iter_candidates(gen_hash):
+        if c.prompt_id not in prompts:
+            continue
+        if size is not None and len(cands) >= size and c.prompt_id != cands[-1].prompt_id:
+            yield cands, [Item(prompts[x.prompt_id].text, prompts[x.prompt_id].category, x.text) for x in cands]
+            cands = []
+        cands.append(c)
+    if cands or size is None:
+        yield cands, [Item(prompts[x.prompt_id].text, prompts[x.prompt_id].category, x.text) for x in cands]
 
 
 def pair_comparisons(store, constitution: Constitution, gen_hash: str, principle_mode: str, seed: int):
@@ -69,11 +91,38 @@ def judge_candidates(store, judge: JudgeBackend, constitution: Constitution, gen
     weights: rlaif/fit_weights.py); ``pair_temperature``: the confidence scale of a pair's total gap
     (default ``temperature``, which also scales each principle's P(chosen) in the details)."""
     total = total or (lambda it: it.total(constitution))
-    cands, items = candidate_items(store, gen_hash)
-    stats = score_items(judge, constitution, items, batch_size)
-    store.put_judgements(judge_hash, [(c.id, pid, constitution.principle(pid).hash, v.score, v.status, v.raw)
-                                      for c, it in zip(cands, items) for pid, v in it.verdicts.items()])
+    stats, n_cands, n_pairs = JudgeStats(), 0, 0
+    principle_hash = {p.id: p.hash for p in constitution.principles}
+    details = _details_of(judge, constitution)
+    first = True
+    for cands, items in candidate_parts(store, gen_hash):  # parts: memory stays flat as the run grows
+        part = score_items(judge, constitution, items, batch_size)
+        stats.calls, stats.cache_hits, stats.unscored = (stats.calls + part.calls, stats.cache_hits + part.cache_hits,
+                                                         stats.unscored + part.unscored)
+        store.put_judgements(judge_hash, [(c.id, pid, principle_hash[pid], v.score, v.status, v.raw)
+                                          for c, it in zip(cands, items) for pid, v in it.verdicts.items()])
+        pairs = _rank_part(constitution, cands, items, mode, temperature, pair_temperature, total, details)
+        store.put_ai_pairs(judge_hash, pairs, replace=first)
+        first = False
+        n_cands += len(cands)
+        n_pairs += len(pairs)
+    return stats.as_dict() | judge.report() | {"candidates": n_cands, "ai_pairs": n_pairs}
 
+
+def _details_of(judge: JudgeBackend, constitution: Constitution):
+    """``_details`` with the parts that are the same for every pair of the run computed once."""
+    chash, phashes, ident = constitution.hash, {p.id: p.hash for p in constitution.principles}, JudgeIdentity.of(judge)
+
+    def details(method: str, principles: dict[str, PrincipleDetail], gap: float | None = None,
+                position_consistent: bool | None = None) -> dict:
+        return PairDetails(method, gap, position_consistent, principles, chash, phashes, ident).to_dict()
+
+    return details
+
+
+def _rank_part(constitution: Constitution, cands: list, items: list[Item], mode: str, temperature: float,
+               pair_temperature: float | None, total, details) -> list[tuple]:
+    """The AI pairs of the prompts of one part: rank each prompt's candidates by ``total``."""
     by_prompt: dict[str, list[tuple]] = {}
     for c, it in zip(cands, items):
         by_prompt.setdefault(c.prompt_id, []).append((c, it))
@@ -98,9 +147,8 @@ def judge_candidates(store, judge: JudgeBackend, constitution: Constitution, gen
                 principles[p.id] = PrincipleDetail(sigmoid((sc - sr) / temperature) if ok else None, sc, sr,
                                                    status="scored" if ok else "unscored")
             pairs.append((pid, chosen, rejected, confidence(gap, pair_temperature or temperature), "scored",
-                          _details(judge, constitution, "pointwise", principles, gap=gap)))
-    store.put_ai_pairs(judge_hash, pairs)
-    return stats.as_dict() | judge.report() | {"candidates": len(cands), "ai_pairs": len(pairs)}
+                          details("pointwise", principles, gap=gap)))
+    return pairs
 
 
 def _pairwise_details(judge: JudgeBackend, constitution: Constitution, comp: Comparison, flip: bool = False) -> dict:
