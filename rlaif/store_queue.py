@@ -119,7 +119,9 @@ def _query_sql(q: PairQuery) -> tuple[str, list]:
 
 
 def _order_sql(q: PairQuery) -> tuple[str, list]:
-    """The queue's order: comma-separated expressions over ``a``, a total order."""
+    """The queue's order: comma-separated expressions over ``a``, a total order. The CASE is
+    ``Comparison.tier`` (rlaif/viewer/queue.py) in SQL, which the viewer shows as "why": the review
+    order test checks that the two agree."""
     ids = "a.prompt_id, a.chosen_id, a.rejected_id"
     if q.order == "random":
         return f"rlaif_rank(?, {ids}), {ids}", [q.seed]

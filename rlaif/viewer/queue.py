@@ -98,7 +98,8 @@ class Comparison:
         return PairDetails.from_dict(self.details).disagreeing(self.scored)
 
     def tier(self, low_confidence: float = LOW_CONFIDENCE) -> int:
-        """0 order-inconsistent, 1 low confidence, 2 principles disagree, 3 the rest, 4 unscored."""
+        """0 order-inconsistent, 1 low confidence, 2 principles disagree, 3 the rest, 4 unscored (the
+        queue sorts by the same rule in SQL: rlaif/store_queue.py `_order_sql`)."""
         if not self.scored:
             return 4
         if self.inconsistent:
