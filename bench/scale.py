@@ -247,6 +247,8 @@ def main() -> int:
     ap.add_argument("--sizes", default="1000,10000,100000,1000000")
     ap.add_argument("--out", help="folder for the synthetic runs (default: a temporary folder, removed)")
     ap.add_argument("--plot", default=str(Path(__file__).with_name("scale.png")))
+    ap.add_argument("--steps", help="only these paths, comma-separated (e.g. view,show), on the runs already in "
+                                    "--out (their generate/judge/mix figures are kept from scale.json there)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--run", help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
@@ -267,12 +269,22 @@ def main() -> int:
     base = Path(a.out or tmp.name)
     rows: list[dict] = []
     console = Console()
+    only = a.steps.split(",") if a.steps else None
+    if only:  # keep the figures of the steps not re-run
+        if not a.out or not (base / "scale.json").is_file():
+            raise SystemExit("--steps needs --out with the runs and scale.json of an earlier run")
+        redo = {"view first screen", "view move"} if "view" in only else set()
+        rows = [r for r in json.loads((base / "scale.json").read_text())
+                if r["step"] not in set(only) | redo and r["step"] != "store size"]
     for n in sizes:
         run = base / f"run-{n}"
         run.mkdir(parents=True, exist_ok=True)
-        write_import_file(run, n)
+        if not only:
+            write_import_file(run, n)
         for step in ("generate", "judge", "mix", "rm data", "view", "show", "labels stats", "labels export",
                      "labels import"):
+            if only and step not in only:
+                continue
             secs, rss, res = measure(step, run, n)
             if step == "view":
                 rows.append({"step": "view first screen", "n": n, "seconds": res["first"], "rss_mb": rss})

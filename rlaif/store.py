@@ -65,7 +65,9 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 # The review queue and the label joins page through these (rlaif/viewer/queue.py, rlaif/labels.py).
 INDEXES = """
 CREATE INDEX IF NOT EXISTS ai_pairs_key ON ai_pairs(pair_key);
-CREATE INDEX IF NOT EXISTS ai_pairs_review ON ai_pairs(judge_hash, status, inconsistent, confidence, n_disagree);
+DROP INDEX IF EXISTS ai_pairs_review;
+CREATE INDEX IF NOT EXISTS ai_pairs_queue ON ai_pairs(judge_hash, status, inconsistent, confidence, n_disagree,
+                                                      pair_key, principle_ids);
 CREATE INDEX IF NOT EXISTS human_labels_source ON human_labels(source);
 """
 SCHEMA_VERSION = "3"

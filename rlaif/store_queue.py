@@ -92,6 +92,12 @@ def pair_record(r: tuple) -> dict[str, Any]:
 
 def _query_sql(q: PairQuery) -> tuple[str, list]:
     """FROM ... WHERE ... selecting the pairs of ``q`` (alias ``a``)."""
+    joins, where, params = _query_parts(q)
+    return f"FROM ai_pairs a{joins} WHERE {where}", params
+
+
+def _query_parts(q: PairQuery) -> tuple[str, str, list]:
+    """(joins after ``ai_pairs a``, the WHERE condition, its parameters) of ``q``."""
     joins, where, params = "", ["a.judge_hash=?"], [q.judge_hash]
     if q.category is not None or q.search:
         joins += " JOIN prompts p ON p.id=a.prompt_id"
@@ -115,7 +121,19 @@ def _query_sql(q: PairQuery) -> tuple[str, list]:
         where.append("(rlaif_has(?, a.prompt_id, p.text, p.category, c.text, r.text, a.details) OR "
                      + LABELLED_SQL.format(" AND rlaif_has(?, h.note, NULL)") + ")")
         params += [q.search.strip().lower()] * 2
-    return f"FROM ai_pairs a{joins} WHERE " + " AND ".join(where), params
+    return joins, " AND ".join(where), params
+
+
+# The review order's tiers (``Comparison.tier``), each a range of the ai_pairs_queue index; within a
+# tier the order is confidence, then more disagreeing principles first, then the ids.
+_TIERS = ("a.status = 'scored' AND a.inconsistent = 1",
+          "a.status = 'scored' AND a.inconsistent = 0 AND a.confidence < ?",
+          "a.status = 'scored' AND a.inconsistent = 0 AND a.confidence >= ? AND a.n_disagree > 0",
+          "a.status = 'scored' AND a.inconsistent = 0 AND a.confidence >= ? AND a.n_disagree = 0",
+          "a.status != 'scored'")
+_IN_TIER = "a.confidence, -a.n_disagree, a.prompt_id, a.chosen_id, a.rejected_id"
+_TIER_CASE = ("CASE WHEN a.status != 'scored' THEN 4 WHEN a.inconsistent THEN 0 WHEN a.confidence < ? THEN 1 "
+              "WHEN a.n_disagree > 0 THEN 2 ELSE 3 END")  # the tier of a pair, the same rule as _TIERS
 
 
 def _order_sql(q: PairQuery) -> tuple[str, list]:
@@ -125,8 +143,7 @@ def _order_sql(q: PairQuery) -> tuple[str, list]:
     ids = "a.prompt_id, a.chosen_id, a.rejected_id"
     if q.order == "random":
         return f"rlaif_rank(?, {ids}), {ids}", [q.seed]
-    return ("CASE WHEN a.status != 'scored' THEN 4 WHEN a.inconsistent THEN 0 WHEN a.confidence < ? THEN 1 "
-            f"WHEN a.n_disagree > 0 THEN 2 ELSE 3 END, a.confidence, -a.n_disagree, {ids}"), [q.low_confidence]
+    return f"{_TIER_CASE}, {_IN_TIER}", [q.low_confidence]
 
 
 class QueueQueries:
@@ -139,6 +156,11 @@ class QueueQueries:
         rows = self.db.execute("SELECT DISTINCT principle_ids FROM ai_pairs WHERE judge_hash=?", (judge_hash,))
         return {pid for (ids,) in rows for pid in ids.split(",") if pid}
 
+    def ai_pairs_judged_on(self, judge_hash: str, principle: str) -> bool:
+        """Whether some AI pair of the run was judged on ``principle`` (stops at the first)."""
+        return self.db.execute("SELECT 1 FROM ai_pairs WHERE judge_hash=? AND instr(principle_ids, ?) > 0 LIMIT 1",
+                               (judge_hash, f",{principle},")).fetchone() is not None
+
     def labelled_ai_pairs(self, judge_hash: str) -> Iterator[dict[str, Any]]:
         """The AI pairs of a judge run that carry a human label (each once), streamed."""
         q = (PAIR_SELECT.format(extra="") + " WHERE a.judge_hash=? AND " + LABELLED_SQL.format("")
@@ -150,13 +172,36 @@ class QueueQueries:
         sql, params = _query_sql(q)
         return self.db.execute(f"SELECT COUNT(*) {sql}", params).fetchone()[0]
 
-    def queue_page(self, q: PairQuery, offset: int, limit: int) -> list[dict[str, Any]]:
-        """Records (as ``ai_pairs``) at positions offset.. of the queue: the page's rows are found by
-        the order alone, then their texts read (the sort never carries texts)."""
+    def queue_tiers(self, q: PairQuery) -> list[int]:
+        """How many pairs of the queue fall in each review tier (one scan of the ai_pairs_queue index,
+        which covers the columns the order and the reviewed filters read)."""
         sql, params = _query_sql(q)
-        order, oparams = _order_sql(q)
-        ids = [r[0] for r in self.db.execute(f"SELECT a.rowid {sql} ORDER BY {order} LIMIT ? OFFSET ?",
-                                             [*params, *oparams, limit, offset])]
+        counts = dict(self.db.execute(f"SELECT {_TIER_CASE} AS t, COUNT(*) {sql} GROUP BY t",
+                                      [q.low_confidence, *params]))
+        return [counts.get(t, 0) for t in range(len(_TIERS))]
+
+    def queue_page(self, q: PairQuery, offset: int, limit: int, tiers: list[int] | None = None) -> list[dict[str, Any]]:
+        """Records (as ``ai_pairs``) at positions offset.. of the queue: the page's rows are found by
+        the order alone, then their texts read (the sort never carries texts). The review order is read
+        tier by tier (``tiers``: ``queue_tiers``), each an index range, so a page of a million
+        comparisons does not sort them all."""
+        sql, params = _query_sql(q)
+        if q.order == "review":
+            ids: list[int] = []
+            for t, n in zip(_TIERS, tiers if tiers is not None else self.queue_tiers(q)):
+                if offset >= n:
+                    offset -= n
+                    continue
+                ids += [r[0] for r in self.db.execute(
+                    f"SELECT a.rowid {sql} AND {t} ORDER BY {_IN_TIER} LIMIT ? OFFSET ?",
+                    [*params, *([q.low_confidence] * t.count("?")), limit - len(ids), offset])]
+                offset = 0
+                if len(ids) >= limit:
+                    break
+        else:
+            order, oparams = _order_sql(q)
+            ids = [r[0] for r in self.db.execute(f"SELECT a.rowid {sql} ORDER BY {order} LIMIT ? OFFSET ?",
+                                                 [*params, *oparams, limit, offset])]
         if not ids:
             return []
         q_rows = PAIR_SELECT.format(extra=", a.rowid") + f" WHERE a.rowid IN ({','.join('?' * len(ids))})"
@@ -178,11 +223,17 @@ class QueueQueries:
     def queue_review_counts(self, q: PairQuery, source: str) -> tuple[int, int, int]:
         """(pairs of the queue with any human label; ``source``'s preference labels on its scored pairs
         that agree with the AI's choice, and all of them)."""
-        sql, params = _query_sql(q)
-        reviewed = self.db.execute(f"SELECT COUNT(*) {sql} AND {LABELLED_SQL.format('')}", params).fetchone()[0]
-        joined = sql.replace(" WHERE ", " JOIN human_labels h2 ON h2.pair_key=a.pair_key AND h2.source=? AND "
-                             "h2.label=? JOIN candidates c2 ON c2.id=a.chosen_id WHERE ", 1)
-        k, n = self.db.execute(f"SELECT COALESCE(SUM(rlaif_same(h2.chosen, c2.text)), 0), COUNT(*) {joined} "
-                               "AND a.status='scored'", [source, PREFERENCE, *params]).fetchone()
+        joins, where, params = _query_parts(q)
+        # From the human labels to the pairs (CROSS JOIN fixes that order in SQLite, INDEXED BY the index:
+        # the planner would otherwise scan the run's pairs once per label): labels are few next to a
+        # million AI pairs, and each finds its pair through the pair_key index.
+        pairs = "ai_pairs a INDEXED BY ai_pairs_key"
+        reviewed = self.db.execute(f"SELECT COUNT(DISTINCT a.rowid) FROM human_labels hx CROSS JOIN {pairs} "
+                                   f"ON a.pair_key=hx.pair_key{joins} WHERE {where}", params).fetchone()[0]
+        k, n = self.db.execute(
+            f"SELECT COALESCE(SUM(rlaif_same(h2.chosen, c2.text)), 0), COUNT(*) FROM human_labels h2 CROSS JOIN "
+            f"{pairs} ON a.pair_key=h2.pair_key{joins} JOIN candidates c2 ON c2.id=a.chosen_id "
+            f"WHERE h2.source=? AND h2.label=? AND a.status='scored' AND {where}",
+            [source, PREFERENCE, *params]).fetchone()
         return reviewed, k, n
 

@@ -246,7 +246,8 @@ class Queue:
                                f.category, how, seed, low_confidence)
         self._pages: dict[int, list[Comparison]] = {}
         try:
-            self._len = store.queue_count(self.query)
+            self._tiers = store.queue_tiers(self.query) if how == "review" else None
+            self._len = sum(self._tiers) if self._tiers is not None else store.queue_count(self.query)
         except sqlite3.Error as e:
             raise _unreadable(store, e) from None
 
@@ -274,7 +275,8 @@ class Queue:
         if n not in self._pages:
             if len(self._pages) > 50:  # keep memory flat however far the reviewer goes
                 self._pages.pop(next(iter(self._pages)))
-            comps = [Comparison.from_record(d) for d in self.store.queue_page(self.query, n * self.PAGE, self.PAGE)]
+            comps = [Comparison.from_record(d)
+                     for d in self.store.queue_page(self.query, n * self.PAGE, self.PAGE, self._tiers)]
             refresh(self.store, comps)
             self._pages[n] = comps
         return self._pages[n]
@@ -301,7 +303,7 @@ def build_queue(store: Store, filters: Filters | None = None, how: str = "review
 
 
 def check_principle(store: Store, judge_hash: str, principle: str | None) -> None:
-    if principle:
+    if principle and not store.ai_pairs_judged_on(judge_hash, principle):
         known = store.ai_pair_principles(judge_hash)
         if principle not in known:
             raise RlaifError(f"--principle {principle!r}: no comparison was judged on it "
