@@ -293,7 +293,7 @@ def main() -> int:
                 rows.append({"step": step, "n": n, "seconds": secs, "rss_mb": rss})
             console.log(f"{n:>9,} {step:<14} {rows[-1]['seconds']:8.2f} s {rss:8.0f} MB")
         store = run / "store.sqlite"
-        size = store.stat().st_size + sum(p.stat().st_size for p in run.glob("store.sqlite-*"))
+        size = store.stat().st_size + sum(p.stat().st_size for p in run.glob("store.sqlite-*")) - _free_bytes(store)
         text_bytes = _text_bytes(store)
         rows.append({"step": "store size", "n": n, "bytes": size, "text_bytes": text_bytes})
 
@@ -320,6 +320,17 @@ def main() -> int:
     if tmp:
         tmp.cleanup()
     return 0
+
+
+def _free_bytes(store: Path) -> int:
+    """Pages SQLite keeps for reuse after deletes (not data)."""
+    import sqlite3
+
+    db = sqlite3.connect(store)
+    try:
+        return db.execute("PRAGMA freelist_count").fetchone()[0] * db.execute("PRAGMA page_size").fetchone()[0]
+    finally:
+        db.close()
 
 
 def _text_bytes(store: Path) -> int:
