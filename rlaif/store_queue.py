@@ -131,7 +131,8 @@ _TIERS = ("a.status = 'scored' AND a.inconsistent = 1",
           "a.status = 'scored' AND a.inconsistent = 0 AND a.confidence >= ? AND a.n_disagree > 0",
           "a.status = 'scored' AND a.inconsistent = 0 AND a.confidence >= ? AND a.n_disagree = 0",
           "a.status != 'scored'")
-_IN_TIER = "a.confidence, -a.n_disagree, a.prompt_id, a.chosen_id, a.rejected_id"
+_IDS = "a.prompt_id, a.chosen_id, a.rejected_id"  # the last key of every order: it makes the order total
+_IN_TIER = f"a.confidence, -a.n_disagree, {_IDS}"
 _TIER_CASE = ("CASE WHEN a.status != 'scored' THEN 4 WHEN a.inconsistent THEN 0 WHEN a.confidence < ? THEN 1 "
               "WHEN a.n_disagree > 0 THEN 2 ELSE 3 END")  # the tier of a pair, the same rule as _TIERS
 
@@ -140,9 +141,8 @@ def _order_sql(q: PairQuery) -> tuple[str, list]:
     """The queue's order: comma-separated expressions over ``a``, a total order. The CASE is
     ``Comparison.tier`` (rlaif/viewer/queue.py) in SQL, which the viewer shows as "why": the review
     order test checks that the two agree."""
-    ids = "a.prompt_id, a.chosen_id, a.rejected_id"
     if q.order == "random":
-        return f"rlaif_rank(?, {ids}), {ids}", [q.seed]
+        return f"rlaif_rank(?, {_IDS}), {_IDS}", [q.seed]
     return f"{_TIER_CASE}, {_IN_TIER}", [q.low_confidence]
 
 
