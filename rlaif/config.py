@@ -208,19 +208,25 @@ class RewardModelConfig(_Section):
 
 
 class CritiqueConfig(_Section):
-    """The critique stage (Constitutional AI's critique and revision; rlaif/critique.py)."""
+    """The critique stage (Constitutional AI's critique and revision, before ``sft``; rlaif/critique.py)."""
 
-    enabled: bool = Field(False, description="run the critique stage (after sft)")
+    enabled: bool = Field(False, description="run the critique stage (before sft)")
     reviser: Literal["policy", "judge"] = Field(
-        "policy", description="who critiques and revises: the SFT policy itself, or the judge's LLM backend "
-                              "(openai | transformers; the embedding judge writes no text)")
+        "policy", description="who critiques and revises: the initial policy itself (the model sft starts from), or "
+                              "the judge's LLM backend (openai | transformers; the embedding judge writes no text)")
     passes: int = Field(1, ge=1, le=8, description="critique-revision rounds per prompt")
     max_new_tokens: int = Field(96, ge=1, description="per answer, critique and revision")
-    temperature: float = Field(0.7, gt=0, description="reviser: policy sampling temperature (LLM judges: greedy)")
-    top_p: float = Field(0.95, gt=0, le=1)
+    temperature: float = Field(0.7, ge=0, le=2, description="sampling temperature of every writer (the policy, an "
+                                                            "openai or transformers judge); 0: greedy")
+    top_p: float = Field(0.95, gt=0, le=1, description="nucleus sampling of every writer (unused when greedy)")
     max_prompts: int | None = Field(None, ge=1, description="first N train prompts only")
     batch_size: int = Field(16, ge=1, description="calls per committed batch")
+    in_sft: bool = Field(True, description="this run's sft also trains on the (prompt, final revision) rows")
     in_mix: bool = Field(True, description="the revision pairs join the mix (source 'revision', weighted like AI)")
+
+    def sampling(self, seed: int) -> tuple[float, float, int] | None:
+        """The writers' sampling settings (in every call's cache key); None: greedy."""
+        return (self.temperature, self.top_p, seed) if self.temperature > 0 else None
 
 
 class EvalConfig(_Section):
@@ -350,6 +356,10 @@ def _check_cross_fields(cfg: PipelineConfig, loaded: LoadedYaml, touched: dict[s
             if length > n:
                 raise RlaifError(f"{_where(loaded, touched, name)} {name}: {length} exceeds policy.tiny.n_positions "
                                  f"({n}); lower it or raise n_positions")
+    c = cfg.critique
+    if c.enabled and c.in_sft and cfg.policy.skip_sft:
+        raise RlaifError(f"{_where(loaded, touched, 'critique.in_sft')} critique.in_sft: policy.skip_sft is true, so "
+                         "no SFT would train on the revisions; set critique.in_sft: false or policy.skip_sft: false")
     pt = cfg.policy_training
     if pt.algorithm in ("dpo", "kto") and pt.reward != RewardWeights(reward_model=1.0):
         raise RlaifError(f"{_where(loaded, touched, 'policy_training.reward')} policy_training.reward: {pt.algorithm} "

@@ -1,18 +1,23 @@
-"""The critique stage: Constitutional AI's supervised critique and revision (off by default).
+"""The critique stage: Constitutional AI's supervised critique and revision (off by default, before ``sft``).
 
-For each train prompt the SFT policy answers once; then, for ``critique.passes`` passes, the
-current response is critiqued against one principle (drawn by weight among those that apply to
-the prompt's category, seeded per prompt and pass; its ``text`` is the critique request, as in
-llm-swarm files) and revised (the principle's ``revision`` request, or a default built from its
-text). The writer of critiques and revisions (``critique.reviser``) is the policy itself or the
-judge's LLM backend (``openai`` or ``transformers``); the embedded judge writes no text.
+For each train prompt the initial policy (the model ``sft`` starts from: ``policy.model``, or a served
+policy) answers once; then, for ``critique.passes`` passes, the current response is critiqued against
+one principle (drawn by weight among those that apply to the prompt's category, seeded per prompt
+and pass) and revised. A principle with a ``revision`` request (a critique/revision file, e.g. one
+imported from llm-swarm) is sent as it is: its ``text`` is the critique request and its ``revision``
+the revision request; any other principle's text is wrapped in a request to critique against it, and
+the default revision request asks for a rewrite that follows it. The writer of critiques and revisions
+(``critique.reviser``) is the policy itself or the judge's LLM backend (``openai`` or ``transformers``);
+the embedded judge writes no text. Every writer samples with ``critique.temperature`` / ``top_p`` and
+the run's seed (0: greedy), which are in every call's cache key.
 
 Every call (the initial answers too) goes through the judge-call cache (rlaif/judges/cache.py)
 in the run store, committed as it finishes: a killed stage resumes where it stopped and a re-run
 makes no call. Outputs (``RunLayout.critique``), with provenance on every row:
-``sft.jsonl`` (TRL prompt-completion: the prompt and the final revision; a later round's
-``policy.sft_data``) and ``pairs.jsonl`` (TRL preference: the final revision chosen over the initial
-response), which the mix takes as pairs of source ``revision`` weighted like AI pairs.
+``sft.jsonl`` (TRL prompt-completion: the prompt and the final revision; with ``critique.in_sft``
+this run's ``sft`` trains on it as well as on ``policy.sft_data``) and ``pairs.jsonl`` (TRL
+preference: the final revision chosen over the initial response), which the mix takes as pairs of
+source ``revision`` weighted like AI pairs.
 """
 
 from __future__ import annotations
@@ -31,9 +36,14 @@ REVISION_DEFAULT = "Please rewrite your last response so that it follows this pr
 REVISION = "{request}\n\nReply with the rewritten response only."
 
 
+def critique_request(p: Principle) -> str:
+    """A critique/revision principle's own request (its ``text``), else its text wrapped in one."""
+    return p.text if p.revision else CRITIQUE.format(request=p.text)
+
+
 def critique_messages(prompt: str, response: str, p: Principle) -> list[dict]:
     return [*chat.messages(prompt), {"role": "assistant", "content": response},
-            {"role": "user", "content": CRITIQUE.format(request=p.text)}]
+            {"role": "user", "content": critique_request(p)}]
 
 
 def revision_messages(prompt: str, response: str, p: Principle, critique: str) -> list[dict]:
@@ -43,26 +53,26 @@ def revision_messages(prompt: str, response: str, p: Principle, critique: str) -
 
 
 class PolicyWriter(Completer):
-    """The SFT policy as a writer: each call's messages rendered as the policy's prompt (its end kept when
-    longer than the model's positions allow), one sampled reply (seeded by the batch's content)."""
+    """A local policy as a writer: each call's messages rendered as the policy's prompt (its end kept when
+    longer than the model's positions allow), one reply per call, sampled as the calls say (seeded by the
+    batch's content) or greedy."""
 
     backend = "policy"
 
-    def __init__(self, policy_dir, policy_hash: str, temperature: float, top_p: float, seed: int, device: str):
+    def __init__(self, model_ref: str, identity: str, device: str):
         from rlaif.generate import load_policy
 
-        self.model = policy_hash
-        self.params = (temperature, top_p, seed)  # in the cache key: sampled text depends on them
-        self.lm, self.tok = load_policy(policy_dir, device)
-        self.temperature, self.top_p, self.seed, self.device = temperature, top_p, seed, device
+        self.model = identity  # in the cache key: the model's content, not its path
+        self.lm, self.tok = load_policy(model_ref, device)
+        self.device = device
 
     def run(self, calls: list[Call]) -> list[Completion]:
         from rlaif.generate import sample
 
         prompts = [chat.encode(c.messages) for c in calls]
-        seed = int(content_hash([self.seed, prompts], 8), 16)
-        outs = sample(self.lm, self.tok, prompts, 1, max(c.max_tokens for c in calls), self.temperature, self.top_p,
-                      seed, self.device, truncate=True)
+        temperature, top_p, seed = calls[0].sampling or (0.0, 1.0, 0)  # an Asker's calls all sample alike
+        outs = sample(self.lm, self.tok, prompts, 1, max(c.max_tokens for c in calls), temperature, top_p,
+                      int(content_hash([seed, prompts], 8), 16), self.device, truncate=True)
         return [Completion(text=o[0]) for o in outs]
 
 
@@ -81,7 +91,7 @@ def check_reviser(cfg) -> None:
 
 def served_policy(cfg) -> Completer:
     """A served policy (``generate.backend: openai``) as a writer: the judge's OpenAI client on
-    ``generate.served``'s server and model (it answers greedily)."""
+    ``generate.served``'s server and model."""
     from rlaif.config import JudgeConfig
     from rlaif.judges.openai_backend import OpenAICompleter
 
@@ -91,17 +101,34 @@ def served_policy(cfg) -> Completer:
                                        constitution=cfg.judge.constitution))
 
 
+def local_policy(run) -> PolicyWriter:
+    """The initial policy (the model ``sft`` starts from) as a writer. For ``policy.model: tiny`` that is the
+    untrained tiny model the SFT stage would build from ``policy.sft_data`` (random weights: noise, for tests)."""
+    from pathlib import Path
+
+    from rlaif.hashing import dir_hash
+    from rlaif.train.sft import base_rows, initial_policy
+
+    pcfg = run.cfg.policy
+    rows = base_rows(pcfg, run.cfg.data.system_prompt)
+    texts = [p.text for p in run.inputs.prompts]
+    ref = initial_policy(pcfg, run.cfg.seed, rows, texts, run.layout.partial(run.layout.critique))
+    if pcfg.model == "tiny":  # built deterministically from these
+        identity = content_hash(["tiny", pcfg.tiny.model_dump(), rows, texts, run.cfg.seed])
+    elif Path(ref).is_dir():  # a local folder (a later round's: the previous policy) by its content
+        identity = dir_hash(ref)
+    else:
+        identity = ref
+    return PolicyWriter(ref, identity, run.device)
+
+
 def make_writers(run) -> tuple[Completer, Completer]:
     """(the policy, which answers first; the reviser, which critiques and revises)."""
     from rlaif.judges import backend_entry
 
     cc, jc = run.cfg.critique, run.cfg.judge
     check_reviser(run.cfg)
-    if run.cfg.generate.backend == "openai":
-        policy = served_policy(run.cfg)
-    else:
-        policy = PolicyWriter(run.layout.sft, run.output_hash("sft"), cc.temperature, cc.top_p, run.cfg.seed,
-                              run.device)
+    policy = served_policy(run.cfg) if run.cfg.generate.backend == "openai" else local_policy(run)
     if cc.reviser == "policy":
         return policy, policy
     return policy, backend_entry(jc.backend).completer(jc, run.device)
@@ -121,11 +148,11 @@ class Track:
 class Asker:
     """Calls through the writer and the call cache, in committed batches, with counters."""
 
-    def __init__(self, writer: Completer, store, max_tokens: int, batch_size: int):
-        self.key_base = ["critique", writer.backend, writer.model, getattr(writer, "params", None), max_tokens]
+    def __init__(self, writer: Completer, store, max_tokens: int, batch_size: int, sampling: tuple | None):
+        self.key_base = ["critique", writer.backend, writer.model, sampling, max_tokens]
         from rlaif.judges.cache import CallCache
 
-        self.writer, self.max_tokens, self.batch_size = writer, max_tokens, batch_size
+        self.writer, self.max_tokens, self.batch_size, self.sampling = writer, max_tokens, batch_size, sampling
         self.cache = CallCache(writer.submit, store, dump=lambda r: r.as_json() if r.error is None else None,
                                load=lambda d: Completion(**d), lost=lambda k: Completion(error="not made"))
         self.failed = 0
@@ -137,7 +164,7 @@ class Asker:
         with task(label, len(messages)) as advance:
             for s in range(0, len(messages), self.batch_size):
                 chunk = messages[s:s + self.batch_size]
-                calls = [Call(m, self.max_tokens, False) for m in chunk]
+                calls = [Call(m, self.max_tokens, False, sampling=self.sampling) for m in chunk]
                 keys = [content_hash([*self.key_base, m], length=32) for m in chunk]
                 for r in self.cache.run(calls, keys):
                     ok = r.error is None and bool((r.text or "").strip())
@@ -154,8 +181,9 @@ def run_critique(run) -> dict:
     cc, constitution, seed = run.cfg.critique, run.inputs.constitution, run.cfg.seed
     prompts = run.store.prompts("train")[: cc.max_prompts]
     policy, writer = make_writers(run)
-    first = Asker(policy, run.store, cc.max_new_tokens, cc.batch_size)
-    asker = first if writer is policy else Asker(writer, run.store, cc.max_new_tokens, cc.batch_size)
+    sampling = cc.sampling(seed)
+    first = Asker(policy, run.store, cc.max_new_tokens, cc.batch_size, sampling)
+    asker = first if writer is policy else Asker(writer, run.store, cc.max_new_tokens, cc.batch_size, sampling)
     try:
         tracks = [Track(p.id, p.text) for p in prompts]
         for t, text in zip(tracks, first.ask([chat.messages(t.prompt) for t in tracks], "critique: answers")):
@@ -180,7 +208,8 @@ def run_critique(run) -> dict:
         policy.close()
     revised = [t for t in tracks if t.principles and t.current.strip() != t.initial.strip()]
     provenance = {"reviser": cc.reviser, "writer": {"backend": writer.backend, "model": writer.model},
-                  "constitution_hash": constitution.hash, "passes": cc.passes}
+                  "sampling": list(sampling) if sampling else "greedy", "constitution_hash": constitution.hash,
+                  "passes": cc.passes}
     sft = [{"prompt": t.prompt, "completion": t.current, "prompt_id": t.prompt_id, "principles": list(t.principles),
             **provenance} for t in revised]
     pairs = [{"prompt": t.prompt, "chosen": t.current, "rejected": t.initial, "prompt_id": t.prompt_id,
@@ -205,6 +234,15 @@ def _write_outputs(layout, sft: list[dict], pairs: list[dict]) -> None:
     for name, rows in (("sft.jsonl", sft), ("pairs.jsonl", pairs)):
         (tmp / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     finalize_dir(tmp, layout.critique)
+
+
+def revision_sft_rows(layout) -> list[dict]:
+    """The stage's SFT set as ``{"prompt", "response"}`` rows (for this run's ``sft``); none when nothing was
+    revised."""
+    from rlaif.records import load_sft
+
+    path = layout.critique / "sft.jsonl"
+    return load_sft(path) if path.stat().st_size else []
 
 
 def revision_pairs(layout) -> list[dict]:

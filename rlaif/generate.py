@@ -21,8 +21,9 @@ def load_policy(path: str | Path, device: str):
 
 def sample(model, tok, prompts: list[str], n: int, max_new_tokens: int, temperature: float, top_p: float,
            seed: int, device: str, truncate: bool = False) -> list[list[str]]:
-    """``n`` sampled responses per prompt (one batched ``generate`` call). ``truncate``: keep the end of a
-    prompt longer than the model's positions leave room for (with ``max_new_tokens``) instead of failing."""
+    """``n`` sampled responses per prompt (one batched ``generate`` call; ``temperature`` 0: greedy). ``truncate``:
+    keep the end of a prompt longer than the model's positions leave room for (with ``max_new_tokens``) instead of
+    failing."""
     import torch
 
     from rlaif.train.hf import max_positions
@@ -33,7 +34,8 @@ def sample(model, tok, prompts: list[str], n: int, max_new_tokens: int, temperat
     max_new = max(1, min(max_new_tokens, max_positions(model.config) - enc["input_ids"].shape[1]))
     with torch.no_grad():
         out = model.generate(
-            **enc, do_sample=True, temperature=temperature, top_p=top_p, max_new_tokens=max_new,
+            **enc, **({"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0
+                      else {"do_sample": False}), max_new_tokens=max_new,
             num_return_sequences=n, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
         )
     texts = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)

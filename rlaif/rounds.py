@@ -15,7 +15,9 @@ Skipping and resuming are the pipeline's own, per round: an unchanged re-run ski
 of every round; a killed run resumes in the round it was in (the rounds before it are skipped).
 The one thing the stage hashes cannot see is that round k-1's policy changed in place (its path
 stays the same): round k records the hash of the policy it copied (``round_source.json``) and
-redoes the copy when it differs (the stages after it then re-run if the copy's files differ).
+redoes the copy (and the critique stage, whose first answers that policy writes) when it differs
+(the stages after it then re-run if the copy's files differ). A round >= 2 trains no SFT, so its
+critique stage's revisions reach training through the mix only (``critique.in_mix``).
 
 After the last round ``rounds.json``, ``rounds.md`` and ``rounds.png`` in the run directory hold
 the per-round figures (harmless and over-refusal rates on the held-out prompts, the judge's win
@@ -78,7 +80,8 @@ def run_rounds(cfg: PipelineConfig, names: tuple[str, ...], workdir: str | None 
         previous = runs[-1].layout.policy
         source_hash = dir_hash(previous)
         layout = RunLayout(root.round_dir(k))
-        refresh = ("sft",) if _source_changed(layout, source_hash) else ()
+        # The critique stage's first answers come from that policy too (its calls are keyed by its content).
+        refresh = ("critique", "sft") if _source_changed(layout, source_hash) else ()
         runs.append(run_pipeline(round_config(cfg, previous), names, str(layout.root), force=force, refresh=refresh))
         _stamp_source(layout, previous, source_hash)
     if cfg.rounds > 1 and "eval" in names:

@@ -63,7 +63,41 @@ def _always(*stages: str) -> Callable[[PipelineConfig], tuple[str, ...]]:
     return lambda cfg: stages
 
 
+# ------------------------------------------------------------------ critique
+def revisions_in_sft(cfg: PipelineConfig) -> bool:
+    """Whether ``sft`` trains on the critique stage's revisions too (no SFT with ``policy.skip_sft``: a round
+    >= 2 starts from the previous round's policy, and its revisions reach training through the mix only)."""
+    return cfg.critique.enabled and cfg.critique.in_sft and not cfg.policy.skip_sft
+
+
+def revisions_in_mix(cfg: PipelineConfig) -> bool:
+    return cfg.critique.enabled and cfg.critique.in_mix
+
+
+def _critique_parts(run: Run) -> dict:
+    served = run.cfg.generate.backend == "openai"
+    return {"critique": run.cfg.critique.model_dump(mode="json", exclude={"batch_size", "in_mix", "in_sft"}),
+            "constitution": run.inputs.constitution.hash, "judge": run.cfg.judge.call_hash()
+            if run.cfg.critique.reviser == "judge" else None,
+            "prompts": [(p.id, p.text, p.category) for p in run.inputs.prompts if p.split == "train"],
+            # The initial policy that answers first: the model sft starts from, or the served one.
+            "policy": None if served else (run.cfg.policy.model_dump(mode="json", include={"model", "tiny"})
+                                           | {"sft_data": run.inputs.file_hashes.get("sft_data")}),
+            "served": run.cfg.generate.served.model_dump(mode="json", include={"model", "base_url"})
+            if served else None}
+
+
+def _critique(run: Run) -> dict:
+    from rlaif.critique import run_critique
+
+    return run_critique(run)
+
+
 # ------------------------------------------------------------------ sft
+def _sft_needs(cfg: PipelineConfig) -> tuple[str, ...]:
+    return ("critique",) if revisions_in_sft(cfg) else ()
+
+
 def _sft_parts(run: Run) -> dict:
     return {"policy": run.cfg.policy.model_dump(mode="json", exclude={"sft_data"}),
             "sft_data": run.inputs.file_hashes.get("sft_data")}
@@ -73,30 +107,15 @@ def _sft(run: Run) -> dict:
     from rlaif.hashing import dir_hash
     from rlaif.train.sft import run_sft
 
+    revisions = []
+    if revisions_in_sft(run.cfg):
+        from rlaif.critique import revision_sft_rows
+
+        revisions = revision_sft_rows(run.layout)
     info = run_sft(run.cfg.policy, run.cfg.seed, run.layout, [p.text for p in run.inputs.prompts], run.device,
-                   run.cfg.data.system_prompt)
+                   run.cfg.data.system_prompt, revisions)
     info["output_hash"] = dir_hash(run.layout.sft)
     return info
-
-
-# ------------------------------------------------------------------ critique
-def _critique_parts(run: Run) -> dict:
-    return {"critique": run.cfg.critique.model_dump(mode="json", exclude={"batch_size", "in_mix"}),
-            "constitution": run.inputs.constitution.hash, "judge": run.cfg.judge.call_hash()
-            if run.cfg.critique.reviser == "judge" else None,
-            "prompts": [(p.id, p.text, p.category) for p in run.inputs.prompts if p.split == "train"],
-            "served": run.cfg.generate.served.model_dump(mode="json", include={"model", "base_url"})
-            if run.cfg.generate.backend == "openai" else None}
-
-
-def _critique(run: Run) -> dict:
-    from rlaif.critique import run_critique
-
-    return run_critique(run)
-
-
-def revisions_in_mix(cfg: PipelineConfig) -> bool:
-    return cfg.critique.enabled and cfg.critique.in_mix
 
 
 # ------------------------------------------------------------------ generate
@@ -259,9 +278,9 @@ def _eval(run: Run) -> dict:
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("sft", _always(), _sft_parts, _sft, output="sft", marker="config.json", checkpoints=True),
-    Stage("critique", _always("sft"), _critique_parts, _critique, output="critique", marker="pairs.jsonl",
+    Stage("critique", _always(), _critique_parts, _critique, output="critique", marker="pairs.jsonl",
           enabled=lambda cfg: cfg.critique.enabled),
+    Stage("sft", _sft_needs, _sft_parts, _sft, output="sft", marker="config.json", checkpoints=True),
     Stage("generate", _always("sft"), _generate_parts, _generate),
     Stage("judge", _always("generate"), _judge_parts, _judge),
     Stage("mix", _mix_needs, _mix_parts, _mix, output="pairs", marker="dataset_dict.json"),

@@ -19,7 +19,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 pytest_plugins = ["tiny_chat_models"]  # qwen2_dir / llama_dir: tiny real-architecture chat models
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared" / "data"
+# The shared data next to the checkout (a git worktree sits one level deeper); RLAIF_SHARED_DATA overrides.
+SHARED = Path(os.environ.get("RLAIF_SHARED_DATA") or next(
+    (d for d in (ROOT.parent / "shared" / "data", ROOT.parents[1] / "shared" / "data") if d.exists()),
+    ROOT.parent / "shared" / "data"))
 
 
 class ScriptedJudge(JudgeBackend):

@@ -35,9 +35,7 @@ def llm(server, *extra):
 
 @pytest.fixture
 def project(tmp_path, scripted_backend):
-    proj = make_tiny_project(tmp_path / "proj")
-    assert main(["sft", str(proj / "pipeline.yaml")]) == 0
-    return proj
+    return make_tiny_project(tmp_path / "proj")  # the stage runs before sft: nothing else needs to run first
 
 
 def _rows(path):
@@ -54,7 +52,7 @@ def test_llm_reviser_writes_trl_sets_with_provenance_cached_and_mixed(project, c
         db = sqlite3.connect(project / "run" / "store.sqlite")
         info = json.loads(db.execute("SELECT info FROM stages WHERE name='critique'").fetchone()[0])
         train = db.execute("SELECT COUNT(*) FROM prompts WHERE split='train'").fetchone()[0]
-        # Two passes of critique + revision per prompt the policy answered (the first answers are the policy's).
+        # Two passes of critique + revision per prompt the initial policy answered (the first answers are its own).
         assert 0 < info["revised"] == len(sft) == len(pairs) <= train and n == 2 * 2 * info["revised"]
         # The revision request sees the prompt, the answer, the critique request and the critique.
         assert all(r["completion"] == "A careful, revised answer (5 messages seen)." for r in sft)
@@ -68,7 +66,7 @@ def test_llm_reviser_writes_trl_sets_with_provenance_cached_and_mixed(project, c
         # A forced re-run makes no call (every call cached); the mix takes the pairs as source "revision".
         assert main(["critique", cfg, *args, "--force"]) == 0
         assert len(server.requests) == n
-        for stage in ("generate", "judge", "mix"):
+        for stage in ("sft", "generate", "judge", "mix"):
             assert main([stage, cfg, *args]) == 0
     mix = json.loads(db.execute("SELECT info FROM stages WHERE name='mix'").fetchone()[0])
     assert mix["revision_pairs"] == len(pairs)
@@ -103,32 +101,40 @@ def test_killed_stage_resumes_paying_only_the_rest(project, monkeypatch):
         total = len(server.requests)
     with FakeOpenAI(responder=writer) as fresh:  # the same stage from scratch, for the count
         other = make_tiny_project(project.parent / "fresh")
-        assert main(["sft", str(other / "pipeline.yaml")]) == 0
         assert main(["critique", str(other / "pipeline.yaml"), *llm(fresh, "--set", "critique.batch_size=2")]) == 0
         assert total == len(fresh.requests)  # nothing paid twice
 
 
-def test_policy_reviser_runs_with_the_embedding_judge(project):
+def test_initial_policy_revises_itself_with_the_embedding_judge(project):
+    """Before sft the policy is the model sft starts from (for ``tiny``: the untrained model it builds)."""
     assert main(["critique", str(project / "pipeline.yaml"), *on("--set", "critique.max_new_tokens=8",
                                                                  "--set", "critique.max_prompts=3")]) == 0
     pairs = _rows(project / "run" / "critique" / "pairs.jsonl")
     assert all(r["writer"]["backend"] == "policy" for r in pairs)
     info = json.loads(sqlite3.connect(project / "run" / "store.sqlite").execute(
         "SELECT info FROM stages WHERE name='critique'").fetchone()[0])
-    # 3 first answers, then a critique and a revision for each answered prompt: all by the tiny policy.
+    # 3 first answers, then a critique and a revision for each answered prompt: all by the tiny initial policy,
+    # before any SFT (no sft output exists).
+    assert not (project / "run" / "sft").exists()
     assert info["prompts"] == 3 and 3 < info["calls"] <= 3 + 2 * 3 and len(pairs) <= 3
 
 
-@pytest.mark.parametrize("case", ["embedding-judge-writes-no-text", "stage-off"], ids=str)
+REFUSED = {  # case: (args, what the one line says, whether the run directory may exist)
+    "embedding-judge-writes-no-text": (on("--set", "critique.reviser=judge", "--set", "judge.backend=embedding"),
+                                       "cannot write critiques", False),
+    "in-sft-without-sft": (on("--set", "policy.skip_sft=true"), "critique.in_sft: policy.skip_sft is true", False),
+    "stage-off": ([], "critique.enabled", True),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED), ids=str)
 def test_refused_with_one_line_nothing_written(case, tmp_path, capsys, scripted_backend):
     proj = make_tiny_project(tmp_path / "proj")
-    args = on("--set", "critique.reviser=judge", "--set", "judge.backend=embedding") if case.startswith("emb") else []
+    args, says, may_write = REFUSED[case]
     assert main(["critique", str(proj / "pipeline.yaml"), *args]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1
-    assert ("cannot write critiques" in err) if case.startswith("emb") else ("critique.enabled" in err)
-    if case.startswith("emb"):
-        assert not (proj / "run").exists()
+    assert len(err.splitlines()) == 1 and says in err, err
+    assert may_write or not (proj / "run").exists()
 
 
 def test_kill_9_then_rerun_pays_at_most_the_calls_in_flight_twice(project):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rlaif.hashing import content_hash
 from rlaif.judges.llm import Call, Completer, Completion
 
 
@@ -73,15 +74,20 @@ class TransformersCompleter(Completer):
         out: list[Completion | None] = [None] * len(calls)
         bs = self.cfg.batch_size
         single = [i for i, c in enumerate(calls) if c.max_tokens == 1]
-        multi = [i for i, c in enumerate(calls) if c.max_tokens > 1]
+        # Generated text, batched among calls that sample alike (greedy judge calls; a critique's sampled calls).
+        multi: dict[tuple | None, list[int]] = {}
+        for i, c in enumerate(calls):
+            if c.max_tokens > 1:
+                multi.setdefault(c.sampling and c.sampling[:2], []).append(i)
         for start in range(0, len(single), bs):
             idx = single[start:start + bs]
             for i, r in zip(idx, self._next_token([calls[i] for i in idx])):
                 out[i] = r
-        for start in range(0, len(multi), bs):
-            idx = multi[start:start + bs]
-            for i, r in zip(idx, self._generate([calls[i] for i in idx])):
-                out[i] = r
+        for group in multi.values():
+            for start in range(0, len(group), bs):
+                idx = group[start:start + bs]
+                for i, r in zip(idx, self._generate([calls[i] for i in idx])):
+                    out[i] = r
         return out  # type: ignore[return-value]
 
     def _encode(self, calls: list[Call]):
@@ -119,8 +125,13 @@ class TransformersCompleter(Completer):
         import torch
 
         enc = self._encode(calls)
+        kw: dict[str, Any] = {"do_sample": False}
+        if calls[0].sampling is not None:  # the batch samples alike (``run``); seeded by its calls' content
+            temperature, top_p, seed = calls[0].sampling
+            kw = {"do_sample": True, "temperature": temperature, "top_p": top_p}
+            torch.manual_seed(int(content_hash([seed, [c.messages for c in calls]], 8), 16))
         with torch.no_grad():
-            gen = self.lm.generate(**enc, do_sample=False, max_new_tokens=max(c.max_tokens for c in calls),
+            gen = self.lm.generate(**enc, **kw, max_new_tokens=max(c.max_tokens for c in calls),
                                    pad_token_id=self.tok.pad_token_id)
         new = gen[:, enc["input_ids"].shape[1]:]
         self.completion_tokens += int((new != self.tok.pad_token_id).sum())

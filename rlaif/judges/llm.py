@@ -43,6 +43,8 @@ class Call:
     max_tokens: int = 1
     logprobs: bool = True
     options: tuple[str, ...] = ()  # offered verdict tokens (local backends read their logits directly)
+    # (temperature, top_p, seed) to sample with (critique writers); None: greedy, as every judge call is.
+    sampling: tuple[float, float, int] | None = None
 
 
 @dataclass

@@ -26,6 +26,7 @@ import weakref
 from typing import Any
 
 from rlaif.errors import RlaifError
+from rlaif.hashing import content_hash
 from rlaif.judges.errors import BudgetExceeded, JudgeFatalError, scrub
 from rlaif.judges.llm import Call, Completer, Completion
 
@@ -230,6 +231,9 @@ class OpenAICompleter(Completer):
 
         kw: dict[str, Any] = {"model": self.model, "messages": call.messages, "max_tokens": call.max_tokens,
                               "temperature": 0.0}
+        if call.sampling is not None:  # a seed per call (from its content), for servers that honour one
+            temperature, top_p, seed = call.sampling
+            kw.update(temperature=temperature, top_p=top_p, seed=int(content_hash([seed, call.messages], 8), 16) >> 1)
         if call.logprobs:
             kw.update(logprobs=True, top_logprobs=self.cfg.top_logprobs)
         attempts = [0]

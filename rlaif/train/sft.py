@@ -2,17 +2,40 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rlaif.chat import conversational_dataset, with_system_all
 from rlaif.config import PolicyConfig
+from rlaif.errors import RlaifError
 from rlaif.formats import policy_prompt
 from rlaif.layout import RunLayout
 from rlaif.records import load_sft
 from rlaif.train.hf import load_tokenizer, train_and_save, trainer_kwargs
 
 
+def base_rows(pcfg: PolicyConfig, system_prompt: str | None) -> list[dict]:
+    """The rows of ``policy.sft_data`` (none without one), the system prompt added."""
+    return with_system_all(load_sft(pcfg.sft_data), system_prompt) if pcfg.sft_data else []
+
+
+def initial_policy(pcfg: PolicyConfig, seed: int, rows: list[dict], extra_texts: list[str], work: Path) -> str:
+    """The model SFT starts from: ``policy.model``, or for ``tiny`` an untrained tiny model whose tokenizer is
+    trained on ``rows`` and ``extra_texts``, built in ``work/init`` (kept there for a resumed stage)."""
+    if pcfg.model != "tiny":
+        return pcfg.model
+    from rlaif.train.tiny import EOS, build_tiny_model
+
+    init_dir = work / "init"
+    if not (init_dir / "config.json").exists():
+        texts = [policy_prompt(r["prompt"]) + r["response"] + EOS for r in rows] + extra_texts
+        build_tiny_model(texts, pcfg.tiny, init_dir, seed=seed)
+    return str(init_dir)
+
+
 def run_sft(pcfg: PolicyConfig, seed: int, layout: RunLayout, extra_texts: list[str], device: str,
-            system_prompt: str | None = None) -> dict:
-    """Train the SFT policy into ``layout.sft``; return metrics and log history.
+            system_prompt: str | None = None, revisions: list[dict] = ()) -> dict:
+    """Train the SFT policy into ``layout.sft`` on ``policy.sft_data`` plus ``revisions`` (the critique
+    stage's rows, ``{"prompt", "response"}``); return metrics and log history.
 
     With ``policy.skip_sft`` the policy model is copied there as it is."""
     out_dir = layout.sft
@@ -25,18 +48,11 @@ def run_sft(pcfg: PolicyConfig, seed: int, layout: RunLayout, extra_texts: list[
         return {"skipped_sft": True}
     from trl import SFTConfig, SFTTrainer
 
-    rows = with_system_all(load_sft(pcfg.sft_data), system_prompt)  # validated earlier; cheap to re-read
-    work = layout.partial(out_dir)
-    if pcfg.model == "tiny":
-        from rlaif.train.tiny import EOS, build_tiny_model
-
-        init_dir = work / "init"
-        if not (init_dir / "config.json").exists():
-            texts = [policy_prompt(r["prompt"]) + r["response"] + EOS for r in rows] + extra_texts
-            build_tiny_model(texts, pcfg.tiny, init_dir, seed=seed)
-        model_ref = str(init_dir)
-    else:
-        model_ref = pcfg.model
+    rows = base_rows(pcfg, system_prompt) + with_system_all(list(revisions), system_prompt)
+    if not rows:
+        raise RlaifError("sft: no SFT examples: set policy.sft_data, or let the critique stage revise some "
+                         "answers (critique.enabled, critique.in_sft)")
+    model_ref = initial_policy(pcfg, seed, rows, extra_texts, layout.partial(out_dir))
 
     from transformers import AutoModelForCausalLM
 
@@ -51,4 +67,4 @@ def run_sft(pcfg: PolicyConfig, seed: int, layout: RunLayout, extra_texts: list[
         packing=False,
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer)
-    return {"examples": len(rows), **train_and_save(trainer, tokenizer, out_dir, "sft")}
+    return {"examples": len(rows), "revision_examples": len(revisions), **train_and_save(trainer, tokenizer, out_dir, "sft")}

@@ -1,0 +1,136 @@
+"""The critique stage before sft: the stage order, this run's sft training on the revisions (re-run when they
+change, skipped when not), the writers' sampling settings (sent, and in the call-cache key), and llm-swarm
+critique/revision requests sent as they are."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+from conftest import SHARED, make_tiny_project
+
+from rlaif import stages
+from rlaif.cli import main
+from rlaif.config import load_config
+from rlaif.testing.fake_openai import FakeOpenAI, Reply
+
+
+def writer(req):
+    """A scripted LLM writer whose revisions say which sampling they were asked for."""
+    last = req["messages"][-1]["content"]
+    if "rewritten response only" in last:
+        return Reply(f"A revised answer (t={req.get('temperature')}, seed={'seed' in req}).")
+    return Reply("The response is vague about safety.")
+
+
+def llm(server, *extra):
+    return ["--set", "critique.enabled=true", "--set", "critique.reviser=judge", "--set", "judge.backend=openai",
+            "--set", f"judge.base_url={server.base_url}", "--set", "judge.model=fake-writer", *extra]
+
+
+def _info(project, stage):
+    row = sqlite3.connect(project / "run" / "store.sqlite").execute(
+        "SELECT info FROM stages WHERE name=?", (stage,)).fetchone()
+    return json.loads(row[0])
+
+
+def test_critique_runs_before_sft_and_sft_needs_it_only_when_it_takes_the_revisions(tmp_path, scripted_backend):
+    assert stages.NAMES.index("critique") < stages.NAMES.index("sft") < stages.NAMES.index("generate")
+    cfg = str(make_tiny_project(tmp_path / "p") / "pipeline.yaml")
+    on = ["critique.enabled=true"]
+    sft = stages.get("sft")
+    assert stages.get("critique").needs(load_config(cfg, on)) == ()
+    assert sft.needs(load_config(cfg, on)) == ("critique",)
+    assert sft.needs(load_config(cfg)) == ()  # the stage is off
+    assert sft.needs(load_config(cfg, [*on, "critique.in_sft=false"])) == ()
+
+
+@pytest.mark.slow
+def test_sft_trains_on_the_revisions_reruns_when_they_change_and_skips_when_not(tmp_path, scripted_backend, capsys):
+    project = make_tiny_project(tmp_path / "proj")
+    cfg = str(project / "pipeline.yaml")
+    base_rows = len((project / "sft.jsonl").read_text().splitlines())
+    with FakeOpenAI(responder=writer) as server:
+        args = llm(server, "--set", "critique.max_prompts=4")
+        assert main(["sft", cfg, *args]) == 2  # sft needs the critique stage's output first
+        assert "critique" in capsys.readouterr().err
+        assert main(["critique", cfg, *args]) == 0
+        revised = _info(project, "critique")["revised"]
+        assert main(["sft", cfg, *args]) == 0
+        info = _info(project, "sft")
+        assert 0 < info["revision_examples"] == revised and info["examples"] == base_rows + revised
+        # The writers sample: temperature, top_p and a per-call seed reach the server.
+        sent = server.requests[-1]
+        assert (sent["temperature"], sent["top_p"], isinstance(sent["seed"], int)) == (0.7, 0.95, True)
+        n = len(server.requests)
+
+        capsys.readouterr()
+        assert main(["critique", cfg, *args]) == 0 and main(["sft", cfg, *args]) == 0  # unchanged: both skip
+        out = capsys.readouterr().err
+        assert "skip critique: inputs unchanged" in out and "skip sft: inputs unchanged" in out
+        assert len(server.requests) == n and _info(project, "sft") == info
+
+        greedy = [*args, "--set", "critique.temperature=0"]  # other settings: new calls, new revisions, new sft
+        assert main(["critique", cfg, *greedy]) == 0
+        assert len(server.requests) == n + 2 * _info(project, "critique")["revised"] > n
+        assert server.requests[-1]["temperature"] == 0.0 and "seed" not in server.requests[-1]
+        rows = [json.loads(line) for line in (project / "run" / "critique" / "sft.jsonl").read_text().splitlines()]
+        assert {r["completion"] for r in rows} == {"A revised answer (t=0.0, seed=False)."}
+        assert all(r["sampling"] == "greedy" for r in rows)
+        capsys.readouterr()
+        assert main(["sft", cfg, *greedy]) == 0
+        assert "skip sft" not in capsys.readouterr().err
+
+        capsys.readouterr()
+        assert main(["sft", cfg, *greedy, "--set", "critique.in_sft=false"]) == 0  # without the revisions
+        assert "skip sft" not in capsys.readouterr().err
+        assert _info(project, "sft")["revision_examples"] == 0 and _info(project, "sft")["examples"] == base_rows
+
+
+@pytest.mark.slow
+def test_llm_swarm_critique_and_revision_requests_are_sent_as_they_are(tmp_path, scripted_backend):
+    src = SHARED / "constitutions" / "llm_swarm_constitution_anthropic.json"
+    if not src.exists():
+        pytest.skip("shared data not present")
+    entries = json.loads(src.read_text())["constitutions"]
+    critics = {e["critic"].strip() for e in entries}
+    revisions = {e["revision"] for e in entries}
+    project = make_tiny_project(tmp_path / "proj")
+    assert main(["constitution", "import", str(src), "--format", "llm-swarm", "-o",
+                 str(project / "constitution.yaml")]) == 0
+
+    def swarm_writer(req):
+        last = req["messages"][-1]["content"]
+        if last in critics:
+            return Reply("It could be kinder.")
+        assert last.split("\n\n")[0] in revisions, last
+        return Reply("A kinder answer.")
+
+    with FakeOpenAI(responder=swarm_writer) as server:
+        assert main(["critique", str(project / "pipeline.yaml"),
+                     *llm(server, "--set", "critique.max_prompts=5", "--set", "critique.passes=2")]) == 0
+    asked = [r["messages"][-1]["content"] for r in server.requests]
+    crit = [a for a in asked if a in critics]
+    assert crit and len(crit) == len(asked) // 2  # every critique request is one of the file's, verbatim
+    pairs = [json.loads(line) for line in (project / "run" / "critique" / "pairs.jsonl").read_text().splitlines()]
+    assert pairs and all(r["chosen"] == "A kinder answer." and len(r["principles"]) == 2 for r in pairs)
+
+
+@pytest.mark.slow
+def test_transformers_writer_samples_seeded_or_greedy(qwen2_dir):
+    """A transformers writer samples with the calls' settings, reproducibly per seed; greedy without them."""
+    from rlaif.config import JudgeConfig
+    from rlaif.judges.hf_backend import TransformersCompleter
+    from rlaif.judges.llm import Call
+
+    w = TransformersCompleter(JudgeConfig(backend="transformers", model=str(qwen2_dir), constitution="c.yaml"))
+    msgs = [[{"role": "user", "content": f"Say something about topic {i}."}] for i in range(3)]
+
+    def texts(sampling):
+        return [c.text for c in w.run([Call(m, 12, False, sampling=sampling) for m in msgs])]
+
+    assert texts(None) == texts(None)
+    hot = texts((1.5, 1.0, 1))
+    assert hot == texts((1.5, 1.0, 1))  # the same seed: the same text
+    assert hot != texts((1.5, 1.0, 2)) and hot != texts(None)  # random weights, temperature 1.5: 12 tokens differ
