@@ -212,7 +212,8 @@ class CritiqueConfig(_Section):
 
     enabled: bool = Field(False, description="run the critique stage (before sft)")
     reviser: Literal["policy", "judge"] = Field(
-        "policy", description="who critiques and revises: the initial policy itself (the model sft starts from), or "
+        "policy", description="who critiques and revises: the initial policy itself (the model sft starts from; not "
+                              "the untrained tiny one), or "
                               "the judge's LLM backend (openai | transformers; the embedding judge writes no text)")
     passes: int = Field(1, ge=1, le=8, description="critique-revision rounds per prompt")
     max_new_tokens: int = Field(96, ge=1, description="per answer, critique and revision")

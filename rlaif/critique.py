@@ -83,6 +83,10 @@ def check_reviser(cfg) -> None:
     if cfg.critique.reviser == "judge" and backend_entry(cfg.judge.backend).completer is None:
         raise RlaifError(f"critique.reviser: judge: the {cfg.judge.backend!r} judge backend cannot write critiques "
                          "or revisions; set critique.reviser: policy, or judge.backend: openai | transformers")
+    if cfg.critique.reviser == "policy" and cfg.policy.model == "tiny" and cfg.generate.backend != "openai":
+        raise RlaifError("critique.reviser: policy: before sft the 'tiny' policy is an untrained model (random "
+                         "weights) that cannot critique; set critique.reviser: judge (openai | transformers), or "
+                         "policy.model to a chat model")
     if cfg.generate.backend == "openai":
         from rlaif.generate_openai import check_served
 

@@ -105,17 +105,22 @@ def test_killed_stage_resumes_paying_only_the_rest(project, monkeypatch):
         assert total == len(fresh.requests)  # nothing paid twice
 
 
-def test_initial_policy_revises_itself_with_the_embedding_judge(project):
-    """Before sft the policy is the model sft starts from (for ``tiny``: the untrained model it builds)."""
-    assert main(["critique", str(project / "pipeline.yaml"), *on("--set", "critique.max_new_tokens=8",
+def test_initial_policy_revises_itself(project, qwen2_dir):
+    """Before sft the policy is the model sft starts from (``policy.model``: here a tiny random-weight Qwen2 with
+    its real chat template); with the scripted judge, which writes no text, it critiques and revises itself."""
+    from rlaif.hashing import dir_hash
+
+    assert main(["critique", str(project / "pipeline.yaml"), *on("--set", f"policy.model={qwen2_dir}",
+                                                                 "--set", "critique.max_new_tokens=8",
                                                                  "--set", "critique.max_prompts=3")]) == 0
     pairs = _rows(project / "run" / "critique" / "pairs.jsonl")
-    assert all(r["writer"]["backend"] == "policy" for r in pairs)
+    assert all(r["writer"] == {"backend": "policy", "model": dir_hash(qwen2_dir)} for r in pairs)
     info = json.loads(sqlite3.connect(project / "run" / "store.sqlite").execute(
         "SELECT info FROM stages WHERE name='critique'").fetchone()[0])
-    # 3 first answers, then a critique and a revision for each answered prompt: all by the tiny initial policy,
+    # 3 first answers, then a critique and a revision for each answered prompt: all by the initial policy,
     # before any SFT (no sft output exists).
     assert not (project / "run" / "sft").exists()
+    assert info["writer"]["model"] == dir_hash(qwen2_dir)
     assert info["prompts"] == 3 and 3 < info["calls"] <= 3 + 2 * 3 and len(pairs) <= 3
 
 
@@ -123,6 +128,7 @@ REFUSED = {  # case: (args, what the one line says, whether the run directory ma
     "embedding-judge-writes-no-text": (on("--set", "critique.reviser=judge", "--set", "judge.backend=embedding"),
                                        "cannot write critiques", False),
     "in-sft-without-sft": (on("--set", "policy.skip_sft=true"), "critique.in_sft: policy.skip_sft is true", False),
+    "untrained-tiny-policy-revising-itself": (on(), "the 'tiny' policy is an untrained model", False),
     "stage-off": ([], "critique.enabled", True),
 }
 
