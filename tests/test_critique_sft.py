@@ -134,3 +134,39 @@ def test_transformers_writer_samples_seeded_or_greedy(qwen2_dir):
     hot = texts((1.5, 1.0, 1))
     assert hot == texts((1.5, 1.0, 1))  # the same seed: the same text
     assert hot != texts((1.5, 1.0, 2)) and hot != texts(None)  # random weights, temperature 1.5: 12 tokens differ
+
+
+@pytest.mark.slow
+def test_a_run_stopped_in_critique_resumes_then_sft_and_generate_follow(tmp_path, scripted_backend, monkeypatch):
+    """`run` order: a Ctrl-C in the critique stage keeps its committed calls; the re-run finishes it paying only
+    the rest, then sft trains on its revisions and generate samples from that sft; a third run skips all three."""
+    import rlaif.critique as critique
+    from rlaif.pipeline import run_pipeline
+
+    project = make_tiny_project(tmp_path / "proj")
+    names = ("critique", "sft", "generate")
+    with FakeOpenAI(responder=writer) as server:
+        sets = [a for a in llm(server, "--set", "critique.batch_size=2") if a != "--set"]
+        cfg = load_config(project / "pipeline.yaml", sets)
+        real, seen = critique.Asker.ask, {"n": 0}
+
+        def ask(self, messages, label):
+            out = real(self, messages, label)
+            seen["n"] += 1
+            if seen["n"] == 2:  # the first answers, then the first critiques: stop here
+                raise KeyboardInterrupt
+            return out
+
+        monkeypatch.setattr(critique.Asker, "ask", ask)
+        with pytest.raises(KeyboardInterrupt):
+            run_pipeline(cfg, names)
+        assert 0 < len(server.requests) and not (project / "run" / "sft").exists()
+        monkeypatch.setattr(critique.Asker, "ask", real)
+        run = run_pipeline(cfg, names)
+        assert run.ran == list(names)
+        revised = _info(project, "critique")["revised"]
+        assert len(server.requests) == 2 * revised  # one critique and one revision each, none paid twice
+        assert _info(project, "sft")["revision_examples"] == revised > 0
+        assert _info(project, "generate")["candidates"] > 0
+        again = run_pipeline(cfg, names)
+        assert again.ran == [] and again.skipped == list(names) and len(server.requests) == 2 * revised
