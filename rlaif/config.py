@@ -220,14 +220,19 @@ class CritiqueConfig(_Section):
     temperature: float = Field(0.7, ge=0, le=2, description="sampling temperature of every writer (the policy, an "
                                                             "openai or transformers judge); 0: greedy")
     top_p: float = Field(0.95, gt=0, le=1, description="nucleus sampling of every writer (unused when greedy)")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="the stage's seed (principle draws, sampling); "
+                                                                 "None: the run's seed")
     max_prompts: int | None = Field(None, ge=1, description="first N train prompts only")
     batch_size: int = Field(16, ge=1, description="calls per committed batch")
     in_sft: bool = Field(True, description="this run's sft also trains on the (prompt, final revision) rows")
     in_mix: bool = Field(True, description="the revision pairs join the mix (source 'revision', weighted like AI)")
 
-    def sampling(self, seed: int) -> tuple[float, float, int] | None:
+    def stage_seed(self, run_seed: int) -> int:
+        return run_seed if self.seed is None else self.seed
+
+    def sampling(self, run_seed: int) -> tuple[float, float, int] | None:
         """The writers' sampling settings (in every call's cache key); None: greedy."""
-        return (self.temperature, self.top_p, seed) if self.temperature > 0 else None
+        return (self.temperature, self.top_p, self.stage_seed(run_seed)) if self.temperature > 0 else None
 
 
 class EvalConfig(_Section):

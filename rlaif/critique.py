@@ -9,7 +9,7 @@ the revision request; any other principle's text is wrapped in a request to crit
 the default revision request asks for a rewrite that follows it. The writer of critiques and revisions
 (``critique.reviser``) is the policy itself or the judge's LLM backend (``openai`` or ``transformers``);
 the embedded judge writes no text. Every writer samples with ``critique.temperature`` / ``top_p`` and
-the run's seed (0: greedy), which are in every call's cache key.
+the stage's seed (``critique.seed``, default the run's; temperature 0: greedy), all in every call's cache key.
 
 Every call (the initial answers too) goes through the judge-call cache (rlaif/judges/cache.py)
 in the run store, committed as it finishes: a killed stage resumes where it stopped and a re-run
@@ -182,10 +182,11 @@ def run_critique(run) -> dict:
     """The stage: initial answers, ``passes`` critique/revision rounds, the two output files."""
     from rlaif.judges.core import sample_principle
 
-    cc, constitution, seed = run.cfg.critique, run.inputs.constitution, run.cfg.seed
+    cc, constitution = run.cfg.critique, run.inputs.constitution
+    seed = cc.stage_seed(run.cfg.seed)
     prompts = run.store.prompts("train")[: cc.max_prompts]
     policy, writer = make_writers(run)
-    sampling = cc.sampling(seed)
+    sampling = cc.sampling(run.cfg.seed)
     first = Asker(policy, run.store, cc.max_new_tokens, cc.batch_size, sampling)
     asker = first if writer is policy else Asker(writer, run.store, cc.max_new_tokens, cc.batch_size, sampling)
     try:

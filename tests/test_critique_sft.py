@@ -71,6 +71,11 @@ def test_sft_trains_on_the_revisions_reruns_when_they_change_and_skips_when_not(
         assert "skip critique: inputs unchanged" in out and "skip sft: inputs unchanged" in out
         assert len(server.requests) == n and _info(project, "sft") == info
 
+        reseeded = [*args, "--set", "critique.seed=7"]  # the stage's own seed: other samples, new calls
+        assert main(["critique", cfg, *reseeded]) == 0
+        assert len(server.requests) > n and server.requests[-1]["seed"] != sent["seed"]
+        n = len(server.requests)
+
         greedy = [*args, "--set", "critique.temperature=0"]  # other settings: new calls, new revisions, new sft
         assert main(["critique", cfg, *greedy]) == 0
         assert len(server.requests) == n + 2 * _info(project, "critique")["revised"] > n
