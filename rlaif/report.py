@@ -62,6 +62,19 @@ def held_out_prompts(run) -> list:
     return prompts[: run.cfg.eval.max_prompts]
 
 
+def critique_summary(run) -> dict:
+    """The critique stage's counts, writer and sampling, and the revisions ``sft`` and the mix took ({} when off)."""
+    if not run.cfg.critique.enabled:
+        return {}
+    c = run.results_of("critique")
+    writer = c.get("writer") or {}
+    return {**{k: c.get(k) for k in ("prompts", "revised", "passes", "reviser", "calls", "cache_hits",
+                                     "failed_calls")},
+            "writer": f"{writer.get('backend')} {writer.get('model')}", "sampling": c.get("sampling"),
+            "sft_revision_examples": run.results_of("sft").get("revision_examples"),
+            "mix_revision_pairs": run.results_of("mix").get("revision_pairs")}
+
+
 def build_report(run) -> dict:
     from datasets import load_from_disk
 
@@ -133,8 +146,11 @@ def build_report(run) -> dict:
         # mix.min_judge_agreement: the check each training stage passed (or was forced past with --force).
         "agreement_gate": {s: run.results_of(s)["agreement_gate"] for s in ("train-rm", "train-policy")
                            if run.results_of(s).get("agreement_gate")},
-        "timings_s": {s: (stages.get(s) or {}).get("seconds") for s in ("sft", "generate", "judge", "mix",
-                                                                           "train-rm", "train-policy")},
+        # critique.enabled: the stage's counts and what of it reached sft and the mix.
+        "critique": critique_summary(run),
+        "timings_s": {s: (stages.get(s) or {}).get("seconds") for s in ("critique", "sft", "generate", "judge", "mix",
+                                                                           "train-rm", "train-policy")
+                      if s != "critique" or cfg.critique.enabled},
         "_policy_detail": pol,
     }
     return report
@@ -294,7 +310,9 @@ def render_markdown(run, report: dict, plots: list[tuple[str, str]]) -> str:
     warning = report["policy"].get("reward_hacking_warning")
     if warning:
         lines += [f"> **Warning — {warning}.** The reward model's score is not evidence on its own.", ""]
-    for section in ("counts", "judge", "mix", "reward_model", "policy", "timings_s"):
+    for section in ("counts", "critique", "judge", "mix", "reward_model", "policy", "timings_s"):
+        if not report.get(section):  # critique: off
+            continue
         if section == "policy":
             lines += policy_lines(report["policy"])
             continue

@@ -142,14 +142,15 @@ def test_transformers_writer_samples_seeded_or_greedy(qwen2_dir):
 
 
 @pytest.mark.slow
-def test_a_run_stopped_in_critique_resumes_then_sft_and_generate_follow(tmp_path, scripted_backend, monkeypatch):
-    """`run` order: a Ctrl-C in the critique stage keeps its committed calls; the re-run finishes it paying only
-    the rest, then sft trains on its revisions and generate samples from that sft; a third run skips all three."""
+def test_a_run_stopped_in_critique_resumes_then_every_stage_follows(tmp_path, scripted_backend, monkeypatch):
+    """`rlaif run`: a Ctrl-C in the critique stage keeps its committed calls; the re-run finishes it paying only
+    the rest, then sft trains on its revisions, the mix takes its pairs and the report shows both; a third run
+    skips every stage."""
     import rlaif.critique as critique
     from rlaif.pipeline import run_pipeline
 
     project = make_tiny_project(tmp_path / "proj")
-    names = ("critique", "sft", "generate")
+    names = stages.NAMES
     with FakeOpenAI(responder=writer) as server:
         sets = [a for a in llm(server, "--set", "critique.batch_size=2") if a != "--set"]
         cfg = load_config(project / "pipeline.yaml", sets)
@@ -165,13 +166,20 @@ def test_a_run_stopped_in_critique_resumes_then_sft_and_generate_follow(tmp_path
         monkeypatch.setattr(critique.Asker, "ask", ask)
         with pytest.raises(KeyboardInterrupt):
             run_pipeline(cfg, names)
-        assert 0 < len(server.requests) and not (project / "run" / "sft").exists()
+        assert 0 < len(server.requests) and not (project / "run" / "sft").exists()  # critique runs first
         monkeypatch.setattr(critique.Asker, "ask", real)
         run = run_pipeline(cfg, names)
         assert run.ran == list(names)
         revised = _info(project, "critique")["revised"]
-        assert len(server.requests) == 2 * revised  # one critique and one revision each, none paid twice
+        writes = [r for r in server.requests if "critique" in r["messages"][-1]["content"]
+                  or "rewritten" in r["messages"][-1]["content"]]  # the judge stage asks the same server
+        assert len(writes) == 2 * revised  # one critique and one revision each, none paid twice
+        n = len(server.requests)
         assert _info(project, "sft")["revision_examples"] == revised > 0
-        assert _info(project, "generate")["candidates"] > 0
+        assert _info(project, "mix")["revision_pairs"] == revised
+        report = json.loads((project / "run" / "report.json").read_text())
+        assert report["critique"]["revised"] == report["critique"]["sft_revision_examples"] == revised
+        assert report["critique"]["mix_revision_pairs"] == revised and report["timings_s"]["critique"] > 0
+        assert "## critique" in (project / "run" / "report.md").read_text()
         again = run_pipeline(cfg, names)
-        assert again.ran == [] and again.skipped == list(names) and len(server.requests) == 2 * revised
+        assert again.ran == [] and again.skipped == list(names) and len(server.requests) == n
