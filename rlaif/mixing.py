@@ -18,7 +18,8 @@ Rules (all counted in the returned stats and recorded in the manifest):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from rlaif import feedback as fb
 from rlaif.config import MixConfig
@@ -61,9 +62,46 @@ def human_split(human: list[HumanLabel], feedback: list[Feedback], cfg: MixConfi
     return train_h, eval_h
 
 
+class Pairs(Sequence):
+    """Preference pairs in order. An AI pair read from the store is held as its row id and its texts are read
+    back in chunks when the pairs are iterated (``resolve``: ``Store.ai_pairs_by_rows``): the mix of a million
+    AI pairs holds a few numbers per pair, not its texts. Other pairs are held as ``PreferencePair``s
+    (``side``, negative handles)."""
+
+    def __init__(self, handles, side: list[PreferencePair], resolve: Callable[[list[int]], dict] | None):
+        self._handles, self._side, self._resolve = handles, side, resolve
+
+    def __len__(self) -> int:
+        return len(self._handles)
+
+    def __getitem__(self, i: int) -> PreferencePair:
+        return next(iter(Pairs(self._handles[i:i + 1] if i >= 0 else self._handles[i:][:1], self._side,
+                               self._resolve)))
+
+    def __iter__(self) -> Iterator[PreferencePair]:
+        for start in range(0, len(self._handles), 1000):
+            chunk = self._handles[start:start + 1000].tolist()
+            rows = [h for h in chunk if h >= 0]
+            got = self._resolve(rows) if rows else {}
+            for h in chunk:
+                yield self._side[-1 - h] if h < 0 else _ai_pair(got[h])
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+
+def _ai_pair(a: dict) -> PreferencePair:
+    return PreferencePair(a["prompt"], a["chosen"], a["rejected"], AI, 1.0, a["confidence"], a.get("prompt_id"),
+                          {"gap": a["details"].get("gap")})
+
+
 def mix(ai_pairs: Iterable[dict], human: list[HumanLabel], cfg: MixConfig, seed: int,
-        feedback: list[Feedback] = (), revisions: list[dict] = ()) -> tuple[dict, dict]:
-    """Return ({"train": [...], "eval": [...], "unpaired": [rows]}, stats)."""
+        feedback: list[Feedback] = (), revisions: list[dict] = (),
+        resolve: Callable[[list[int]], dict] | None = None) -> tuple[dict, dict]:
+    """Return ({"train": Pairs, "eval": Pairs, "unpaired": [rows]}, stats). With ``resolve``, AI pairs that
+    carry a store ``row`` are kept as row ids and read back through it (see ``Pairs``)."""
+    import numpy as np
+
     stats = {"ai_pairs_in": 0, "human_labels_in": len(human), "human_ties": 0,
              "human_overrides": 0, "human_disagreements": 0, "ai_dropped_low_confidence": 0,
              "ai_dropped_held_out": 0, "ai_dropped_mix_ratio": 0, "ai_unscored": 0,
@@ -75,9 +113,16 @@ def mix(ai_pairs: Iterable[dict], human: list[HumanLabel], cfg: MixConfig, seed:
     prefs = {h.key: h for h in train_h + eval_h}
     eval_keys = {h.key for h in eval_h}
 
-    ai_train: list[PreferencePair] = []
-    overridden: set[str] = set()
-    for a in ai_pairs:  # streamed from the store: only the pairs kept are held
+    side: list[PreferencePair] = []
+
+    def held(p: PreferencePair) -> int:  # a handle for a pair held whole
+        side.append(p)
+        return -len(side)
+
+    # The kept AI pairs as columns: handle (store row id, or a negative index into ``side``), confidence,
+    # stable-shuffle key, and whether the pair is held out when there are no human eval labels.
+    handle, conf, order_key, held_ai = array("q"), array("d"), array("Q"), bytearray()
+    for a in ai_pairs:  # streamed from the store: only a few numbers per kept pair are held
         stats["ai_pairs_in"] += 1
         if a.get("status", "scored") != "scored":
             stats["ai_unscored"] += 1
@@ -85,7 +130,6 @@ def mix(ai_pairs: Iterable[dict], human: list[HumanLabel], cfg: MixConfig, seed:
         key = a.get("pair_key") or pair_key(a["prompt"], a["chosen"], a["rejected"])
         if key in prefs:
             stats["human_overrides"] += 1
-            overridden.add(key)
             if prefs[key].chosen.strip() != a["chosen"].strip():
                 stats["human_disagreements"] += 1
             if key in eval_keys:
@@ -100,14 +144,17 @@ def mix(ai_pairs: Iterable[dict], human: list[HumanLabel], cfg: MixConfig, seed:
         if a["confidence"] < cfg.min_confidence:
             stats["ai_dropped_low_confidence"] += 1
             continue
-        ai_train.append(PreferencePair(a["prompt"], a["chosen"], a["rejected"], AI, 1.0, a["confidence"],
-                                       a.get("prompt_id"), {"gap": a["details"].get("gap")}))
+        handle.append(a["row"] if resolve is not None and "row" in a else held(_ai_pair(a)))
+        conf.append(a["confidence"])
+        order_key.append(_order_key(key, seed))
+        held_ai.append(_held_out(key, cfg.human_eval_fraction, seed))
+    keep = np.arange(len(handle))
     if cfg.max_ai_per_human is not None:
         cap = int(cfg.max_ai_per_human * max(1, len(train_h)))
-        if len(ai_train) > cap:
-            ai_train.sort(key=lambda p: -(p.confidence or 0))
-            stats["ai_dropped_mix_ratio"] = len(ai_train) - cap
-            ai_train = ai_train[:cap]
+        if len(handle) > cap:  # the most confident kept
+            keep = np.argsort(-np.frombuffer(conf, dtype=np.float64), kind="stable")[:cap]
+            stats["ai_dropped_mix_ratio"] = len(handle) - cap
+    n_ai = len(keep)
 
     def human_pair(h: HumanLabel, split: str) -> PreferencePair:
         meta = {"origin": h.source, "annotator": h.annotator} | ({"feedback": h.feedback} if h.feedback else {})
@@ -120,25 +167,33 @@ def mix(ai_pairs: Iterable[dict], human: list[HumanLabel], cfg: MixConfig, seed:
                for r in revisions if pair_key(r["prompt"], r["chosen"], r["rejected"]) not in prefs]
     if revisions:
         stats["revision_pairs"] = len(revised)
-    train = ai_train + revised + [human_pair(h, "train") for h in train_h]
-    evals = [human_pair(h, "eval") for h in eval_h]
-    if not evals and ai_train and cfg.human_eval_fraction > 0:
+    whole = revised + [human_pair(h, "train") for h in train_h]
+    handles = np.concatenate([np.frombuffer(handle, dtype=np.int64)[keep],
+                              np.array([held(p) for p in whole], dtype=np.int64)])
+    keys = np.concatenate([np.frombuffer(order_key, dtype=np.uint64)[keep],
+                           np.array([_order_key(p.key, seed) for p in whole], dtype=np.uint64)])
+    evals = np.array([held(human_pair(h, "eval")) for h in eval_h], dtype=np.int64)
+    if not len(evals) and n_ai and cfg.human_eval_fraction > 0:
         # No human labels at all: hold out AI pairs instead, so the RM still has an eval split.
-        keep, held = [], []
-        for p in train:
-            (held if _held_out(p.key, cfg.human_eval_fraction, seed) else keep).append(p)
-        train, evals = keep, held
+        out = np.concatenate([np.frombuffer(held_ai, dtype=np.uint8)[keep].astype(bool),
+                              np.array([_held_out(p.key, cfg.human_eval_fraction, seed) for p in whole], dtype=bool)])
+        handles, keys, evals = handles[~out], keys[~out], handles[out]
         stats["eval_source"] = AI
     else:
         stats["eval_source"] = HUMAN
-    train.sort(key=lambda p: content_hash([seed, p.key]))  # stable shuffle
+    handles = handles[np.argsort(keys, kind="stable")]  # stable shuffle
     unpaired = fb.unpaired_rows(list(feedback))
-    stats.update({"ai_pairs": len(ai_train), "human_pairs": len(train_h) + len(eval_h), "unpaired": len(unpaired),
-                  "margin_pairs": sum(p.margin > 0 for p in train),
-                  "human_train_pairs": len(train_h), "train_pairs": len(train), "eval_pairs": len(evals),
+    stats.update({"ai_pairs": n_ai, "human_pairs": len(train_h) + len(eval_h), "unpaired": len(unpaired),
+                  "margin_pairs": sum(side[-1 - h].margin > 0 for h in handles.tolist() if h < 0),
+                  "human_train_pairs": len(train_h), "train_pairs": len(handles), "eval_pairs": len(evals),
                   "human_weight": cfg.human_weight, "max_ai_per_human": cfg.max_ai_per_human,
                   "min_confidence": cfg.min_confidence})
-    return {"train": train, "eval": evals, "unpaired": unpaired}, stats
+    return {"train": Pairs(handles, side, resolve), "eval": Pairs(evals, side, resolve), "unpaired": unpaired}, stats
+
+
+def _order_key(key: str, seed: int) -> int:
+    """The stable shuffle's sort key of a pair (a 64-bit number: the 16-hex-digit content hash)."""
+    return int(content_hash([seed, key]), 16)
 
 
 def save_pairs(splits: dict[str, list], layout: RunLayout) -> None:

@@ -202,7 +202,8 @@ def _mix(run: Run) -> dict:
         from rlaif.critique import revision_pairs
 
         revisions = revision_pairs(run.layout)
-    splits, stats = mix(ai, run.all_human_labels(), run.cfg.mix, run.cfg.seed, run.all_feedback(), revisions)
+    splits, stats = mix(ai, run.all_human_labels(), run.cfg.mix, run.cfg.seed, run.all_feedback(), revisions,
+                        resolve=run.store.ai_pairs_by_rows)
     save_pairs(splits, run.layout)
     stats["output_hash"] = dir_hash(run.layout.pairs)
     return stats

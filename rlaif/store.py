@@ -80,6 +80,13 @@ def _feedback_row(f: Feedback, now: float) -> tuple:
     return (f.key, f.prompt, f.completion, f.kind, f.value, f.scale, f.source, f.annotator, f.comment, now)
 
 
+_GAP = "json_extract(a.details, '$.gap'),"  # the one field of ``details`` the mix reads
+
+
+def _gap_record(r: tuple, **extra) -> dict[str, Any]:
+    return dict(zip(PAIR_COLS, r), **extra) | {"details": {"gap": r[7]}}
+
+
 def _drop_nones(v: Any) -> Any:
     if isinstance(v, dict):
         return {k: _drop_nones(x) for k, x in v.items() if x is not None}
@@ -322,18 +329,29 @@ class Store(QueueQueries):
         """The AI pairs of a judge run in store order, streamed (``unlabelled_only``: those no human
         label covers; ``raw``: ``details`` as the stored JSON text, and the ``pair_key``; ``gap_only``:
         ``details`` holds just the ``gap``, read by SQLite, as the mix needs: no JSON parsed per pair)."""
-        q = PAIR_SELECT.format(extra=", a.pair_key") + " WHERE a.judge_hash=?"
+        q = PAIR_SELECT.format(extra=", a.rowid, a.pair_key" if gap_only else ", a.pair_key") + " WHERE a.judge_hash=?"
         if gap_only:
-            q = q.replace("a.details,", "json_extract(a.details, '$.gap'),", 1)
+            q = q.replace("a.details,", _GAP, 1)
         if unlabelled_only:
             q += " AND NOT " + LABELLED_SQL.format("")
         for r in self.db.execute(q + " ORDER BY a.prompt_id, a.chosen_id, a.rejected_id", (judge_hash,)):
             if raw:
                 yield dict(zip(PAIR_COLS, r[:-1]), pair_key=r[-1])
             elif gap_only:
-                yield dict(zip(PAIR_COLS, r[:-1]), pair_key=r[-1]) | {"details": {"gap": r[7]}}
+                yield _gap_record(r[:-2], row=r[-2], pair_key=r[-1])
             else:
                 yield pair_record(r[:-1])
+
+    def ai_pairs_by_rows(self, rows: list[int]) -> dict[int, dict[str, Any]]:
+        """The AI pairs with these row ids (``row`` of ``iter_ai_pairs(gap_only=True)``), as it yields them:
+        the mix keeps only row ids of the pairs it trains on and reads their texts back here, in its order."""
+        out: dict[int, dict[str, Any]] = {}
+        for i in range(0, len(rows), 500):  # under SQLite's limit on bound parameters
+            chunk = rows[i:i + 500]
+            q = PAIR_SELECT.format(extra=", a.rowid").replace("a.details,", _GAP, 1)
+            for r in self.db.execute(q + f" WHERE a.rowid IN ({','.join('?' * len(chunk))})", chunk):
+                out[r[-1]] = _gap_record(r[:-1], row=r[-1])
+        return out
 
     def ai_pair_choices(self, judge_hash: str) -> Iterator[tuple[str, str, float]]:
         """(chosen id, rejected id, confidence) of each AI pair of a judge run, in store order."""

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import pytest
+
 from rlaif.config import MixConfig
 from rlaif.mixing import mix, save_pairs
 from rlaif.records import HumanLabel
@@ -109,3 +111,41 @@ def test_saved_pairs_are_the_same_files_for_the_same_pairs(tmp_path):
     dd = load_from_disk(str(RunLayout(tmp_path / "a").pairs))
     assert hashes[0] == hashes[1]
     assert len(dd["train"]) == 25_003 and dd["train"][25_002]["chosen"] == "good 25002" and len(dd["unpaired"]) == 0
+
+
+@pytest.mark.parametrize("cfg, humans", [
+    (MixConfig(human_eval_fraction=0.3), True),
+    (MixConfig(human_eval_fraction=0.0, max_ai_per_human=4, min_confidence=0.55), True),
+    (MixConfig(human_eval_fraction=0.2), False),  # no human labels: AI pairs held out instead
+], ids=["held-out-humans", "confidence-cap", "ai-held-out"])
+def test_the_mix_from_the_store_holds_row_ids_and_gives_the_same_pairs(tmp_path, cfg, humans):
+    """The judge stage's pairs are mixed as row ids and read back in chunks in the final order (a million AI
+    pairs' texts are never held at once); the pairs, their order and the counts are those of the mix of the
+    same pairs held whole."""
+    from rlaif.records import Candidate, Prompt
+    from rlaif.store import Store
+
+    with Store(tmp_path / "s.sqlite") as s:
+        s.put_prompts([Prompt(f"p{i:04d}", f"question {i}", "helpful") for i in range(1300)])
+        s.add_candidates([Candidate(f"p{i:04d}-{k}", f"p{i:04d}", k, f"answer {k} to {i}", "pol")
+                          for i in range(1300) for k in range(2)], "gen")
+        s.put_ai_pairs("jh", [(f"p{i:04d}", f"p{i:04d}-{i % 2}", f"p{i:04d}-{1 - i % 2}", 0.5 + (i % 50) / 100,
+                               "unscored" if i % 97 == 0 else "scored", {"gap": i % 7}) for i in range(1300)])
+        human = [HumanLabel(f"question {i}", f"answer 0 to {i}", f"answer 1 to {i}") for i in range(0, 400, 3)] \
+            if humans else []
+        calls = []
+
+        def resolve(rows):
+            calls.append(len(rows))
+            return s.ai_pairs_by_rows(rows)
+
+        streamed, st1 = mix(s.iter_ai_pairs("jh", gap_only=True), human, cfg, 5, resolve=resolve)
+        whole, st2 = mix(list(s.iter_ai_pairs("jh", gap_only=True)), human, cfg, 5)
+        assert st1 == st2
+        for split in ("train", "eval"):
+            assert list(streamed[split]) == list(whole[split])
+        assert len(streamed["train"]) > 100 and (len(streamed["eval"]) > 10) == (cfg.human_eval_fraction > 0)
+        assert st1["ai_dropped_mix_ratio"] > 0 or cfg.max_ai_per_human is None
+        assert calls and max(calls) <= 1000 and sum(calls) == st1["ai_pairs"]
+        assert len(streamed["train"]._side) == len(human) - st1["human_ties"]  # AI pairs held as row ids only
+        assert streamed["train"][3] == list(whole["train"])[3] and streamed["train"][-1] == list(whole["train"])[-1]
