@@ -121,9 +121,10 @@ def step_mix(run: Path, n: int) -> dict:
     from rlaif.store import Store
 
     with Store(run / "store.sqlite") as store:
-        # as the mix stage reads them (rlaif/stages.py): streamed, the details' gap only
-        splits, stats = mix(store.iter_ai_pairs("jh", gap_only=True), store.human_labels(), MixConfig(), 0)
-    save_pairs(splits, RunLayout(run))
+        # as the mix stage reads them (rlaif/stages.py): streamed, the details' gap only, kept as row ids
+        splits, stats = mix(store.iter_ai_pairs("jh", gap_only=True), store.human_labels(), MixConfig(), 0,
+                            resolve=store.ai_pairs_by_rows)
+        save_pairs(splits, RunLayout(run))
     return {"train_pairs": stats["train_pairs"]}
 
 

@@ -95,6 +95,8 @@ def thumbs_index(feedback: list[Feedback]) -> dict[str, float]:
 def ai_verdict(thumbs: dict[str, float], prompt: str, chosen: str, rejected: str) -> Literal["agree", "disagree"] | None:
     """What thumbs on an AI pair's responses say about the AI's choice (None: no thumbs on either, or no
     information). Unknown responses count as neutral (0.5)."""
+    if not thumbs:
+        return None  # no thumbs at all (the usual case): no key to hash
     c, r = thumbs.get(feedback_key(prompt, chosen)), thumbs.get(feedback_key(prompt, rejected))
     if c is None and r is None:
         return None

@@ -122,6 +122,7 @@ def mix(ai_pairs: Iterable[dict], human: list[HumanLabel], cfg: MixConfig, seed:
     # The kept AI pairs as columns: handle (store row id, or a negative index into ``side``), confidence,
     # stable-shuffle key, and whether the pair is held out when there are no human eval labels.
     handle, conf, order_key, held_ai = array("q"), array("d"), array("Q"), bytearray()
+    ai_held_out = not eval_h and cfg.human_eval_fraction > 0  # no human eval labels: AI pairs held out instead
     for a in ai_pairs:  # streamed from the store: only a few numbers per kept pair are held
         stats["ai_pairs_in"] += 1
         if a.get("status", "scored") != "scored":
@@ -147,7 +148,8 @@ def mix(ai_pairs: Iterable[dict], human: list[HumanLabel], cfg: MixConfig, seed:
         handle.append(a["row"] if resolve is not None and "row" in a else held(_ai_pair(a)))
         conf.append(a["confidence"])
         order_key.append(_order_key(key, seed))
-        held_ai.append(_held_out(key, cfg.human_eval_fraction, seed))
+        if ai_held_out:
+            held_ai.append(_held_out(key, cfg.human_eval_fraction, seed))
     keep = np.arange(len(handle))
     if cfg.max_ai_per_human is not None:
         cap = int(cfg.max_ai_per_human * max(1, len(train_h)))
@@ -173,8 +175,7 @@ def mix(ai_pairs: Iterable[dict], human: list[HumanLabel], cfg: MixConfig, seed:
     keys = np.concatenate([np.frombuffer(order_key, dtype=np.uint64)[keep],
                            np.array([_order_key(p.key, seed) for p in whole], dtype=np.uint64)])
     evals = np.array([held(human_pair(h, "eval")) for h in eval_h], dtype=np.int64)
-    if not len(evals) and n_ai and cfg.human_eval_fraction > 0:
-        # No human labels at all: hold out AI pairs instead, so the RM still has an eval split.
+    if ai_held_out and n_ai:  # so the RM still has an eval split
         out = np.concatenate([np.frombuffer(held_ai, dtype=np.uint8)[keep].astype(bool),
                               np.array([_held_out(p.key, cfg.human_eval_fraction, seed) for p in whole], dtype=bool)])
         handles, keys, evals = handles[~out], keys[~out], handles[out]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +127,9 @@ class PreferencePair:
         return pair_key(self.prompt, self.chosen, self.rejected)
 
     def to_row(self) -> dict[str, Any]:
-        row = asdict(self)
+        # Not dataclasses.asdict: it deep-copies ``meta`` only for it to be serialised (a third of the mix's
+        # time at 100k pairs).
+        row = {f: getattr(self, f) for f in self.__dataclass_fields__}
         row["meta"] = json.dumps(self.meta, sort_keys=True)
         return row
 
