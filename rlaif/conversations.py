@@ -131,14 +131,14 @@ def sft_of(path, n, obj: dict) -> dict[str, str]:
 
 def preference_of(path, n, obj: dict) -> tuple[str, str, str, str]:
     """(stored prompt, first, second, label) of a preference record; label: "chosen" (first wins) | "tie"."""
-    if "prompt" in obj:
-        _conv(path, n, obj["prompt"], "prompt")  # a bad prompt is named first, whatever the format
+    # a bad prompt is named first, whatever the format
+    msgs = _conv(path, n, obj["prompt"], "prompt") if "prompt" in obj else None
     if "chosen" in obj or "rejected" in obj:
         for key in ("chosen", "rejected"):
             if key not in obj:
                 raise RlaifError(f"{_where(path, n)}: preference record needs both 'chosen' and 'rejected'")
-        if "prompt" in obj:
-            prompt = _prompt(path, n, _conv(path, n, obj["prompt"], "prompt"))
+        if msgs is not None:
+            prompt = _prompt(path, n, msgs)
             return prompt, _response(path, n, obj["chosen"], "chosen"), \
                 _response(path, n, obj["rejected"], "rejected"), "chosen"
         # implicit prompt: the two conversations share everything but their last assistant turn
@@ -149,9 +149,9 @@ def preference_of(path, n, obj: dict) -> tuple[str, str, str, str]:
                              "turn but the last; give an explicit 'prompt' instead")
         return _prompt(path, n, pc), c, r, "chosen"
     if "response_a" in obj or "response_b" in obj:
-        if "prompt" not in obj:
+        if msgs is None:
             raise RlaifError(f"{_where(path, n)}: A/B record needs 'prompt'")
-        prompt = _prompt(path, n, _conv(path, n, obj["prompt"], "prompt"))
+        prompt = _prompt(path, n, msgs)
         a = _response(path, n, obj.get("response_a"), "response_a")
         b = _response(path, n, obj.get("response_b"), "response_b")
         label = obj.get("label")

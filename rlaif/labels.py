@@ -424,6 +424,11 @@ def read_labels(path: str | Path, human: bool = False) -> tuple[list[HumanLabel]
     return list(iter_labels(path, human, feedback)), feedback
 
 
+def _given(obj: dict, key: str, default: str | None) -> str | None:
+    v = obj.get(key)
+    return v if isinstance(v, str) and v.strip() else default
+
+
 def iter_labels(path: str | Path, human: bool = False, feedback: list[Feedback] | None = None
                 ) -> Iterator[HumanLabel]:
     """Labels from a TRL / A/B / feedback / exported JSONL file or an exported Parquet file, source
@@ -450,8 +455,8 @@ def iter_labels(path: str | Path, human: bool = False, feedback: list[Feedback] 
             if obj["label"] not in LABELS:
                 raise RlaifError(f"{p}:{n}: 'label' must be one of {', '.join(LABELS)}, got {obj['label']!r}")
             label = obj["label"]
-        extra = {k: obj[k] if isinstance(obj.get(k), str) and obj[k].strip() else getattr(h, k)
-                 for k in ("annotator", "note")}  # an export's note, else the record's comment
-        yield replace(h, label=label, source=source, **extra)
+        # an export's annotator and note, else the record's annotator and comment
+        yield HumanLabel(h.prompt, h.chosen, h.rejected, label, source, _given(obj, "annotator", h.annotator),
+                         _given(obj, "note", h.note))
     if empty:
         raise RlaifError(f"{p}: no labels found")

@@ -221,7 +221,7 @@ def load_label_file(path: str | Path) -> tuple[list[HumanLabel], list[Feedback]]
 
 def iter_label_file(path: str | Path) -> Iterator[tuple[int, dict, HumanLabel | None, list[Feedback]]]:
     """``load_label_file`` streamed: (line, record, its pair or None, its feedback items) per record."""
-    src = Path(path).name
+    src, limit = Path(path).name, safeio.max_text_chars()
     for n, obj in iter_jsonl(path, "human labels"):
         if is_ai_record(obj):
             raise RlaifError(f"{path}:{n}: an AI label (marked by `rlaif labels export` as AI); a labels file "
@@ -237,8 +237,9 @@ def iter_label_file(path: str | Path) -> Iterator[tuple[int, dict, HumanLabel | 
             yield n, obj, None, out
             continue
         prompt, first, second, label = conversations.preference_of(path, n, obj)  # TRL, A/B or HH
+        where = f"{path}:{n}"
         for key, text in (("prompt", prompt), ("chosen", first), ("rejected", second)):
-            safeio.check_text(text, f"{path}:{n}", key)
+            safeio.check_text(text, where, key, limit)
         yield n, obj, HumanLabel(prompt, first, second, label, f"{src}:{n}", annotator, comment), []
 
 

@@ -174,8 +174,9 @@ def loads_bounded(line: str, where: str) -> Any:
     return json.loads(line)
 
 
-def check_text(value: str, where: str, field: str) -> str:
-    limit = max_text_chars()
+def check_text(value: str, where: str, field: str, limit: int | None = None) -> str:
+    """``value`` if it is within ``limit`` characters (default: ``max_text_chars()``, read per call)."""
+    limit = max_text_chars() if limit is None else limit
     if len(value) > limit:
         raise RlaifError(f"{where}: field {field!r} has {len(value):,} characters, over the limit of {limit:,} "
                          "(shorten it, or raise RLAIF_MAX_TEXT_CHARS)")
