@@ -107,10 +107,11 @@ def test_killed_stage_resumes_paying_only_the_rest(project, monkeypatch):
 
 def test_initial_policy_revises_itself(project, qwen2_dir):
     """Before sft the policy is the model sft starts from (``policy.model``: here a tiny random-weight Qwen2 with
-    its real chat template); with the scripted judge, which writes no text, it critiques and revises itself."""
+    its real chat template); with the embedded judge, which writes no text, it critiques and revises itself."""
     from rlaif.hashing import dir_hash
 
     assert main(["critique", str(project / "pipeline.yaml"), *on("--set", f"policy.model={qwen2_dir}",
+                                                                 "--set", "judge.backend=embedding",
                                                                  "--set", "critique.max_new_tokens=8",
                                                                  "--set", "critique.max_prompts=3")]) == 0
     pairs = _rows(project / "run" / "critique" / "pairs.jsonl")
