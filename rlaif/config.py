@@ -245,6 +245,19 @@ class EvalConfig(_Section):
     hacking_degeneration: float = Field(0.05, ge=0, description="reward-hacking warning: degeneration rise allowed")
 
 
+class IterationConfig(_Section):
+    """How round k >= 2 of ``rounds: N`` trains (rlaif/rounds.py); round 1 (and a one-round run) ignores it."""
+
+    reference: Literal["previous", "sft"] = Field(
+        "previous", description="train-policy's reference (DPO/KTO implicit reward, PPO/RLOO/GRPO KL): the "
+                                "previous round's policy, or the SFT policy (round 1's sft)")
+    earlier_pairs: bool = Field(
+        False, description="also mix the AI pairs of rounds 1..k-1 into round k's mix (off: each round learns "
+                           "from its own policy's samples only, as iterative DPO does)")
+    reward_model: Literal["every_round", "first_round"] = Field(
+        "every_round", description="train a reward model on each round's mix, or keep round 1's (copied)")
+
+
 class PipelineConfig(_Section):
     name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     seed: int = Field(0, ge=0, le=MAX_SEED)
@@ -261,6 +274,7 @@ class PipelineConfig(_Section):
     eval: EvalConfig = EvalConfig()
     rounds: int = Field(1, ge=1, le=20, description="iterative rounds (rlaif/rounds.py): round k+1 samples, "
                                                     "judges and trains again from round k's policy")
+    iteration: IterationConfig = IterationConfig()
 
     # The file it came from (not part of the hash).
     source: str | None = Field(None, exclude=True)
@@ -373,6 +387,14 @@ def _check_cross_fields(cfg: PipelineConfig, loaded: LoadedYaml, touched: dict[s
                          "to ppo, rloo or grpo")
 
 
+def _check_iteration(cfg: PipelineConfig, loaded: LoadedYaml, touched: dict[str, str]) -> None:
+    pt = cfg.policy_training
+    if cfg.rounds > 1 and cfg.iteration.reference == "sft" and pt.lora is not None and pt.algorithm in ("rloo", "grpo"):
+        raise RlaifError(f"{_where(loaded, touched, 'iteration.reference')} iteration.reference: {pt.algorithm} with "
+                         "policy_training.lora keeps its own initial policy as the reference (adapters off); set "
+                         "iteration.reference: previous or unset policy_training.lora")
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
     loaded: LoadedYaml = load_yaml(path, "pipeline config")
     if loaded.duplicates:
@@ -402,6 +424,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Pipelin
         raise RlaifError(f"{where} judge.backend: unknown backend {cfg.judge.backend!r}; "
                          f"choose one of {', '.join(sorted(BACKENDS))}")
     _check_cross_fields(cfg, loaded, touched)
+    _check_iteration(cfg, loaded, touched)
     if cfg.policy.model == "tiny" and not cfg.policy.sft_data:
         raise RlaifError(f"{loaded.path}:{loaded.line_of(('policy',))}: policy.sft_data: required when policy.model is 'tiny'")
     return cfg

@@ -98,6 +98,7 @@ class Run:
     results: dict[str, dict] = field(default_factory=dict)
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    round: object = None  # rounds.RoundContext in round k >= 2 of an iterative run (rlaif/rounds.py)
 
     @property
     def workdir(self) -> Path:
@@ -255,7 +256,7 @@ def write_manifest(run: Run) -> None:
     tmp.replace(path)
 
 
-def open_run(cfg: PipelineConfig, workdir: str | None = None) -> Run:
+def open_run(cfg: PipelineConfig, workdir: str | None = None, round_ctx=None) -> Run:
     """Validate every input, then (and only then) create the run directory."""
     inputs = load_inputs(cfg)
     layout = RunLayout.for_run(cfg.workdir, cfg.name, workdir)
@@ -267,7 +268,7 @@ def open_run(cfg: PipelineConfig, workdir: str | None = None) -> Run:
     from rlaif import runlock
 
     lock = runlock.acquire(wd)  # one writer per run directory, held until the command ends
-    run = Run(cfg, layout, inputs, device, Store(layout.store, check=True))
+    run = Run(cfg, layout, inputs, device, Store(layout.store, check=True), round=round_ctx)
     run.lock = lock
     run.store.put_prompts(inputs.prompts)
     # File labels are re-read every run (an edited file replaces its old labels); viewer labels stay.
@@ -278,12 +279,12 @@ def open_run(cfg: PipelineConfig, workdir: str | None = None) -> Run:
 
 
 def run_pipeline(cfg: PipelineConfig, names: tuple[str, ...] = stages.NAMES, workdir: str | None = None,
-                 force: bool = False, refresh: tuple[str, ...] = ()) -> Run:
+                 force: bool = False, refresh: tuple[str, ...] = (), round_ctx=None) -> Run:
     """Run ``names`` in order (each skipped when unchanged, unless ``force``; the stages in
-    ``refresh`` always run)."""
+    ``refresh`` always run); ``round_ctx``: the rounds.RoundContext of round k >= 2."""
     from rlaif.train.hf import quiet_hf
 
-    run = open_run(cfg, workdir)
+    run = open_run(cfg, workdir, round_ctx)
     quiet_hf()
     try:
         for s in names:

@@ -3,13 +3,27 @@ judged again, mixed with the human labels again, and trained again.
 
 Round 1 is the run directory itself (a one-round run is exactly the pipeline of before). Round
 k >= 2 is a complete run directory of its own, ``<run>/rounds/<k>/`` (RunLayout.round_dir), run
-with the same config except that its initial ("SFT") policy is round k-1's trained policy
+with the same config except that its initial policy is round k-1's trained policy
 (``policy.model`` = that folder, ``policy.skip_sft``): its ``sft`` stage copies that policy, its
 ``generate`` samples candidates from it on the training prompts, ``judge`` labels them, ``mix``
 mixes them with the human labels, ``train-rm`` trains the round's reward model, ``train-policy``
-trains from round k-1's policy with round k-1's policy as the reference, and ``eval`` compares
-it with round k-1's policy on the held-out prompts. So every artifact of a round (candidates,
-judgements, AI pairs, models, report) lives in its round's directory and store.
+trains from round k-1's policy, and ``eval`` compares it with round k-1's policy and with the SFT
+policy on the held-out prompts. So every artifact of a round (candidates, judgements, AI pairs,
+models, report) lives in its round's directory and store.
+
+``iteration`` (config.IterationConfig) changes three things in rounds k >= 2 (a ``RoundContext``
+on the round's ``Run`` tells the stages which round they are in and where the earlier ones are):
+
+- ``reference: previous | sft``: train-policy's reference policy is round k-1's policy (default)
+  or the SFT policy (round 1's ``sft``); its hash is then in train-policy's input hash;
+- ``earlier_pairs``: round k's mix also takes the AI pairs of rounds 1..k-1 (their judge output
+  hashes are in the mix's input hash); off by default;
+- ``reward_model: every_round | first_round``: train a reward model on each round's mix
+  (default), or copy round 1's (its output hash is train-rm's input hash instead of the
+  reward-model config).
+
+Defaults hash exactly as before the options existed, and round 1 never depends on them, so
+changing one re-runs only the stages of rounds >= 2 it reaches.
 
 Skipping and resuming are the pipeline's own, per round: an unchanged re-run skips every stage
 of every round; a killed run resumes in the round it was in (the rounds before it are skipped).
@@ -20,27 +34,134 @@ redoes the copy (and the critique stage, whose first answers that policy writes)
 critique stage's revisions reach training through the mix only (``critique.in_mix``).
 
 After the last round ``rounds.json``, ``rounds.md`` and ``rounds.png`` in the run directory hold
-the per-round figures (harmless and over-refusal rates on the held-out prompts, the judge's win
-rate and the KL against the round's initial policy, the round's reward model's score before and
-after), and report.md links them.
-
-Not configurable yet: the reference is always the round's initial policy (not the SFT policy),
-earlier rounds' AI pairs are not mixed into later rounds, and every round retrains the reward
-model.
+the per-round figures (rlaif/rounds_report.py) and report.md links them.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rlaif.layout import RunLayout, finalize_dir, partial_dir
+
 if TYPE_CHECKING:  # pragma: no cover
-    from rlaif.config import PipelineConfig
-    from rlaif.layout import RunLayout
+    from rlaif.config import IterationConfig, PipelineConfig
     from rlaif.pipeline import Run
 
 
+@dataclass(frozen=True)
+class RoundContext:
+    """What round ``k`` >= 2 knows of the rounds before it: their run directories (``earlier[0]``
+    is round 1's, whose ``sft`` is the SFT policy) and the ``iteration`` settings."""
+
+    k: int
+    earlier: tuple[RunLayout, ...]
+    settings: IterationConfig
+
+    @property
+    def first(self) -> RunLayout:
+        return self.earlier[0]
+
+
+def _stage_info(layout: RunLayout, stage: str) -> dict:
+    """A finished stage's info in another round's store ({} when it has not finished)."""
+    from rlaif.store import Store
+
+    if not layout.store.exists():
+        return {}
+    store = Store(layout.store, readonly=True)
+    try:
+        rec = store.stage(stage)
+    finally:
+        store.close()
+    return rec["info"] if rec and rec["status"] == "done" else {}
+
+
+def context(run: Run) -> RoundContext | None:
+    return getattr(run, "round", None)
+
+
+# ------------------------------------------------------------------ iteration.reference
+def reference_dir(run: Run) -> Path | None:
+    """train-policy's reference when it is not the round's initial policy (``layout.sft``): the SFT
+    policy in a round >= 2 with ``iteration.reference: sft``; else None."""
+    ctx = context(run)
+    return ctx.first.sft if ctx is not None and ctx.settings.reference == "sft" else None
+
+
+def reference_parts(run: Run) -> dict:
+    ref = reference_dir(run)
+    return {} if ref is None else {"reference": _stage_info(context(run).first, "sft").get("output_hash", "missing")}
+
+
+# ------------------------------------------------------------------ iteration.earlier_pairs
+def _earlier_judgements(run: Run) -> list[tuple[int, RunLayout, dict]]:
+    ctx = context(run)
+    if ctx is None or not ctx.settings.earlier_pairs:
+        return []
+    return [(j, lay, _stage_info(lay, "judge")) for j, lay in enumerate(ctx.earlier, start=1)]
+
+
+def earlier_pairs_parts(run: Run) -> dict:
+    got = _earlier_judgements(run)
+    return {"earlier_pairs": [info.get("output_hash", "missing") for _, _, info in got]} if got else {}
+
+
+def earlier_ai_pairs(run: Run) -> tuple[list[dict], dict[str, int]]:
+    """The AI pairs of rounds 1..k-1 (as the mix reads them) and their count per round ({} when off)."""
+    from rlaif.errors import RlaifError
+    from rlaif.store import Store
+
+    pairs: list[dict] = []
+    counts: dict[str, int] = {}
+    for j, lay, info in _earlier_judgements(run):
+        if "judge_hash" not in info:
+            raise RlaifError(f"{lay.root}: round {j}'s judge stage has not finished; re-run `rlaif run` to "
+                             "finish the rounds in order")
+        store = Store(lay.store, readonly=True)
+        try:
+            got = list(store.iter_ai_pairs(info["judge_hash"], gap_only=True))
+        finally:
+            store.close()
+        pairs += got
+        counts[str(j)] = len(got)
+    return pairs, counts
+
+
+# ------------------------------------------------------------------ iteration.reward_model
+def reuses_reward_model(run: Run) -> bool:
+    ctx = context(run)
+    return ctx is not None and ctx.settings.reward_model == "first_round"
+
+
+def reward_model_parts(run: Run) -> dict:
+    """train-rm's own inputs: the reward-model config, or round 1's reward model when it is reused."""
+    if reuses_reward_model(run):
+        return {"round_1_reward_model": _stage_info(context(run).first, "train-rm").get("output_hash", "missing")}
+    return {"reward_model": run.cfg.reward_model.model_dump()}
+
+
+def copy_first_reward_model(run: Run) -> dict:
+    """train-rm in a round >= 2 with ``iteration.reward_model: first_round``: round 1's reward model,
+    copied into this round's directory (whole or not at all)."""
+    from rlaif.errors import RlaifError
+
+    src = context(run).first.reward_model
+    if not (src / "config.json").exists():
+        raise RlaifError(f"{src}: round 1's reward model is missing; re-run `rlaif run` to train it")
+    out = run.layout.reward_model
+    work = partial_dir(out) / "copy"
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(src, work)
+    finalize_dir(work, out)
+    shutil.rmtree(partial_dir(out), ignore_errors=True)
+    return {"copied_from_round": 1, "copied_from": str(src)}
+
+
+# ------------------------------------------------------------------ running the rounds
 def round_config(cfg: PipelineConfig, previous_policy: Path) -> PipelineConfig:
     """The config of a round >= 2: ``cfg`` started from ``previous_policy``, one round, its own workdir."""
     policy = cfg.policy.model_copy(update={"model": str(Path(previous_policy).resolve()), "skip_sft": True})
@@ -71,7 +192,6 @@ def run_rounds(cfg: PipelineConfig, names: tuple[str, ...], workdir: str | None 
                force: bool = False) -> list[Run]:
     """Run ``names`` in every round (``cfg.rounds`` of them) and write the per-round figures."""
     from rlaif.hashing import dir_hash
-    from rlaif.layout import RunLayout
     from rlaif.pipeline import run_pipeline
 
     runs = [run_pipeline(cfg, names, workdir, force=force)]
@@ -82,96 +202,15 @@ def run_rounds(cfg: PipelineConfig, names: tuple[str, ...], workdir: str | None 
         layout = RunLayout(root.round_dir(k))
         # The critique stage's first answers come from that policy too (its calls are keyed by its content).
         refresh = ("critique", "sft") if _source_changed(layout, source_hash) else ()
-        runs.append(run_pipeline(round_config(cfg, previous), names, str(layout.root), force=force, refresh=refresh))
+        # Stamped before the round runs: a copy cut short leaves its sft stage unfinished (re-run anyway), and a
+        # kill later in the round then resumes without copying again.
+        layout.root.mkdir(parents=True, exist_ok=True)
         _stamp_source(layout, previous, source_hash)
+        ctx = RoundContext(k, tuple(r.layout for r in runs), cfg.iteration)
+        runs.append(run_pipeline(round_config(cfg, previous), names, str(layout.root), force=force, refresh=refresh,
+                                 round_ctx=ctx))
     if cfg.rounds > 1 and "eval" in names:
+        from rlaif.rounds_report import write_rounds_report
+
         write_rounds_report(root, [r.layout for r in runs])
     return runs
-
-
-def _figures(report: dict, k: int) -> dict:
-    pol = report.get("policy") or {}
-
-    def rate(name: str, which: str):
-        return (pol.get(name) or {}).get(which)
-
-    win = pol.get("judge_win_rate_vs_ref") or {}
-    return {"round": k, "algorithm": pol.get("algorithm"),
-            "harmless_initial": rate("harmless_rate", "sft"), "harmless": rate("harmless_rate", "trained"),
-            "harmless_ci95": rate("harmless_rate", "trained_ci95"),
-            "over_refusal_initial": rate("over_refusal_rate", "sft"),
-            "over_refusal": rate("over_refusal_rate", "trained"),
-            "judge_win_rate_vs_initial": win.get("rate"), "judge_win_rate_ci95": win.get("ci95"),
-            "rm_reward_before": pol.get("reward_before"), "rm_reward_after": pol.get("reward_after"),
-            "kl_vs_initial": pol.get("kl")}
-
-
-def rounds_table(rows: list[dict]) -> list[str]:
-    """report.md lines: one row per round (the round's initial policy is the previous round's)."""
-
-    def pct(v):
-        return "—" if v is None else f"{100 * v:.1f}"
-
-    def num(v):
-        return "—" if v is None else f"{v:.3f}"
-
-    out = ["| round | harmless rate (initial → trained) | over-refusal (initial → trained) | judge win rate vs "
-           "initial | RM score before → after | KL vs initial |", "|---|---|---|---|---|---|"]
-    for r in rows:
-        out.append(f"| {r['round']} | {pct(r['harmless_initial'])} → {pct(r['harmless'])} | "
-                   f"{pct(r['over_refusal_initial'])} → {pct(r['over_refusal'])} | {num(r['judge_win_rate_vs_initial'])} | "
-                   f"{num(r['rm_reward_before'])} → {num(r['rm_reward_after'])} | {num(r['kl_vs_initial'])} |")
-    return out
-
-
-ROUNDS_SECTION = "## Rounds"
-
-
-def write_rounds_report(root: RunLayout, layouts: list[RunLayout]) -> list[dict]:
-    """rounds.json, rounds.md, rounds.png in the first round's directory; a section in its report.md."""
-    rows = []
-    for k, lay in enumerate(layouts, start=1):
-        rep = json.loads(lay.report_json.read_text()) if lay.report_json.exists() else {}
-        rows.append(_figures(rep, k) | {"dir": str(lay.root)})
-    root.rounds_json.write_text(json.dumps(rows, indent=2))
-    lines = [ROUNDS_SECTION, "", "Each round starts from the previous round's policy (round 1: the SFT policy) and is "
-             "evaluated against it on the held-out prompts; round k's run directory is `rounds/<k>/`.", "",
-             *rounds_table(rows), "", "![rounds](rounds.png)", ""]
-    root.rounds_md.write_text("\n".join(lines))
-    _plot(root, rows)
-    md = root.report_md
-    if md.exists():  # replace an earlier rounds section, keep the rest of the report
-        text = md.read_text()
-        text = text.split("\n" + ROUNDS_SECTION + "\n")[0].rstrip("\n") + "\n\n"
-        md.write_text(text + "\n".join(lines))
-    return rows
-
-
-def _plot(root: RunLayout, rows: list[dict]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ks = [0] + [r["round"] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3.0))
-    for ax, (key, first, label) in zip(axes, (("harmless", "harmless_initial", "harmless rate"),
-                                              ("over_refusal", "over_refusal_initial", "over-refusal rate"),
-                                              (None, None, "per round"))):
-        if key is None:
-            for k2, lab in (("judge_win_rate_vs_initial", "judge win rate vs initial"), ("kl_vs_initial", "KL")):
-                pts = [(r["round"], r[k2]) for r in rows if r[k2] is not None]
-                if pts:
-                    ax.plot(*zip(*pts), marker="o", label=lab)
-            ax.legend(fontsize=7)
-        else:
-            vals = [rows[0][first]] + [r[key] for r in rows]
-            pts = [(k, v) for k, v in zip(ks, vals) if v is not None]
-            if pts:
-                ax.plot(*zip(*pts), marker="o")
-        ax.set_title(label, fontsize=9)
-        ax.set_xlabel("round (0: SFT)" if key else "round")
-    fig.suptitle("Iterative rounds: held-out figures")
-    fig.tight_layout()
-    fig.savefig(root.figure("rounds"), dpi=90)
-    plt.close(fig)

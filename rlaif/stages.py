@@ -187,16 +187,23 @@ def _mix_needs(cfg: PipelineConfig) -> tuple[str, ...]:
 
 
 def _mix_parts(run: Run) -> dict:
+    from rlaif.rounds import earlier_pairs_parts
+
     return {"mix": run.cfg.mix.hash_view(),
             "human": content_hash([(x.key, x.chosen, x.label, x.source) for x in run.all_human_labels()]),
-            "feedback": content_hash([(f.key, f.kind, f.value, f.scale, f.source) for f in run.all_feedback()])}
+            "feedback": content_hash([(f.key, f.kind, f.value, f.scale, f.source) for f in run.all_feedback()]),
+            **earlier_pairs_parts(run)}  # iteration.earlier_pairs in a round >= 2 (rlaif/rounds.py)
 
 
 def _mix(run: Run) -> dict:
+    from itertools import chain
+
     from rlaif.hashing import dir_hash
     from rlaif.mixing import mix, save_pairs
+    from rlaif.rounds import earlier_ai_pairs
 
-    ai = run.store.iter_ai_pairs(run.results_of("judge")["judge_hash"], gap_only=True)
+    earlier, by_round = earlier_ai_pairs(run)
+    ai = chain(run.store.iter_ai_pairs(run.results_of("judge")["judge_hash"], gap_only=True), earlier)
     revisions = []
     if revisions_in_mix(run.cfg):
         from rlaif.critique import revision_pairs
@@ -205,20 +212,28 @@ def _mix(run: Run) -> dict:
     splits, stats = mix(ai, run.all_human_labels(), run.cfg.mix, run.cfg.seed, run.all_feedback(), revisions,
                         resolve=run.store.ai_pairs_by_rows)
     save_pairs(splits, run.layout)
+    if by_round:
+        stats["earlier_ai_pairs"] = by_round  # AI pairs in (before filtering) from each earlier round
     stats["output_hash"] = dir_hash(run.layout.pairs)
     return stats
 
 
 # ------------------------------------------------------------------ train-rm
 def _train_rm_parts(run: Run) -> dict:
-    return {"reward_model": run.cfg.reward_model.model_dump()}
+    from rlaif.rounds import reward_model_parts
+
+    return reward_model_parts(run)  # the config, or round 1's model (iteration.reward_model: first_round)
 
 
 def _train_rm(run: Run) -> dict:
     from rlaif.hashing import dir_hash
+    from rlaif.rounds import copy_first_reward_model, reuses_reward_model
     from rlaif.train.reward import train_reward_model
 
-    info = train_reward_model(run.cfg.reward_model, run.cfg.seed, run.layout, run.device)
+    if reuses_reward_model(run):
+        info = copy_first_reward_model(run)
+    else:
+        info = train_reward_model(run.cfg.reward_model, run.cfg.seed, run.layout, run.device)
     info["output_hash"] = dir_hash(run.layout.reward_model)
     return info
 
@@ -231,9 +246,10 @@ def _policy_needs(cfg: PipelineConfig) -> tuple[str, ...]:
 
 
 def _train_policy_parts(run: Run) -> dict:
+    from rlaif.rounds import reference_parts
     from rlaif.train.policy import is_online, uses_judge_reward
 
-    parts: dict = {"policy_training": run.cfg.policy_training.hash_view()}
+    parts: dict = {"policy_training": run.cfg.policy_training.hash_view(), **reference_parts(run)}
     if is_online(run.cfg.policy_training):  # online RL: rewarded on the train prompts
         parts["prompts"] = [(p.id, p.text) for p in run.inputs.prompts if p.split == "train"]
     if uses_judge_reward(run.cfg.policy_training):  # the judge's settings and principles give the reward
@@ -243,6 +259,7 @@ def _train_policy_parts(run: Run) -> dict:
 
 def _train_policy(run: Run) -> dict:
     from rlaif.hashing import dir_hash
+    from rlaif.rounds import reference_dir
     from rlaif.train.policy import train_policy, uses_judge_reward
 
     c = run.cfg
@@ -255,8 +272,11 @@ def _train_policy(run: Run) -> dict:
 
         judge = judge_reward_for(c.judge, run.inputs.constitution, {p.text: p.category for p in train},
                                  run.store.path, local_device(run.device), c.seed)
+    ref = reference_dir(run)
     info = train_policy(c.policy_training, c.seed, run.layout, prompts, c.reward_model.train.max_length, run.device,
-                        judge)
+                        judge, ref)
+    if ref is not None:
+        info["reference"] = str(ref)
     # Under `--launcher accelerate` only the main process writes the policy.
     info["output_hash"] = dir_hash(run.layout.policy) if run.layout.policy.exists() else None
     return info

@@ -10,8 +10,9 @@ from rlaif.layout import RunLayout
 from rlaif.train.hf import load_tokenizer, train_and_save, trainer_kwargs
 
 
-def train_dpo(pcfg: PolicyTrainingConfig, seed: int, layout: RunLayout, device: str) -> dict:
-    """DPO from ``layout.sft`` on the pairs in ``layout.pairs``; the policy goes to ``layout.policy``."""
+def train_dpo(pcfg: PolicyTrainingConfig, seed: int, layout: RunLayout, device: str, ref_dir=None) -> dict:
+    """DPO from ``layout.sft`` on the pairs in ``layout.pairs``; the policy goes to ``layout.policy``.
+    The reference is ``layout.sft`` itself, or ``ref_dir`` when given."""
     from datasets import load_from_disk
     from transformers import AutoModelForCausalLM
     from trl import DPOConfig, DPOTrainer
@@ -31,7 +32,9 @@ def train_dpo(pcfg: PolicyTrainingConfig, seed: int, layout: RunLayout, device: 
     args = DPOConfig(**kw, beta=pcfg.beta, max_length=pcfg.train.max_length, truncation_mode="keep_start",
                      loss_type=list(pcfg.dpo.loss_type), loss_weights=pcfg.dpo.loss_weights)
     # With LoRA the reference policy is the base model with the adapters switched off (no second copy).
-    trainer = DPOTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,
+    ref = None if ref_dir is None else AutoModelForCausalLM.from_pretrained(
+        str(ref_dir), **model_load_kwargs(pcfg, device, bf16, distributed, trainable=False))
+    trainer = DPOTrainer(model=model, ref_model=ref, args=args, train_dataset=train, processing_class=tokenizer,
                          peft_config=lora_config(pcfg.lora) if pcfg.lora is not None else None)
     return {"algorithm": "dpo", "train_pairs": len(train),
             **train_and_save(trainer, tokenizer, layout.policy, "train-policy (dpo)")}

@@ -48,8 +48,9 @@ def kto_examples(dd, with_pairs: bool, seed: int) -> tuple[list[dict], dict]:
     return rows, counts
 
 
-def train_kto(pcfg: PolicyTrainingConfig, seed: int, layout: RunLayout, device: str) -> dict:
-    """KTO from ``layout.sft`` on the examples of ``kto_examples``; the policy goes to ``layout.policy``."""
+def train_kto(pcfg: PolicyTrainingConfig, seed: int, layout: RunLayout, device: str, ref_dir=None) -> dict:
+    """KTO from ``layout.sft`` on the examples of ``kto_examples``; the policy goes to ``layout.policy``.
+    The reference is ``layout.sft`` itself, or ``ref_dir`` when given."""
     from datasets import Dataset, load_from_disk
     from transformers import AutoModelForCausalLM
     from trl import KTOConfig, KTOTrainer
@@ -71,7 +72,9 @@ def train_kto(pcfg: PolicyTrainingConfig, seed: int, layout: RunLayout, device: 
     kw.update(bf16=bf16, gradient_checkpointing=pcfg.gradient_checkpointing)  # KTOConfig's defaults differ
     args = KTOConfig(**kw, beta=pcfg.beta, max_length=pcfg.train.max_length,
                      desirable_weight=pcfg.kto.desirable_weight, undesirable_weight=pcfg.kto.undesirable_weight)
-    trainer = KTOTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer,
+    ref = None if ref_dir is None else AutoModelForCausalLM.from_pretrained(
+        str(ref_dir), **model_load_kwargs(pcfg, device, bf16, distributed, trainable=False))
+    trainer = KTOTrainer(model=model, ref_model=ref, args=args, train_dataset=train, processing_class=tokenizer,
                          peft_config=lora_config(pcfg.lora) if pcfg.lora is not None else None)
     return {"algorithm": "kto", "examples": len(train), **counts,
             "desirable_weight": pcfg.kto.desirable_weight, "undesirable_weight": pcfg.kto.undesirable_weight,

@@ -80,11 +80,12 @@ def history_of(log_history: list[dict]) -> list[dict]:
 
 def run_online(algorithm: str, policy_dir: str | Path, reward_fn: Callable[[list[str], list[str]], list[float]] | None,
                prompts: list[str], pcfg: PolicyTrainingConfig, out_dir: str | Path, seed: int = 0,
-               device: str = "cpu", progress: str | None = None, judge=None) -> dict:
+               device: str = "cpu", progress: str | None = None, judge=None, ref_dir: str | Path | None = None) -> dict:
     """Train ``policy_dir`` with trl's RLOO or GRPO on ``prompts`` (raw), rewarded as
     ``pcfg.reward`` says by ``reward_fn(raw_prompts, responses) -> scores`` (the reward model)
     and/or ``judge`` (a ``JudgeReward``, rlaif/train/rewards.py); write the policy to ``out_dir``
-    (LoRA merged). Resumes from a killed run's checkpoint."""
+    (LoRA merged). The KL reference is ``policy_dir`` itself, or ``ref_dir`` when given (not with
+    LoRA: the config check refuses it). Resumes from a killed run's checkpoint."""
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM
@@ -138,8 +139,18 @@ def run_online(algorithm: str, policy_dir: str | Path, reward_fn: Callable[[list
     if weights is not None:
         kw["reward_weights"] = weights
     args = Config(**kw)
+    if ref_dir is not None:
+        if pcfg.lora is not None:  # trl's reference under LoRA is the base with adapters off, never another model
+            raise RlaifError(f"{algorithm} with policy_training.lora takes its own initial policy as the reference; "
+                             "unset lora or set iteration.reference: previous")
+        # trl builds the reference from the policy's config name (trl.trainer.utils.get_config_model_id) under
+        # every launcher (DDP, ZeRO-3): point it at ref_dir while the trainer is built, then back.
+        name = model.config._name_or_path
+        model.config._name_or_path = str(ref_dir)
     trainer = Trainer(model=model, reward_funcs=funcs if len(funcs) > 1 else funcs[0], args=args, train_dataset=ds,
                       processing_class=tok, peft_config=lora_config(pcfg.lora) if pcfg.lora is not None else None)
+    if ref_dir is not None:
+        model.config._name_or_path = name
     if progress:
         use_rich_progress(trainer, progress)
     else:
@@ -168,8 +179,9 @@ def run_online(algorithm: str, policy_dir: str | Path, reward_fn: Callable[[list
 
 
 def train_online(pcfg: PolicyTrainingConfig, seed: int, layout: RunLayout, prompts: list[str],
-                 rm_max_length: int, device: str, judge=None) -> dict:
-    """The pipeline's RLOO/GRPO: policy from ``layout.sft``, rewarded by the trained reward model in
+                 rm_max_length: int, device: str, judge=None, ref_dir=None) -> dict:
+    """The pipeline's RLOO/GRPO: policy from ``layout.sft`` (reference: itself, or ``ref_dir``), rewarded
+    by the trained reward model in
     ``layout.reward_model`` (scoring ``rm_max_length`` tokens) and/or the judge reward ``judge``
     (``policy_training.reward``), written to ``layout.policy``."""
     algorithm = pcfg.algorithm
@@ -179,4 +191,4 @@ def train_online(pcfg: PolicyTrainingConfig, seed: int, layout: RunLayout, promp
 
         score = RewardScorer(layout.reward_model, local_device(device), rm_max_length).score
     return run_online(algorithm, layout.sft, score, prompts, pcfg, layout.policy, seed, device,
-                      progress=f"train-policy ({algorithm})", judge=judge)
+                      progress=f"train-policy ({algorithm})", judge=judge, ref_dir=ref_dir)

@@ -36,28 +36,31 @@ def uses_judge_reward(pcfg: PolicyTrainingConfig) -> bool:
 
 
 def train_policy(pcfg: PolicyTrainingConfig, seed: int, layout: RunLayout, prompts: list[str], rm_max_length: int,
-                 device: str, judge=None) -> dict:
+                 device: str, judge=None, ref_dir=None) -> dict:
     """Train the policy from ``layout.sft``; ``prompts`` (raw), ``rm_max_length`` (the reward model's
     token limit) and ``judge`` (a ``JudgeReward`` when the judge rewards) are used by the online
-    algorithms. The judge reward is closed when training ends."""
+    algorithms. ``ref_dir``: the reference policy when it is not ``layout.sft`` (a round >= 2 with
+    ``iteration.reference: sft``). The judge reward is closed when training ends."""
     algo = pcfg.algorithm
     try:
         if algo == "dpo":
             from rlaif.train.dpo import train_dpo
 
-            return train_dpo(pcfg, seed, layout, device)
+            return train_dpo(pcfg, seed, layout, device, ref_dir)
         if algo == "kto":
             from rlaif.train.kto import train_kto
 
-            return train_kto(pcfg, seed, layout, device)
+            return train_kto(pcfg, seed, layout, device, ref_dir)
         if algo == "ppo":
             from rlaif.train.ppo import train_ppo
 
-            return _with_judge_totals(train_ppo(pcfg, seed, layout, prompts, rm_max_length, device, judge), judge)
+            return _with_judge_totals(train_ppo(pcfg, seed, layout, prompts, rm_max_length, device, judge, ref_dir),
+                                      judge)
         if algo in ("rloo", "grpo"):
             from rlaif.train.online import train_online
 
-            return _with_judge_totals(train_online(pcfg, seed, layout, prompts, rm_max_length, device, judge), judge)
+            return _with_judge_totals(train_online(pcfg, seed, layout, prompts, rm_max_length, device, judge, ref_dir),
+                                      judge)
     finally:
         if judge is not None:
             judge.close()

@@ -99,7 +99,8 @@ class PPOTrainer:
     """PPO on ``policy_dir`` (a causal LM + tokenizer) with ``reward_fn``; see the module docstring."""
 
     def __init__(self, policy_dir: str | Path, reward_fn: RewardFn, prompts: list[str], pcfg: PolicyTrainingConfig,
-                 ckpt_root: str | Path, seed: int = 0, device: str = "cpu", reward_fn_factory=None):
+                 ckpt_root: str | Path, seed: int = 0, device: str = "cpu", reward_fn_factory=None,
+                 ref_dir: str | Path | None = None):
         import torch
         from accelerate import Accelerator
         from accelerate.state import AcceleratorState
@@ -132,16 +133,16 @@ class PPOTrainer:
         kw = model_load_kwargs(pcfg, device, bf16, acc.num_processes > 1)
         policy = AutoModelForCausalLM.from_pretrained(str(policy_dir), **kw)
         critic = AutoModel.from_pretrained(str(policy_dir), **kw)
-        self.ref = None
+        self.ref = None  # with LoRA and no ref_dir: the base model with the adapters off
         if pcfg.lora is not None:
             policy_lora, critic_lora = lora_config(pcfg.lora, causal=True), lora_config(pcfg.lora, causal=False)
             from peft import get_peft_model
 
             policy = get_peft_model(policy, policy_lora)
             critic = get_peft_model(critic, critic_lora)
-        else:
-            self.ref = AutoModelForCausalLM.from_pretrained(
-                str(policy_dir), **model_load_kwargs(pcfg, device, bf16, acc.num_processes > 1, trainable=False))
+        if pcfg.lora is None or ref_dir is not None:
+            ref_kw = model_load_kwargs(pcfg, device, bf16, acc.num_processes > 1, trainable=False)
+            self.ref = AutoModelForCausalLM.from_pretrained(str(ref_dir or policy_dir), **ref_kw)
             self.ref.requires_grad_(False)
             disable_dropout(self.ref)
             self.ref.eval()
@@ -456,14 +457,14 @@ class PPOTrainer:
 
 def run_ppo(policy_dir: str | Path, reward_fn: RewardFn | None, prompts: list[str], pcfg: PolicyTrainingConfig,
             out_dir: str | Path, seed: int = 0, device: str = "cpu", reward_fn_factory=None,
-            progress: str | None = "train-policy (ppo)") -> dict:
+            progress: str | None = "train-policy (ppo)", ref_dir: str | Path | None = None) -> dict:
     """Train with PPO and write the policy to ``out_dir`` (whole or not at all); resume from
     ``out_dir``'s work folder (rlaif.layout.checkpoints_dir) if a killed run left one. Returns figures
     and the per-step history."""
     out_dir = Path(out_dir)
     work = partial_dir(out_dir)
     trainer = PPOTrainer(policy_dir, reward_fn, prompts, pcfg, checkpoints_dir(out_dir), seed, device,
-                         reward_fn_factory)
+                         reward_fn_factory, ref_dir)
     history = trainer.train(progress)
     trainer.save_policy(work / "model")
     if trainer.accelerator.is_main_process:
@@ -479,8 +480,9 @@ def run_ppo(policy_dir: str | Path, reward_fn: RewardFn | None, prompts: list[st
 
 
 def train_ppo(pcfg: PolicyTrainingConfig, seed: int, layout: RunLayout, prompts: list[str],
-              rm_max_length: int, device: str, judge=None) -> dict:
-    """The pipeline's PPO: policy from ``layout.sft``, rewarded as ``policy_training.reward`` says
+              rm_max_length: int, device: str, judge=None, ref_dir=None) -> dict:
+    """The pipeline's PPO: policy from ``layout.sft`` (reference: itself, or ``ref_dir``), rewarded as
+    ``policy_training.reward`` says
     (rlaif/train/rewards.py): the trained reward model in ``layout.reward_model`` (scoring
     ``rm_max_length`` tokens), the judge reward ``judge``, or both; written to ``layout.policy``."""
     from rlaif.train.rewards import combine
@@ -494,4 +496,5 @@ def train_ppo(pcfg: PolicyTrainingConfig, seed: int, layout: RunLayout, prompts:
                               batch_size=max(8, pcfg.ppo.rollout_batch_size)).score
         return combine(pcfg.reward, rm, judge)
 
-    return run_ppo(layout.sft, None, prompts, pcfg, layout.policy, seed, device, reward_fn_factory=factory)
+    return run_ppo(layout.sft, None, prompts, pcfg, layout.policy, seed, device, reward_fn_factory=factory,
+                   ref_dir=ref_dir)

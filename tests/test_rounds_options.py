@@ -1,0 +1,170 @@
+"""iteration: (rlaif/rounds.py) the reference of rounds >= 2 (previous round's policy or SFT), earlier
+rounds' AI pairs in the mix, and the reward model per round (retrained or round 1's); each in the
+stage hashes of rounds >= 2 only, so a change re-runs just the stages it reaches, an unchanged
+re-run skips every round and a killed run resumes in its round."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from rlaif.config import IterationConfig, load_config
+from rlaif.layout import RunLayout
+
+
+def _fake_run(tmp_path, settings: IterationConfig | None, cfg):
+    from rlaif.rounds import RoundContext
+
+    ctx = None if settings is None else RoundContext(2, (RunLayout(tmp_path / "r1"),), settings)
+    return SimpleNamespace(round=ctx, cfg=cfg)
+
+
+def test_defaults_hash_as_before_and_each_option_adds_its_part(tiny_project, tmp_path):
+    from rlaif import rounds
+
+    cfg = load_config(tiny_project / "pipeline.yaml")
+    assert cfg.iteration == IterationConfig(reference="previous", earlier_pairs=False, reward_model="every_round")
+    plain = {"reward_model": cfg.reward_model.model_dump()}
+    for settings in (None, IterationConfig()):  # round 1 / one round, and a round >= 2 with the defaults
+        run = _fake_run(tmp_path, settings, cfg)
+        assert rounds.reference_dir(run) is None and rounds.reference_parts(run) == {}
+        assert rounds.earlier_pairs_parts(run) == {} and rounds.earlier_ai_pairs(run) == ([], {})
+        assert not rounds.reuses_reward_model(run) and rounds.reward_model_parts(run) == plain
+    run = _fake_run(tmp_path, IterationConfig(reference="sft", earlier_pairs=True, reward_model="first_round"), cfg)
+    assert rounds.reference_dir(run) == tmp_path / "r1" / "sft"
+    assert rounds.reference_parts(run) == {"reference": "missing"}  # round 1's sft not done: never equal to a done one
+    assert rounds.earlier_pairs_parts(run) == {"earlier_pairs": ["missing"]}
+    assert rounds.reuses_reward_model(run) and rounds.reward_model_parts(run) == {"round_1_reward_model": "missing"}
+
+
+BAD = {
+    "unknown-key": (["iteration.references=sft"], "iteration.references"),
+    "reference": (["iteration.reference=base"], "iteration.reference"),
+    "reward-model": (["iteration.reward_model=never"], "iteration.reward_model"),
+    "earlier-pairs": (["iteration.earlier_pairs=maybe"], "iteration.earlier_pairs"),
+    "lora-rloo-sft": (["rounds=2", "iteration.reference=sft", "policy_training.algorithm=rloo",
+                       "policy_training.lora={r: 4}"], "iteration.reference"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD), ids=str)
+def test_bad_iteration_is_one_line_exit_2_nothing_written(case, tiny_project, capsys):
+    from rlaif.cli import main
+
+    sets, field = BAD[case]
+    assert main(["run", str(tiny_project / "pipeline.yaml"), *[a for s in sets for a in ("--set", s)]]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and field in err, err
+    assert not (tiny_project / "run").exists()
+
+
+def _ran(runs) -> list[list[str]]:
+    return [list(r.ran) for r in runs]
+
+
+@pytest.mark.slow
+def test_options_rerun_only_what_they_reach_skip_unchanged_and_resume_in_round(tiny_project, monkeypatch):
+    import trl
+    from safetensors.torch import load_file
+
+    from rlaif.hashing import dir_hash
+    from rlaif.rounds import run_rounds
+    from rlaif.stages import NAMES
+    from rlaif.store import Store
+    from rlaif.train import policy as policy_mod
+
+    path = tiny_project / "pipeline.yaml"
+    run, r2 = tiny_project / "run", tiny_project / "run" / "rounds" / "2"
+    opts = ["rounds=2", "iteration.reference=sft", "iteration.earlier_pairs=true", "iteration.reward_model=first_round"]
+    real, seen = policy_mod.train_policy, []
+
+    def killed_in_round_2(*a, **kw):
+        seen.append(a[7] if len(a) > 7 else kw.get("ref_dir"))
+        if len(seen) == 2:
+            raise KeyboardInterrupt  # killed in round 2's train-policy
+        return real(*a, **kw)
+
+    monkeypatch.setattr(policy_mod, "train_policy", killed_in_round_2)
+    with pytest.raises(KeyboardInterrupt):
+        run_rounds(load_config(path, opts), NAMES)
+    assert seen == [None, run / "sft"]  # round 1: its own SFT policy; round 2: the SFT policy, not round 1's
+    monkeypatch.setattr(policy_mod, "train_policy", real)
+
+    refs = []
+    real_init = trl.DPOTrainer.__init__
+
+    def spy(self, *a, **kw):
+        refs.append(kw.get("ref_model"))
+        real_init(self, *a, **kw)
+
+    monkeypatch.setattr(trl.DPOTrainer, "__init__", spy)
+    runs = run_rounds(load_config(path, opts), NAMES)  # resumes in round 2: its train-policy and eval only
+    assert _ran(runs) == [[], ["train-policy", "eval"]]
+    sft = load_file(str(run / "sft" / "model.safetensors"))
+    ref_sd = refs[0].state_dict()
+    common = [k for k in ref_sd if k in sft]
+    assert len(refs) == 1 and common and all((ref_sd[k] == sft[k]).all() for k in common)
+    start = load_file(str(r2 / "sft" / "model.safetensors"))  # round 2's initial policy (round 1's) differs
+    assert any(not (start[k] == sft[k]).all() for k in common)
+    monkeypatch.setattr(trl.DPOTrainer, "__init__", real_init)
+
+    s1, s2 = Store(run / "store.sqlite", readonly=True), Store(r2 / "store.sqlite", readonly=True)
+    n1 = s1.stage("judge")["info"]["ai_pairs"]
+    mix2 = s2.stage("mix")["info"]
+    assert mix2["earlier_ai_pairs"] == {"1": n1} and mix2["ai_pairs_in"] == s2.stage("judge")["info"]["ai_pairs"] + n1
+    assert s2.stage("train-rm")["info"]["copied_from_round"] == 1
+    assert dir_hash(r2 / "reward_model") == dir_hash(run / "reward_model")
+    assert s2.stage("train-policy")["info"]["reference"] == str(run / "sft")
+    s1.close()
+    s2.close()
+
+    assert _ran(run_rounds(load_config(path, opts), NAMES)) == [[], []]  # unchanged: every round skipped
+    # each option re-runs only the round-2 stages it reaches; round 1 never depends on them
+    steps = [("iteration.reference=previous", ["train-policy", "eval"]),
+             ("iteration.earlier_pairs=false", ["mix", "train-rm", "train-policy", "eval"]),
+             ("iteration.reward_model=every_round", ["train-rm", "eval"])]  # DPO does not read the RM
+    for i, (change, expected) in enumerate(steps):
+        now = ["rounds=2"] + [o for o in opts[1:] if o.split("=")[0] not in {c.split("=")[0] for c, _ in steps[:i + 1]}]
+        now += [c for c, _ in steps[:i + 1]]
+        assert _ran(run_rounds(load_config(path, now), NAMES)) == [[], expected], change
+    s2 = Store(r2 / "store.sqlite", readonly=True)
+    assert "copied_from_round" not in s2.stage("train-rm")["info"] and "earlier_ai_pairs" not in s2.stage("mix")["info"]
+    assert "reference" not in s2.stage("train-policy")["info"]
+    s2.close()
+    assert dir_hash(r2 / "reward_model") != dir_hash(run / "reward_model")  # trained on round 2's mix
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", ["ppo", "rloo"])
+def test_online_trainers_take_the_reference_from_ref_dir(tmp_path, monkeypatch, algo):
+    """PPO loads its frozen reference from ref_dir; trl's RLOO/GRPO build theirs from it (not the start policy)."""
+    import torch
+    from test_online_rl import group_cfg
+    from test_ppo import PROMPTS, build_word_model, count_yes, ppo_cfg
+    from transformers import AutoModelForCausalLM
+
+    start, ref = build_word_model(tmp_path / "start", seed=0), build_word_model(tmp_path / "ref", seed=1)
+    want = AutoModelForCausalLM.from_pretrained(str(ref)).state_dict()
+    other = AutoModelForCausalLM.from_pretrained(str(start)).state_dict()
+    assert any(not torch.equal(want[k], other[k]) for k in want)
+    if algo == "ppo":
+        from rlaif.train.ppo import PPOTrainer
+
+        got = PPOTrainer(start, count_yes, PROMPTS, ppo_cfg(steps=1), tmp_path / "ck", ref_dir=ref).ref.state_dict()
+    else:
+        import trl.trainer.rloo_trainer as rt
+
+        from rlaif.train.online import run_online
+
+        made, real = [], rt.create_model_from_path
+
+        def spy(path, **kw):
+            made.append((path, real(path, **kw)))
+            return made[-1][1]
+
+        monkeypatch.setattr(rt, "create_model_from_path", spy)
+        run_online("rloo", start, count_yes, PROMPTS, group_cfg("rloo", steps=1), tmp_path / "out", ref_dir=ref)
+        assert [p for p, _ in made] == [str(ref)]
+        got = made[0][1].state_dict()
+    assert all(torch.equal(got[k], want[k]) for k in want)
