@@ -23,6 +23,7 @@ from rlaif.config_training import (  # noqa: F401 - re-exported: the policy_trai
     DPOSettings,
     GroupRLSettings,
     GRPOSettings,
+    JudgeRewardSettings,
     KTOSettings,
     LoraSettings,
     PolicyTrainingConfig,
@@ -387,6 +388,17 @@ def _check_cross_fields(cfg: PipelineConfig, loaded: LoadedYaml, touched: dict[s
                          "to ppo, rloo or grpo")
 
 
+def _check_judge_reward(cfg: PipelineConfig, loaded: LoadedYaml, touched: dict[str, str]) -> None:
+    from rlaif.judges import compares_pairs
+
+    pt = cfg.policy_training
+    if pt.judge_reward.method == "pairwise" and pt.reward.uses_judge and not compares_pairs(cfg.judge.backend):
+        field = "policy_training.judge_reward.method"
+        raise RlaifError(f"{_where(loaded, touched, field)} {field}: pairwise judge rewards need a judge backend that "
+                         f"compares pairs; {cfg.judge.backend!r} scores pointwise only: use method: pointwise or "
+                         "judge.backend: openai | transformers")
+
+
 def _check_iteration(cfg: PipelineConfig, loaded: LoadedYaml, touched: dict[str, str]) -> None:
     pt = cfg.policy_training
     if cfg.rounds > 1 and cfg.iteration.reference == "sft" and pt.lora is not None and pt.algorithm in ("rloo", "grpo"):
@@ -425,6 +437,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Pipelin
                          f"choose one of {', '.join(sorted(BACKENDS))}")
     _check_cross_fields(cfg, loaded, touched)
     _check_iteration(cfg, loaded, touched)
+    _check_judge_reward(cfg, loaded, touched)
     if cfg.policy.model == "tiny" and not cfg.policy.sft_data:
         raise RlaifError(f"{loaded.path}:{loaded.line_of(('policy',))}: policy.sft_data: required when policy.model is 'tiny'")
     return cfg

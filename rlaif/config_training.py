@@ -133,6 +133,15 @@ class RewardWeights(_Section):
         return self.reward_model > 0
 
 
+class JudgeRewardSettings(_Section):
+    """How the judge rewards a rollout when ``reward`` gives it a weight (rlaif/judges/reward.py)."""
+
+    method: Literal["pointwise", "pairwise"] = Field(
+        "pointwise", description="pointwise: the expected rubric score mapped to [-1, 1]; pairwise: 2 P(rollout "
+                                 "better) - 1 against a reference response from the SFT policy, both orders (a "
+                                 "judge backend that compares pairs: openai | transformers)")
+
+
 class KTOSettings(_Section):
     """trl's KTO on unpaired human feedback (thumbs), optionally with the mixed pairs unpaired."""
 
@@ -151,6 +160,8 @@ class PolicyTrainingConfig(_Section):
     dpo: DPOSettings = DPOSettings()
     reward: RewardWeights = Field(RewardWeights(reward_model=1.0), description=(
         "ppo | rloo | grpo: reward_model (default), judge, or weights {reward_model: 1.0, judge: 0.5}"))
+    judge_reward: JudgeRewardSettings = Field(JudgeRewardSettings(), description="ppo | rloo | grpo with a judge "
+                                              "weight in reward: pointwise or pairwise judge rewards")
     kto: KTOSettings = KTOSettings()
     train: TrainArgs = TrainArgs(epochs=2, learning_rate=5e-4, batch_size=16, max_length=160)
     ppo: PPOSettings = PPOSettings()
@@ -172,4 +183,6 @@ class PolicyTrainingConfig(_Section):
             skip.add("dpo")  # the default loss hashes as before the section existed (old runs stay valid)
         if self.algorithm in ("dpo", "kto") or self.reward == RewardWeights(reward_model=1.0):
             skip.add("reward")  # the default reward hashes as before the key existed (old runs stay valid)
+        if "reward" in skip or not self.reward.uses_judge or self.judge_reward == JudgeRewardSettings():
+            skip.add("judge_reward")  # likewise the default (pointwise) judge reward
         return self.model_dump(mode="json", exclude=skip)

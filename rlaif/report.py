@@ -88,6 +88,13 @@ def build_report(run) -> dict:
     rm_acc = scorer.accuracy(ev["prompt"], ev["chosen"], ev["rejected"])
     eval_prompts = held_out_prompts(run)
     pol = evaluate(run, scorer, eval_prompts) if eval_prompts else {}
+    vs_sft = None
+    from rlaif.rounds import context
+
+    if context(run) is not None and eval_prompts:  # a round >= 2: also against the SFT policy (rounds_report.py)
+        from rlaif.rounds_report import sft_comparison
+
+        vs_sft = sft_comparison(run, pol, eval_prompts)
     agree = _judge_human_agreement(run)
     stages = run.store.stages()
     report = {
@@ -140,6 +147,7 @@ def build_report(run) -> dict:
             "kl": (pol.get("rm") or {}).get("kl"),
             "win_rate_vs_ref": (pol.get("rm") or {}).get("rm_win_rate_vs_ref"),
             "win_rate_vs_ref_ci95": (pol.get("rm") or {}).get("rm_win_rate_ci95"),
+            **({"vs_sft": vs_sft} if vs_sft is not None else {}),
         },
         # judge.weights: fitted: the weights, and held-out human agreement with constitution vs fitted weights.
         "fitted_weights": judger.get("fitted_weights"),

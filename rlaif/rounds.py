@@ -161,6 +161,17 @@ def copy_first_reward_model(run: Run) -> dict:
     return {"copied_from_round": 1, "copied_from": str(src)}
 
 
+# ------------------------------------------------------------------ eval against the SFT policy
+def eval_parts(run: Run) -> dict:
+    """A round >= 2's eval also measures against the SFT policy with round 1's reward model
+    (rlaif/rounds_report.py): their hashes are its inputs too."""
+    ctx = context(run)
+    if ctx is None:
+        return {}
+    return {"sft_policy": _stage_info(ctx.first, "sft").get("output_hash", "missing"),
+            "round_1_reward_model": _stage_info(ctx.first, "train-rm").get("output_hash", "missing")}
+
+
 # ------------------------------------------------------------------ running the rounds
 def round_config(cfg: PipelineConfig, previous_policy: Path) -> PipelineConfig:
     """The config of a round >= 2: ``cfg`` started from ``previous_policy``, one round, its own workdir."""

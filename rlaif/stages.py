@@ -254,7 +254,20 @@ def _train_policy_parts(run: Run) -> dict:
         parts["prompts"] = [(p.id, p.text) for p in run.inputs.prompts if p.split == "train"]
     if uses_judge_reward(run.cfg.policy_training):  # the judge's settings and principles give the reward
         parts["judge_reward"] = _judge_parts(run)
+        refs = _judge_references(run)
+        if refs is not None:  # pairwise: the reference responses the rollouts are compared with
+            parts["judge_reward_references"] = content_hash(sorted(refs.items()))
     return parts
+
+
+def _judge_references(run: Run) -> dict[str, str] | None:
+    """Pairwise judge rewards: each training prompt's reference response (the first of its candidates from
+    the generate stage, i.e. the SFT policy's); None: pointwise."""
+    if run.cfg.policy_training.judge_reward.method != "pairwise":
+        return None
+    from rlaif.judges.reward import reference_responses
+
+    return reference_responses(run.store, run.results_of("generate").get("gen_hash", ""), run.store.prompts("train"))
 
 
 def _train_policy(run: Run) -> dict:
@@ -271,7 +284,7 @@ def _train_policy(run: Run) -> dict:
         from rlaif.train.online import local_device
 
         judge = judge_reward_for(c.judge, run.inputs.constitution, {p.text: p.category for p in train},
-                                 run.store.path, local_device(run.device), c.seed)
+                                 run.store.path, local_device(run.device), c.seed, _judge_references(run))
     ref = reference_dir(run)
     info = train_policy(c.policy_training, c.seed, run.layout, prompts, c.reward_model.train.max_length, run.device,
                         judge, ref)
@@ -284,7 +297,9 @@ def _train_policy(run: Run) -> dict:
 
 # ------------------------------------------------------------------ eval
 def _eval_parts(run: Run) -> dict:
-    parts = {"eval": run.cfg.eval.model_dump()}
+    from rlaif.rounds import eval_parts
+
+    parts = {"eval": run.cfg.eval.model_dump(), **eval_parts(run)}  # a round >= 2: the SFT policy, round 1's RM
     if "eval_prompts" in run.inputs.file_hashes:  # the held-out prompts' content, not just their path
         parts["eval_prompts"] = run.inputs.file_hashes["eval_prompts"]
     return parts

@@ -74,8 +74,16 @@ def test_two_rounds_chain_skip_and_resume_in_round(tiny_project, monkeypatch):
 
     rows = json.loads((run / "rounds.json").read_text())
     assert [r["round"] for r in rows] == [1, 2]
-    assert all(0 <= r["harmless"] <= 1 and r["kl_vs_initial"] is not None for r in rows)
-    assert rows[1]["harmless_initial"] == pytest.approx(rows[0]["harmless"], abs=0.35)  # same policy, new samples
+    from rlaif.rounds_report import ROW_KEYS
+
+    assert all(set(r) == set(ROW_KEYS) for r in rows)
+    for key in ("harmless", "judge_win_rate_vs_sft", "rm_reward", "kl_vs_sft"):  # every round against SFT
+        assert all(r[key] is not None for r in rows), key
+    assert 0 <= rows[1]["judge_win_rate_vs_sft"] <= 1 and rows[1]["judge_win_rate_vs_previous"] is not None
+    assert rows[0]["harmless_sft"] == rows[1]["harmless_sft"] and rows[0]["rm_reward_sft"] == rows[1]["rm_reward_sft"]
+    r2_report = json.loads((r2 / "report.json").read_text())["policy"]
+    assert r2_report["vs_sft"]["sft_policy"] == str(run / "sft")
+    assert r2_report["vs_sft"]["kl"] != pytest.approx(r2_report["kl"])  # against SFT, not round 1's policy
     report = (run / "report.md").read_text()
     assert report.count("## Rounds") == 1 and "| 2 |" in report and (run / "rounds.png").exists()
 

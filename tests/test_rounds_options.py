@@ -168,3 +168,37 @@ def test_online_trainers_take_the_reference_from_ref_dir(tmp_path, monkeypatch, 
         assert [p for p, _ in made] == [str(ref)]
         got = made[0][1].state_dict()
     assert all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_rounds_report_table_and_plot_hold_every_figure_against_sft(tmp_path):
+    """rounds.json / rounds.md / rounds.png from the rounds' report.json files: judge win rate vs SFT, harmless
+    rate, RM reward (round 1's RM), KL vs SFT per round; round 1's own figures are its figures against SFT."""
+    import json
+
+    from rlaif.rounds_report import ROUNDS_SECTION, ROW_KEYS, write_rounds_report
+
+    def report(win, harmless, kl, reward_after, vs_sft=None):
+        pol = {"algorithm": "dpo", "judge_win_rate_vs_ref": {"rate": win, "ci95": [win - 0.05, win + 0.05]},
+               "harmless_rate": {"sft": 0.4, "trained": harmless, "trained_ci95": [harmless - 0.1, harmless + 0.1]},
+               "over_refusal_rate": {"sft": 0.2, "trained": 0.05}, "kl": kl, "reward_before": 0.1,
+               "reward_after": reward_after}
+        return {"policy": pol | ({"vs_sft": vs_sft} if vs_sft else {})}
+
+    layouts = [RunLayout(tmp_path), RunLayout(tmp_path / "rounds" / "2")]
+    layouts[1].root.mkdir(parents=True)
+    layouts[0].report_json.write_text(json.dumps(report(0.7, 0.6, 1.2, 0.9)))
+    layouts[0].report_md.write_text("# report\n\nbody\n")
+    vs = {"judge_win_rate": {"rate": 0.8, "ci95": [0.75, 0.85]}, "kl": 2.5, "rm_reward_round_1": 1.4}
+    layouts[1].report_json.write_text(json.dumps(report(0.55, 0.7, 0.3, 5.0, vs)))
+    rows = write_rounds_report(layouts[0], layouts)
+    assert json.loads(layouts[0].rounds_json.read_text()) == rows and all(set(r) == set(ROW_KEYS) for r in rows)
+    assert [(r["judge_win_rate_vs_sft"], r["harmless"], r["rm_reward"], r["kl_vs_sft"]) for r in rows] == \
+        [(0.7, 0.6, 0.9, 1.2), (0.8, 0.7, 1.4, 2.5)]  # round 2: against SFT, not its own RM (5.0) or its start
+    assert rows[1]["judge_win_rate_vs_previous"] == 0.55 and rows[0]["judge_win_rate_vs_previous"] is None
+    assert all(r["harmless_sft"] == 0.4 and r["rm_reward_sft"] == 0.1 for r in rows)
+    md = layouts[0].report_md.read_text()
+    assert md.startswith("# report") and md.count(ROUNDS_SECTION) == 1
+    assert "judge win rate vs SFT" in md and "| 0 (SFT) | 40.0 |" in md and "| 2 | 70.0 [60.0, 80.0] |" in md
+    assert "0.800 [0.750, 0.850]" in md and (tmp_path / "rounds.png").stat().st_size > 1000
+    write_rounds_report(layouts[0], layouts)  # again: the section is replaced, not added
+    assert layouts[0].report_md.read_text().count(ROUNDS_SECTION) == 1

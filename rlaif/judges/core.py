@@ -153,7 +153,7 @@ def score_items(judge: JudgeBackend, constitution: Constitution, items: list[Ite
 
 
 def compare_items(judge: JudgeBackend, comparisons: list[Comparison], batch_size: int = 64,
-                  progress: str | None = None) -> JudgeStats:
+                  progress: str | None = None, show_progress: bool = True) -> JudgeStats:
     """Fill ``comparison.verdicts`` for each of its principles (a pairwise backend)."""
     work = [(c, p) for c in comparisons for p in c.principles]
 
@@ -161,4 +161,4 @@ def compare_items(judge: JudgeBackend, comparisons: list[Comparison], batch_size
         w[0].verdicts[w[1].id] = v
 
     return _run_batches(judge, work, batch_size, lambda w: (w[0].prompt, w[0].a, w[0].b, w[1]),
-                        judge.compare_batches, put, progress or "judge (pairwise)")
+                        judge.compare_batches, put, (progress or "judge (pairwise)") if show_progress else None)

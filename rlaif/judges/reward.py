@@ -1,6 +1,7 @@
 """The judge as a reward for online RL (d-RLAIF, Lee et al. 2023): each rollout scored by the judge.
 
-One rollout's judge reward is the judging core's pointwise score (``score_items``, the same
+**Pointwise** (``policy_training.judge_reward.method: pointwise``, the default): one rollout's judge
+reward is the judging core's pointwise score (``score_items``, the same
 loop, cache and backend contract as the judge stage) aggregated over the principles that apply
 to the prompt's category with the constitution's weights (``Item.total``):
 
@@ -21,6 +22,19 @@ to the prompt's category with the constitution's weights (``Item.total``):
   earlier batches (0.0 before any). Never a silent 0 from the judge; counted per step
   (``judge_unscored``).
 
+**Pairwise** (``method: pairwise``, a backend that compares pairs: the LLM judges): each rollout
+is compared with a reference response to the same prompt, the first of the generate stage's
+candidates (sampled from the SFT policy; in a round >= 2, from the round's initial policy), by
+the judging core's ``compare_items`` in both orders (whatever ``judge.orders`` says), so the
+position bias cancels: per principle, P(rollout better) is the mean of P(A) with the rollout as A
+and 1 - P(A) with it as B. The principle's reward is ``2 P - 1`` (in [-1, 1]: +1 the judge is
+sure the rollout is better, 0 a toss-up, as for a rollout equal to the reference, -1 sure it is
+worse) plus the difference of the principle's deterministic checks on the rollout and on the
+reference; the principles are combined with the constitution's weights as above. A principle
+with no usable verdict in either order is left out; a rollout with none is unscored and handled
+by the same rule as above. The calls go through the same call cache (keyed by the messages, so
+by the order too).
+
 The calls of a batch go out together (one ``score_items`` over every (rollout, principle)),
 on one worker thread that owns the judge and its own connection to the run store (SQLite
 connections stay in their thread), so a trainer can start them and keep computing meanwhile
@@ -35,7 +49,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rlaif.judges.core import Item, score_items
+from rlaif.errors import RlaifError
+from rlaif.judges.core import Comparison, Item, compare_items, score_items
 
 if TYPE_CHECKING:  # pragma: no cover
     from rlaif.config import JudgeConfig
@@ -71,13 +86,31 @@ def item_reward(item: Item, constitution: Constitution, score_range: tuple[float
     return aggregate(values, constitution, item.category)
 
 
+def pair_reward(comp: Comparison, constitution: Constitution, add_checks: bool) -> float | None:
+    """One rollout's pairwise judge reward (``comp.a`` the rollout, ``comp.b`` the reference): the
+    weighted mean over its principles with a verdict of ``2 P(a better) - 1`` (plus the checks'
+    difference where the backend leaves them out); None when no principle has a verdict."""
+    values: dict[str, float | None] = {}
+    for pid, v in comp.verdicts.items():
+        s = None if v.p_first is None else 2.0 * v.p_first - 1.0
+        if s is not None and add_checks:
+            p = constitution.principle(pid)
+            s += p.check_effect(comp.a) - p.check_effect(comp.b)
+        values[pid] = s
+    from rlaif.judges.ranking import aggregate
+
+    return aggregate(values, constitution, comp.category)
+
+
 @dataclass
 class JudgeReward:
     """Judge rewards for batches of (raw prompt, response); see the module docstring.
 
     ``make_judge(store)`` builds the judge behind the call cache kept in ``store`` (a run store
     opened on the worker thread from ``store_path``; None: no cache kept across runs).
-    ``categories`` maps a raw prompt text to its category (which principles apply)."""
+    ``categories`` maps a raw prompt text to its category (which principles apply).
+    ``references`` (raw prompt text -> reference response): pairwise rewards against them; None:
+    pointwise."""
 
     make_judge: Callable[[object], JudgeBackend]
     constitution: Constitution
@@ -85,6 +118,7 @@ class JudgeReward:
     store_path: Path | None = None
     batch_size: int = 64
     totals: dict = field(default_factory=lambda: {"rollouts": 0, "calls": 0, "cache_hits": 0, "unscored": 0})
+    references: dict[str, str] | None = None
 
     def __post_init__(self):
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rlaif-judge-reward")
@@ -110,10 +144,13 @@ class JudgeReward:
 
     def _score(self, prompts: list[str], responses: list[str]) -> tuple[list[float], dict]:
         judge = self._judge_here()
-        items = [Item(p, self.categories.get(p), r) for p, r in zip(prompts, responses)]
-        st = score_items(judge, self.constitution, items, self.batch_size, show_progress=False)
         caps = judge.capabilities
-        raw = [item_reward(it, self.constitution, caps.score_range, not caps.applies_checks) for it in items]
+        if self.references is not None:
+            raw, st = self._pairwise(judge, prompts, responses)
+        else:
+            items = [Item(p, self.categories.get(p), r) for p, r in zip(prompts, responses)]
+            st = score_items(judge, self.constitution, items, self.batch_size, show_progress=False)
+            raw = [item_reward(it, self.constitution, caps.score_range, not caps.applies_checks) for it in items]
         scored = [r for r in raw if r is not None]
         if scored:
             fill = sum(scored) / len(scored)
@@ -130,6 +167,21 @@ class JudgeReward:
                  "judge_cache_hits": float(st.cache_hits), "judge_unscored": float(unscored)}
         return rewards, stats
 
+    def _pairwise(self, judge: JudgeBackend, prompts: list[str], responses: list[str]):
+        if not judge.capabilities.pairwise:
+            raise RlaifError(f"policy_training.judge_reward.method: pairwise needs a judge that compares pairs; "
+                             f"{judge.backend!r} scores pointwise only: use method: pointwise or an LLM backend")
+        comps = []
+        for p, r in zip(prompts, responses):
+            if p not in self.references:
+                raise RlaifError(f"judge reward (pairwise): no reference response for the prompt {p[:60]!r}; "
+                                 "re-run the generate stage")
+            cat = self.categories.get(p)
+            comps.append(Comparison(p, cat, r, self.references[p],
+                                    [pr for pr in self.constitution.principles if pr.applies(cat)]))
+        st = compare_items(judge, comps, self.batch_size, show_progress=False)
+        return [pair_reward(c, self.constitution, not judge.capabilities.applies_checks) for c in comps], st
+
     def close(self) -> None:
         """Finish the worker, close the judge's connections and the store connection (on its thread)."""
         def shut():
@@ -143,11 +195,25 @@ class JudgeReward:
 
 
 def judge_reward_for(cfg: JudgeConfig, constitution: Constitution, categories: dict[str, str | None],
-                     store_path: Path | None, device: str, seed: int) -> JudgeReward:
+                     store_path: Path | None, device: str, seed: int,
+                     references: dict[str, str] | None = None) -> JudgeReward:
     """The pipeline's judge reward: the configured judge, asked pointwise (whatever ``judge.method``
-    labels with), behind the call cache in the run store at ``store_path``."""
+    labels with), or pairwise in both orders against ``references`` when given, behind the call
+    cache in the run store at ``store_path``."""
     from rlaif.judges import make_judge
 
-    pointwise = cfg.model_copy(update={"method": "pointwise"})
-    return JudgeReward(lambda store: make_judge(pointwise, device, seed, store), constitution, categories,
-                       store_path, cfg.batch_size)
+    if references is None:
+        asked = cfg.model_copy(update={"method": "pointwise"})
+    else:
+        asked = cfg.model_copy(update={"method": "pairwise", "orders": "both"})
+    return JudgeReward(lambda store: make_judge(asked, device, seed, store), constitution, categories,
+                       store_path, cfg.batch_size, references=references)
+
+
+def reference_responses(store, gen_hash: str, prompts: list) -> dict[str, str]:
+    """Pairwise judge reward: each prompt's reference response, the first of its candidates of the
+    generation ``gen_hash`` (``prompts``: records with ``.id`` and ``.text``)."""
+    first: dict[str, str] = {}
+    for c in store.iter_candidates(gen_hash):  # by prompt id, then index
+        first.setdefault(c.prompt_id, c.text)
+    return {p.text: first[p.id] for p in prompts if p.id in first}
