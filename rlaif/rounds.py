@@ -123,7 +123,10 @@ def earlier_ai_pairs(run: Run) -> tuple[list[dict], dict[str, int]]:
                              "finish the rounds in order")
         store = Store(lay.store, readonly=True)
         try:
-            got = list(store.iter_ai_pairs(info["judge_hash"], gap_only=True))
+            # Held whole: a pair's ``row`` is a row id in *its* round's store, which the mix must not resolve
+            # in this round's.
+            got = [{k: v for k, v in a.items() if k != "row"} for a in store.iter_ai_pairs(info["judge_hash"],
+                                                                                         gap_only=True)]
         finally:
             store.close()
         pairs += got

@@ -114,6 +114,15 @@ def test_options_rerun_only_what_they_reach_skip_unchanged_and_resume_in_round(t
     mix2 = s2.stage("mix")["info"]
     assert mix2["earlier_ai_pairs"] == {"1": n1} and mix2["ai_pairs_in"] == s2.stage("judge")["info"]["ai_pairs"] + n1
     assert s2.stage("train-rm")["info"]["copied_from_round"] == 1
+    from datasets import load_from_disk
+
+    def texts(pairs):
+        return {(p["chosen"], p["rejected"]) for p in pairs}
+
+    j1, j2 = (s.stage("judge")["info"]["judge_hash"] for s in (s1, s2))
+    only_1 = texts(s1.iter_ai_pairs(j1)) - texts(s2.iter_ai_pairs(j2))
+    train2 = load_from_disk(str(r2 / "pairs"))["train"]
+    assert only_1 & texts(train2)  # round 1's own pairs, with their texts, are in round 2's training pairs
     assert dir_hash(r2 / "reward_model") == dir_hash(run / "reward_model")
     assert s2.stage("train-policy")["info"]["reference"] == str(run / "sft")
     s1.close()
