@@ -215,9 +215,9 @@ def run_critique(run) -> dict:
     provenance = {"reviser": cc.reviser, "writer": {"backend": writer.backend, "model": writer.model},
                   "sampling": list(sampling) if sampling else "greedy", "constitution_hash": constitution.hash,
                   "passes": cc.passes}
-    sft = [{"prompt": t.prompt, "completion": t.current, "prompt_id": t.prompt_id, "principles": list(t.principles),
+    sft = [{**trl_fields(t.prompt, completion=t.current), "prompt_id": t.prompt_id, "principles": list(t.principles),
             **provenance} for t in revised]
-    pairs = [{"prompt": t.prompt, "chosen": t.current, "rejected": t.initial, "prompt_id": t.prompt_id,
+    pairs = [{**trl_fields(t.prompt, chosen=t.current, rejected=t.initial), "prompt_id": t.prompt_id,
               "principles": list(t.principles), **provenance} for t in revised]
     _write_outputs(run.layout, sft, pairs)
     askers = [first] if asker is first else [first, asker]
@@ -225,6 +225,15 @@ def run_critique(run) -> dict:
               "cache_hits": sum(a.cache.cache_hits for a in askers)}
     return {"prompts": len(tracks), "revised": len(revised), **counts, **provenance,
             "output_hash": content_hash([(r["prompt"], r["chosen"], r["rejected"]) for r in pairs])}
+
+
+def trl_fields(prompt: str, **answers: str) -> dict:
+    """A stored prompt and its answers in TRL's standard form (strings) for a plain prompt, or in its
+    conversational form (message lists) for a conversation (a system prompt, earlier turns)."""
+    msgs = chat.messages(prompt)
+    if len(msgs) == 1 and msgs[0]["role"] == "user":
+        return {"prompt": msgs[0]["content"], **answers}
+    return {"prompt": msgs, **{k: [{"role": "assistant", "content": v}] for k, v in answers.items()}}
 
 
 def _write_outputs(layout, sft: list[dict], pairs: list[dict]) -> None:
@@ -251,7 +260,12 @@ def revision_sft_rows(layout) -> list[dict]:
 
 
 def revision_pairs(layout) -> list[dict]:
-    """The stage's preference pairs (for the mix)."""
+    """The stage's preference pairs (for the mix), their prompts in the stored form."""
+    from rlaif.conversations import preference_of
     from rlaif.records import iter_jsonl
 
-    return [obj for _, obj in iter_jsonl(layout.critique / "pairs.jsonl", "critique pairs")]
+    path, out = layout.critique / "pairs.jsonl", []
+    for n, obj in iter_jsonl(path, "critique pairs"):
+        prompt, chosen, rejected, _ = preference_of(path, n, obj)
+        out.append({**obj, "prompt": prompt, "chosen": chosen, "rejected": rejected})
+    return out

@@ -183,3 +183,27 @@ def test_a_run_stopped_in_critique_resumes_then_every_stage_follows(tmp_path, sc
         assert "## critique" in (project / "run" / "report.md").read_text()
         again = run_pipeline(cfg, names)
         assert again.ran == [] and again.skipped == list(names) and len(server.requests) == n
+
+
+@pytest.mark.slow
+def test_conversation_prompts_written_in_trls_conversational_form_and_read_back(tmp_path, scripted_backend):
+    """With a system prompt the stage's files hold TRL's conversational records; sft and the mix read them back
+    as the run's own stored prompts (not as one user message holding the JSON)."""
+    from rlaif.critique import revision_pairs, revision_sft_rows
+    from rlaif.layout import RunLayout
+    from rlaif.store import Store
+
+    project = make_tiny_project(tmp_path / "proj")
+    with FakeOpenAI(responder=writer) as server:
+        assert main(["critique", str(project / "pipeline.yaml"), *llm(server, "--set", "critique.max_prompts=3",
+                                                                         "--set", "data.system_prompt=Be brief.")]) == 0
+    assert server.requests[0]["messages"][0] == {"role": "system", "content": "Be brief."}
+    layout = RunLayout(project / "run")
+    rows = [json.loads(line) for line in (layout.critique / "pairs.jsonl").read_text().splitlines()]
+    assert rows and all(r["prompt"][0] == {"role": "system", "content": "Be brief."} for r in rows)
+    assert all(r["chosen"][0]["role"] == "assistant" and r["rejected"][0]["role"] == "assistant" for r in rows)
+    store = Store(layout.store, readonly=True)
+    stored = {p.text for p in store.prompts("train")}
+    store.close()
+    assert {r["prompt"] for r in revision_sft_rows(layout)} <= stored
+    assert {r["prompt"] for r in revision_pairs(layout)} <= stored and len(revision_pairs(layout)) == len(rows)
