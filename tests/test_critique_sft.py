@@ -207,3 +207,19 @@ def test_conversation_prompts_written_in_trls_conversational_form_and_read_back(
     store.close()
     assert {r["prompt"] for r in revision_sft_rows(layout)} <= stored
     assert {r["prompt"] for r in revision_pairs(layout)} <= stored and len(revision_pairs(layout)) == len(rows)
+
+
+@pytest.mark.slow
+def test_transformers_judge_writes_critiques_and_revisions_cached(tmp_path, scripted_backend, qwen2_dir):
+    """reviser: judge with judge.backend: transformers (a tiny random-weight Qwen2, its real chat template): the
+    stage runs through it, and a forced re-run is served from the call cache."""
+    project = make_tiny_project(tmp_path / "proj")
+    args = ["--set", "critique.enabled=true", "--set", "critique.reviser=judge", "--set", "judge.backend=transformers",
+            "--set", f"judge.model={qwen2_dir}", "--set", "critique.max_prompts=2", "--set", "critique.max_new_tokens=6"]
+    cfg = str(project / "pipeline.yaml")
+    assert main(["critique", cfg, *args]) == 0
+    first = _info(project, "critique")
+    assert first["writer"] == {"backend": "transformers", "model": str(qwen2_dir)} and first["calls"] > 2
+    assert main(["critique", cfg, *args, "--force"]) == 0
+    again = _info(project, "critique")
+    assert again["calls"] == 0 and again["cache_hits"] == first["calls"] and again["output_hash"] == first["output_hash"]
