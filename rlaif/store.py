@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from rlaif.errors import RlaifError
+from rlaif.hashing import canonical_json
+from rlaif.judges.details import PairDetails
 from rlaif.records import Candidate, Feedback, HumanLabel, Prompt
 from rlaif.store_queue import LABELLED_SQL, PAIR_COLS, PAIR_SELECT, QueueQueries, pair_record, review_columns, sql_functions
 
@@ -87,16 +89,10 @@ def _gap_record(r: tuple, **extra) -> dict[str, Any]:
     return dict(zip(PAIR_COLS, r), **extra) | {"details": {"gap": r[7]}}
 
 
-def _drop_nones(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {k: _drop_nones(x) for k, x in v.items() if x is not None}
-    return v
-
-
-def _details_json(details: dict) -> str:
-    """Compact JSON of an AI pair's details: no spaces, no null fields (PairDetails.from_dict reads a
-    missing field as None), so that a million comparisons do not store a million sets of nulls."""
-    return json.dumps(_drop_nones(details), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+def _typed(rows: Iterable[tuple]) -> Iterator[tuple]:
+    """AI pair rows with their details as ``PairDetails`` (the judge stage passes them so; a dict is read)."""
+    for *head, d in rows:
+        yield (*head, d if isinstance(d, PairDetails) else PairDetails.from_dict(d))
 
 
 class Store(QueueQueries):
@@ -174,7 +170,7 @@ class Store(QueueQueries):
                     self.db.execute(f"ALTER TABLE ai_pairs ADD COLUMN {col}")
             rows = self.db.execute("SELECT rowid, status, details FROM ai_pairs")
             self.db.executemany("UPDATE ai_pairs SET inconsistent=?, n_disagree=?, principle_ids=? WHERE rowid=?",
-                                ((*review_columns(json.loads(d), st), rid) for rid, st, d in rows))
+                                ((*review_columns(PairDetails.from_dict(json.loads(d)), st), rid) for rid, st, d in rows))
             self._fill_pair_keys(None)
             self.db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (SCHEMA_VERSION,))
 
@@ -270,7 +266,7 @@ class Store(QueueQueries):
         return [r[0] for r in self.db.execute("SELECT DISTINCT judge_hash FROM ai_pairs")]
 
     def put_ai_pairs(self, judge_hash: str, rows: list[tuple], replace: bool = True) -> None:
-        """rows: (prompt_id, chosen_id, rejected_id, confidence, status, details dict); ``replace``: the
+        """rows: (prompt_id, chosen_id, rejected_id, confidence, status, details: PairDetails or its dict); ``replace``: the
         judge run's earlier pairs go (False: add to them, as a stage judging in parts does).
 
         An AI comparison. ``status`` is "scored" or "unscored" (the judge gave
@@ -284,8 +280,8 @@ class Store(QueueQueries):
             self.db.executemany(
                 "INSERT INTO ai_pairs(judge_hash, prompt_id, chosen_id, rejected_id, confidence, status, details, "
                 "inconsistent, n_disagree, principle_ids) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                ((judge_hash, p, c, r, conf, st, _details_json(d), *review_columns(d, st))
-                 for p, c, r, conf, st, d in rows),
+                ((judge_hash, p, c, r, conf, st, canonical_json(d.to_dict(compact=True)), *review_columns(d, st))
+                 for p, c, r, conf, st, d in _typed(rows)),
             )
             self._fill_pair_keys(judge_hash)
 

@@ -15,15 +15,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from rlaif.judges.details import PairDetails
 from rlaif.vocab import PREFERENCE
 
 
-def review_columns(details: dict, status: str) -> tuple[int, int, str]:
+def review_columns(d: PairDetails, status: str) -> tuple[int, int, str]:
     """(inconsistent, principles disagreeing, ",id,id,") of an AI pair: what the review queue sorts and
     filters on (the rules are PairDetails'; stored as columns so that SQL can page through them)."""
-    from rlaif.judges.details import PairDetails
-
-    d = PairDetails.from_dict(details)
     ids = "".join(f",{pid}" for pid in sorted(d.principles)) + ("," if d.principles else "")
     return int(d.inconsistent), len(d.disagreeing(status == "scored")), ids
 

@@ -38,6 +38,10 @@ def _text(v: Any) -> str | None:
     return v if isinstance(v, str) else None
 
 
+def _compact(d: dict[str, Any], compact: bool) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v is not None} if compact else d
+
+
 @dataclass(frozen=True)
 class PrincipleDetail:
     """One principle's verdict on a comparison, seen from the chosen side.
@@ -57,10 +61,12 @@ class PrincipleDetail:
     status: str = "scored"  # "scored" | "unscored"
     raw: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"p_chosen": self.p_chosen, "score_chosen": self.score_chosen, "score_rejected": self.score_rejected,
-                "rationale": self.rationale, "position_consistent": self.position_consistent, "status": self.status,
-                "raw": self.raw}
+    def to_dict(self, compact: bool = False) -> dict[str, Any]:
+        """``compact``: without the fields that are None (``from_dict`` reads a missing field as None)."""
+        return _compact({"p_chosen": self.p_chosen, "score_chosen": self.score_chosen,
+                         "score_rejected": self.score_rejected, "rationale": self.rationale,
+                         "position_consistent": self.position_consistent, "status": self.status, "raw": self.raw},
+                        compact)
 
     @classmethod
     def from_dict(cls, d: Any) -> PrincipleDetail:
@@ -76,8 +82,8 @@ class JudgeIdentity:
     model: str | None = None
     template_hash: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"backend": self.backend, "model": self.model, "template_hash": self.template_hash}
+    def to_dict(self, compact: bool = False) -> dict[str, Any]:
+        return _compact({"backend": self.backend, "model": self.model, "template_hash": self.template_hash}, compact)
 
     @classmethod
     def of(cls, judge) -> JudgeIdentity:
@@ -101,11 +107,13 @@ class PairDetails:
     principle_hashes: dict[str, str] = field(default_factory=dict)
     judge: JudgeIdentity = JudgeIdentity()
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "gap": self.gap, "position_consistent": self.position_consistent,
-                "principles": {pid: p.to_dict() for pid, p in self.principles.items()},
-                "constitution_hash": self.constitution_hash, "principle_hashes": dict(self.principle_hashes),
-                "judge": self.judge.to_dict()}
+    def to_dict(self, compact: bool = False) -> dict[str, Any]:
+        """``compact``: no None field at any level (what the store keeps: a million comparisons do not store a
+        million sets of nulls)."""
+        return _compact({"method": self.method, "gap": self.gap, "position_consistent": self.position_consistent,
+                         "principles": {pid: p.to_dict(compact) for pid, p in self.principles.items()},
+                         "constitution_hash": self.constitution_hash, "principle_hashes": dict(self.principle_hashes),
+                         "judge": self.judge.to_dict(compact)}, compact)
 
     @property
     def inconsistent(self) -> bool:

@@ -27,7 +27,7 @@ from rlaif.judges.ranking import confidence, rank_pairs, ranked_pairs, sigmoid
 
 
 def _details(judge: JudgeBackend, constitution: Constitution, method: str, principles: dict[str, PrincipleDetail],
-             gap: float | None = None, position_consistent: bool | None = None) -> dict:
+             gap: float | None = None, position_consistent: bool | None = None) -> PairDetails:
     return _details_of(judge, constitution)(method, principles, gap, position_consistent)
 
 
@@ -114,8 +114,8 @@ def _details_of(judge: JudgeBackend, constitution: Constitution):
     chash, phashes, ident = constitution.hash, {p.id: p.hash for p in constitution.principles}, JudgeIdentity.of(judge)
 
     def details(method: str, principles: dict[str, PrincipleDetail], gap: float | None = None,
-                position_consistent: bool | None = None) -> dict:
-        return PairDetails(method, gap, position_consistent, principles, chash, phashes, ident).to_dict()
+                position_consistent: bool | None = None) -> PairDetails:
+        return PairDetails(method, gap, position_consistent, principles, chash, phashes, ident)
 
     return details
 
@@ -151,7 +151,8 @@ def _rank_part(constitution: Constitution, cands: list, items: list[Item], mode:
     return pairs
 
 
-def _pairwise_details(judge: JudgeBackend, constitution: Constitution, comp: Comparison, flip: bool = False) -> dict:
+def _pairwise_details(judge: JudgeBackend, constitution: Constitution, comp: Comparison, flip: bool = False
+                      ) -> PairDetails:
     """``flip``: the comparison was asked (rejected, chosen)."""
     principles = {}
     for pid, v in comp.verdicts.items():
