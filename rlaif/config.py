@@ -225,6 +225,9 @@ class CritiqueConfig(_Section):
                                                                  "None: the run's seed")
     max_prompts: int | None = Field(None, ge=1, description="first N train prompts only")
     batch_size: int = Field(16, ge=1, description="calls per committed batch")
+    examples: str | None = Field(None, description="few-shot critique/revision dialogues before each critique and "
+                                                   "revision call: an llm-swarm JSON file (its system_chat)")
+    examples_per_call: int = Field(1, ge=1, le=16, description="dialogues drawn (seeded) per prompt and pass")
     in_sft: bool = Field(True, description="this run's sft also trains on the (prompt, final revision) rows")
     in_mix: bool = Field(True, description="the revision pairs join the mix (source 'revision', weighted like AI)")
 
@@ -289,7 +292,8 @@ class PipelineConfig(_Section):
 
 
 # Dotted names of fields that hold paths (resolved against the YAML's folder).
-PATH_FIELDS = ("policy.sft_data", "data.prompts", "eval.prompts", "judge.constitution", "mix.human_labels[]", "workdir")
+PATH_FIELDS = ("policy.sft_data", "data.prompts", "eval.prompts", "judge.constitution", "mix.human_labels[]", "workdir",
+               "critique.examples")
 MODEL_FIELDS = ("policy.model", "judge.model", "reward_model.base")
 
 

@@ -293,11 +293,7 @@ def import_llm_swarm(path: str | Path, name: str | None = None) -> Constitution:
     the description).
     """
     p = Path(path)
-    text = safeio.read_text(p, "JSON constitution", safeio.max_yaml_bytes())
-    try:
-        data = safeio.loads_bounded(text, str(p))
-    except json.JSONDecodeError as e:
-        raise RlaifError(f"{p}:{e.lineno}: invalid JSON: {e.msg}") from None
+    data = _read_llm_swarm(p)
     entries = data.get("constitutions") if isinstance(data, dict) else None
     if not isinstance(entries, list) or not entries:
         raise RlaifError(f"{p}: expected a JSON object with a non-empty 'constitutions' list (llm-swarm format)")
@@ -323,6 +319,37 @@ def import_llm_swarm(path: str | Path, name: str | None = None) -> Constitution:
         f"{n_chat} few-shot dialogue(s) not imported.",
         principles=principles,
     )
+
+
+def _read_llm_swarm(p: Path):
+    text = safeio.read_text(p, "JSON constitution", safeio.max_yaml_bytes())
+    try:
+        return safeio.loads_bounded(text, str(p))
+    except json.JSONDecodeError as e:
+        raise RlaifError(f"{p}:{e.lineno}: invalid JSON: {e.msg}") from None
+
+
+def llm_swarm_dialogues(path: str | Path) -> list[list[dict[str, str]]]:
+    """The few-shot critique/revision dialogues (``system_chat``) of an llm-swarm file: each a conversation of
+    user and assistant turns ending with the assistant's (prompt, answer, critique request, critique, revision
+    request, revision). ``rlaif constitution import`` leaves them out; the critique stage reads them
+    (``critique.examples``)."""
+    from rlaif import chat
+
+    p = Path(path)
+    data = _read_llm_swarm(p)
+    dialogues = data.get("system_chat") if isinstance(data, dict) else None
+    if not isinstance(dialogues, list) or not dialogues:
+        raise RlaifError(f"{p}: expected a JSON object with a non-empty 'system_chat' list of dialogues "
+                         "(llm-swarm format); or unset critique.examples")
+    out = []
+    for i, d in enumerate(dialogues):
+        msgs = chat.check_messages(d, f"{p}: system_chat[{i}]")
+        if msgs[-1]["role"] != "assistant" or any(m["role"] == "system" for m in msgs):
+            raise RlaifError(f"{p}: system_chat[{i}]: a dialogue is user and assistant turns ending with the "
+                             "assistant's; fix or drop it")
+        out.append(msgs)
+    return out
 
 
 def dump_constitution(c: Constitution) -> str:

@@ -6,10 +6,13 @@ one principle (drawn by weight among those that apply to the prompt's category, 
 and pass) and revised. A principle with a ``revision`` request (a critique/revision file, e.g. one
 imported from llm-swarm) is sent as it is: its ``text`` is the critique request and its ``revision``
 the revision request; any other principle's text is wrapped in a request to critique against it, and
-the default revision request asks for a rewrite that follows it. The writer of critiques and revisions
-(``critique.reviser``) is the policy itself or the judge's LLM backend (``openai`` or ``transformers``);
-the embedded judge writes no text. Every writer samples with ``critique.temperature`` / ``top_p`` and
-the stage's seed (``critique.seed``, default the run's; temperature 0: greedy), all in every call's cache key.
+the default revision request asks for a rewrite that follows it. With ``critique.examples`` (an llm-swarm
+file's few-shot ``system_chat`` dialogues) ``examples_per_call`` of them, drawn per prompt and pass, come
+before the prompt in every critique and revision call (not in the first answers: those are the policy's
+own). The writer of critiques and revisions (``critique.reviser``) is the policy itself or the judge's
+LLM backend (``openai`` or ``transformers``); the embedded judge writes no text. Every writer samples
+with ``critique.temperature`` / ``top_p`` and the stage's seed (``critique.seed``, default the run's;
+temperature 0: greedy), all in every call's cache key.
 
 Every call (the initial answers too) goes through the judge-call cache (rlaif/judges/cache.py)
 in the run store, committed as it finishes: a killed stage resumes where it stopped and a re-run
@@ -41,15 +44,29 @@ def critique_request(p: Principle) -> str:
     return p.text if p.revision else CRITIQUE.format(request=p.text)
 
 
-def critique_messages(prompt: str, response: str, p: Principle) -> list[dict]:
-    return [*chat.messages(prompt), {"role": "assistant", "content": response},
+def critique_messages(prompt: str, response: str, p: Principle, shot: list[dict] = ()) -> list[dict]:
+    """The critique call: the few-shot dialogues ``shot`` (after the prompt's system message, if any), the
+    prompt, the response and the critique request."""
+    msgs = chat.messages(prompt)
+    head, rest = (msgs[:1], msgs[1:]) if msgs[0]["role"] == "system" else ([], msgs)
+    return [*head, *shot, *rest, {"role": "assistant", "content": response},
             {"role": "user", "content": critique_request(p)}]
 
 
-def revision_messages(prompt: str, response: str, p: Principle, critique: str) -> list[dict]:
+def revision_messages(prompt: str, response: str, p: Principle, critique: str, shot: list[dict] = ()) -> list[dict]:
     request = p.revision or REVISION_DEFAULT.format(text=p.text)
-    return [*critique_messages(prompt, response, p), {"role": "assistant", "content": critique},
+    return [*critique_messages(prompt, response, p, shot), {"role": "assistant", "content": critique},
             {"role": "user", "content": REVISION.format(request=request)}]
+
+
+def draw_shot(dialogues: list[list[dict]], n: int, seed: int, prompt_id: str, k: int) -> list[dict]:
+    """``n`` of the few-shot dialogues (seeded per prompt and pass), as one run of messages."""
+    import random
+
+    if not dialogues:
+        return []
+    rng = random.Random(int(content_hash([seed, "critique-shot", prompt_id, k], 8), 16))
+    return [m for i in sorted(rng.sample(range(len(dialogues)), min(n, len(dialogues)))) for m in dialogues[i]]
 
 
 class PolicyWriter(Completer):
@@ -185,6 +202,11 @@ def run_critique(run) -> dict:
     cc, constitution = run.cfg.critique, run.inputs.constitution
     seed = cc.stage_seed(run.cfg.seed)
     prompts = run.store.prompts("train")[: cc.max_prompts]
+    dialogues = []
+    if cc.examples:  # validated with the other inputs
+        from rlaif.constitution import llm_swarm_dialogues
+
+        dialogues = llm_swarm_dialogues(cc.examples)
     policy, writer = make_writers(run)
     sampling = cc.sampling(run.cfg.seed)
     first = Asker(policy, run.store, cc.max_new_tokens, cc.batch_size, sampling)
@@ -200,12 +222,14 @@ def run_critique(run) -> dict:
             for t in live:
                 ps = [p for p in constitution.principles if p.applies(category[t.prompt_id])]
                 chosen.append(sample_principle(ps, seed, f"critique|{t.prompt_id}|{k}") if ps else None)
-            work = [(t, p) for t, p in zip(live, chosen) if p is not None]
-            crits = asker.ask([critique_messages(t.prompt, t.current, p) for t, p in work], f"critique: pass {k + 1}")
-            work = [(t, p, c) for (t, p), c in zip(work, crits) if c]
-            revs = asker.ask([revision_messages(t.prompt, t.current, p, c) for t, p, c in work],
+            work = [(t, p, draw_shot(dialogues, cc.examples_per_call, seed, t.prompt_id, k))
+                    for t, p in zip(live, chosen) if p is not None]
+            crits = asker.ask([critique_messages(t.prompt, t.current, p, shot) for t, p, shot in work],
+                              f"critique: pass {k + 1}")
+            work = [(t, p, shot, c) for (t, p, shot), c in zip(work, crits) if c]
+            revs = asker.ask([revision_messages(t.prompt, t.current, p, c, shot) for t, p, shot, c in work],
                              f"revision: pass {k + 1}")
-            for (t, p, _), r in zip(work, revs):
+            for (t, p, _, _), r in zip(work, revs):
                 if r:
                     t.current, t.principles = r, (*t.principles, p.id)
     finally:
@@ -214,7 +238,8 @@ def run_critique(run) -> dict:
     revised = [t for t in tracks if t.principles and t.current.strip() != t.initial.strip()]
     provenance = {"reviser": cc.reviser, "writer": {"backend": writer.backend, "model": writer.model},
                   "sampling": list(sampling) if sampling else "greedy", "constitution_hash": constitution.hash,
-                  "passes": cc.passes}
+                  "passes": cc.passes, "examples": {"hash": run.inputs.file_hashes.get("critique_examples"),
+                                                    "per_call": cc.examples_per_call} if dialogues else None}
     sft = [{**trl_fields(t.prompt, completion=t.current), "prompt_id": t.prompt_id, "principles": list(t.principles),
             **provenance} for t in revised]
     pairs = [{**trl_fields(t.prompt, chosen=t.current, rejected=t.initial), "prompt_id": t.prompt_id,

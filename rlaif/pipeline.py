@@ -70,6 +70,11 @@ def load_inputs(cfg: PipelineConfig) -> Inputs:
         from rlaif.critique import check_reviser
 
         check_reviser(cfg)
+        if cfg.critique.examples:
+            from rlaif.constitution import llm_swarm_dialogues
+
+            llm_swarm_dialogues(cfg.critique.examples)
+            hashes["critique_examples"] = file_hash(cfg.critique.examples)
     if not any(p.split == "train" for p in prompts):
         raise RlaifError(f"{cfg.data.prompts}: no training prompts left after data.eval_fraction; lower it")
     return Inputs(prompts, constitution, labels, hashes, feedback)

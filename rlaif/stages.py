@@ -76,10 +76,12 @@ def revisions_in_mix(cfg: PipelineConfig) -> bool:
 
 def _critique_parts(run: Run) -> dict:
     served = run.cfg.generate.backend == "openai"
-    return {"critique": run.cfg.critique.model_dump(mode="json", exclude={"batch_size", "in_mix", "in_sft"}),
+    return {"critique": run.cfg.critique.model_dump(mode="json", exclude={"batch_size", "in_mix", "in_sft",
+                                                                          "examples"}),
             "constitution": run.inputs.constitution.hash, "judge": run.cfg.judge.call_hash()
             if run.cfg.critique.reviser == "judge" else None,
             "prompts": [(p.id, p.text, p.category) for p in run.inputs.prompts if p.split == "train"],
+            "examples": run.inputs.file_hashes.get("critique_examples"),  # the file's content, not its path
             # The initial policy that answers first: the model sft starts from, or the served one.
             "policy": None if served else (run.cfg.policy.model_dump(mode="json", include={"model", "tiny"})
                                            | {"sft_data": run.inputs.file_hashes.get("sft_data")}),

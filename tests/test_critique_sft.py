@@ -120,6 +120,52 @@ def test_llm_swarm_critique_and_revision_requests_are_sent_as_they_are(tmp_path,
     assert crit and len(crit) == len(asked) // 2  # every critique request is one of the file's, verbatim
     pairs = [json.loads(line) for line in (project / "run" / "critique" / "pairs.jsonl").read_text().splitlines()]
     assert pairs and all(r["chosen"] == "A kinder answer." and len(r["principles"]) == 2 for r in pairs)
+    assert all(r["examples"] is None for r in pairs)
+
+    # The file's few-shot dialogues (critique.examples): drawn per prompt and pass, before the prompt in every
+    # critique and revision call; other calls than before (in the cache key), the same stage otherwise.
+    dialogues = json.loads(src.read_text())["system_chat"]
+    with FakeOpenAI(responder=swarm_writer) as server:
+        assert main(["critique", str(project / "pipeline.yaml"),
+                     *llm(server, "--set", "critique.max_prompts=5", "--set", "critique.passes=2",
+                          "--set", f"critique.examples={src}", "--set", "critique.examples_per_call=2")]) == 0
+    assert len(server.requests) == len(asked)  # none served from the calls without examples
+    prompts = {json.loads(line)["text"] for line in (project / "prompts.jsonl").read_text().splitlines()}
+    drawn = set()
+    for r in server.requests:
+        msgs, n = r["messages"], len(dialogues[0])
+        first, second = msgs[:n], msgs[n:2 * n]
+        assert first in dialogues and second in dialogues and first != second, msgs[:2]
+        assert msgs[2 * n]["role"] == "user" and msgs[2 * n]["content"] in prompts
+        drawn.add(json.dumps(first))
+    assert len(drawn) > 1  # not always the same dialogues
+    pairs = [json.loads(line) for line in (project / "run" / "critique" / "pairs.jsonl").read_text().splitlines()]
+    assert all(r["examples"]["per_call"] == 2 and r["examples"]["hash"] for r in pairs)
+
+
+def _swarm_file(tmp_path, **data):
+    path = tmp_path / "swarm.json"
+    path.write_text(json.dumps({"constitutions": [{"critic": "Is it kind?", "revision": "Make it kind."}], **data}))
+    return path
+
+
+EXAMPLES_REFUSED = {  # case: (file content, what the one line says)
+    "no-system-chat": ({}, "non-empty 'system_chat' list"),
+    "dialogue-ends-with-user": ({"system_chat": [[{"role": "user", "content": "Hi"}]]}, "ending with the assistant"),
+    "not-messages": ({"system_chat": [["hello"]]}, "system_chat[0]: message 0"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EXAMPLES_REFUSED), ids=str)
+def test_bad_examples_file_is_exit_2_one_line_nothing_written(case, tmp_path, scripted_backend, capsys):
+    data, says = EXAMPLES_REFUSED[case]
+    project = make_tiny_project(tmp_path / "proj")
+    args = ["--set", "critique.enabled=true", "--set", "critique.reviser=judge", "--set", "judge.backend=openai",
+            "--set", "judge.base_url=http://127.0.0.1:9/v1", "--set", f"critique.examples={_swarm_file(tmp_path, **data)}"]
+    assert main(["critique", str(project / "pipeline.yaml"), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "swarm.json" in err and says in err, err
+    assert not (project / "run").exists()
 
 
 @pytest.mark.slow
