@@ -316,7 +316,8 @@ def import_llm_swarm(path: str | Path, name: str | None = None) -> Constitution:
         name=stem,
         version="1",
         description=f"Imported from {p.name} (llm-swarm critique/revision format); "
-        f"{n_chat} few-shot dialogue(s) not imported.",
+        f"{n_chat} few-shot dialogue(s) not imported"
+        + (f" (the critique stage reads them: critique.examples: {p.name})." if n_chat else "."),
         principles=principles,
     )
 
