@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,15 @@ def content_hash(obj: Any, length: int = 16) -> str:
     """sha256 of the canonical JSON of ``obj`` (strings hashed as-is)."""
     data = obj if isinstance(obj, str) else canonical_json(obj)
     return hashlib.sha256(data.encode("utf-8")).hexdigest()[:length]
+
+
+def content_hash_of_items(items: Iterable[Any], length: int = 16) -> str:
+    """``content_hash(list(items))``, streamed: the canonical JSON of a list is its items' joined by commas."""
+    h = hashlib.sha256(b"[")
+    for i, x in enumerate(items):
+        h.update(((("," if i else "") + _ENCODE(x))).encode("utf-8"))
+    h.update(b"]")
+    return h.hexdigest()[:length]
 
 
 def file_hash(path: str | Path, length: int = 16) -> str:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rlaif.hashing import content_hash
+from rlaif.hashing import content_hash, content_hash_of_items
 
 if TYPE_CHECKING:  # pragma: no cover
     from rlaif.config import PipelineConfig
@@ -132,9 +132,16 @@ def _generate(run: Run) -> dict:
     gen_hash = run.input_hash("generate")
     made = generate_candidates(run.store, run.layout.sft, run.output_hash("sft"), gen_hash, run.cfg.generate,
                                run.cfg.seed, run.device)
-    cands = run.store.candidates(gen_hash)
-    return {"gen_hash": gen_hash, "new_candidates": made, "candidates": len(cands),
-            "output_hash": content_hash([(c.id, c.text) for c in cands])}
+    n = 0
+
+    def counted():
+        nonlocal n
+        for c in run.store.iter_candidates(gen_hash):  # streamed: a million candidates are never held at once
+            n += 1
+            yield (c.id, c.text)
+
+    output_hash = content_hash_of_items(counted())
+    return {"gen_hash": gen_hash, "new_candidates": made, "candidates": n, "output_hash": output_hash}
 
 
 # ------------------------------------------------------------------ judge
@@ -178,8 +185,8 @@ def _judge(run: Run) -> dict:
     run.store.put_judge_set(judge_hash, run.inputs.constitution.hash, gen_hash)
     info.update({"judge_hash": judge_hash, "backend": judge.backend, "model": judge.model,
                  "template_hash": judge.template_hash, "constitution_hash": run.inputs.constitution.hash,
-                 "output_hash": content_hash([(c, r, round(conf, 6))
-                                              for c, r, conf in run.store.ai_pair_choices(judge_hash)])})
+                 "output_hash": content_hash_of_items((c, r, round(conf, 6))
+                                                      for c, r, conf in run.store.ai_pair_choices(judge_hash))})
     return info
 
 

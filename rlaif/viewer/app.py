@@ -160,8 +160,8 @@ class ViewerApp(App[None]):
         agree = (f"AI agrees {k}/{n} {k / n:.0%} (95% CI {ci[0]:.0%}–{ci[1]:.0%})" if ci
                  else "AI agreement: no verdicts yet")
         extra = f" │ /{self.filters.search}" if self.filters.search else ""
-        self.query_one("#status", Static).update(
-            f"{reviewed}/{len(self.queue)} reviewed │ {agree} │ {self.order_name}{extra} │ {self.annotator}")
+        self.query_one("#status", Static).update(  # one line high: no layout pass
+            f"{reviewed}/{len(self.queue)} reviewed │ {agree} │ {self.order_name}{extra} │ {self.annotator}", layout=False)
 
     def _update_row(self, c: Comparison) -> None:
         for i in self.window:
