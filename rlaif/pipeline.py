@@ -236,6 +236,8 @@ def package_versions() -> dict[str, str]:
 
 
 def write_manifest(run: Run) -> None:
+    from rlaif.rounds import provenance
+
     c = run.inputs.constitution
     judge = run.results_of("judge")
     manifest = {
@@ -243,6 +245,7 @@ def write_manifest(run: Run) -> None:
         "config_source": run.cfg.source,
         "config_hash": run.cfg.hash,
         "config": run.cfg.model_dump(mode="json"),
+        **provenance(run),  # which round of an iterative run this directory is (rlaif/rounds.py)
         "constitution": {"name": c.name, "version": c.version, "hash": c.hash,
                          "principles": {p.id: p.hash for p in c.principles}},
         "judge": {k: judge.get(k) for k in ("backend", "model", "template_hash", "judge_hash", "fitted_weights")},

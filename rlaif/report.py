@@ -89,7 +89,7 @@ def build_report(run) -> dict:
     eval_prompts = held_out_prompts(run)
     pol = evaluate(run, scorer, eval_prompts) if eval_prompts else {}
     vs_sft = None
-    from rlaif.rounds import context
+    from rlaif.rounds import context, provenance
 
     if context(run) is not None and eval_prompts:  # a round >= 2: also against the SFT policy (rounds_report.py)
         from rlaif.rounds_report import sft_comparison
@@ -99,6 +99,7 @@ def build_report(run) -> dict:
     stages = run.store.stages()
     report = {
         "name": cfg.name,
+        **provenance(run),
         "config_hash": cfg.hash,
         "constitution_hash": run.inputs.constitution.hash,
         "counts": {

@@ -66,6 +66,15 @@ class RoundContext:
         return self.earlier[0]
 
 
+def provenance(run: Run) -> dict:
+    """The round a run directory is (manifest.json, report.json): round 1 (or a one-round run) is
+    ``{"round": 1}``; round k >= 2 names round 1's directory and the iteration settings."""
+    ctx = context(run)
+    if ctx is None:
+        return {"round": 1}
+    return {"round": ctx.k, "round_1_dir": str(ctx.first.root), "iteration": ctx.settings.model_dump(mode="json")}
+
+
 def _stage_info(layout: RunLayout, stage: str) -> dict:
     """A finished stage's info in another round's store ({} when it has not finished)."""
     from rlaif.store import Store

@@ -125,6 +125,12 @@ def test_options_rerun_only_what_they_reach_skip_unchanged_and_resume_in_round(t
     assert only_1 & texts(train2)  # round 1's own pairs, with their texts, are in round 2's training pairs
     assert dir_hash(r2 / "reward_model") == dir_hash(run / "reward_model")
     assert s2.stage("train-policy")["info"]["reference"] == str(run / "sft")
+    import json
+
+    for name in ("manifest.json", "report.json"):  # every round's directory says which round it is
+        assert json.loads((run / name).read_text())["round"] == 1
+        got = json.loads((r2 / name).read_text())
+        assert got["round"] == 2 and got["round_1_dir"] == str(run) and got["iteration"]["reference"] == "sft"
     s1.close()
     s2.close()
 
