@@ -354,6 +354,10 @@ class Store(QueueQueries):
         yield from self.db.execute("SELECT chosen_id, rejected_id, confidence FROM ai_pairs WHERE judge_hash=? "
                                    "ORDER BY prompt_id, chosen_id, rejected_id", (judge_hash,))
 
+    def has_ai_pairs(self, judge_hash: str) -> bool:
+        """Whether the judge run made any AI pair (one index probe, not a count of a million)."""
+        return self.db.execute("SELECT 1 FROM ai_pairs WHERE judge_hash=? LIMIT 1", (judge_hash,)).fetchone() is not None
+
     def ai_pair_counts(self, judge_hash: str) -> tuple[int, int]:
         """(AI pairs, scored ones) of a judge run."""
         r = self.db.execute("SELECT COUNT(*), COALESCE(SUM(status='scored'), 0) FROM ai_pairs WHERE judge_hash=?",

@@ -64,7 +64,7 @@ class ViewerApp(App[None]):
 
     def __init__(self, store: Store, judge_hash: str, annotator: str, *,
                  filters: Filters | None = None, order: str = "review", seed: int = 0,
-                 low_confidence: float = LOW_CONFIDENCE):
+                 low_confidence: float = LOW_CONFIDENCE, queue: Queue | None = None):
         super().__init__()
         self.store = store
         self.judge_hash = judge_hash
@@ -72,7 +72,7 @@ class ViewerApp(App[None]):
         self.source = viewer_source(annotator)
         self.filters = filters or Filters()
         self.order_name, self.seed, self.low = order, seed, low_confidence
-        self.queue: Queue | None = None
+        self.queue: Queue | None = queue  # the first screen shows it; reloads and new searches open their own
         self.counts = (0, 0, 0)  # reviewed, AI agrees with my verdicts, my verdicts (kept current)
         self.window = range(0)  # queue positions shown in the table
         self.cursor = 0
@@ -98,7 +98,7 @@ class ViewerApp(App[None]):
         for label, key, width in (("#", "n", 4), ("why", "why", 8), ("conf", "conf", 5), ("you", "you", 4),
                                   ("prompt", "prompt", None)):
             table.add_column(label, key=key, width=width)
-        self._rebuild()
+        self._rebuild(fresh=self.queue is None)
         self._layout_for(self.size.width)
 
     def on_resize(self, event: events.Resize) -> None:
@@ -108,8 +108,9 @@ class ViewerApp(App[None]):
         self.screen.set_class(width >= WIDE, "wide")
 
     # ------------------------------------------------------------ queue and detail
-    def _rebuild(self, keep: Comparison | None = None) -> None:
-        self.queue = Queue(self.store, self.judge_hash, self.filters, self.order_name, self.seed, self.low)
+    def _rebuild(self, keep: Comparison | None = None, fresh: bool = True) -> None:
+        if fresh or self.queue is None:
+            self.queue = Queue(self.store, self.judge_hash, self.filters, self.order_name, self.seed, self.low)
         self.counts = self.queue.review_counts(self.source)
         pos = self.queue.position(keep)
         self.cursor = pos if pos is not None else 0

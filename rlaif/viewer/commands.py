@@ -78,7 +78,7 @@ def open_queue(args, readonly: bool = False):
     try:
         with reading(store):
             jh = resolve_judge_hash(store)
-            if store.ai_pair_counts(jh)[0] == 0:
+            if not store.has_ai_pairs(jh):
                 raise RlaifError(f"{args.run_dir}: the judge made no comparisons (no AI pairs to review)")
             check_principle(store, jh, args.principle)
             filters = Filters(args.principle, args.status, args.search, args.source, args.category)
@@ -89,12 +89,13 @@ def open_queue(args, readonly: bool = False):
     return store, jh, filters, queue
 
 
-def viewer_app(args, store, judge_hash, filters):
+def viewer_app(args, store, judge_hash, filters, queue=None):
+    """The viewer on ``queue`` (the one ``open_queue`` opened: not counted twice) or a queue it opens."""
     from rlaif.viewer.app import ViewerApp
     from rlaif.viewer.queue import annotator_name
 
     return ViewerApp(store, judge_hash, annotator_name(args.annotator), filters=filters, order=args.order,
-                     seed=args.seed, low_confidence=args.low_confidence)
+                     seed=args.seed, low_confidence=args.low_confidence, queue=queue)
 
 
 def cmd_view(args) -> int:
@@ -116,7 +117,7 @@ def cmd_view(args) -> int:
 
             RateApp(store, responses_of(queue), annotator).run()  # every response of the queue, in its order
             return 0
-        viewer_app(args, store, jh, filters).run()
+        viewer_app(args, store, jh, filters, queue).run()
     finally:
         store.close()
     return 0
