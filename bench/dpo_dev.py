@@ -86,8 +86,9 @@ def pair_mix(workdir: Path) -> Counter:
 
 def object_interval(workdir: Path, draws: int = 2000, seed: int = 0) -> tuple[float, float]:
     """95% bootstrap interval of the harmless-rate change, resampling the harmful OBJECTS (each with its
-    phrasings and samples, SFT and trained paired). The report's Wilson interval treats the samples as
-    independent; samples of one prompt, and prompts of one object, are not, so this one is wider."""
+    phrasings and samples, SFT and trained paired; a prompt not from the demo generator is its own group).
+    The report's Wilson interval treats the samples as independent; samples of one prompt, and prompts of
+    one object, are not, so this one is wider."""
     import random
 
     mk = _demo_generator()
@@ -95,7 +96,8 @@ def object_interval(workdir: Path, draws: int = 2000, seed: int = 0) -> tuple[fl
     by: dict[str, list[float]] = {}
     for r in json.loads((workdir / "samples.json").read_text()):
         if r["category"] == "harmful":
-            by.setdefault(obj[r["prompt"]], []).append((r["label_after"] == "refusal") - (r["label_before"] == "refusal"))
+            change = (r["label_after"] == "refusal") - (r["label_before"] == "refusal")
+            by.setdefault(obj.get(r["prompt"], r["prompt"]), []).append(change)
     groups = list(by.values())
     rng = random.Random(seed)
     stats = []
