@@ -1,6 +1,7 @@
 """Benchmark: the judge reward's overhead in an online RL (PPO) step.
 
     python bench/judge_reward.py [--steps 8] [--repeats 3] [--latency 0.05] [--concurrency 32] [--threads 1]
+                                 [--method pointwise|pairwise]
 
 On the quickstart's tiny policy (GPT-2 shape of pipelines/quickstart.yaml, built untrained from
 the demo SFT corpus: step time does not depend on the weights), ``rlaif.train.ppo.run_ppo`` with
@@ -18,6 +19,12 @@ mini-batches of 8) on the demo prompts, rewarded by:
    rollouts, so every call is a cache hit;
 4. ``RM + 0.5 judge (cold)``: the weighted sum ``{reward_model: 1.0, judge: 0.5}``, a fresh store
    (the judge's calls are in flight while the policy, reference, critic and reward model run).
+
+With ``--method pairwise`` the judge rows use the pairwise judge reward
+(``policy_training.judge_reward.method: pairwise``): each rollout against a reference response of its
+prompt in both orders (2 calls per rollout and principle instead of 1); the fake server answers the
+A/B question with P(A) from a hash of the request. The references here are the demo SFT corpus's
+response to the prompt where it has one, else a fixed sentence: the overhead does not depend on them.
 
 Step time: the median of the per-step ``seconds`` of PPO's history, leaving out step 1 (first-call
 costs: connections), after a 2-step warm-up PPO run and a warm-up RM call (imports, first-use
@@ -44,19 +51,25 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-# The fake server's pointwise responder: digit probabilities from a hash of the request, so
-# different responses get different expected scores (and the same request the same answer).
+# The fake server's responder: digit probabilities (pointwise) or P(A) (pairwise) from a hash of the
+# request, so different responses get different scores (and the same request the same answer).
 NAMES = ["reward_model", "judge (cold)", "judge (cached)", "RM + 0.5 judge (cold)"]
 SERVER = """
 import hashlib, sys, time
-from rlaif.testing.fake_openai import FakeOpenAI, digits, messages_text
+from rlaif.testing.fake_openai import FakeOpenAI, digits, messages_text, prefers
 
 def dist(req):
     h = hashlib.sha256(messages_text(req).encode()).digest()
     w = [b + 1 for b in h[:9]]
     return {str(d + 1): w[d] / sum(w) for d in range(9)}
 
-with FakeOpenAI(latency_s=float(sys.argv[2]), responder=digits(dist), port=int(sys.argv[1])):
+pointwise = digits(dist)
+pairwise = prefers(lambda req: 0.05 + 0.9 * hashlib.sha256(messages_text(req).encode()).digest()[0] / 255)
+
+def responder(req):
+    return pairwise(req) if 'label="B"' in messages_text(req) else pointwise(req)
+
+with FakeOpenAI(latency_s=float(sys.argv[2]), responder=responder, port=int(sys.argv[1])):
     while True:
         time.sleep(3600)
 """
@@ -84,7 +97,7 @@ def start_server(latency: float) -> tuple[subprocess.Popen, str]:
     return proc, f"http://127.0.0.1:{port}/v1"
 
 
-def build_policy_and_rm(tmp: Path) -> tuple[Path, Path, list[str], dict[str, str | None]]:
+def build_policy_and_rm(tmp: Path) -> tuple[Path, Path, list[str], dict[str, str | None], dict[str, str]]:
     from transformers import AutoModelForSequenceClassification
 
     from rlaif.config import TinyModel
@@ -97,6 +110,8 @@ def build_policy_and_rm(tmp: Path) -> tuple[Path, Path, list[str], dict[str, str
     sft, rows = read("sft.jsonl"), read("prompts.jsonl")
     prompts = [r["text"] for r in rows]
     categories = {r["text"]: r.get("category") for r in rows}
+    answers = {r["prompt"]: r["response"] for r in sft if isinstance(r.get("prompt"), str)}
+    references = {p: answers.get(p, "Here is a short, careful answer.") for p in prompts}
     policy = tmp / "policy"
     build_tiny_model([policy_prompt(r["prompt"]) + r["response"] + EOS for r in sft] + prompts,
                      TinyModel(vocab_size=2048, n_layer=3, n_head=4, n_embd=128, n_positions=256), policy)
@@ -104,7 +119,7 @@ def build_policy_and_rm(tmp: Path) -> tuple[Path, Path, list[str], dict[str, str
     rm = tmp / "rm"
     AutoModelForSequenceClassification.from_pretrained(base, num_labels=1).save_pretrained(str(rm))
     load_tokenizer(base).save_pretrained(str(rm))
-    return policy, rm, prompts, categories
+    return policy, rm, prompts, categories, references
 
 
 def ppo_cfg(steps: int):
@@ -137,6 +152,8 @@ def main() -> int:
     ap.add_argument("--latency", type=float, default=0.05)
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--method", choices=("pointwise", "pairwise"), default="pointwise",
+                    help="the judge reward's method (policy_training.judge_reward.method)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch intra-op threads (default 1: tiny models on a shared CPU time best with one)")
     args = ap.parse_args()
@@ -155,7 +172,8 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="rlaif-bench-judge-reward-"))
     proc, base_url = start_server(args.latency)
     try:
-        policy, rm_dir, prompts, categories = build_policy_and_rm(tmp)
+        policy, rm_dir, prompts, categories, references = build_policy_and_rm(tmp)
+        references = references if args.method == "pairwise" else None
         con_path = ROOT / "constitutions/helpful_harmless.yaml"
         constitution = load_constitution(con_path)
         jcfg = JudgeConfig(backend="openai", model="fake-judge", constitution=str(con_path), base_url=base_url,
@@ -172,7 +190,8 @@ def main() -> int:
                 if name == "reward_model":
                     rows[name].append(run(policy, rm, prompts, args.steps, tmp / "out"))
                     continue
-                judge = judge_reward_for(jcfg, constitution, categories, both if "RM" in name else store, "cpu", 0)
+                judge = judge_reward_for(jcfg, constitution, categories, both if "RM" in name else store, "cpu", 0,
+                                         references)
                 reward = combine(RewardWeights(reward_model=1.0, judge=0.5), rm, judge) if "RM" in name else judge
                 rows[name].append(run(policy, reward, prompts, args.steps, tmp / "out"))
                 judge.close()
@@ -186,7 +205,7 @@ def main() -> int:
 
     med = {n: statistics.median(r["step_s"] for r in rs) for n, rs in rows.items()}
     base = med["reward_model"]
-    t = Table(title=f"PPO step with judge rewards vs reward-model rewards (tiny policy, 16 rollouts/step, "
+    t = Table(title=f"PPO step with {args.method} judge rewards vs reward-model rewards (tiny policy, 16 rollouts/step, "
                     f"fake server {args.latency * 1000:.0f} ms/call, concurrency {args.concurrency}, "
                     f"{args.steps} steps, {args.repeats} repeats)")
     for c in ("reward", "step s (median)", "x reward model", "step s per repeat", "judge calls", "cache hits",
