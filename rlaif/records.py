@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +54,8 @@ class HumanLabel:
     margin: float = field(default=0.0, compare=False)
     feedback: str | None = field(default=None, compare=False)
 
-    @property
-    def key(self) -> str:
+    @cached_property
+    def key(self) -> str:  # computed once (and carried along when a label is pickled: rlaif/labels_reader.py)
         return pair_key(self.prompt, self.chosen, self.rejected)
 
     @property

@@ -118,7 +118,13 @@ def test_import_ab_file_keeps_ties(tmp_path, capsys):
     assert _labels(run) == {("q", "y", "x", "chosen", None, None), ("q2", "x", "y", "tie", None, None)}
 
 
-def test_a_bad_record_deep_in_a_large_import_rolls_the_whole_import_back(tmp_path, capsys):
+@pytest.mark.parametrize("child", [False, True], ids=["in-process", "child-process"])
+def test_a_bad_record_deep_in_a_large_import_rolls_the_whole_import_back(tmp_path, capsys, monkeypatch, child):
+    """Also with the file read ahead in a child process (rlaif/labels_reader.py; large files): the same one-line
+    error naming the record, nothing kept."""
+    from rlaif import labels_reader
+
+    monkeypatch.setattr(labels_reader, "IN_PROCESS_BYTES", 0 if child else 10**12)
     run = make_run(tmp_path / "run")
     f = tmp_path / "many.jsonl"
     with open(f, "w") as fh:  # past the first chunk that is read before the store opens
@@ -134,3 +140,25 @@ def test_a_bad_record_deep_in_a_large_import_rolls_the_whole_import_back(tmp_pat
     assert main(["labels", "import", str(f), str(run)]) == 0
     with open_run_store(run) as s:
         assert s.human_label_count() == 12_000
+
+
+def test_the_child_process_reader_gives_what_the_in_process_reader_gives(tmp_path, monkeypatch):
+    """Labels (with their keys), order and feedback of a mixed file, read ahead in a child process in batches."""
+    from rlaif import labels_reader
+    from rlaif.labels import iter_labels
+
+    f = tmp_path / "mixed.jsonl"
+    with open(f, "w") as fh:
+        for i in range(5_003):
+            fh.write(json.dumps({"prompt": f"q{i}", "chosen": f"yes {i}", "rejected": "no", "annotator": "ann"}) + "\n")
+            if i % 1000 == 0:
+                fh.write(json.dumps({"prompt": f"q{i}", "completion": "fine", "label": i % 2 == 0}) + "\n")
+                fh.write(json.dumps({"prompt": f"q{i}", "response_a": "a", "response_b": "b", "label": "tie"}) + "\n")
+    monkeypatch.setattr(labels_reader, "IN_PROCESS_BYTES", 0)
+    monkeypatch.setattr(labels_reader, "BATCH", 333)
+    fb_child, fb_here = [], []
+    child = list(labels_reader.read_labels_file(f, True, fb_child))
+    here = list(iter_labels(f, True, fb_here))
+    assert child == here and len(here) == 5_009
+    assert [h.key for h in child] == [h.key for h in here] and [h.source for h in child] == [h.source for h in here]
+    assert fb_child == fb_here and len(fb_here) == 6

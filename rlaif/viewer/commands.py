@@ -176,13 +176,13 @@ def cmd_labels_export(args) -> int:
 def cmd_labels_import(args) -> int:
     import itertools
 
-    from rlaif.labels import iter_labels
+    from rlaif.labels_reader import read_labels_file
     from rlaif.safeio import check_regular_file
     from rlaif.viewer.queue import open_run_store
 
     check_regular_file(args.file, "labels import file")
     feedback: list = []
-    labels = iter_labels(args.file, human=args.human, feedback=feedback)
+    labels = read_labels_file(args.file, human=args.human, feedback=feedback)  # read ahead in a child process
     head = list(itertools.islice(labels, 10_000))  # a small file's own errors come before the run directory's
     with open_run_store(args.run_dir) as store:
         # one transaction, streamed: a bad record anywhere rolls the whole import back
