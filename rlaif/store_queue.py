@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from rlaif.judges.details import PairDetails
@@ -174,6 +174,8 @@ class QueueQueries:
     def queue_tiers(self, q: PairQuery) -> list[int]:
         """How many pairs of the queue fall in each review tier (one scan of the ai_pairs_queue index,
         which covers the columns the order and the reviewed filters read)."""
+        if q.status in ("reviewed", "unreviewed") and not q.search:
+            return self._tiers_from_labels(q)
         sql, params = _query_sql(q)
         # A count per tier over its index range (at 1M pairs 0.25 s; one GROUP BY over a CASE: 0.6 s). The
         # last tier, status != 'scored', is counted as the two ranges on either side of 'scored'.
@@ -181,6 +183,21 @@ class QueueQueries:
                                   ).fetchone()[0] for t in _TIERS[:-1]]
         return counts + [sum(self.db.execute(f"SELECT COUNT(*) {sql} AND {t}", params).fetchone()[0]
                              for t in _UNSCORED_RANGES)]
+
+    def _tiers_from_labels(self, q: PairQuery) -> list[int]:
+        """``queue_tiers`` of a reviewed / unreviewed queue, counted from the human labels (few) rather than by a
+        probe of the labels per pair (a million probes: 5.6 s at 1M): reviewed = the labelled pairs per tier;
+        unreviewed = the scored pairs per tier less the labelled ones (tiers 0-3 hold scored pairs only)."""
+        base = replace(q, status=None)
+        joins, where, params = _query_parts(base)
+        counts = dict(self.db.execute(
+            f"SELECT {_TIER_CASE} AS t, COUNT(DISTINCT a.rowid) FROM human_labels hx CROSS JOIN "
+            f"ai_pairs a INDEXED BY ai_pairs_key ON a.pair_key=hx.pair_key{joins} WHERE {where} GROUP BY t",
+            [q.low_confidence, *params]))
+        labelled = [counts.get(t, 0) for t in range(len(_TIERS))]
+        if q.status == "reviewed":
+            return labelled
+        return [n - k for n, k in zip(self.queue_tiers(base)[:-1], labelled[:-1])] + [0]
 
     def queue_page(self, q: PairQuery, offset: int, limit: int, tiers: list[int] | None = None) -> list[dict[str, Any]]:
         """Records (as ``ai_pairs``) at positions offset.. of the queue: the page's rows are found by

@@ -556,3 +556,23 @@ def test_app_pages_through_a_queue_longer_than_its_table(tmp_path):
     assert f"1/{n} reviewed" in app.snapshot["status"] and "AI agrees 1/1" in app.snapshot["status"]
     i = int(order[-2][1:])
     assert viewer_labels(run) == {f"question {i}": (f"answer 0 to {i}", f"answer 1 to {i}", "chosen", None)}
+
+
+@pytest.mark.parametrize("labelled", [["p2"], ["p3", "p4"], ["p6", "p2", "p5"]], ids=["one", "two-tiers", "three"])
+def test_reviewed_and_unreviewed_queues_counted_from_the_labels_keep_the_review_order(run_dir, labelled):
+    """Reviewed / unreviewed tiers are counted from the human labels (not by a probe per pair); the queues are
+    the whole review queue filtered, in its order, whatever tiers the labels fall in (a pair labelled twice
+    counts once)."""
+    comps = by_id(comps_of(run_dir))
+    with open_run_store(run_dir) as s:
+        for i, pid in enumerate(labelled):
+            c = comps[pid]
+            s.add_human_labels([HumanLabel(c.prompt, c.chosen, c.rejected, "chosen", f"file:l.jsonl:{i}"),
+                                HumanLabel(c.prompt, c.rejected, c.chosen, "chosen", "viewer:other")])
+    whole = [c.prompt_id for c in queue_of(run_dir)]
+    scored = {c.prompt_id for c in comps.values() if c.scored}
+    already = {c.prompt_id for c in comps.values() if c.reviewed}  # labels the fixture made
+    assert [x.prompt_id for x in queue_of(run_dir, Filters(status="reviewed"))] == \
+        [p for p in whole if p in set(labelled) | already]
+    assert [x.prompt_id for x in queue_of(run_dir, Filters(status="unreviewed"))] == \
+        [p for p in whole if p in scored and p not in set(labelled) | already]
