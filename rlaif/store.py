@@ -497,6 +497,10 @@ class Store(QueueQueries):
     def human_label_count(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM human_labels").fetchone()[0]
 
+    def feedback_count(self, source: str) -> int:
+        """How many responses ``source`` gave feedback on."""
+        return self.db.execute("SELECT COUNT(*) FROM human_feedback WHERE source=?", (source,)).fetchone()[0]
+
     # ---------------------------------------------------------- stages
     def latest_judge_hash(self) -> str | None:
         """The judge hash of the last completed judge stage (what the viewer shows)."""

@@ -272,7 +272,7 @@ def test_rate_mode_keys_store_feedback_used_by_mix_and_stats(tmp_path):
     assert got == {(c["p6"].prompt, c["p6"].chosen): ("thumbs", 1, 2, "viewer:rita", None),
                    (c["p6"].prompt, c["p6"].rejected): ("thumbs", 0, 2, "viewer:rita", None),
                    (c["p2"].prompt, c["p2"].chosen): ("rating", 5, 5, "viewer:rita", "clear")}  # p2's 2 undone
-    assert app.snapshot[0] == 4 and "3/" in app.snapshot[1]  # skipped past the undone one; 3 rated
+    assert app.snapshot[0] == 4 and "3 rated" in app.snapshot[1]  # skipped past the undone one; 3 rated
     with Store(run / "store.sqlite") as s:
         fb = s.feedback()
     pairs, _ = feedback_pairs(fb, FeedbackConfig())
@@ -327,3 +327,43 @@ def test_feedback_export_import_round_trip(fmt, tmp_path, capsys):
         ("s", "c", "rank", 3, 3, "close call")])
     assert all(f.source.startswith("import-human:export.jsonl:") for f in back)
     assert {f.annotator for f in back if f.kind == "thumbs"} == {"bo"}
+
+
+def test_rate_mode_reads_responses_only_as_far_as_the_rater_goes(tmp_path):
+    """`rlaif view --rate` on a large run: the responses are read from the (paged) queue as the rater moves, so
+    opening it and rating a few reads a few; the count shows "+" until the end is read."""
+    import asyncio
+
+    from test_viewer import make_run
+
+    from rlaif.viewer.queue import open_run_store
+    from rlaif.viewer.rate_app import RateApp
+    from rlaif.viewer.rating import Response, Responses
+
+    pulled = []
+
+    def many():
+        for i in range(100_000):
+            pulled.append(i)
+            yield Response(f"p{i}", f"question {i}", None, f"answer {i}")
+
+    rs = Responses(many())
+    assert rs.has(2) and len(pulled) == 3 and rs.described() == "3+" and rs.index("nope") is None
+    store = open_run_store(make_run(tmp_path / "run"))
+    app = RateApp(store, rs, "rita")
+
+    async def go():
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.pause()
+            for k in ["plus", "j", "j", "minus", "k"]:
+                await pilot.press(k)
+            await pilot.pause()
+            app.snapshot = (app.cursor, str(app.query_one("#status").render()))
+            await pilot.press("q")
+    asyncio.run(go())
+    assert app.snapshot[0] == 3 and "2 rated" in app.snapshot[1]
+    assert len(pulled) <= 6  # the responses shown, and one ahead
+    assert sorted(f.completion for f in store.feedback()) == ["answer 0", "answer 3"]
+    store.close()
+    small = Responses(iter([Response("p", "q", None, "a")]))
+    assert small.has(0) and not small.has(1) and small.described() == "1"

@@ -113,9 +113,10 @@ def cmd_view(args) -> int:
             raise RlaifError("`rlaif view` needs an interactive terminal; use `rlaif show RUN_DIR` in pipes and logs")
         if args.rate:
             from rlaif.viewer.rate_app import RateApp
-            from rlaif.viewer.rating import responses_of
+            from rlaif.viewer.rating import Responses, iter_responses
 
-            RateApp(store, responses_of(queue), annotator).run()  # every response of the queue, in its order
+            # every response of the queue, in its order, read as far as the rater goes
+            RateApp(store, Responses(iter_responses(queue)), annotator).run()
             return 0
         viewer_app(args, store, jh, filters, queue).run()
     finally:

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from rich import box
 from rich.console import Group
 from rich.panel import Panel
@@ -44,9 +46,10 @@ class RateApp(App[None]):
         Binding("escape", "close_input", "cancel", show=False),
     ]
 
-    def __init__(self, store: Store, responses: list[R.Response], annotator: str):
+    def __init__(self, store: Store, responses: Iterable[R.Response], annotator: str):
         super().__init__()
-        self.store, self.responses, self.annotator = store, responses, annotator
+        self.store, self.annotator = store, annotator
+        self.responses = responses if isinstance(responses, R.Responses) else R.Responses(responses)
         self.source = viewer_source(annotator)
         self.cursor = 0
         self.undo_stack: list[R.RateUndo] = []
@@ -66,7 +69,7 @@ class RateApp(App[None]):
 
     @property
     def current(self) -> R.Response | None:
-        return self.responses[self.cursor] if self.responses else None
+        return self.responses[self.cursor] if self.responses.has(self.cursor) else None
 
     def _mine(self, r: R.Response):
         return self.store.feedback_from(r.key, self.source)
@@ -77,7 +80,8 @@ class RateApp(App[None]):
         if r is None:
             body.update("No responses to rate.")
         else:
-            head = Text(f"{self.cursor + 1}/{len(self.responses)}  prompt {r.prompt_id}", style="bold")
+            self.responses.has(self.cursor + 1)  # whether there is a next one shows in the count
+            head = Text(f"{self.cursor + 1}/{self.responses.described()}  prompt {r.prompt_id}", style="bold")
             head.append(f" · {r.category or 'no category'}", style="dim")
             parts = [head, Panel(Text(r.prompt, overflow="fold"), title="prompt", title_align="left", box=box.ROUNDED),
                      Panel(Text(r.text, overflow="fold"), title="response", title_align="left", box=box.HEAVY),
@@ -87,25 +91,27 @@ class RateApp(App[None]):
                                   style="italic cyan"))
             body.update(Group(*parts))
             self.query_one("#detail", VerticalScroll).scroll_home(animate=False)
-        rated = sum(self._mine(x) is not None for x in self.responses)
+        rated = self.store.feedback_count(self.source)  # one count, not a lookup per response
         self.query_one("#status", Static).update(
-            f"{rated}/{len(self.responses)} rated │ + up  - down  1-{R.RATING_SCALE} rating  n comment │ {self.annotator}")
+            f"{rated} rated by you │ + up  - down  1-{R.RATING_SCALE} rating  n comment │ {self.annotator}")
 
     def action_rate(self, verdict: str) -> None:
         r = self.current
         if r is None:
             return
         self.undo_stack.append(R.record(self.store, r, verdict, self.annotator, self.pending_comments.pop(r.key, None)))
-        if self.cursor < len(self.responses) - 1:
+        if self.responses.has(self.cursor + 1):
             self.cursor += 1
         else:
             self.notify("end of the queue", timeout=2)
         self._show()
 
     def action_move(self, step: int) -> None:
-        if self.responses:
-            self.cursor = max(0, min(len(self.responses) - 1, self.cursor + step))
-            self._show()
+        if self.responses.has(self.cursor + step):
+            self.cursor += step
+        elif step < 0:
+            self.cursor = 0
+        self._show()
 
     def action_undo(self) -> None:
         if not self.undo_stack:
@@ -113,9 +119,9 @@ class RateApp(App[None]):
             return
         entry = self.undo_stack.pop()
         R.undo(self.store, entry)
-        keys = [x.key for x in self.responses]
-        if entry.key in keys:
-            self.cursor = keys.index(entry.key)
+        at = self.responses.index(entry.key)
+        if at is not None:
+            self.cursor = at
         self.notify(f"undid {entry.what}", timeout=2)
         self._show()
 

@@ -10,6 +10,7 @@ wrote or puts back the row it replaced.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from rlaif.errors import RlaifError
@@ -43,16 +44,49 @@ class RateUndo:
     what: str  # "up", "down", "rating N" or "comment"
 
 
-def responses_of(comps: list[Comparison]) -> list[Response]:
+def iter_responses(comps: Iterable[Comparison]) -> Iterator[Response]:
     """Each non-empty (prompt, response) of the comparisons once, in their order (AI's chosen first)."""
-    out, seen = [], set()
+    seen: set[str] = set()
     for c in comps:
         for text in (c.chosen, c.rejected):
             r = Response(c.prompt_id, c.prompt, c.category, text)
             if text.strip() and r.key not in seen:
                 seen.add(r.key)
-                out.append(r)
-    return out
+                yield r
+
+
+def responses_of(comps: Iterable[Comparison]) -> list[Response]:
+    return list(iter_responses(comps))
+
+
+class Responses:
+    """Responses read as far as the rater goes (``iter_responses`` over the review queue, which pages: a run
+    of a million comparisons is not walked when the rating mode opens)."""
+
+    def __init__(self, responses: Iterable[Response]):
+        self._it, self._items, self.exhausted = iter(responses), [], False
+
+    def has(self, i: int) -> bool:
+        while len(self._items) <= i and not self.exhausted:
+            r = next(self._it, None)
+            if r is None:
+                self.exhausted = True
+            else:
+                self._items.append(r)
+        return 0 <= i < len(self._items)
+
+    def __getitem__(self, i: int) -> Response:
+        if not self.has(i):
+            raise IndexError(i)
+        return self._items[i]
+
+    def index(self, key: str) -> int | None:
+        """Where the response with ``key`` stands among those read so far."""
+        return next((i for i, r in enumerate(self._items) if r.key == key), None)
+
+    def described(self) -> str:
+        """How many responses there are: all of them once read, else those read so far and a +."""
+        return f"{len(self._items)}" if self.exhausted else f"{len(self._items)}+"
 
 
 def verdict_feedback(r: Response, verdict: str, annotator: str, comment: str | None) -> Feedback:
