@@ -17,7 +17,8 @@ like: each pair's prompt category (from the demo generator) and the kind of
 its chosen and rejected reply (`reply_kind`: refusal, compliance, ramble or
 answer; a pattern reader for the demo's templates, a diagnostic only).
 
-The rule for picking a variant, fixed before the figures were seen: among the
+The rule for picking a variant (written after the committed setting's dev
+figure, before any other variant's): among the
 variants that meet issue #11's other targets on the dev prompts (over-refusal
 up at most 5 points, judge win rate >= 0.6 with its lower bound above 0.5,
 degeneration not worse, no warning), the highest dev harmless-rate gain; a
@@ -42,6 +43,7 @@ DEV = ROOT / "data" / "demo" / "dev_prompts.jsonl"
 
 # Fixed before any figure was seen; names are what --variants takes. Every variant spells out the
 # keys it compares, so a later change to pipelines/quickstart.yaml does not change what a name means.
+# Order matters for time only: the c4 variants share one reward model, the c8 ones another.
 RPO = "policy_training.dpo.loss_type=[sigmoid, sft]"
 VARIANTS: dict[str, list[str]] = {
     "c4_dpo": ["generate.num_candidates=4", "policy_training.dpo.loss_type=[sigmoid]"],
