@@ -22,12 +22,15 @@ BATCH = 2_000
 IN_PROCESS_BYTES = 2_000_000  # smaller files: a child costs more than it saves
 
 
-def _child(conn, path: str, human: bool) -> None:
+def _child(conn, other_end, path: str, human: bool) -> None:
     from rlaif.labels import iter_labels
 
+    # The fork copied the parent's read end: closed here, so that when the parent dies the pipe has no reader
+    # left and the next send fails (BrokenPipeError) instead of blocking for ever.
+    other_end.close()
     feedback: list[Feedback] = []
+    batch: list[HumanLabel] = []
     try:
-        batch: list[HumanLabel] = []
         for h in iter_labels(path, human, feedback):
             h.key  # noqa: B018 - computed here, carried by pickle
             batch.append(h)
@@ -37,9 +40,10 @@ def _child(conn, path: str, human: bool) -> None:
         conn.send(("labels", batch))
         conn.send(("done", feedback))
     except RlaifError as e:
+        conn.send(("labels", batch))  # the labels before the bad record, as the in-process reader yields them
         conn.send(("error", str(e)))
-    except KeyboardInterrupt:
-        pass  # the parent got it too and stops
+    except (KeyboardInterrupt, BrokenPipeError):
+        pass  # the parent got the Ctrl-C too, or is gone
     except BaseException:  # noqa: BLE001 - reported to the parent, which raises it
         conn.send(("crash", traceback.format_exc()))
     finally:
@@ -63,7 +67,7 @@ def read_labels_file(path: str | Path, human: bool = False, feedback: list[Feedb
         return
     ctx = mp.get_context("fork")
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(child, str(p), human), daemon=True)
+    proc = ctx.Process(target=_child, args=(child, parent, str(p), human), daemon=True)
     proc.start()
     child.close()
     try:

@@ -74,9 +74,14 @@ class Pairs(Sequence):
     def __len__(self) -> int:
         return len(self._handles)
 
-    def __getitem__(self, i: int) -> PreferencePair:
-        return next(iter(Pairs(self._handles[i:i + 1] if i >= 0 else self._handles[i:][:1], self._side,
-                               self._resolve)))
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return Pairs(self._handles[i], self._side, self._resolve)
+        n = len(self._handles)
+        if not -n <= i < n:
+            raise IndexError(i)
+        i %= n
+        return next(iter(Pairs(self._handles[i:i + 1], self._side, self._resolve)))
 
     def __iter__(self) -> Iterator[PreferencePair]:
         for start in range(0, len(self._handles), 1000):

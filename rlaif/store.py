@@ -82,6 +82,7 @@ def _feedback_row(f: Feedback, now: float) -> tuple:
     return (f.key, f.prompt, f.completion, f.kind, f.value, f.scale, f.source, f.annotator, f.comment, now)
 
 
+_IN_CHUNK = 500  # ids bound in one ``IN (...)``: under SQLite's limit on bound parameters
 _GAP = "json_extract(a.details, '$.gap'),"  # the one field of ``details`` the mix reads
 
 
@@ -239,8 +240,8 @@ class Store(QueueQueries):
     # ---------------------------------------------------------- judge cache
     def cache_get_many(self, keys: list[str]) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for i in range(0, len(keys), 500):
-            chunk = keys[i : i + 500]
+        for i in range(0, len(keys), _IN_CHUNK):
+            chunk = keys[i : i + _IN_CHUNK]
             q = f"SELECT key, value FROM judge_cache WHERE key IN ({','.join('?' * len(chunk))})"
             out.update({k: json.loads(v) for k, v in self.db.execute(q, chunk)})
         return out
@@ -342,8 +343,8 @@ class Store(QueueQueries):
         """The AI pairs with these row ids (``row`` of ``iter_ai_pairs(gap_only=True)``), as it yields them:
         the mix keeps only row ids of the pairs it trains on and reads their texts back here, in its order."""
         out: dict[int, dict[str, Any]] = {}
-        for i in range(0, len(rows), 500):  # under SQLite's limit on bound parameters
-            chunk = rows[i:i + 500]
+        for i in range(0, len(rows), _IN_CHUNK):
+            chunk = rows[i:i + _IN_CHUNK]
             q = PAIR_SELECT.format(extra=", a.rowid").replace("a.details,", _GAP, 1)
             for r in self.db.execute(q + f" WHERE a.rowid IN ({','.join('?' * len(chunk))})", chunk):
                 out[r[-1]] = _gap_record(r[:-1], row=r[-1])
@@ -418,8 +419,8 @@ class Store(QueueQueries):
             rows = list(self.db.execute(q + " ORDER BY id"))
         else:
             ks = list(keys)
-            for i in range(0, len(ks), 500):
-                chunk = ks[i:i + 500]
+            for i in range(0, len(ks), _IN_CHUNK):
+                chunk = ks[i:i + _IN_CHUNK]
                 rows += self.db.execute(q + f" WHERE pair_key IN ({','.join('?' * len(chunk))}) ORDER BY id", chunk)
         out: dict[str, list[HumanLabel]] = {}
         for r in rows:
@@ -497,9 +498,11 @@ class Store(QueueQueries):
     def human_label_count(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM human_labels").fetchone()[0]
 
-    def feedback_count(self, source: str) -> int:
-        """How many responses ``source`` gave feedback on."""
-        return self.db.execute("SELECT COUNT(*) FROM human_feedback WHERE source=?", (source,)).fetchone()[0]
+    def feedback_count(self, source: str, keys: list[str]) -> int:
+        """On how many of the responses ``keys`` (feedback keys) ``source`` gave feedback."""
+        return sum(self.db.execute(f"SELECT COUNT(*) FROM human_feedback WHERE source=? AND feedback_key IN "
+                                   f"({','.join('?' * len(chunk))})", (source, *chunk)).fetchone()[0]
+                   for chunk in (keys[i:i + _IN_CHUNK] for i in range(0, len(keys), _IN_CHUNK)))
 
     # ---------------------------------------------------------- stages
     def latest_judge_hash(self) -> str | None:

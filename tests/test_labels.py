@@ -162,3 +162,34 @@ def test_the_child_process_reader_gives_what_the_in_process_reader_gives(tmp_pat
     assert child == here and len(here) == 5_009
     assert [h.key for h in child] == [h.key for h in here] and [h.source for h in child] == [h.source for h in here]
     assert fb_child == fb_here and len(fb_here) == 6
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads the process tree from Linux's /proc")
+def test_the_child_reader_stops_when_its_parent_dies(tmp_path):
+    """The forked reader holds no copy of the pipe's read end: when the importing process is killed (SIGKILL, a
+    closed terminal) the child's next send fails and it exits, instead of waiting on the pipe for ever."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    f = tmp_path / "big.jsonl"
+    with open(f, "w") as fh:
+        for i in range(60_000):
+            fh.write(json.dumps({"prompt": f"q{i}", "chosen": "yes " * 20, "rejected": "no"}) + "\n")
+    code = ("import sys, time\nfrom rlaif import labels_reader\nit = labels_reader.read_labels_file(sys.argv[1])\n"
+            "next(it)\nprint('reading', flush=True)\ntime.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, "-c", code, str(f)], stdout=subprocess.PIPE, text=True,
+                              env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])))
+    assert parent.stdout.readline().strip() == "reading"
+    children = [int(p) for p in Path(f"/proc/{parent.pid}/task/{parent.pid}/children").read_text().split()]
+    assert children
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 20
+    while time.time() < deadline and any(Path(f"/proc/{c}").exists() and
+                                         "Z" not in Path(f"/proc/{c}/stat").read_text().split()[2] for c in children):
+        time.sleep(0.2)
+    assert not any(Path(f"/proc/{c}").exists() and "Z" not in Path(f"/proc/{c}/stat").read_text().split()[2]
+                   for c in children)

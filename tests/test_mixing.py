@@ -4,7 +4,7 @@ import pytest
 
 from rlaif.config import MixConfig
 from rlaif.mixing import mix, save_pairs
-from rlaif.records import HumanLabel
+from rlaif.records import HumanLabel, PreferencePair
 
 
 def ai(prompt, chosen, rejected, conf=0.9):
@@ -149,3 +149,15 @@ def test_the_mix_from_the_store_holds_row_ids_and_gives_the_same_pairs(tmp_path,
         assert calls and max(calls) <= 1000 and sum(calls) == st1["ai_pairs"]
         assert len(streamed["train"]._side) == len(human) - st1["human_ties"]  # AI pairs held as row ids only
         assert streamed["train"][3] == list(whole["train"])[3] and streamed["train"][-1] == list(whole["train"])[-1]
+
+
+def test_mixed_pairs_index_like_a_list():
+    splits, _ = mix([ai(f"q{i}", "a", "b") for i in range(3)], [], MixConfig(human_eval_fraction=0.0), 0)
+    t, whole = splits["train"], list(splits["train"])
+    assert [t[i] for i in range(-3, 3)] == whole[-3:] + whole
+    assert list(t[0:2]) == whole[0:2] and list(t[::-1]) == whole[::-1]
+    for bad in (3, -4):
+        with pytest.raises(IndexError):
+            t[bad]
+    with pytest.raises(ValueError):
+        t.index(PreferencePair("nope", "x", "y", "ai"))

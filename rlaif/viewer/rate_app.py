@@ -91,9 +91,9 @@ class RateApp(App[None]):
                                   style="italic cyan"))
             body.update(Group(*parts))
             self.query_one("#detail", VerticalScroll).scroll_home(animate=False)
-        rated = self.store.feedback_count(self.source)  # one count, not a lookup per response
+        rated = self.store.feedback_count(self.source, self.responses.read_keys())  # of those read so far
         self.query_one("#status", Static).update(
-            f"{rated} rated by you │ + up  - down  1-{R.RATING_SCALE} rating  n comment │ {self.annotator}")
+            f"{rated}/{self.responses.described()} rated │ + up  - down  1-{R.RATING_SCALE} rating  n comment │ {self.annotator}")
 
     def action_rate(self, verdict: str) -> None:
         r = self.current

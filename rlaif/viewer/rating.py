@@ -80,6 +80,10 @@ class Responses:
             raise IndexError(i)
         return self._items[i]
 
+    def read_keys(self) -> list[str]:
+        """The keys of the responses read so far."""
+        return [r.key for r in self._items]
+
     def index(self, key: str) -> int | None:
         """Where the response with ``key`` stands among those read so far."""
         return next((i for i, r in enumerate(self._items) if r.key == key), None)
