@@ -1,6 +1,6 @@
 """Scale: how each path that touches the run store grows from 1k to 1M comparisons.
 
-    python bench/scale.py                       # 1k, 10k, 100k, 1M comparisons (about 20 min here)
+    python bench/scale.py                       # 1k, 10k, 100k, 1M comparisons (about 12 min here, quiet)
     python bench/scale.py --sizes 1000,10000    # a quick look
     python bench/scale.py --out /tmp/scale      # where the synthetic runs go (default: a temp folder)
 
