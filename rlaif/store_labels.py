@@ -1,0 +1,159 @@
+"""The ``Store`` methods of the human labels and the human feedback (``self.db`` is the store's connection):
+the only SQL on those two tables. One row per (pair_key, source) and per (feedback_key, source)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator
+
+from rlaif.records import Feedback, HumanLabel
+
+IN_CHUNK = 500  # ids bound in one ``IN (...)``: under SQLite's limit on bound parameters
+
+
+def _feedback_row(f: Feedback, now: float) -> tuple:
+    return (f.key, f.prompt, f.completion, f.kind, f.value, f.scale, f.source, f.annotator, f.comment, now)
+
+
+class LabelQueries:
+    db: sqlite3.Connection
+
+    # ---------------------------------------------------------- human labels
+    # One row per (pair_key, source): a second label from the same source replaces the first.
+    # Every write below is its own short transaction (the viewer writes one verdict at a time).
+    _LABEL_COLS = "prompt, chosen, rejected, label, source, annotator, note, created_at"
+    _UPSERT_LABEL = """INSERT INTO human_labels(pair_key, prompt, chosen, rejected, label, source, annotator, note,
+                       created_at) VALUES (?,?,?,?,?,?,?,?,?)
+                       ON CONFLICT(pair_key, source) DO UPDATE SET {prompt}chosen=excluded.chosen,
+                       rejected=excluded.rejected, label=excluded.label, annotator=excluded.annotator,
+                       note=excluded.note, created_at=excluded.created_at"""
+
+    def add_human_labels(self, labels: Iterable[HumanLabel],
+                         then_feedback: Callable[[], Iterable[Feedback]] | None = None) -> int:
+        """Upsert ``labels`` (streamed), then the feedback ``then_feedback()`` gives (known once the
+        labels are read), in one transaction: an error from either rolls all back. Returns how many
+        labels were read."""
+        now, n = time.time(), 0
+
+        def rows():
+            nonlocal n
+            for h in labels:
+                n += 1
+                yield (h.key, h.prompt, h.chosen, h.rejected, h.label, h.source, h.annotator, h.note, now)
+
+        # A large page cache while a file of labels goes in: the (pair_key, source) index takes its inserts in
+        # hash order, and with SQLite's default 2 MB cache 1M labels spend a third of their time re-reading
+        # index pages (bench/scale.py). The cache only grows as far as it is used.
+        cache = self.db.execute("PRAGMA cache_size").fetchone()[0]
+        self.db.execute("PRAGMA cache_size=-131072")  # 128 MB
+        try:
+            with self.db:
+                self.db.executemany(self._UPSERT_LABEL.format(prompt=""), rows())
+                if then_feedback is not None:
+                    self.db.executemany(self._UPSERT_FEEDBACK, (_feedback_row(f, now) for f in then_feedback()))
+        finally:
+            self.db.execute(f"PRAGMA cache_size={int(cache)}")
+        return n
+
+    def human_labels(self) -> list[HumanLabel]:
+        """Every human label, oldest first."""
+        return [h for _, h in self.iter_human_labels()]
+
+    def iter_human_labels(self) -> Iterator[tuple[str, HumanLabel]]:
+        """(pair_key, label) of every human label, oldest first, streamed."""
+        for r in self.db.execute(f"SELECT pair_key, {self._LABEL_COLS} FROM human_labels ORDER BY id"):
+            yield r[0], HumanLabel(*r[1:])
+
+    def human_labels_by_key(self, keys: Iterable[str] | None = None) -> dict[str, list[HumanLabel]]:
+        """Human labels by pair_key, oldest first (all of them, or those of ``keys``)."""
+        q = f"SELECT pair_key, {self._LABEL_COLS} FROM human_labels"
+        rows: list[tuple] = []
+        if keys is None:
+            rows = list(self.db.execute(q + " ORDER BY id"))
+        else:
+            ks = list(keys)
+            for i in range(0, len(ks), IN_CHUNK):
+                chunk = ks[i:i + IN_CHUNK]
+                rows += self.db.execute(q + f" WHERE pair_key IN ({','.join('?' * len(chunk))}) ORDER BY id", chunk)
+        out: dict[str, list[HumanLabel]] = {}
+        for r in rows:
+            out.setdefault(r[0], []).append(HumanLabel(*r[1:]))
+        return out
+
+    def human_label(self, key: str, source: str) -> HumanLabel | None:
+        """The label of ``source`` on the comparison ``key``, if any."""
+        r = self.db.execute(f"SELECT {self._LABEL_COLS} FROM human_labels WHERE pair_key=? AND source=?",
+                            (key, source)).fetchone()
+        return HumanLabel(*r) if r else None
+
+    def set_human_label_note(self, key: str, source: str, note: str | None) -> None:
+        with self.db:
+            self.db.execute("UPDATE human_labels SET note=? WHERE pair_key=? AND source=?", (note, key, source))
+
+    def delete_human_label(self, key: str, source: str) -> None:
+        with self.db:
+            self.db.execute("DELETE FROM human_labels WHERE pair_key=? AND source=?", (key, source))
+
+    def restore_human_label(self, key: str, h: HumanLabel) -> None:
+        """Put back ``h`` (as read earlier) under ``key``, with its own ``created_at``."""
+        with self.db:
+            self.db.execute(self._UPSERT_LABEL.format(prompt="prompt=excluded.prompt, "),
+                            (key, h.prompt, h.chosen, h.rejected, h.label, h.source, h.annotator, h.note,
+                             h.created_at))
+
+    def delete_human_labels_from(self, prefix: str) -> None:
+        """Delete every human label and feedback whose source starts with ``prefix`` (e.g. rlaif.vocab.FILE)."""
+        pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        with self.db:
+            self.db.execute("DELETE FROM human_labels WHERE source LIKE ? ESCAPE '\\'", (pattern,))
+            self.db.execute("DELETE FROM human_feedback WHERE source LIKE ? ESCAPE '\\'", (pattern,))
+
+    # ---------------------------------------------------------- human feedback (thumbs, ratings, ranks)
+    # One row per (feedback_key, source): a second verdict of the same source on a response replaces the first.
+    _FEEDBACK_COLS = "prompt, completion, kind, value, scale, source, annotator, comment, created_at"
+
+    _UPSERT_FEEDBACK = f"""INSERT INTO human_feedback(feedback_key, {_FEEDBACK_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)
+                    ON CONFLICT(feedback_key, source) DO UPDATE SET kind=excluded.kind, value=excluded.value,
+                    scale=excluded.scale, annotator=excluded.annotator, comment=excluded.comment,
+                    created_at=excluded.created_at"""
+
+    def add_feedback(self, items: Iterable[Feedback]) -> int:
+        now = time.time()
+        with self.db:
+            cur = self.db.executemany(self._UPSERT_FEEDBACK, [_feedback_row(f, now) for f in items])
+        return cur.rowcount
+
+    def feedback_from(self, key: str, source: str) -> Feedback | None:
+        """The feedback of ``source`` on the response ``key`` (``Feedback.key``), if any."""
+        r = self.db.execute(f"SELECT {self._FEEDBACK_COLS} FROM human_feedback WHERE feedback_key=? AND source=?",
+                            (key, source)).fetchone()
+        return Feedback(*r) if r else None
+
+    def set_feedback_comment(self, key: str, source: str, comment: str | None) -> None:
+        with self.db:
+            self.db.execute("UPDATE human_feedback SET comment=? WHERE feedback_key=? AND source=?",
+                            (comment, key, source))
+
+    def delete_feedback(self, key: str, source: str) -> None:
+        with self.db:
+            self.db.execute("DELETE FROM human_feedback WHERE feedback_key=? AND source=?", (key, source))
+
+    def feedback(self) -> list[Feedback]:
+        """Every single-response human feedback, oldest first (none in a read-only store from before the table)."""
+        try:
+            rows = self.db.execute(f"SELECT {self._FEEDBACK_COLS} FROM human_feedback ORDER BY id").fetchall()
+        except sqlite3.OperationalError as e:
+            if "no such table" in str(e):
+                return []
+            raise
+        return [Feedback(*r) for r in rows]
+
+    def human_label_count(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM human_labels").fetchone()[0]
+
+    def feedback_count(self, source: str, keys: list[str]) -> int:
+        """On how many of the responses ``keys`` (feedback keys) ``source`` gave feedback."""
+        return sum(self.db.execute(f"SELECT COUNT(*) FROM human_feedback WHERE source=? AND feedback_key IN "
+                                   f"({','.join('?' * len(chunk))})", (source, *chunk)).fetchone()[0]
+                   for chunk in (keys[i:i + IN_CHUNK] for i in range(0, len(keys), IN_CHUNK)))
