@@ -167,3 +167,23 @@ def make_tiny_project(d: Path) -> Path:
     }
     (d / "pipeline.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     return d
+
+
+def interrupt_on_call(monkeypatch, owner, name: str, n: int, after: bool = False):
+    """Make the ``n``-th call of ``owner.name`` raise KeyboardInterrupt, as a kill at that point would stop the
+    run: before the real call runs, or (``after``) once it has returned (its work done and committed).
+    Returns the real attribute, to put back for the resumed run."""
+    real, calls = getattr(owner, name), {"n": 0}
+
+    def wrapped(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == n and not after:
+            raise KeyboardInterrupt
+        out = real(*a, **kw)
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return out
+
+    monkeypatch.setattr(owner, name, wrapped)
+    return real
+

@@ -7,7 +7,7 @@ import json
 import sqlite3
 
 import pytest
-from conftest import make_tiny_project
+from conftest import interrupt_on_call, make_tiny_project
 
 from rlaif.cli import main
 from rlaif.testing.fake_openai import FakeOpenAI, Reply
@@ -83,16 +83,8 @@ def test_killed_stage_resumes_paying_only_the_rest(project, monkeypatch):
     cfg = str(project / "pipeline.yaml")
     with FakeOpenAI(responder=writer) as server:
         args = llm(server, "--set", "critique.batch_size=2")
-        real, seen = critique.Asker.ask, {"n": 0}
-
-        def ask(self, messages, label):
-            out = real(self, messages, label)
-            seen["n"] += 1
-            if seen["n"] == 2:  # the first answers, then the first critiques: stop here
-                raise KeyboardInterrupt
-            return out
-
-        monkeypatch.setattr(critique.Asker, "ask", ask)
+        # the first answers, then the first critiques: stop here
+        real = interrupt_on_call(monkeypatch, critique.Asker, "ask", 2, after=True)
         assert main(["critique", cfg, *args]) == 130
         paid = len(server.requests)
         assert paid > 0

@@ -8,7 +8,7 @@ import json
 import sqlite3
 
 import pytest
-from conftest import SHARED, make_tiny_project
+from conftest import SHARED, interrupt_on_call, make_tiny_project
 
 from rlaif import stages
 from rlaif.cli import main
@@ -200,16 +200,8 @@ def test_a_run_stopped_in_critique_resumes_then_every_stage_follows(tmp_path, sc
     with FakeOpenAI(responder=writer) as server:
         sets = [a for a in llm(server, "--set", "critique.batch_size=2") if a != "--set"]
         cfg = load_config(project / "pipeline.yaml", sets)
-        real, seen = critique.Asker.ask, {"n": 0}
-
-        def ask(self, messages, label):
-            out = real(self, messages, label)
-            seen["n"] += 1
-            if seen["n"] == 2:  # the first answers, then the first critiques: stop here
-                raise KeyboardInterrupt
-            return out
-
-        monkeypatch.setattr(critique.Asker, "ask", ask)
+        # the first answers, then the first critiques: stop here
+        real = interrupt_on_call(monkeypatch, critique.Asker, "ask", 2, after=True)
         with pytest.raises(KeyboardInterrupt):
             run_pipeline(cfg, names)
         assert 0 < len(server.requests) and not (project / "run" / "sft").exists()  # critique runs first

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import CONSTITUTION, ScriptedJudge
+from conftest import CONSTITUTION, ScriptedJudge, interrupt_on_call
 from test_ppo import one_thread, word_model  # noqa: F401  (fixtures shared)
 
 from rlaif.config import JudgeConfig, PolicyTrainingConfig, RewardWeights, load_config
@@ -332,15 +332,7 @@ def test_ppo_with_judge_reward_learns_logs_and_resumes_without_repaying(word_mod
     assert all(k in x for x in h for k in ("judge_reward", "judge_calls", "judge_cache_hits", "judge_unscored"))
     assert sum(x["judge_calls"] for x in h) == full_judge.totals["calls"] > 0
 
-    real, calls = ppo.PPOTrainer.optimize, {"n": 0}
-
-    def killed_on_third(self, ro):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt  # killed in step 3, after its judge calls were committed
-        return real(self, ro)
-
-    monkeypatch.setattr(ppo.PPOTrainer, "optimize", killed_on_third)
+    real = interrupt_on_call(monkeypatch, ppo.PPOTrainer, "optimize", 3)  # killed in step 3, its judge calls committed
     killed = yes_reward(tmp_path / "run.sqlite")
     with pytest.raises(KeyboardInterrupt):
         ppo.run_ppo(word_model, killed, _prompts(), cfg, tmp_path / "killed", progress=None)
@@ -384,15 +376,7 @@ def test_ppo_killed_and_resumed_against_the_fake_openai_server_pays_no_call_twic
         paid_full = server.stats["requests"]
         assert paid_full == full_judge.totals["calls"] > 0 and full_judge.totals["unscored"] == 0
 
-        real, calls = ppo.PPOTrainer.optimize, {"n": 0}
-
-        def killed_on_third(self, ro):
-            calls["n"] += 1
-            if calls["n"] == 3:
-                raise KeyboardInterrupt  # killed in step 3, after its judge calls were committed
-            return real(self, ro)
-
-        monkeypatch.setattr(ppo.PPOTrainer, "optimize", killed_on_third)
+        real = interrupt_on_call(monkeypatch, ppo.PPOTrainer, "optimize", 3)  # killed in step 3, its judge calls committed
         killed = reward("run.sqlite")
         with pytest.raises(KeyboardInterrupt):
             ppo.run_ppo(word_model, killed, _prompts(), cfg, tmp_path / "killed", progress=None)

@@ -6,6 +6,7 @@ uninterrupted run (PPO's counterpart is in tests/test_judge_reward.py)."""
 from __future__ import annotations
 
 import pytest
+from conftest import interrupt_on_call
 from test_judge_reward import _prompts, yes_reward
 from test_ppo import one_thread, word_model  # noqa: F401  (fixtures shared)
 
@@ -30,16 +31,8 @@ def test_group_rl_with_judge_reward_killed_and_resumed_pays_no_call_twice(algo, 
     assert full_judge.totals["calls"] > 0
 
     trainer_cls = trl.RLOOTrainer if algo == "rloo" else trl.GRPOTrainer
-    real, calls = trainer_cls._calculate_rewards, {"n": 0}
-
-    def killed_on_third(self, *a, **kw):
-        out = real(self, *a, **kw)
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt  # killed in step 3, after its judge calls were committed
-        return out
-
-    monkeypatch.setattr(trainer_cls, "_calculate_rewards", killed_on_third)
+    # killed in step 3, after its judge calls were committed
+    real = interrupt_on_call(monkeypatch, trainer_cls, "_calculate_rewards", 3, after=True)
     killed = yes_reward(tmp_path / "run.sqlite")
     with pytest.raises(KeyboardInterrupt):
         run_online(algo, word_model, None, _prompts(), cfg, tmp_path / "killed", judge=killed)

@@ -98,7 +98,7 @@ class ViewerApp(App[None]):
         for label, key, width in (("#", "n", 4), ("why", "why", 8), ("conf", "conf", 5), ("you", "you", 4),
                                   ("prompt", "prompt", None)):
             table.add_column(label, key=key, width=width)
-        self._rebuild(fresh=self.queue is None)
+        self._rebuild(fresh=False)  # the queue `rlaif view` opened, if it passed one
         self._layout_for(self.size.width)
 
     def on_resize(self, event: events.Resize) -> None:
