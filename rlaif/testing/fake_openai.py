@@ -59,9 +59,8 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from http import HTTPStatus
 
+from rlaif.testing.fake_http import MAX_HEADER_BYTES, BadRequest, Drop, Response, encode, read_request
 from rlaif.testing.fake_replies import (  # noqa: F401  (re-exported: tests and bench import them from here)
     DEFAULT_TOP_LOGPROBS,
     Fault,
@@ -89,73 +88,6 @@ __all__ = [
 
 HOST = "127.0.0.1"
 DEFAULT_MODEL = "fake-judge"
-_MAX_HEADER_BYTES = 64 * 1024
-_MAX_BODY_BYTES = 64 * 1024 * 1024
-
-
-# --------------------------------------------------------------------------- HTTP
-
-@dataclass
-class _Response:
-    status: int
-    body: bytes
-    headers: tuple[tuple[str, str], ...] = ()
-    content_type: str = "application/json"
-    trickle_s: float = 0.0  # seconds between body bytes (Fault.trickle)
-    chunked: bool = False  # transfer-encoding: chunked instead of content-length (Fault.huge)
-
-
-class _Drop:
-    def __init__(self, reset: bool):
-        self.reset = reset
-
-
-class _BadRequest(Exception):
-    pass
-
-
-def _encode(resp: _Response, keep_alive: bool, request_id: str) -> bytes:
-    try:
-        reason = HTTPStatus(resp.status).phrase
-    except ValueError:
-        reason = "Unknown"
-    length = "transfer-encoding: chunked" if resp.chunked else f"content-length: {len(resp.body)}"
-    lines = [f"HTTP/1.1 {resp.status} {reason}",
-             f"content-type: {resp.content_type}",
-             length,
-             f"connection: {'keep-alive' if keep_alive else 'close'}",
-             f"x-request-id: {request_id}"]
-    lines += [f"{k}: {v}" for k, v in resp.headers]
-    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    if resp.trickle_s:
-        return head
-    if resp.chunked:
-        step = 1 << 16
-        parts = [b"%x\r\n%s\r\n" % (len(resp.body[i:i + step]), resp.body[i:i + step])
-                 for i in range(0, len(resp.body), step)]
-        return head + b"".join(parts) + b"0\r\n\r\n"
-    return head + resp.body
-
-
-async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
-    out = bytearray()
-    while True:
-        size_line = await reader.readuntil(b"\r\n")
-        try:
-            size = int(size_line.split(b";", 1)[0].strip(), 16)
-        except ValueError:
-            raise _BadRequest("bad chunk size") from None
-        if size == 0:
-            while (await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers
-                pass
-            return bytes(out)
-        if len(out) + size > _MAX_BODY_BYTES:
-            raise _BadRequest("body too large")
-        out += await reader.readexactly(size)
-        if await reader.readexactly(2) != b"\r\n":
-            raise _BadRequest("bad chunk terminator")
-
-
 # --------------------------------------------------------------------------- server
 
 class FakeOpenAI:
@@ -284,7 +216,7 @@ class FakeOpenAI:
         asyncio.set_event_loop(loop)
         try:
             self._server = loop.run_until_complete(asyncio.start_server(
-                self._handle, host=HOST, port=self._requested_port, limit=_MAX_HEADER_BYTES,
+                self._handle, host=HOST, port=self._requested_port, limit=MAX_HEADER_BYTES,
                 backlog=1024, reuse_address=True))
             self.port = self._server.sockets[0].getsockname()[1]
         except BaseException as e:  # noqa: BLE001 - handed to the starting thread
@@ -329,7 +261,7 @@ class FakeOpenAI:
                 except (asyncio.IncompleteReadError, ConnectionError):
                     return  # client closed the connection (normal end of keep-alive)
                 except asyncio.LimitOverrunError:
-                    writer.write(_encode(_Response(431, _error_body(431, "headers too large")), False, "req_0"))
+                    writer.write(encode(Response(431, _error_body(431, "headers too large")), False, "req_0"))
                     await writer.drain()
                     return
                 self._http_count += 1
@@ -337,12 +269,12 @@ class FakeOpenAI:
                 with self._lock:
                     self._stats["http_requests"] += 1
                 try:
-                    method, path, keep_alive, headers, body = await self._read_request(head, reader)
-                except _BadRequest as e:
-                    await self._send(writer, _Response(400, _error_body(400, str(e))), False, request_id)
+                    method, path, keep_alive, headers, body = await read_request(head, reader)
+                except BadRequest as e:
+                    await self._send(writer, Response(400, _error_body(400, str(e))), False, request_id)
                     return
                 result = await self._dispatch(method, path, headers, body)
-                if isinstance(result, _Drop):
+                if isinstance(result, Drop):
                     reset = result.reset
                     with self._lock:
                         self._stats["dropped"] += 1
@@ -372,11 +304,11 @@ class FakeOpenAI:
             else:
                 writer.close()
 
-    async def _send(self, writer: asyncio.StreamWriter, resp: _Response, keep_alive: bool, request_id: str) -> None:
+    async def _send(self, writer: asyncio.StreamWriter, resp: Response, keep_alive: bool, request_id: str) -> None:
         with self._lock:
             by = self._stats["by_status"]
             by[resp.status] = by.get(resp.status, 0) + 1
-        writer.write(_encode(resp, keep_alive, request_id))
+        writer.write(encode(resp, keep_alive, request_id))
         await writer.drain()
         if resp.trickle_s:
             for i in range(len(resp.body)):
@@ -384,47 +316,19 @@ class FakeOpenAI:
                 await writer.drain()
                 await asyncio.sleep(resp.trickle_s)
 
-    async def _read_request(self, head: bytes, reader: asyncio.StreamReader):
-        lines = head[:-4].decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ")
-        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-            raise _BadRequest(f"bad request line {lines[0]!r}")
-        method, target, version = parts
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            if not sep:
-                raise _BadRequest(f"bad header line {line!r}")
-            headers[name.strip().lower()] = value.strip()
-        conn = headers.get("connection", "").lower()
-        keep_alive = ("close" not in conn) if version == "HTTP/1.1" else ("keep-alive" in conn)
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            body = await _read_chunked(reader)
-        elif "content-length" in headers:
-            try:
-                n = int(headers["content-length"])
-            except ValueError:
-                raise _BadRequest("bad content-length") from None
-            if n < 0 or n > _MAX_BODY_BYTES:
-                raise _BadRequest("bad content-length")
-            body = await reader.readexactly(n) if n else b""
-        else:
-            body = b""
-        return method.upper(), target.split("?", 1)[0], keep_alive, headers, body
-
-    async def _dispatch(self, method: str, path: str, headers: dict, body: bytes) -> _Response | _Drop:
+    async def _dispatch(self, method: str, path: str, headers: dict, body: bytes) -> Response | Drop:
         path = path.rstrip("/") or "/"
         if path.startswith("/v1/"):
             path = path[3:]
         if path == "/chat/completions" or path == "/completions":
             if method != "POST":
-                return _Response(405, _error_body(405, f"{method} not allowed on {path}"))
+                return Response(405, _error_body(405, f"{method} not allowed on {path}"))
             return await self._completion(headers, body, chat=path == "/chat/completions")
         if path == "/models" and method == "GET":
-            return _Response(200, json.dumps({"object": "list", "data": [self._model_obj(self.model)]}).encode())
+            return Response(200, json.dumps({"object": "list", "data": [self._model_obj(self.model)]}).encode())
         if path.startswith("/models/") and method == "GET":
-            return _Response(200, json.dumps(self._model_obj(path[len("/models/"):])).encode())
-        return _Response(404, _error_body(404, f"Unknown route {method} {path} (fake server)"))
+            return Response(200, json.dumps(self._model_obj(path[len("/models/"):])).encode())
+        return Response(404, _error_body(404, f"Unknown route {method} {path} (fake server)"))
 
     @staticmethod
     def _model_obj(model_id: str) -> dict:
@@ -438,13 +342,13 @@ class FakeOpenAI:
             return self.fault_fn(index, body)
         return None
 
-    async def _completion(self, headers: dict, raw: bytes, chat: bool) -> _Response | _Drop:
+    async def _completion(self, headers: dict, raw: bytes, chat: bool) -> Response | Drop:
         try:
             body = json.loads(raw)
             if not isinstance(body, dict):
                 raise ValueError("body is not a JSON object")
         except ValueError as e:
-            return _Response(400, _error_body(400, f"We could not parse the JSON body of your request: {e}"))
+            return Response(400, _error_body(400, f"We could not parse the JSON body of your request: {e}"))
         with self._lock:
             index = self._stats["requests"]
             self._stats["requests"] += 1
@@ -468,7 +372,7 @@ class FakeOpenAI:
                 if resp is not None:
                     return resp
             if body.get("stream"):
-                return _Response(400, _error_body(400, "stream=true is not supported by the fake server"))
+                return Response(400, _error_body(400, "stream=true is not supported by the fake server"))
             try:
                 if fault is not None and fault.kind == "respond_with":
                     reply = fault.reply
@@ -486,26 +390,26 @@ class FakeOpenAI:
                 payload["choices"] = []
             if fault is not None and fault.kind == "huge":
                 payload["padding"] = "x" * max(0, fault.size - len(json.dumps(payload)) - 16)
-                return _Response(200, json.dumps(payload).encode(), chunked=fault.chunked)
+                return Response(200, json.dumps(payload).encode(), chunked=fault.chunked)
             if fault is not None and fault.kind == "trickle":
-                return _Response(200, json.dumps(payload).encode(), trickle_s=fault.seconds)
-            return _Response(200, json.dumps(payload).encode())
+                return Response(200, json.dumps(payload).encode(), trickle_s=fault.seconds)
+            return Response(200, json.dumps(payload).encode())
         finally:
             with self._lock:
                 self._stats["in_flight"] -= 1
 
-    def _internal_error(self, e: Exception) -> _Response:
+    def _internal_error(self, e: Exception) -> Response:
         with self._lock:
             self.errors.append(e)
         msg = "fake server: " + "".join(traceback.format_exception_only(type(e), e)).strip()
-        return _Response(500, _error_body(500, msg), headers=(("x-should-retry", "false"),))
+        return Response(500, _error_body(500, msg), headers=(("x-should-retry", "false"),))
 
     @staticmethod
-    def _fault_response(fault: Fault, headers: dict | None = None) -> _Response | _Drop | None:
+    def _fault_response(fault: Fault, headers: dict | None = None) -> Response | Drop | None:
         kind = fault.kind
         if kind == "echo_auth":
             auth = (headers or {}).get("authorization", "")
-            return _Response(fault.status, _error_body(fault.status, f"bad request; you sent Authorization: {auth}"),
+            return Response(fault.status, _error_body(fault.status, f"bad request; you sent Authorization: {auth}"),
                              headers=(("x-should-retry", "false"),))
         if kind == "rate_limit":
             hdrs: list[tuple[str, str]] = []
@@ -513,16 +417,16 @@ class FakeOpenAI:
                 hdrs.append(("retry-after", f"{fault.retry_after:g}"))
                 if fault.retry_after_ms:
                     hdrs.append(("retry-after-ms", str(int(round(fault.retry_after * 1000)))))
-            return _Response(429, _error_body(429), headers=tuple(hdrs))
+            return Response(429, _error_body(429), headers=tuple(hdrs))
         if kind == "server_error":
             hdrs = []
             if fault.should_retry is not None:
                 hdrs.append(("x-should-retry", "true" if fault.should_retry else "false"))
-            return _Response(fault.status, _error_body(fault.status), headers=tuple(hdrs))
+            return Response(fault.status, _error_body(fault.status), headers=tuple(hdrs))
         if kind == "malformed":
-            return _Response(200, fault.body or b"", content_type=fault.content_type)
+            return Response(200, fault.body or b"", content_type=fault.content_type)
         if kind == "drop_connection":
-            return _Drop(fault.reset)
+            return Drop(fault.reset)
         return None  # timeout / no_logprobs / empty_choices / respond_with: a (modified) normal answer
 
 
