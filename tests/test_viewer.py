@@ -576,3 +576,19 @@ def test_reviewed_and_unreviewed_queues_counted_from_the_labels_keep_the_review_
         [p for p in whole if p in set(labelled) | already]
     assert [x.prompt_id for x in queue_of(run_dir, Filters(status="unreviewed"))] == \
         [p for p in whole if p in scored and p not in set(labelled) | already]
+
+
+def test_drafts_hold_a_note_until_a_verdict_and_undo_newest_first():
+    """The rule both viewer screens share (rlaif/viewer/drafts.py)."""
+    from rlaif.viewer.drafts import Drafts
+
+    d: Drafts[str] = Drafts()
+    assert d.noted("k1", "first", None) is False           # no verdict yet: held
+    assert d.editing("k1", "saved") == "first" and d.pending("k1") == "first"
+    assert d.noted("k1", "", None) is False and d.pending("k1") is None   # an empty note drops it
+    assert d.editing("k1", "saved") == "saved"
+    d.noted("k1", "again", None)
+    assert d.take("k1") == "again" and d.take("k1") is None   # taken once, by the verdict
+    d.wrote("verdict-1")
+    assert d.noted("k1", "later", "note-1") is True and d.pending("k1") is None   # saved at once
+    assert [d.undo(), d.undo(), d.undo()] == ["note-1", "verdict-1", None]

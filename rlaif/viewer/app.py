@@ -18,6 +18,7 @@ from textual.widgets import DataTable, Footer, Input, Static
 from rlaif.evaluate import wilson
 from rlaif.store import Store
 from rlaif.viewer import verdicts as V
+from rlaif.viewer.drafts import Drafts
 from rlaif.viewer.queue import LOW_CONFIDENCE, Comparison, Filters, Queue, agreement_of, refresh
 from rlaif.viewer.render import one_line, render_comparison, short_flag, short_verdict
 from rlaif.vocab import viewer_source
@@ -76,8 +77,7 @@ class ViewerApp(App[None]):
         self.counts = (0, 0, 0)  # reviewed, AI agrees with my verdicts, my verdicts (kept current)
         self.window = range(0)  # queue positions shown in the table
         self.cursor = 0
-        self.undo_stack: list[V.UndoEntry] = []
-        self.pending_notes: dict[str, str] = {}
+        self.drafts: Drafts[V.UndoEntry] = Drafts()
         self.ask_mode: str | None = None
 
     # ------------------------------------------------------------ layout
@@ -151,7 +151,7 @@ class ViewerApp(App[None]):
                 self._fill_window()
             self.query_one("#queue", DataTable).move_cursor(row=self.cursor - self.window.start)
             body.update(render_comparison(c, position=f"{self.cursor + 1}/{len(self.queue)}", mine=self.source,
-                                          pending_note=self.pending_notes.get(c.key), low_confidence=self.low))
+                                          pending_note=self.drafts.pending(c.key), low_confidence=self.low))
             self.query_one("#detail", VerticalScroll).scroll_home(animate=False)
         self._status()
 
@@ -191,8 +191,7 @@ class ViewerApp(App[None]):
         c = self.current
         if c is None:
             return
-        entry = V.record_verdict(self.store, c, verdict, self.annotator, self.pending_notes.pop(c.key, None))
-        self.undo_stack.append(entry)
+        self.drafts.wrote(V.record_verdict(self.store, c, verdict, self.annotator, self.drafts.take(c.key)))
         self._tally(c, -1)
         refresh(self.store, [c])
         self._tally(c, 1)
@@ -207,10 +206,10 @@ class ViewerApp(App[None]):
         self.action_move(1)
 
     def action_undo(self) -> None:
-        if not self.undo_stack:
+        entry = self.drafts.undo()
+        if entry is None:
             self.notify("nothing to undo in this session", timeout=2)
             return
-        entry = self.undo_stack.pop()
         V.undo(self.store, entry)
         hit = [c for c in self.queue.loaded() if c.key == entry.key]
         for c in hit:
@@ -246,7 +245,7 @@ class ViewerApp(App[None]):
         if c is None:
             return
         mine = c.label_from(self.source)
-        value = self.pending_notes.get(c.key) or (mine.note if mine else None) or ""
+        value = self.drafts.editing(c.key, mine.note if mine else None)
         self._open_input("note", value, "note on this comparison (Enter saves, Esc cancels)")
 
     def action_close_input(self) -> None:
@@ -263,15 +262,9 @@ class ViewerApp(App[None]):
             self.filters.search = text or None
             self._rebuild(keep)
         elif mode == "note" and (c := self.current) is not None:
-            entry = V.set_note(self.store, c, self.annotator, text or None)
-            if entry is None:
-                if text:
-                    self.pending_notes[c.key] = text
-                else:
-                    self.pending_notes.pop(c.key, None)
-                self.notify("note kept: it is saved with your verdict on this comparison", timeout=2)
-            else:
-                self.undo_stack.append(entry)
+            if self.drafts.noted(c.key, text, V.set_note(self.store, c, self.annotator, text or None)):
                 refresh(self.store, [c])
                 self.notify("note saved", timeout=2)
+            else:
+                self.notify("note kept: it is saved with your verdict on this comparison", timeout=2)
             self._show()

@@ -17,6 +17,7 @@ from textual.widgets import Footer, Input, Static
 
 from rlaif.store import Store
 from rlaif.viewer import rating as R
+from rlaif.viewer.drafts import Drafts
 from rlaif.vocab import viewer_source
 
 
@@ -52,8 +53,7 @@ class RateApp(App[None]):
         self.responses = responses if isinstance(responses, R.Responses) else R.Responses(responses)
         self.source = viewer_source(annotator)
         self.cursor = 0
-        self.undo_stack: list[R.RateUndo] = []
-        self.pending_comments: dict[str, str] = {}
+        self.drafts: Drafts[R.RateUndo] = Drafts()
         self.asking = False
 
     def compose(self) -> ComposeResult:
@@ -86,8 +86,8 @@ class RateApp(App[None]):
             parts = [head, Panel(Text(r.prompt, overflow="fold"), title="prompt", title_align="left", box=box.ROUNDED),
                      Panel(Text(r.text, overflow="fold"), title="response", title_align="left", box=box.HEAVY),
                      Text(f"your verdict: {R.describe(self._mine(r))}", style="bold cyan")]
-            if r.key in self.pending_comments:
-                parts.append(Text(f"comment (saved with your next verdict): {self.pending_comments[r.key]}",
+            if (held := self.drafts.pending(r.key)) is not None:
+                parts.append(Text(f"comment (saved with your next verdict): {held}",
                                   style="italic cyan"))
             body.update(Group(*parts))
             self.query_one("#detail", VerticalScroll).scroll_home(animate=False)
@@ -99,7 +99,7 @@ class RateApp(App[None]):
         r = self.current
         if r is None:
             return
-        self.undo_stack.append(R.record(self.store, r, verdict, self.annotator, self.pending_comments.pop(r.key, None)))
+        self.drafts.wrote(R.record(self.store, r, verdict, self.annotator, self.drafts.take(r.key)))
         if self.responses.has(self.cursor + 1):
             self.cursor += 1
         else:
@@ -114,10 +114,10 @@ class RateApp(App[None]):
         self._show()
 
     def action_undo(self) -> None:
-        if not self.undo_stack:
+        entry = self.drafts.undo()
+        if entry is None:
             self.notify("nothing to undo in this session", timeout=2)
             return
-        entry = self.undo_stack.pop()
         R.undo(self.store, entry)
         at = self.responses.index(entry.key)
         if at is not None:
@@ -137,7 +137,7 @@ class RateApp(App[None]):
         mine = self._mine(r)
         ask = self.query_one("#ask", Input)
         ask.placeholder = "comment on this response (Enter saves, Esc cancels)"
-        ask.value = self.pending_comments.get(r.key) or (mine.comment if mine else None) or ""
+        ask.value = self.drafts.editing(r.key, mine.comment if mine else None)
         ask.add_class("shown")
         self.asking = True
         ask.focus()
@@ -153,14 +153,8 @@ class RateApp(App[None]):
         r = self.current
         if r is None:
             return
-        entry = R.set_comment(self.store, r, self.annotator, text or None)
-        if entry is None:
-            if text:
-                self.pending_comments[r.key] = text
-            else:
-                self.pending_comments.pop(r.key, None)
-            self.notify("comment kept: it is saved with your verdict on this response", timeout=2)
-        else:
-            self.undo_stack.append(entry)
+        if self.drafts.noted(r.key, text, R.set_comment(self.store, r, self.annotator, text or None)):
             self.notify("comment saved", timeout=2)
+        else:
+            self.notify("comment kept: it is saved with your verdict on this response", timeout=2)
         self._show()
