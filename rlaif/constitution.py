@@ -297,10 +297,17 @@ def import_llm_swarm(path: str | Path, name: str | None = None) -> Constitution:
     entries = data.get("constitutions") if isinstance(data, dict) else None
     if not isinstance(entries, list) or not entries:
         raise RlaifError(f"{p}: expected a JSON object with a non-empty 'constitutions' list (llm-swarm format)")
+    chats = data.get("system_chat")
+    if chats is not None and not isinstance(chats, list):
+        raise RlaifError(f"{p}: system_chat: expected a list of few-shot dialogues, got {type(chats).__name__}; "
+                         "fix or remove it")
     principles = []
     for i, e in enumerate(entries, 1):
         if not isinstance(e, dict) or not isinstance(e.get("critic"), str) or not e["critic"].strip():
             raise RlaifError(f"{p}: constitutions[{i - 1}]: expected an object with a non-empty 'critic' string")
+        if e.get("revision") is not None and not isinstance(e["revision"], str):
+            raise RlaifError(f"{p}: constitutions[{i - 1}].revision: expected a string (the revision request), "
+                             f"got {type(e['revision']).__name__}; fix or remove it")
         principles.append(
             Principle(
                 id=_slug(e["critic"], i),
@@ -310,8 +317,9 @@ def import_llm_swarm(path: str | Path, name: str | None = None) -> Constitution:
                 revision=(e.get("revision") or None),
             )
         )
-    n_chat = len(data.get("system_chat") or [])
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", name or p.stem)
+    n_chat = len(chats or [])
+    # A constitution name starts with a letter or digit (Constitution.name); the rest is made to fit.
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", name or p.stem).lstrip("_.-") or "imported"
     return Constitution(
         name=stem,
         version="1",

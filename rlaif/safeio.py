@@ -2,9 +2,9 @@
 
 Every reader of a user file (YAML configs and constitutions, JSONL prompts,
 labels, SFT data, ``labels import``) goes through this module, so that a
-device node, a FIFO, a directory, a huge file, a huge line, invalid UTF-8 or
-a deeply nested JSON value is refused with one line naming the file and the
-fix, before anything is read or written.
+device node, a FIFO, a directory, a huge file, a huge line, invalid UTF-8, a
+lone-surrogate escape or a deeply nested JSON value is refused with one line
+naming the file and the fix, before anything is read or written.
 
 Limits (generous for real data; override with environment variables):
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -167,11 +168,40 @@ def _raw_depth(line: str) -> int:
     return best
 
 
+# A JSON escape of a UTF-16 surrogate (\\uD800-\\uDFFF): json.loads turns an unpaired one into a lone
+# surrogate, a str that cannot be encoded as UTF-8 (every hash, store write and output file would fail).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_LONE_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])"
+                                    r"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}")
+
+
+def utf8_ok(value: str) -> bool:
+    """Whether ``value`` can be written as UTF-8 (no lone surrogate, as an escape in JSON or YAML makes)."""
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+LONE_SURROGATE_FIX = ("holds an escape of half a UTF-16 surrogate pair (\\uD800-\\uDFFF alone), which is not "
+                      "Unicode text; fix or remove that escape")
+
+
 def loads_bounded(line: str, where: str) -> Any:
-    """json.loads with a depth bound (no RecursionError traceback)."""
+    """json.loads with a depth bound (no RecursionError traceback) that refuses lone surrogates."""
     if line.count("[") + line.count("{") > MAX_DEPTH and _raw_depth(line) > MAX_DEPTH:
         raise RlaifError(f"{where}: JSON nested deeper than {MAX_DEPTH} levels; flatten the record")
-    return json.loads(line)
+    obj = json.loads(line)
+    if "\\u" in line and _SURROGATE_ESCAPE.search(line) and not utf8_ok(json.dumps(obj, ensure_ascii=False)):
+        lone = _LONE_SURROGATE_ESCAPE.search(line)
+        if lone is not None and "\n" in line.rstrip("\n"):  # a whole JSON document: name the line
+            n = line.count("\n", 0, lone.start()) + 1
+            where = f"{where}:{n}"
+        raise RlaifError(f"{where}: {LONE_SURROGATE_FIX}")
+    return obj
 
 
 def check_text(value: str, where: str, field: str, limit: int | None = None) -> str:

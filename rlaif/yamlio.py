@@ -56,6 +56,8 @@ def _walk(node: yaml.Node, loc: Loc, out: LoadedYaml) -> Any:
             if not isinstance(key_node, yaml.ScalarNode):
                 raise RlaifError(f"{out.path}:{key_node.start_mark.line + 1}: a mapping key must be a plain value")
             key = _scalar(key_node)
+            if isinstance(key, str) and not safeio.utf8_ok(key):
+                raise RlaifError(f"{out.path}:{key_node.start_mark.line + 1}: a key {safeio.LONE_SURROGATE_FIX}")
             if key in result:
                 out.duplicates.append((loc + (key,), key_node.start_mark.line + 1))
             out.lines[loc + (key,)] = key_node.start_mark.line + 1
@@ -63,7 +65,11 @@ def _walk(node: yaml.Node, loc: Loc, out: LoadedYaml) -> Any:
         return result
     if isinstance(node, yaml.SequenceNode):
         return [_walk(item, loc + (i,), out) for i, item in enumerate(node.value)]
-    return _scalar(node)
+    value = _scalar(node)
+    if isinstance(value, str) and not safeio.utf8_ok(value):  # a "\\ud800" escape in a double-quoted scalar
+        field_name = ".".join(map(str, loc)) or "(top level)"
+        raise RlaifError(f"{out.path}:{node.start_mark.line + 1}: {field_name}: {safeio.LONE_SURROGATE_FIX}")
+    return value
 
 
 def _scalar(node: yaml.ScalarNode) -> Any:

@@ -40,6 +40,9 @@ BAD = {
     "missing-principles": ("name: x\nversion: '1'\n", "principles", "missing"),
     "bad-id": (GOOD.replace("id: concise", "id: Concise Principle"), "principles.2.id", "pattern"),
     "tags-not-list": (GOOD.replace("applies_to:\n  - helpful", "applies_to: 7"), "principles.1.applies_to", "list"),
+    # A "\ud800" escape makes a str no hash or output file can encode (was a UnicodeEncodeError traceback).
+    "lone-surrogate": (GOOD.replace("text: Prefer the response that declines harmful requests.",
+                                    'text: "Prefer the \\ud800 response."'), "principles.0.text", "surrogate"),
 }
 
 
@@ -125,15 +128,50 @@ def test_import_llm_swarm(name, tmp_path, capsys):
     assert len({p.id for p in c.principles}) == len(c.principles)
 
 
-@pytest.mark.parametrize("text", ['{"constitutions": []}', "not json", '{"constitutions": [{"revision": "x"}]}'],
-                         ids=["empty", "not-json", "no-critic"])
-def test_import_bad_input(text, tmp_path, capsys):
+IMPORT_BAD = {
+    "empty": ('{"constitutions": []}', "constitutions"),
+    "not-json": ("not json", "invalid JSON"),
+    "no-critic": ('{"constitutions": [{"revision": "x"}]}', "critic"),
+    # These three were tracebacks (TypeError, pydantic ValidationError, UnicodeEncodeError after writing -o).
+    "system-chat-not-list": ('{"constitutions": [{"critic": "Harmful?"}], "system_chat": 5}', "system_chat"),
+    "revision-not-str": ('{"constitutions": [{"critic": "Harmful?", "revision": ["x"]}]}', "revision"),
+    "lone-surrogate": ('{"constitutions": [\n{"critic": "ok \\ud83d\\ude00"},\n{"critic": "bad \\udc00"}]}',
+                       "in.json:3: holds an escape of half a UTF-16 surrogate"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(IMPORT_BAD), ids=str)
+def test_import_bad_input(case, tmp_path, capsys):
+    text, expect = IMPORT_BAD[case]
     src = tmp_path / "in.json"
     src.write_text(text)
     assert main(["constitution", "import", str(src), "--format", "llm-swarm", "-o", str(tmp_path / "o.yaml")]) == 2
     err = capsys.readouterr().err
-    assert str(src) in err and len(err.strip().splitlines()) == 1
-    assert not (tmp_path / "o.yaml").exists()
+    assert str(src) in err and expect in err and len(err.strip().splitlines()) == 1
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["in.json"]
+
+
+@pytest.mark.parametrize("where", ["a-directory", "under-a-file"])
+def test_import_to_an_unwritable_output(where, tmp_path, capsys):
+    src = tmp_path / "in.json"
+    src.write_text('{"constitutions": [{"critic": "Harmful?", "revision": "Rewrite it."}]}')
+    (tmp_path / "d").mkdir()
+    out = tmp_path / "d" if where == "a-directory" else src / "o.yaml"
+    assert main(["constitution", "import", str(src), "--format", "llm-swarm", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {out}: cannot write") and len(err.strip().splitlines()) == 1
+    assert sorted(f.name for f in tmp_path.rglob("*")) == ["d", "in.json"]
+
+
+def test_import_name_made_to_fit(tmp_path, capsys):
+    """A name (or file stem) that starts with '_' or '.' was a pydantic traceback; it is made to fit."""
+    src = tmp_path / "_swarm.json"
+    src.write_text('{"constitutions": [{"critic": "Harmful?"}]}')
+    for name, expect in ((None, "swarm"), ("_my rules", "my_rules"), ("!!!", "imported")):
+        out = tmp_path / "o.yaml"
+        assert main(["constitution", "import", str(src), "--format", "llm-swarm", "-o", str(out)]
+                    + (["--name", name] if name else [])) == 0
+        assert load_constitution(out).name == expect
 
 
 def test_show_renders(capsys):

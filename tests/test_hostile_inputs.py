@@ -169,7 +169,7 @@ def _run_main(args, capsys) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize("which", sorted(JSONL_READERS))
-@pytest.mark.parametrize("case", ["huge-text", "huge-line", "file-over-limit", "bad-utf8"])
+@pytest.mark.parametrize("case", ["huge-text", "huge-line", "file-over-limit", "bad-utf8", "lone-surrogate"])
 def test_oversized_or_undecodable_jsonl(which, case, project, capsys, monkeypatch):
     monkeypatch.chdir(project)
     bad = project / f"{which}.bad.jsonl"
@@ -183,6 +183,10 @@ def test_oversized_or_undecodable_jsonl(which, case, project, capsys, monkeypatc
         monkeypatch.setenv("RLAIF_MAX_FILE_BYTES", str(1 << 20))
         write_jsonl(bad, [JSONL_READERS[which]("a normal text " * 100)] * 2000)
         msg = "RLAIF_MAX_FILE_BYTES"
+    elif case == "lone-surrogate":  # valid UTF-8 and JSON, but "\udc00" decodes to a str nothing can encode
+        bad.write_text(json.dumps(JSONL_READERS[which]("ok \U0001F600")) + "\n"
+                       + json.dumps(JSONL_READERS[which]("x")).replace('"x"', '"bad \\udc00"') + "\n")
+        msg = ":2: holds an escape of half a UTF-16 surrogate pair"
     else:
         bad.write_bytes(json.dumps(JSONL_READERS[which]("fine")).encode() + b"\n" + json.dumps(JSONL_READERS[which]("x")).encode()
                         .replace(b'"x"', b'"caf\xe9"') + b"\n")
@@ -193,12 +197,14 @@ def test_oversized_or_undecodable_jsonl(which, case, project, capsys, monkeypatc
 
 
 @pytest.mark.parametrize("which", ["constitution", "config"])
-def test_yaml_bad_utf8(which, project, capsys, monkeypatch):
+@pytest.mark.parametrize("case", ["bad-utf8", "lone-surrogate"])
+def test_yaml_bad_utf8(which, case, project, capsys, monkeypatch):
     monkeypatch.chdir(project)
     bad = project / "bad.yaml"
-    bad.write_bytes(b"name: x\n# caf\xe9\n")
+    bad.write_bytes(b"name: x\n# caf\xe9\n" if case == "bad-utf8" else b'name: x\nversion: "bad \\ud800"\n')
     code, err = _run_main(_set_input(project, which, str(bad)), capsys)
-    _assert_refused(code, err, "bad.yaml:2: not UTF-8", project)
+    _assert_refused(code, err, "bad.yaml:2: not UTF-8" if case == "bad-utf8" else "bad.yaml:2: version: holds an escape",
+                    project)
 
 
 # ---------------------------------------------------------------- regex checks
