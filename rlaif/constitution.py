@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import regex
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, PrivateAttr, ValidationError, field_validator, model_validator
 
 from rlaif import safeio
 from rlaif.errors import RlaifError
@@ -65,7 +65,7 @@ class RegexCheck(_Strict):
 
     type: Literal["regex"]
     pattern: str
-    effect: float
+    effect: FiniteFloat
 
     @field_validator("pattern")
     @classmethod
@@ -128,7 +128,7 @@ class MaxWordsCheck(_Strict):
 
     type: Literal["max_words"]
     limit: int = Field(gt=0)
-    effect: float
+    effect: FiniteFloat
 
     def apply(self, text: str) -> float:
         return self.effect if len(text.split()) > self.limit else 0.0
@@ -139,7 +139,7 @@ class MinWordsCheck(_Strict):
 
     type: Literal["min_words"]
     limit: int = Field(gt=0)
-    effect: float
+    effect: FiniteFloat
 
     def apply(self, text: str) -> float:
         return self.effect if len(text.split()) < self.limit else 0.0

@@ -40,6 +40,9 @@ BAD = {
     "missing-principles": ("name: x\nversion: '1'\n", "principles", "missing"),
     "bad-id": (GOOD.replace("id: concise", "id: Concise Principle"), "principles.2.id", "pattern"),
     "tags-not-list": (GOOD.replace("applies_to:\n  - helpful", "applies_to: 7"), "principles.1.applies_to", "list"),
+    # A NaN or infinite effect made every score of the principle NaN (inf - inf) and passed lint.
+    "nan-effect": (GOOD.replace("effect: -0.5", "effect: .nan"), "principles.0.checks.0.effect", "finite"),
+    "inf-effect": (GOOD.replace("effect: -0.3", "effect: -.inf"), "principles.2.checks.0.effect", "finite"),
     # A "\ud800" escape makes a str no hash or output file can encode (was a UnicodeEncodeError traceback).
     "lone-surrogate": (GOOD.replace("text: Prefer the response that declines harmful requests.",
                                     'text: "Prefer the \\ud800 response."'), "principles.0.text", "surrogate"),
