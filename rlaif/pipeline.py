@@ -287,9 +287,9 @@ def open_run(cfg: PipelineConfig, workdir: str | None = None, round_ctx=None) ->
 
 
 def run_pipeline(cfg: PipelineConfig, names: tuple[str, ...] = stages.NAMES, workdir: str | None = None,
-                 force: bool = False, refresh: tuple[str, ...] = (), round_ctx=None) -> Run:
-    """Run ``names`` in order (each skipped when unchanged, unless ``force``; the stages in
-    ``refresh`` always run); ``round_ctx``: the rounds.RoundContext of round k >= 2."""
+                 force: bool = False, round_ctx=None) -> Run:
+    """Run ``names`` in order (each skipped when unchanged, unless ``force``); ``round_ctx``: the
+    rounds.RoundContext of round k >= 2."""
     from rlaif.train.hf import quiet_hf
 
     run = open_run(cfg, workdir, round_ctx)
@@ -297,7 +297,7 @@ def run_pipeline(cfg: PipelineConfig, names: tuple[str, ...] = stages.NAMES, wor
     try:
         for s in names:
             try:
-                run.run_stage(s, force=force or s in refresh, explicit=len(names) == 1)
+                run.run_stage(s, force=force, explicit=len(names) == 1)
             except Exception as e:
                 from rlaif.outputs import disk_full
 

@@ -27,11 +27,12 @@ changing one re-runs only the stages of rounds >= 2 it reaches.
 
 Skipping and resuming are the pipeline's own, per round: an unchanged re-run skips every stage
 of every round; a killed run resumes in the round it was in (the rounds before it are skipped).
-The one thing the stage hashes cannot see is that round k-1's policy changed in place (its path
-stays the same): round k records the hash of the policy it copied (``round_source.json``) and
-redoes the copy (and the critique stage, whose first answers that policy writes) when it differs
-(the stages after it then re-run if the copy's files differ). A round >= 2 trains no SFT, so its
-critique stage's revisions reach training through the mix only (``critique.in_mix``).
+Round k-1's policy can change in place (its path stays the same), so the content hash of the
+policy round k starts from is in the input hash of round k's ``sft`` (the copy) and ``critique``
+(whose first answers that policy writes) stages (``source_parts``): a changed policy re-runs them,
+and the stages after them when the copy's files differ, whenever the run is killed; the round
+also records the version it started from in ``round_source.json``. A round >= 2 trains no SFT,
+so its critique stage's revisions reach training through the mix only (``critique.in_mix``).
 
 After the last round ``rounds.json``, ``rounds.md`` and ``rounds.png`` in the run directory hold
 the per-round figures (rlaif/rounds_report.py) and report.md links them.
@@ -55,11 +56,13 @@ if TYPE_CHECKING:  # pragma: no cover
 @dataclass(frozen=True)
 class RoundContext:
     """What round ``k`` >= 2 knows of the rounds before it: their run directories (``earlier[0]``
-    is round 1's, whose ``sft`` is the SFT policy) and the ``iteration`` settings."""
+    is round 1's, whose ``sft`` is the SFT policy), the ``iteration`` settings and the version of round
+    k-1's policy it starts from."""
 
     k: int
     earlier: tuple[RunLayout, ...]
     settings: IterationConfig
+    source_hash: str = "missing"  # the content hash of round k-1's policy, which this round starts from
 
     @property
     def first(self) -> RunLayout:
@@ -91,6 +94,14 @@ def _stage_info(layout: RunLayout, stage: str) -> dict:
 
 def context(run: Run) -> RoundContext | None:
     return getattr(run, "round", None)
+
+
+# ------------------------------------------------------------------ the policy a round starts from
+def source_parts(run: Run) -> dict:
+    """In a round >= 2, the content hash of round k-1's policy (its ``sft`` stage copies it, its critique
+    stage answers with it): the path alone stays the same when that policy is retrained in place."""
+    ctx = context(run)
+    return {} if ctx is None else {"round_source": ctx.source_hash}
 
 
 # ------------------------------------------------------------------ iteration.reference
@@ -191,20 +202,6 @@ def round_config(cfg: PipelineConfig, previous_policy: Path) -> PipelineConfig:
     return cfg.model_copy(update={"policy": policy, "rounds": 1, "workdir": None})
 
 
-def _source_changed(layout: RunLayout, source_hash: str) -> bool:
-    """Whether round k's ``sft`` copy was made from another version of round k-1's policy than
-    ``source_hash`` (or from an unknown one: a copy exists but no stamp, e.g. after a kill)."""
-    stamp = layout.round_source
-    if not (layout.sft / "config.json").exists():
-        return False  # no copy yet: the sft stage runs anyway
-    if not stamp.exists():
-        return True
-    try:
-        return json.loads(stamp.read_text()).get("policy_hash") != source_hash
-    except (ValueError, AttributeError):
-        return True
-
-
 def _stamp_source(layout: RunLayout, source: Path, source_hash: str) -> None:
     tmp = layout.round_source.with_suffix(".tmp")
     tmp.write_text(json.dumps({"policy": str(source), "policy_hash": source_hash}))
@@ -223,15 +220,11 @@ def run_rounds(cfg: PipelineConfig, names: tuple[str, ...], workdir: str | None 
         previous = runs[-1].layout.policy
         source_hash = dir_hash(previous)
         layout = RunLayout(root.round_dir(k))
-        # The critique stage's first answers come from that policy too (its calls are keyed by its content).
-        refresh = ("critique", "sft") if _source_changed(layout, source_hash) else ()
-        # Stamped before the round runs: a copy cut short leaves its sft stage unfinished (re-run anyway), and a
-        # kill later in the round then resumes without copying again.
+        # A record only: which version the round starts from is in its sft and critique stages' input hashes.
         layout.root.mkdir(parents=True, exist_ok=True)
         _stamp_source(layout, previous, source_hash)
-        ctx = RoundContext(k, tuple(r.layout for r in runs), cfg.iteration)
-        runs.append(run_pipeline(round_config(cfg, previous), names, str(layout.root), force=force, refresh=refresh,
-                                 round_ctx=ctx))
+        ctx = RoundContext(k, tuple(r.layout for r in runs), cfg.iteration, source_hash)
+        runs.append(run_pipeline(round_config(cfg, previous), names, str(layout.root), force=force, round_ctx=ctx))
     if cfg.rounds > 1 and "eval" in names:
         from rlaif.rounds_report import write_rounds_report
 

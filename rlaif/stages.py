@@ -75,6 +75,8 @@ def revisions_in_mix(cfg: PipelineConfig) -> bool:
 
 
 def _critique_parts(run: Run) -> dict:
+    from rlaif.rounds import source_parts
+
     served = run.cfg.generate.backend == "openai"
     return {"critique": run.cfg.critique.model_dump(mode="json", exclude={"batch_size", "in_mix", "in_sft",
                                                                           "examples"}),
@@ -86,7 +88,7 @@ def _critique_parts(run: Run) -> dict:
             "policy": None if served else (run.cfg.policy.model_dump(mode="json", include={"model", "tiny"})
                                            | {"sft_data": run.inputs.file_hashes.get("sft_data")}),
             "served": run.cfg.generate.served.model_dump(mode="json", include={"model", "base_url"})
-            if served else None}
+            if served else None, **({} if served else source_parts(run))}  # a round >= 2: the version it starts from
 
 
 def _critique(run: Run) -> dict:
@@ -101,8 +103,11 @@ def _sft_needs(cfg: PipelineConfig) -> tuple[str, ...]:
 
 
 def _sft_parts(run: Run) -> dict:
+    from rlaif.rounds import source_parts
+
     return {"policy": run.cfg.policy.model_dump(mode="json", exclude={"sft_data"}),
-            "sft_data": run.inputs.file_hashes.get("sft_data")}
+            "sft_data": run.inputs.file_hashes.get("sft_data"),
+            **source_parts(run)}  # a round >= 2: the content of the previous round's policy it copies
 
 
 def _sft(run: Run) -> dict:

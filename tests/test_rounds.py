@@ -92,3 +92,41 @@ def test_two_rounds_chain_skip_and_resume_in_round(tiny_project, monkeypatch):
     assert {n: s2.stage(n)["finished_at"] for n in finished} == finished
     s2.close()
     assert (run / "report.md").read_text().count("## Rounds") == 1
+
+
+@pytest.mark.slow
+def test_previous_policy_changed_then_killed_before_the_copy_resumes_with_the_new_policy(tiny_project, monkeypatch):
+    """Round 1's policy changed in place; the run is killed after round 2 noted the new version but before its
+    ``sft`` stage copied it: the resumed run must copy the new policy, not keep the old copy."""
+    import shutil
+
+    import torch
+    from conftest import interrupt_on_call
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from rlaif import pipeline as pipeline_mod
+    from rlaif.rounds import run_rounds
+
+    cfg = load_config(tiny_project / "pipeline.yaml", ["rounds=2"])
+    run, r2 = tiny_project / "run", tiny_project / "run" / "rounds" / "2"
+    run_rounds(cfg.model_copy(update={"rounds": 1}), ("sft",))
+    shutil.copytree(run / "sft", run / "policy")  # round 1's "trained" policy (only sft runs here)
+    run_rounds(cfg, ("sft",))
+
+    def weights(d):
+        return load_file(str(d / "model.safetensors"))
+
+    assert all(torch.equal(a, b) for a, b in zip(weights(run / "policy").values(), weights(r2 / "sft").values()))
+    model = AutoModelForCausalLM.from_pretrained(str(run / "policy"))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.5)
+    model.save_pretrained(str(run / "policy"))  # round 1's policy retrained in place
+    real = interrupt_on_call(monkeypatch, pipeline_mod, "open_run", 2)  # killed as round 2 opens
+    with pytest.raises(KeyboardInterrupt):
+        run_rounds(cfg, ("sft",))
+    monkeypatch.setattr(pipeline_mod, "open_run", real)
+    run_rounds(cfg, ("sft",))
+    new, copied = weights(run / "policy"), weights(r2 / "sft")
+    assert all(torch.equal(new[k], copied[k]) for k in new)
