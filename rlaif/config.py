@@ -404,6 +404,10 @@ def _check_judge_reward(cfg: PipelineConfig, loaded: LoadedYaml, touched: dict[s
 
 
 def _check_iteration(cfg: PipelineConfig, loaded: LoadedYaml, touched: dict[str, str]) -> None:
+    if cfg.rounds > 1 and cfg.generate.backend == "openai":  # round k would sample the served model, not round k-1's
+        raise RlaifError(f"{_where(loaded, touched, 'generate.backend')} generate.backend: rounds: {cfg.rounds} samples "
+                         "each round from the previous round's trained policy, which a served policy is not; set "
+                         "generate.backend: transformers, or rounds: 1 and serve each round's policy by hand")
     pt = cfg.policy_training
     if cfg.rounds > 1 and cfg.iteration.reference == "sft" and pt.lora is not None and pt.algorithm in ("rloo", "grpo"):
         raise RlaifError(f"{_where(loaded, touched, 'iteration.reference')} iteration.reference: {pt.algorithm} with "

@@ -45,6 +45,9 @@ BAD = {
     "earlier-pairs": (["iteration.earlier_pairs=maybe"], "iteration.earlier_pairs"),
     "lora-rloo-sft": (["rounds=2", "iteration.reference=sft", "policy_training.algorithm=rloo",
                        "policy_training.lora={r: 4}"], "iteration.reference"),
+    # a served policy is not the previous round's: every round would sample the same served model
+    "rounds-served-policy": (["rounds=2", "generate.backend=openai", "generate.served.model=policy",
+                              "generate.served.base_url=http://127.0.0.1:9/v1"], "generate.backend"),
 }
 
 
