@@ -48,6 +48,15 @@ def intact(path: Path, files: dict[str, int] | None) -> bool:
     return True
 
 
+def write_whole(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all (a temporary file renamed over it): a kill mid-write leaves the
+    old file, never a cut one."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def disk_full(e: BaseException) -> bool:
     """Whether ``e`` (or an exception behind it) says the disk is full: ENOSPC/EDQUOT, sqlite's
     "database or disk is full", safetensors' StorageFull, torch.save's failed write."""

@@ -115,23 +115,26 @@ ROUNDS_SECTION = "## Rounds"
 
 
 def write_rounds_report(root: RunLayout, layouts: list[RunLayout]) -> list[dict]:
-    """rounds.json, rounds.md, rounds.png in the first round's directory; a section in its report.md."""
+    """rounds.json, rounds.md, rounds.png in the first round's directory; a section in its report.md
+    (each written whole or not at all: report.md is round 1's eval output, not written again by it)."""
+    from rlaif.outputs import write_whole
+
     reports = [json.loads(lay.report_json.read_text()) if lay.report_json.exists() else {} for lay in layouts]
     rows = [round_row(rep, k, reports[0]) | {"dir": str(lay.root)}
             for k, (rep, lay) in enumerate(zip(reports, layouts), start=1)]
-    root.rounds_json.write_text(json.dumps(rows, indent=2))
+    write_whole(root.rounds_json, json.dumps(rows, indent=2))
     lines = [ROUNDS_SECTION, "", "Each round starts from the previous round's policy (round 1: the SFT policy); every "
              "round's trained policy is measured against the SFT policy on the held-out prompts (the judge's win "
              "rate, the KL, the reward under round 1's reward model), and the judge's win rate against the previous "
              "round's policy is shown too. Round k's run directory is `rounds/<k>/`.", "",
              *rounds_table(rows), "", "![rounds](rounds.png)", ""]
-    root.rounds_md.write_text("\n".join(lines))
+    write_whole(root.rounds_md, "\n".join(lines))
     _plot(root, rows)
     md = root.report_md
     if md.exists():  # replace an earlier rounds section, keep the rest of the report
         text = md.read_text()
         text = text.split("\n" + ROUNDS_SECTION + "\n")[0].rstrip("\n") + "\n\n"
-        md.write_text(text + "\n".join(lines))
+        write_whole(md, text + "\n".join(lines))
     return rows
 
 

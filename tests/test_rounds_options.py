@@ -220,3 +220,40 @@ def test_rounds_report_table_and_plot_hold_every_figure_against_sft(tmp_path):
     assert "0.800 [0.750, 0.850]" in md and (tmp_path / "rounds.png").stat().st_size > 1000
     write_rounds_report(layouts[0], layouts)  # again: the section is replaced, not added
     assert layouts[0].report_md.read_text().count(ROUNDS_SECTION) == 1
+
+
+def test_a_kill_while_the_rounds_section_is_written_keeps_report_md_whole(tmp_path, monkeypatch):
+    """report.md is round 1's eval output, rewritten with the rounds section after every run: a kill in that
+    write must leave the old report whole (the next run keeps the text before the section and adds it again;
+    a cut report stayed cut for good, since round 1's eval, whose output is report.json, is not re-run)."""
+    import json
+    import pathlib
+
+    from rlaif.rounds_report import ROUNDS_SECTION, write_rounds_report
+
+    pol = {"algorithm": "dpo", "judge_win_rate_vs_ref": {"rate": 0.6}, "harmless_rate": {"sft": 0.4, "trained": 0.5},
+           "kl": 1.0, "reward_before": 0.1, "reward_after": 0.2}
+    layouts = [RunLayout(tmp_path), RunLayout(tmp_path / "rounds" / "2")]
+    layouts[1].root.mkdir(parents=True)
+    for lay in layouts:
+        lay.report_json.write_text(json.dumps({"policy": pol}))
+    body = "# report\n\n" + "a line of the report\n" * 200
+    layouts[0].report_md.write_text(body)
+    write_rounds_report(layouts[0], layouts)
+    whole = layouts[0].report_md.read_text()
+    real = pathlib.Path.write_text
+
+    def killed_midway(self, data, *a, **kw):
+        if self.name.startswith("report.md"):
+            real(self, data[:len(data) // 2], *a, **kw)
+            raise KeyboardInterrupt
+        return real(self, data, *a, **kw)
+
+    monkeypatch.setattr(pathlib.Path, "write_text", killed_midway)
+    with pytest.raises(KeyboardInterrupt):
+        write_rounds_report(layouts[0], layouts)
+    monkeypatch.setattr(pathlib.Path, "write_text", real)
+    assert layouts[0].report_md.read_text() == whole
+    write_rounds_report(layouts[0], layouts)  # the next run
+    text = layouts[0].report_md.read_text()
+    assert text.startswith(body) and text.count(ROUNDS_SECTION) == 1
