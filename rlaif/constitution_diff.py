@@ -46,7 +46,7 @@ class ConstitutionDiff:
     new_name: str
     old_hash: str
     new_hash: str
-    header: dict[str, tuple] = field(default_factory=dict)  # name/version/description: (old, new)
+    header: dict[str, tuple] = field(default_factory=dict)  # name/version/description/order: (old, new)
     principles: list[PrincipleChange] = field(default_factory=list)
 
     def of(self, status: str) -> list[PrincipleChange]:
@@ -77,6 +77,12 @@ def diff_constitutions(old: Constitution, new: Constitution) -> ConstitutionDiff
             d.header[key] = (a, b)
     old_by = {p.id: p for p in old.principles}
     new_ids = {p.id for p in new.principles}
+    # The order is part of the constitution (and its hash): weighted principle draws (judge.principles:
+    # sample, the critique stage) walk the list in order, so a reorder changes which principle is drawn.
+    old_order = [p.id for p in old.principles if p.id in new_ids]
+    new_order = [p.id for p in new.principles if p.id in old_by]
+    if old_order != new_order:
+        d.header["order"] = (old_order, new_order)
     removed = [p for p in old.principles if p.id not in new_ids]
     for p in new.principles:
         o = old_by.get(p.id)
@@ -100,7 +106,7 @@ def diff_constitutions(old: Constitution, new: Constitution) -> ConstitutionDiff
 
 
 def _short(v, n: int = 70) -> str:
-    s = v if isinstance(v, str) else repr(v)
+    s = v if isinstance(v, str) else ", ".join(map(str, v)) if isinstance(v, list) else repr(v)
     s = " ".join(s.split())
     return s if len(s) <= n else s[:n - 1] + "…"
 

@@ -69,6 +69,23 @@ def test_added_removed_renamed_and_identical():
     assert same.identical and all(c.status == "unchanged" for c in same.principles)
 
 
+def test_reorder_is_named(tmp_path, capsys):
+    """Reordered principles change the hash (and weighted draws); the diff said only 'unchanged'."""
+    old = _write(tmp_path / "old.yaml", _c())
+    new = _write(tmp_path / "new.yaml", _c(lambda c: c["principles"].reverse()))
+    assert main(["constitution", "diff", str(old), str(new), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    ids = [p["id"] for p in CONSTITUTION["principles"]]
+    assert not out["identical"] and out["header"] == {"order": [ids, ids[::-1]]}
+    assert out["counts"]["unchanged"] == len(ids)
+    assert main(["constitution", "diff", str(old), str(new)]) == 0
+    assert f"order: {', '.join(ids)} → {', '.join(ids[::-1])}" in capsys.readouterr().out
+    # A removal or addition alone is not a reorder.
+    d = diff_constitutions(Constitution.model_validate(_c()),
+                           Constitution.model_validate(_c(lambda c: c["principles"].pop(1))))
+    assert "order" not in d.header
+
+
 def test_cli_json_and_rich(tmp_path, capsys):
     old = _write(tmp_path / "old.yaml", _c())
     new = _write(tmp_path / "new.yaml", _c(lambda c: (_p(c, "concise").update(weight=2.5), c.update(version="2"))))
