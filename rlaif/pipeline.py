@@ -287,13 +287,15 @@ def open_run(cfg: PipelineConfig, workdir: str | None = None, round_ctx=None) ->
 
 
 def run_pipeline(cfg: PipelineConfig, names: tuple[str, ...] = stages.NAMES, workdir: str | None = None,
-                 force: bool = False, round_ctx=None) -> Run:
+                 force: bool = False, round_ctx=None, keep_lock: bool = False) -> Run:
     """Run ``names`` in order (each skipped when unchanged, unless ``force``); ``round_ctx``: the
-    rounds.RoundContext of round k >= 2."""
+    rounds.RoundContext of round k >= 2; ``keep_lock``: on success the run directory's lock stays
+    held (``run.lock``; the caller releases it: the rounds after round 1 read and write its directory)."""
     from rlaif.train.hf import quiet_hf
 
     run = open_run(cfg, workdir, round_ctx)
     quiet_hf()
+    done = False
     try:
         for s in names:
             try:
@@ -305,8 +307,10 @@ def run_pipeline(cfg: PipelineConfig, names: tuple[str, ...] = stages.NAMES, wor
                     raise
                 raise RlaifError(f"{run.workdir}: disk full during {s} ({type(e).__name__}); free space and "
                                  "re-run the same command to resume", exit_code=1) from None
+        done = True
     finally:
         write_manifest(run)
         run.store.close()
-        run.lock.release()
+        if not (keep_lock and done):
+            run.lock.release()
     return run

@@ -211,10 +211,22 @@ def _stamp_source(layout: RunLayout, source: Path, source_hash: str) -> None:
 def run_rounds(cfg: PipelineConfig, names: tuple[str, ...], workdir: str | None = None,
                force: bool = False) -> list[Run]:
     """Run ``names`` in every round (``cfg.rounds`` of them) and write the per-round figures."""
+    from rlaif.pipeline import run_pipeline
+
+    # Round 1's directory stays locked until the last round is done: the later rounds read its outputs and
+    # write its rounds report (one writer per run directory, rlaif/runlock.py).
+    runs = [run_pipeline(cfg, names, workdir, force=force, keep_lock=True)]
+    try:
+        _later_rounds(cfg, names, runs, force)
+    finally:
+        runs[0].lock.release()
+    return runs
+
+
+def _later_rounds(cfg: PipelineConfig, names: tuple[str, ...], runs: list[Run], force: bool) -> None:
     from rlaif.hashing import dir_hash
     from rlaif.pipeline import run_pipeline
 
-    runs = [run_pipeline(cfg, names, workdir, force=force)]
     root = runs[0].layout
     for k in range(2, cfg.rounds + 1):
         previous = runs[-1].layout.policy
@@ -229,4 +241,3 @@ def run_rounds(cfg: PipelineConfig, names: tuple[str, ...], workdir: str | None 
         from rlaif.rounds_report import write_rounds_report
 
         write_rounds_report(root, [r.layout for r in runs])
-    return runs

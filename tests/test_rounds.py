@@ -130,3 +130,39 @@ def test_previous_policy_changed_then_killed_before_the_copy_resumes_with_the_ne
     run_rounds(cfg, ("sft",))
     new, copied = weights(run / "policy"), weights(r2 / "sft")
     assert all(torch.equal(new[k], copied[k]) for k in new)
+
+
+@pytest.mark.slow
+def test_the_run_directory_stays_locked_while_its_later_rounds_run(tiny_project, monkeypatch):
+    """Rounds >= 2 read round 1's outputs and end by rewriting its report.md and rounds.json: a second
+    command must not get round 1's directory (one writer per run directory) until the last round is done."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from rlaif import pipeline as pipeline_mod
+    from rlaif import runlock
+    from rlaif.rounds import run_rounds
+
+    cfg = load_config(tiny_project / "pipeline.yaml", ["rounds=2"])
+    run = tiny_project / "run"
+    run_rounds(cfg.model_copy(update={"rounds": 1}), ("sft",))
+    shutil.copytree(run / "sft", run / "policy")  # round 1's "trained" policy (only sft runs here)
+    env = {k: v for k, v in os.environ.items() if k != runlock.HELD_ENV}
+
+    def other_process_locks() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", "import sys; from rlaif import runlock; runlock.acquire(sys.argv[1])",
+                               str(run)], env=env, capture_output=True, text=True, timeout=60)
+
+    real, tries = pipeline_mod.open_run, []
+
+    def open_run(c, workdir=None, round_ctx=None):
+        if round_ctx is not None:  # round 2 starts
+            tries.append(other_process_locks())
+        return real(c, workdir, round_ctx)
+
+    monkeypatch.setattr(pipeline_mod, "open_run", open_run)
+    run_rounds(cfg, ("sft",))
+    assert len(tries) == 1 and tries[0].returncode != 0 and "in use by another rlaif command" in tries[0].stderr
+    assert other_process_locks().returncode == 0  # released when the rounds are done
