@@ -103,25 +103,19 @@ def _cmd_constitution(args) -> int:
         render(load_constitution(args.file))
         return 0
     if args.action == "import":
-        import contextlib
-        import os
         from pathlib import Path
 
         from rlaif.constitution import dump_constitution, import_llm_swarm
-        from rlaif.outputs import disk_full
+        from rlaif.outputs import disk_full, write_whole
 
         c = import_llm_swarm(args.file, args.name)
         out = Path(args.output)
         text = (f"# Imported by `rlaif constitution import --format {args.format}` from {Path(args.file).name}\n"
                 + dump_constitution(c))
-        tmp = out.with_name(f".{out.name}.tmp")
-        try:  # written whole or not at all: a temporary file renamed over the output
+        try:
             out.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, out)
+            write_whole(out, text)
         except OSError as e:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
             if disk_full(e):
                 raise
             raise RlaifError(f"{out}: cannot write the constitution ({e.strerror or e}); "

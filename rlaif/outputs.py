@@ -9,6 +9,7 @@ crashing the next one. Only stdlib imports.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import sqlite3
 from pathlib import Path
@@ -53,8 +54,13 @@ def write_whole(path: Path, text: str) -> None:
     old file, never a cut one."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    except BaseException:  # a full disk, a directory at ``path``: no temporary file left behind
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
 
 
 def disk_full(e: BaseException) -> bool:
