@@ -354,9 +354,11 @@ def llm_swarm_dialogues(path: str | Path) -> list[list[dict[str, str]]]:
     out = []
     for i, d in enumerate(dialogues):
         msgs = chat.check_messages(d, f"{p}: system_chat[{i}]")
-        if msgs[-1]["role"] != "assistant" or any(m["role"] == "system" for m in msgs):
-            raise RlaifError(f"{p}: system_chat[{i}]: a dialogue is user and assistant turns ending with the "
-                             "assistant's; fix or drop it")
+        # Spliced between the prompt's system message and its first user turn, a dialogue must alternate
+        # user/assistant from a user turn (chat templates such as Mistral's refuse anything else).
+        if len(msgs) % 2 or any(m["role"] != ("user", "assistant")[j % 2] for j, m in enumerate(msgs)):
+            raise RlaifError(f"{p}: system_chat[{i}]: a dialogue is user and assistant turns, alternating from the "
+                             "user's and ending with the assistant's; fix or drop it")
         out.append(msgs)
     return out
 

@@ -153,6 +153,10 @@ EXAMPLES_REFUSED = {  # case: (file content, what the one line says)
     "no-system-chat": ({}, "non-empty 'system_chat' list"),
     "dialogue-ends-with-user": ({"system_chat": [[{"role": "user", "content": "Hi"}]]}, "ending with the assistant"),
     "not-messages": ({"system_chat": [["hello"]]}, "system_chat[0]: message 0"),
+    # These passed and put an assistant turn first or two user turns in a row into every critique call.
+    "dialogue-starts-with-assistant": ({"system_chat": [[{"role": "assistant", "content": "Hi"}]]}, "alternating"),
+    "two-user-turns": ({"system_chat": [[{"role": "user", "content": "Hi"}, {"role": "user", "content": "Hm?"},
+                                         {"role": "assistant", "content": "Hello"}]]}, "alternating"),
 }
 
 
