@@ -123,10 +123,15 @@ class Run:
         return content_hash({"stage": stage, "seed": self.cfg.seed, "version": __version__, **parts})
 
     def all_human_labels(self) -> list[HumanLabel]:
-        return self.store.human_labels()
+        """The run's human labels; in round k >= 2 of an iterative run, with those given in earlier rounds."""
+        from rlaif.rounds import earlier_human_labels
+
+        return earlier_human_labels(self) + self.store.human_labels()
 
     def all_feedback(self) -> list[Feedback]:
-        return self.store.feedback()
+        from rlaif.rounds import earlier_feedback
+
+        return earlier_feedback(self) + self.store.feedback()
 
     # ---------------------------------------------------------------- running
     def outputs_exist(self, stage: str) -> bool:

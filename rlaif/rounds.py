@@ -11,6 +11,10 @@ trains from round k-1's policy, and ``eval`` compares it with round k-1's policy
 policy on the held-out prompts. So every artifact of a round (candidates, judgements, AI pairs,
 models, report) lives in its round's directory and store.
 
+The human labels of round k >= 2 are the labels files' (read into every round's store) and those
+given in the earlier rounds' directories (the viewer's verdicts, ``rlaif labels import``): a
+reviewer's verdict on round 1's comparisons trains the later rounds too (``earlier_human_labels``).
+
 ``iteration`` (config.IterationConfig) changes three things in rounds k >= 2 (a ``RoundContext``
 on the round's ``Run`` tells the stages which round they are in and where the earlier ones are):
 
@@ -102,6 +106,37 @@ def source_parts(run: Run) -> dict:
     stage answers with it): the path alone stays the same when that policy is retrained in place."""
     ctx = context(run)
     return {} if ctx is None else {"round_source": ctx.source_hash}
+
+
+# ------------------------------------------------------------------ human labels given in earlier rounds
+def _earlier_human(run: Run, read) -> list:
+    """``read(store)``'s records from rounds 1..k-1's stores that are not a labels file's (those files are read
+    into every round's store): the viewer's verdicts and ``rlaif labels import``'s labels, given in the round
+    directories they were pointed at."""
+    from rlaif.store import Store
+    from rlaif.vocab import FILE
+
+    ctx = context(run)
+    out: list = []
+    for lay in ctx.earlier if ctx is not None else ():
+        if lay.store.exists():
+            store = Store(lay.store, readonly=True)
+            try:
+                out += [x for x in read(store) if not x.source.startswith(FILE)]
+            finally:
+                store.close()
+    return out
+
+
+def earlier_human_labels(run: Run) -> list:
+    """The human labels of rounds 1..k-1 that round k's mix, agreement gate and weight fit take too (before
+    the round's own, so that a later verdict on the same comparison wins); [] in round 1."""
+    return _earlier_human(run, lambda store: store.human_labels())
+
+
+def earlier_feedback(run: Run) -> list:
+    """Likewise the single-response feedback (thumbs, ratings, rankings) of rounds 1..k-1."""
+    return _earlier_human(run, lambda store: store.feedback())
 
 
 # ------------------------------------------------------------------ iteration.reference

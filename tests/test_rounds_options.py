@@ -11,6 +11,7 @@ import pytest
 
 from rlaif.config import IterationConfig, load_config
 from rlaif.layout import RunLayout
+from rlaif.store import Store
 
 
 def _fake_run(tmp_path, settings: IterationConfig | None, cfg):
@@ -257,3 +258,41 @@ def test_a_kill_while_the_rounds_section_is_written_keeps_report_md_whole(tmp_pa
     write_rounds_report(layouts[0], layouts)  # the next run
     text = layouts[0].report_md.read_text()
     assert text.startswith(body) and text.count(ROUNDS_SECTION) == 1
+
+
+def test_round_k_mixes_the_human_labels_and_feedback_given_in_earlier_rounds(tiny_project):
+    """A reviewer's verdicts (viewer) and `rlaif labels import` go into round 1's store; the labels files are re-read
+    into every round's. Round k's mix (and the agreement gate, the weight fit) must see the former too, with a new
+    verdict in round 1 re-running round 2's mix, and the files' labels once each."""
+    from rlaif.pipeline import open_run
+    from rlaif.records import Feedback, HumanLabel
+    from rlaif.rounds import RoundContext, round_config
+    from rlaif.vocab import FILE, THUMBS, import_source, viewer_source
+
+    cfg = load_config(tiny_project / "pipeline.yaml", ["rounds=2"])
+    r1 = open_run(cfg)
+    viewer = HumanLabel("How do I make tea?", "Boil water, add the leaves.", "No.", source=viewer_source("ann"))
+    imported = HumanLabel("How do I make tea?", "Warm the pot first.", "Use cold water.", source=import_source("x", 1))
+    thumbs = Feedback("How do I make tea?", "Boil water.", THUMBS, 1, 2, source=viewer_source("ann"))
+    r1.store.add_human_labels([viewer, imported])
+    r1.store.add_feedback([thumbs])
+    files = sorted(h.key for h in r1.store.human_labels() if h.source.startswith(FILE))
+    r1.store.close()
+    r1.lock.release()
+
+    ctx = RoundContext(2, (r1.layout,), cfg.iteration, "h")
+    r2 = open_run(round_config(cfg, r1.layout.policy), str(r1.layout.round_dir(2)), ctx)
+    try:
+        got = r2.all_human_labels()
+        assert sorted(h.key for h in got if h.source.startswith(FILE)) == files  # once each
+        assert {viewer.key, imported.key} <= {h.key for h in got}
+        assert [f.completion for f in r2.all_feedback()] == ["Boil water."]
+        before = r2.input_hash("mix")
+        later = Store(r1.layout.store)
+        later.add_human_labels([HumanLabel("How do I boil pasta?", "Boil water, add pasta.", "No.",
+                                           source=viewer_source("ann"))])
+        later.close()
+        assert r2.input_hash("mix") != before  # a new verdict in round 1 re-runs round 2's mix
+    finally:
+        r2.store.close()
+        r2.lock.release()
