@@ -83,6 +83,12 @@ class FittedWeights:
         return {"weights": self.weights, "intercept": self.intercept, "length": self.length,
                 "n_train": self.n_train, "l2": self.l2, "held_out": self.held_out}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> FittedWeights:
+        """The weights a judge stage recorded (``to_dict``, in its info as ``fitted_weights``)."""
+        return cls(dict(d["weights"]), float(d["intercept"]), d.get("length"), d.get("n_train", 0),
+                   d.get("l2", 1.0), d.get("held_out") or {})
+
 
 def fit(evidence: list[Evidence], prefers_a: list[bool], principle_ids: list[str], l2: float = 1.0,
         length_features: bool = False) -> FittedWeights:
@@ -146,6 +152,20 @@ def gather_evidence(judge, constitution, rows: list[dict], jcfg, category: str |
     return out
 
 
+def principle_votes(evidence: list[Evidence], pid: str) -> list[str | None]:
+    """One principle's own vote on each comparison: the sign of its evidence (None: no verdict)."""
+    return [None if e.x.get(pid) is None else ("tie" if e.x[pid] == 0 else ("A" if e.x[pid] > 0 else "B"))
+            for e in evidence]
+
+
+def fitted_votes(fitted: FittedWeights, judge, constitution, rows: list[dict], jcfg,
+                 seed: int) -> tuple[list[str], dict[str, list[str | None]]]:
+    """The fitted weighting's vote on each row and each principle's own votes (what the agreement gate
+    measures with ``judge.weights: fitted``: the weighting that made the AI labels)."""
+    evidence = gather_evidence(judge, constitution, rows, jcfg, None, seed)
+    return [fitted.vote(e) for e in evidence], {p.id: principle_votes(evidence, p.id) for p in constitution.principles}
+
+
 def held_out_comparison(fitted: FittedWeights, evidence: list[Evidence], prefers_a: list[bool],
                         constitution) -> dict:
     """Held-out human agreement with the constitution's weights and with the fitted ones (accuracy over
@@ -162,10 +182,8 @@ def held_out_comparison(fitted: FittedWeights, evidence: list[Evidence], prefers
 
     per = {}
     for p in constitution.principles:
-        votes = [None if e.x.get(p.id) is None else ("tie" if e.x[p.id] == 0 else ("A" if e.x[p.id] > 0 else "B"))
-                 for e in evidence]
-        per[p.id] = {"agreement": agreement(human, votes)["accuracy"], "constitution_weight": p.weight,
-                     "fitted_weight": fitted.weights.get(p.id)}
+        per[p.id] = {"agreement": agreement(human, principle_votes(evidence, p.id))["accuracy"],
+                     "constitution_weight": p.weight, "fitted_weight": fitted.weights.get(p.id)}
     return {"n": len(evidence), "constitution": fig([e.constitution_vote for e in evidence]),
             "fitted": fig([fitted.vote(e) for e in evidence]), "per_principle": per}
 

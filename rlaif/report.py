@@ -334,7 +334,8 @@ def render_markdown(run, report: dict, plots: list[tuple[str, str]]) -> str:
     for stage, g in report.get("agreement_gate", {}).items():
         verdict = "passed" if g["passed"] else ("**forced** past with --force" if g["forced"] else "stopped")
         acc = "—" if g["accuracy"] is None else f"{g['accuracy']:.3f}"
-        lines += [f"Agreement gate before {stage}: judge accuracy {acc} on {g['n']} held-out human labels vs "
+        weights = f" ({g['weights']} weights)" if g.get("weights") else ""
+        lines += [f"Agreement gate before {stage}: judge accuracy{weights} {acc} on {g['n']} held-out human labels vs "
                   f"threshold {g['threshold']}: {verdict}.", ""]
     for title, fname in plots:
         lines += [f"## {title}", "", f"![{title}]({fname})", ""]

@@ -7,6 +7,7 @@ import json
 import shutil
 
 import pytest
+import yaml
 
 from rlaif.cli import main
 
@@ -111,3 +112,35 @@ def test_gate_passes_at_its_threshold_and_blocks_just_above(mixed_project, tmp_p
         finally:
             run.store.close()
             run.lock.release()
+
+
+def test_with_fitted_weights_the_gate_measures_the_fitted_weighting(tiny_project):
+    """With judge.weights: fitted the AI labels are ranked with the fitted weights, so the gate measures those
+    (it measured the constitution's weights whatever ranked the labels)."""
+    from rlaif.config import load_config
+    from rlaif.errors import RlaifError
+    from rlaif.gate import held_out_agreement
+    from rlaif.pipeline import open_run
+
+    cfg = tiny_project / "pipeline.yaml"
+
+    def measured(sets, fitted=None):
+        run = open_run(load_config(cfg, sets))
+        try:
+            if fitted is not None:
+                run.results["judge"] = {"fitted_weights": fitted}
+            return held_out_agreement(run)
+        finally:
+            run.store.close()
+            run.lock.release()
+
+    const = measured([])
+    assert const["weights"] == "constitution" and const["n"] > 0
+    assert const["judge_ties"] == const["judge_unscored"] == 0  # so reversed weights give the other votes
+    ids = [p["id"] for p in yaml.safe_load((tiny_project / "constitution.yaml").read_text())["principles"]]
+    reverse = {"weights": {pid: -1.0 for pid in ids}, "intercept": 0.0, "length": None}
+    fit = measured(["judge.weights=fitted"], reverse)
+    assert fit["weights"] == "fitted" and fit["n"] == const["n"]
+    assert const["accuracy"] != 0.5 and fit["accuracy"] == pytest.approx(1 - const["accuracy"])
+    with pytest.raises(RlaifError, match="run `rlaif judge`"):
+        measured(["judge.weights=fitted"])
