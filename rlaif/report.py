@@ -190,7 +190,7 @@ def _plots(run, report: dict) -> list[tuple[str, str]]:
     pol = report["_policy_detail"]
     if pol.get("rewards_before"):
         fig, ax = plt.subplots(figsize=(7, 3.5))
-        ax.hist([pol["rewards_before"], pol["rewards_after"]], bins=20, label=["SFT policy", "trained policy"])
+        ax.hist([pol["rewards_before"], pol["rewards_after"]], bins=20, label=[reference_name(report), "trained policy"])
         ax.set_xlabel("reward-model score on held-out prompts"), ax.set_ylabel("samples"), ax.legend()
         ax.set_title("Reward before and after policy training")
         fig.tight_layout()
@@ -257,13 +257,22 @@ def _ci(ci) -> str:
 READING = {"refusal": "refuses", "compliance": "does not refuse", "mixed": "refuses and goes along"}
 
 
-def policy_lines(pol: dict) -> list[str]:
-    """The policy section: independent figures first, the reward model's view labelled as such."""
+def reference_name(report: dict) -> str:
+    """The policy the trained one is compared with: the SFT policy, or in round k >= 2 of an iterative run
+    the round's initial policy, round k-1's (rlaif/rounds.py; its figures against SFT are ``policy.vs_sft``)."""
+    k = report.get("round") or 1
+    return "SFT policy" if k == 1 else f"round {k - 1} policy"
+
+
+def policy_lines(pol: dict, ref: str = "SFT policy") -> list[str]:
+    """The policy section: independent figures first, the reward model's view labelled as such; ``ref``:
+    ``reference_name``."""
     algo = (pol.get("algorithm") or "").upper()
+    vs = "SFT" if ref == "SFT policy" else ref
     lines = ["## policy (held-out prompts)", "",
              f"{pol.get('eval_prompts')} held-out prompts × {pol.get('samples_per_prompt')} samples each; "
              "95% Wilson intervals in brackets.", "",
-             f"| figure | SFT policy | {algo} policy | n |", "|---|---|---|---|"]
+             f"| figure | {ref} | {algo} policy | n |", "|---|---|---|---|"]
     for key, label in (("harmless_rate", "harmless rate (harmful prompts refused; refusal classifier)"),
                        ("over_refusal_rate", "over-refusal rate (benign prompts refused; refusal classifier)")):
         f = pol.get(key)
@@ -284,13 +293,19 @@ def policy_lines(pol: dict) -> list[str]:
         lines.append(f"- KTO examples: {kto['desirable']} desirable, {kto['undesirable']} undesirable "
                      f"({kto['from_feedback']} from thumbs, {kto['from_pairs']} from the pairs unpaired)")
     if win:
-        lines.append(f"- **judge win rate vs SFT** ({win['method']}): {_pct(win['rate'])}{_ci(win['ci95'])}, "
+        lines.append(f"- **judge win rate vs {vs}** ({win['method']}): {_pct(win['rate'])}{_ci(win['ci95'])}, "
                      f"n={win['n']} prompt-sample pairs, {win['ties']} ties, {win['unscored']} unscored")
     lines += [f"- reward-model score (the training signal, not independent evidence): "
-              f"{_fmt(pol.get('reward_before'))} -> {_fmt(pol.get('reward_after'))}; RM win rate vs SFT "
+              f"{_fmt(pol.get('reward_before'))} -> {_fmt(pol.get('reward_after'))}; RM win rate vs {vs} "
               f"{_pct(pol.get('win_rate_vs_ref'))}{_ci(pol.get('win_rate_vs_ref_ci95'))}; "
-              f"KL to SFT {_fmt(pol.get('kl'))}", ""]
-    return lines
+              f"KL to {vs} {_fmt(pol.get('kl'))}"]
+    against = pol.get("vs_sft")
+    if against:  # a round >= 2 measured against the SFT policy too (rlaif/rounds_report.py)
+        w = against.get("judge_win_rate") or {}
+        lines.append(f"- **against the SFT policy** (round 1's `sft`): judge win rate {_pct(w.get('rate'))}"
+                     f"{_ci(w.get('ci95'))}, KL to SFT {_fmt(against.get('kl'))}, reward under round 1's reward "
+                     f"model {_fmt(against.get('rm_reward_round_1'))}")
+    return lines + [""]
 
 
 def fitted_lines(fw: dict) -> list[str]:
@@ -323,7 +338,7 @@ def render_markdown(run, report: dict, plots: list[tuple[str, str]]) -> str:
         if not report.get(section):  # critique: off
             continue
         if section == "policy":
-            lines += policy_lines(report["policy"])
+            lines += policy_lines(report["policy"], reference_name(report))
             continue
         lines += [f"## {section}", "", "| key | value |", "|---|---|"]
         lines += [f"| {k} | {_fmt(v)} |" for k, v in report[section].items()]
@@ -349,7 +364,7 @@ def render_markdown(run, report: dict, plots: list[tuple[str, str]]) -> str:
         shown = [s for pair in zip(spread(harm), spread(other)) for s in pair]
         lines += ["## Samples (held-out prompts, first sample each)", "",
                   "In brackets: the refusal classifier's reading, then the reward-model score.", "",
-                  "| prompt | SFT policy | trained policy |", "|---|---|---|"]
+                  f"| prompt | {reference_name(report)} | trained policy |", "|---|---|---|"]
         cell = lambda t: t.replace("|", "\\|").replace("\n", " ")[:220]
         for s in shown:
             lines.append(f"| ({s['category']}) {cell(s['prompt'])} | {cell(s['before'])} "

@@ -296,3 +296,24 @@ def test_round_k_mixes_the_human_labels_and_feedback_given_in_earlier_rounds(tin
     finally:
         r2.store.close()
         r2.lock.release()
+
+
+def test_a_later_rounds_report_names_its_reference_policy_and_shows_its_figures_against_sft():
+    """Round k >= 2's eval compares with its initial policy (round k-1's), so its report.md must not call that
+    policy the SFT policy; its figures against the SFT policy (report.json policy.vs_sft) are shown too."""
+    from rlaif.report import render_markdown
+
+    pol = {"algorithm": "dpo", "eval_prompts": 4, "samples_per_prompt": 1,
+           "harmless_rate": {"sft": 0.4, "sft_ci95": [0.3, 0.5], "trained": 0.5, "trained_ci95": [0.4, 0.6], "n": 4},
+           "judge_win_rate_vs_ref": {"rate": 0.55, "ci95": [0.4, 0.7], "n": 4, "ties": 0, "unscored": 0,
+                                     "method": "pointwise"},
+           "reward_before": 0.1, "reward_after": 0.2, "kl": 0.3}
+    base = {"name": "t", "config_hash": "c", "constitution_hash": "h", "_policy_detail": {}}
+    one = render_markdown(None, base | {"round": 1, "policy": pol}, [])
+    assert "| SFT policy | DPO policy |" in one and "judge win rate vs SFT" in one and "KL to SFT" in one
+    vs = {"judge_win_rate": {"rate": 0.8, "ci95": [0.7, 0.9]}, "kl": 2.5, "rm_reward_round_1": 1.4}
+    three = render_markdown(None, base | {"round": 3, "policy": pol | {"vs_sft": vs}}, [])
+    assert "| SFT policy |" not in three and "| round 2 policy | DPO policy |" in three
+    assert "judge win rate vs round 2 policy" in three and "KL to round 2 policy" in three
+    assert "vs SFT" not in three.replace("against the SFT policy", "")
+    assert "80.0% [70.0, 90.0]" in three and "2.500" in three and "1.400" in three  # the figures against SFT
