@@ -70,13 +70,17 @@ class RegexCheck(_Strict):
     @field_validator("pattern")
     @classmethod
     def _compiles(cls, v: str) -> str:
+        shown = repr(v) if len(v) <= 80 else repr(v[:77]) + "..."
         try:
             parsed = _sre_parser.parse(v)
             regex.compile(v)
+            nested = _nested_quantifier(parsed)
         except (re.error, regex.error) as e:
-            raise ValueError(f"bad regex {v!r}: {e}") from None
-        if _nested_quantifier(parsed):
-            raise ValueError(f"regex {v!r} repeats a group that itself contains a repeat (like (a+)+), which can "
+            raise ValueError(f"bad regex {shown}: {e}") from None
+        except RecursionError:  # both parsers recurse per group: a few hundred nested groups exhaust the stack
+            raise ValueError(f"regex {shown} nests its groups too deeply to compile; flatten it") from None
+        if nested:
+            raise ValueError(f"regex {shown} repeats a group that itself contains a repeat (like (a+)+), which can "
                              "take exponential time; rewrite it without the nested repeat")
         return v
 

@@ -233,6 +233,17 @@ def test_lint_rejects_nested_repeats(pattern, tmp_path, capsys):
     assert f"{p}:7: principles.0.checks.0.pattern:" in err and "nested repeat" in err, err
 
 
+@pytest.mark.parametrize("depth", [300, 5000], ids=["regex-stack", "both-stacks"])
+def test_lint_rejects_deeply_nested_groups(depth, tmp_path, capsys):
+    """Hundreds of nested groups exhausted the regex parsers' recursion (a RecursionError traceback)."""
+    p = tmp_path / "c.yaml"
+    p.write_text(CONSTITUTION.format(pattern=json.dumps("(?:" * depth + "a" + ")" * depth)))
+    assert main(["constitution", "lint", str(p)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{p}:7: principles.0.checks.0.pattern:" in err, err
+    assert "nests its groups too deeply" in err and len(err) < 400
+
+
 @pytest.mark.parametrize("pattern", [r"(?i)sure, here is how", r"(ab)+", r"\b(yes|no)\b", r"a{2,3}(bc)?d+"],
                          ids=["phrase", "repeated-literal-group", "alternation", "flat-repeats"])
 def test_lint_accepts_ordinary_regexes(pattern, tmp_path, capsys):
