@@ -385,6 +385,11 @@ def _check_cross_fields(cfg: PipelineConfig, loaded: LoadedYaml, touched: dict[s
     if c.enabled and c.in_sft and cfg.policy.skip_sft:
         raise RlaifError(f"{_where(loaded, touched, 'critique.in_sft')} critique.in_sft: policy.skip_sft is true, so "
                          "no SFT would train on the revisions; set critique.in_sft: false or policy.skip_sft: false")
+    if cfg.mix.min_judge_agreement is not None and cfg.mix.human_eval_fraction == 0:
+        raise RlaifError(f"{_where(loaded, touched, 'mix.min_judge_agreement')} mix.min_judge_agreement: "
+                         "mix.human_eval_fraction is 0, so no human label is held out to measure the judge on and "
+                         "the gate would stop train-rm after every earlier stage ran; raise human_eval_fraction or "
+                         "remove min_judge_agreement")
     pt = cfg.policy_training
     if pt.algorithm in ("dpo", "kto") and pt.reward != RewardWeights(reward_model=1.0):
         raise RlaifError(f"{_where(loaded, touched, 'policy_training.reward')} policy_training.reward: {pt.algorithm} "

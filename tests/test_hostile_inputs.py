@@ -273,6 +273,9 @@ RANGE = {
     "max-length-over-positions": ({"policy": {"sft": {"max_length": 512}}}, "policy.sft.max_length",
                                   "exceeds policy.tiny.n_positions"),
     "huge-model": ({"policy": {"tiny": {"n_embd": 10**9}}}, "policy.tiny.n_embd", "less than or equal"),
+    # No held-out human label: the gate could only stop train-rm, after sft, generate, judge and mix had run.
+    "gate-without-held-out-labels": ({"mix": {"min_judge_agreement": 0.6, "human_eval_fraction": 0}},
+                                     "mix.min_judge_agreement", "human_eval_fraction is 0"),
 }
 
 
