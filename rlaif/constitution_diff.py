@@ -106,9 +106,13 @@ def diff_constitutions(old: Constitution, new: Constitution) -> ConstitutionDiff
 
 
 def _short(v, n: int = 70) -> str:
+    """A value from the files, on one line, cut to ``n`` characters and escaped for rich (a principle's text
+    may hold ``[/]``, which rich would read as markup)."""
+    from rich.markup import escape
+
     s = v if isinstance(v, str) else ", ".join(map(str, v)) if isinstance(v, list) else repr(v)
     s = " ".join(s.split())
-    return s if len(s) <= n else s[:n - 1] + "…"
+    return escape(s if len(s) <= n else s[:n - 1] + "…")
 
 
 def render_diff(d: ConstitutionDiff, effects: dict | None = None, console=None) -> None:
@@ -117,7 +121,7 @@ def render_diff(d: ConstitutionDiff, effects: dict | None = None, console=None) 
     from rich.table import Table
 
     console = console or Console()
-    console.print(f"[bold]{d.old_name}[/bold] [dim]{d.old_hash}[/dim] → [bold]{d.new_name}[/bold] "
+    console.print(f"[bold]{_short(d.old_name)}[/bold] [dim]{d.old_hash}[/dim] → [bold]{_short(d.new_name)}[/bold] "
                   f"[dim]{d.new_hash}[/dim]" + ("  [green](identical)[/green]" if d.identical else ""))
     for key, (a, b) in d.header.items():
         console.print(f"  {key}: [red]{_short(a)}[/red] → [green]{_short(b)}[/green]")

@@ -307,3 +307,16 @@ def test_label_changes_count_pairs_and_principle_verdicts(tmp_path):
         assert per["y"] == {"flipped": 0, "appeared": 0, "disappeared": 1, "flipped_with_pair": 0}
         assert per["z"] == {"flipped": 0, "appeared": 1, "disappeared": 0, "flipped_with_pair": 0}
         assert not label_changes(s, "OLD", "NEVER", "gen")["available"]
+
+
+def test_markup_in_the_files_is_shown_as_written(tmp_path, capsys):
+    """rich read '[/]' in a principle's text as markup: `show` and `diff` raised MarkupError."""
+    def edit(c):
+        c["description"] = "rules [/] v1"
+        _p(c, "helpful").update(text="Prefer [bold]clear[/bold] answers [/red].", tags=["[/x]"])
+    old = _write(tmp_path / "old.yaml", _c(edit))
+    new = _write(tmp_path / "new.yaml", _c(lambda c: (edit(c), _p(c, "helpful").update(text="Prefer [/] answers."))))
+    assert main(["constitution", "show", str(old)]) == 0
+    assert "Prefer [bold]clear[/bold] answers [/red]." in capsys.readouterr().out
+    assert main(["constitution", "diff", str(old), str(new)]) == 0
+    assert "helpful.text: Prefer [bold]clear[/bold] answers [/red]. → Prefer [/] answers." in capsys.readouterr().out
