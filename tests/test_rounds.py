@@ -149,7 +149,9 @@ def test_the_run_directory_stays_locked_while_its_later_rounds_run(tiny_project,
     run = tiny_project / "run"
     run_rounds(cfg.model_copy(update={"rounds": 1}), ("sft",))
     shutil.copytree(run / "sft", run / "policy")  # round 1's "trained" policy (only sft runs here)
-    env = {k: v for k, v in os.environ.items() if k != runlock.HELD_ENV}
+    from conftest import ROOT
+
+    env = {k: v for k, v in os.environ.items() if k != runlock.HELD_ENV} | {"PYTHONPATH": str(ROOT)}
 
     def other_process_locks() -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-c", "import sys; from rlaif import runlock; runlock.acquire(sys.argv[1])",
