@@ -32,7 +32,17 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import regex
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    FiniteFloat,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from rlaif import safeio
 from rlaif.errors import RlaifError
@@ -40,6 +50,18 @@ from rlaif.hashing import content_hash
 from rlaif.yamlio import LoadedYaml, format_pydantic_errors, load_yaml
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
+
+
+def _within_text_limit(v: str) -> str:
+    """A text field of a constitution is bounded like every text field of an input (``safeio.max_text_chars``)."""
+    limit = safeio.max_text_chars()
+    if len(v) > limit:
+        raise ValueError(f"{len(v):,} characters, over the limit of {limit:,} (shorten it, or raise "
+                         "RLAIF_MAX_TEXT_CHARS)")
+    return v
+
+
+Text = Annotated[str, AfterValidator(_within_text_limit)]
 
 
 class _Strict(BaseModel):
@@ -64,7 +86,7 @@ class RegexCheck(_Strict):
     """Adds ``effect`` to the principle's score when ``pattern`` matches."""
 
     type: Literal["regex"]
-    pattern: str
+    pattern: Text
     effect: FiniteFloat
 
     @field_validator("pattern")
@@ -153,20 +175,20 @@ Check = Annotated[RegexCheck | MaxWordsCheck | MinWordsCheck, Field(discriminato
 
 
 class Examples(_Strict):
-    better: list[str] = Field(default_factory=list)
-    worse: list[str] = Field(default_factory=list)
+    better: list[Text] = Field(default_factory=list)
+    worse: list[Text] = Field(default_factory=list)
 
 
 class Principle(_Strict):
     id: str = Field(pattern=ID_PATTERN)
-    text: str
+    text: Text
     weight: float = 1.0
     tags: list[str] = Field(default_factory=list)
     applies_to: list[str] | None = None
     examples: Examples | None = None
     checks: list[Check] = Field(default_factory=list)
     # The revision request of critique/revision (CAI-style) files; judges ignore it.
-    revision: str | None = None
+    revision: Text | None = None
 
     @field_validator("text")
     @classmethod
@@ -196,7 +218,7 @@ class Principle(_Strict):
 class Constitution(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     version: str = "1"
-    description: str = ""
+    description: Text = ""
     principles: list[Principle] = Field(min_length=1)
 
     @field_validator("version", mode="before")
@@ -312,15 +334,14 @@ def import_llm_swarm(path: str | Path, name: str | None = None) -> Constitution:
         if e.get("revision") is not None and not isinstance(e["revision"], str):
             raise RlaifError(f"{p}: constitutions[{i - 1}].revision: expected a string (the revision request), "
                              f"got {type(e['revision']).__name__}; fix or remove it")
-        principles.append(
-            Principle(
-                id=_slug(e["critic"], i),
-                text=e["critic"].strip(),
-                weight=1.0,
-                tags=["imported"],
-                revision=(e.get("revision") or None),
-            )
-        )
+        try:
+            principles.append(Principle(id=_slug(e["critic"], i), text=e["critic"].strip(), weight=1.0,
+                                        tags=["imported"], revision=(e.get("revision") or None)))
+        except ValidationError as err:
+            first = err.errors()[0]
+            field = "critic" if first["loc"][0] == "text" else first["loc"][0]
+            raise RlaifError(f"{p}: constitutions[{i - 1}].{field}: {first['msg'].removeprefix('Value error, ')}; "
+                             "fix or drop the entry") from None
     n_chat = len(chats or [])
     # A constitution name starts with a letter or digit (Constitution.name); the rest is made to fit.
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", name or p.stem).lstrip("_.-") or "imported"

@@ -43,6 +43,11 @@ BAD = {
     # A NaN or infinite effect made every score of the principle NaN (inf - inf) and passed lint.
     "nan-effect": (GOOD.replace("effect: -0.5", "effect: .nan"), "principles.0.checks.0.effect", "finite"),
     "inf-effect": (GOOD.replace("effect: -0.3", "effect: -.inf"), "principles.2.checks.0.effect", "finite"),
+    # Text fields are bounded like every input's (RLAIF_MAX_TEXT_CHARS); a 15 MB principle text passed.
+    "text-over-limit": (GOOD.replace("text: Prefer the response that declines harmful requests.",
+                                     "text: " + "word " * 40_001), "principles.0.text", "over the limit of 200,000"),
+    "example-over-limit": (GOOD.replace("weight: 0.5", "weight: 0.5\n  examples: {worse: [" + "x" * 200_001 + "]}"),
+                           "principles.2.examples.worse.0", "over the limit"),
     # A "\ud800" escape makes a str no hash or output file can encode (was a UnicodeEncodeError traceback).
     "lone-surrogate": (GOOD.replace("text: Prefer the response that declines harmful requests.",
                                     'text: "Prefer the \\ud800 response."'), "principles.0.text", "surrogate"),
@@ -138,6 +143,8 @@ IMPORT_BAD = {
     # These three were tracebacks (TypeError, pydantic ValidationError, UnicodeEncodeError after writing -o).
     "system-chat-not-list": ('{"constitutions": [{"critic": "Harmful?"}], "system_chat": 5}', "system_chat"),
     "revision-not-str": ('{"constitutions": [{"critic": "Harmful?", "revision": ["x"]}]}', "revision"),
+    "critic-over-limit": ('{"constitutions": [{"critic": "' + "x" * 200_001 + '"}]}',
+                          "constitutions[0].critic: 200,001 characters, over the limit of 200,000"),
     "lone-surrogate": ('{"constitutions": [\n{"critic": "ok \\ud83d\\ude00"},\n{"critic": "bad \\udc00"}]}',
                        "in.json:3: holds an escape of half a UTF-16 surrogate"),
 }
