@@ -283,6 +283,8 @@ def open_run(cfg: PipelineConfig, workdir: str | None = None, round_ctx=None) ->
     lock = runlock.acquire(wd)  # one writer per run directory, held until the command ends
     run = Run(cfg, layout, inputs, device, Store(layout.store, check=True), round=round_ctx)
     run.lock = lock
+    if round_ctx is not None:  # a round >= 2 pays no judge call an earlier round paid (rlaif/rounds.py)
+        run.store.read_cache_also(lay.store for lay in round_ctx.earlier)
     run.store.put_prompts(inputs.prompts)
     # File labels are re-read every run (an edited file replaces its old labels); viewer labels stay.
     run.store.delete_human_labels_from(FILE)

@@ -104,6 +104,8 @@ class Store(QueueQueries, LabelQueries):
         if (readonly or not create) and not self.path.exists():
             raise RlaifError(f"{self.path}: no run store here (run `rlaif run CONFIG` first)")
         self.db: sqlite3.Connection | None = None
+        self._cache_also: list[Path] = []  # read_cache_also
+        self._also_open: dict[int, Store] = {}
         try:
             self._open(readonly, check)
         except BaseException:
@@ -187,6 +189,8 @@ class Store(QueueQueries, LabelQueries):
             raise sqlite3.DatabaseError("damaged: " + detail[:300])
 
     def close(self) -> None:
+        for other in self._also_open.values():
+            other.close()
         self.db.close()
 
     def __enter__(self) -> Store:
@@ -236,12 +240,27 @@ class Store(QueueQueries, LabelQueries):
 
     # ---------------------------------------------------------- judge cache
     def cache_get_many(self, keys: list[str]) -> dict[str, Any]:
+        """The cached results of ``keys`` found in this store's call cache, or else in the caches of the
+        stores ``read_cache_also`` named (read only)."""
         out: dict[str, Any] = {}
         for i in range(0, len(keys), _IN_CHUNK):
             chunk = keys[i : i + _IN_CHUNK]
             q = f"SELECT key, value FROM judge_cache WHERE key IN ({','.join('?' * len(chunk))})"
             out.update({k: json.loads(v) for k, v in self.db.execute(q, chunk)})
+        for n, path in enumerate(self._cache_also):
+            missing = [k for k in keys if k not in out]
+            if not missing:
+                break
+            if n not in self._also_open:  # opened on first use, in the thread that uses this store
+                self._also_open[n] = Store(path, readonly=True)
+            out.update(self._also_open[n].cache_get_many(missing))
         return out
+
+    def read_cache_also(self, paths: Iterable[Path]) -> None:
+        """Also look up calls in the call caches of the stores at ``paths`` (those that exist), in order:
+        round k >= 2 of an iterative run pays no call an earlier round paid (rlaif/rounds.py). New calls
+        are stored here only."""
+        self._cache_also = [Path(p) for p in paths if Path(p).exists()]
 
     def cache_put_many(self, items: dict[str, Any]) -> None:
         now = time.time()

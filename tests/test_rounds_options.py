@@ -317,3 +317,35 @@ def test_a_later_rounds_report_names_its_reference_policy_and_shows_its_figures_
     assert "judge win rate vs round 2 policy" in three and "KL to round 2 policy" in three
     assert "vs SFT" not in three.replace("against the SFT policy", "")
     assert "80.0% [70.0, 90.0]" in three and "2.500" in three and "1.400" in three  # the figures against SFT
+
+
+def test_round_k_pays_no_judge_call_an_earlier_round_paid(tiny_project, scripted_backend):
+    """Each round has its own store and call cache, but some calls recur (every human label judged for the
+    agreement figures and the gate; pointwise scores of the SFT policy's and the previous round's held-out
+    samples): round k reads the earlier rounds' caches too and makes only the calls none of them made."""
+    from rlaif.judges import make_judge
+    from rlaif.judges.core import Item, score_items
+    from rlaif.pipeline import open_run
+    from rlaif.rounds import RoundContext, round_config
+
+    cfg = load_config(tiny_project / "pipeline.yaml", ["rounds=2"])
+
+    def items(*texts):
+        return [Item("How do I make tea?", "helpful", t) for t in texts]
+
+    r1 = open_run(cfg)
+    st = score_items(make_judge(cfg.judge, "cpu", 0, r1.store), r1.inputs.constitution, items("Boil water.", "No."))
+    assert st.calls == 4 and st.cache_hits == 0  # 2 responses x 2 principles (helpful, concise)
+    r1.store.close()
+    r1.lock.release()
+    ctx = RoundContext(2, (r1.layout,), cfg.iteration, "h")
+    r2 = open_run(round_config(cfg, r1.layout.policy), str(r1.layout.round_dir(2)), ctx)
+    try:
+        judge = make_judge(cfg.judge, "cpu", 0, r2.store)
+        got = items("Boil water.", "No.", "Steep the leaves.")
+        st = score_items(judge, r2.inputs.constitution, got)
+        assert st.cache_hits == 4 and st.calls == 2 and [r for _, r in scripted_backend[-1].calls] == ["Steep the leaves."] * 2
+        assert all(it.verdicts for it in got)
+    finally:
+        r2.store.close()
+        r2.lock.release()
