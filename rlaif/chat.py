@@ -46,7 +46,7 @@ def _decode(text: str) -> list[dict[str, str]] | None:
         return None
     try:
         return check_messages(json.loads(text))
-    except (json.JSONDecodeError, RlaifError):
+    except (ValueError, RlaifError):  # not JSON (ValueError: also an integer over 4,300 digits)
         return None
 
 

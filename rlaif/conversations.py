@@ -179,7 +179,8 @@ def _int_field(path, n, obj: dict, key: str, lo: int, hi: int, fix: str) -> int:
     if isinstance(v, float) and v.is_integer():
         v = int(v)
     if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
-        raise RlaifError(f"{_where(path, n)}: field {key!r} must be an integer from {lo} to {hi}, got {v!r}; {fix}")
+        shown = repr(v) if len(repr(v)) <= 40 else repr(v)[:37] + "..."  # 1e308 is a 309-digit integer
+        raise RlaifError(f"{_where(path, n)}: field {key!r} must be an integer from {lo} to {hi}, got {shown}; {fix}")
     return v
 
 

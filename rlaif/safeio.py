@@ -23,6 +23,7 @@ import json
 import os
 import re
 import stat
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -194,7 +195,13 @@ def loads_bounded(line: str, where: str) -> Any:
     """json.loads with a depth bound (no RecursionError traceback) that refuses lone surrogates."""
     if line.count("[") + line.count("{") > MAX_DEPTH and _raw_depth(line) > MAX_DEPTH:
         raise RlaifError(f"{where}: JSON nested deeper than {MAX_DEPTH} levels; flatten the record")
-    obj = json.loads(line)
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError:
+        raise
+    except ValueError:  # an integer over Python's int_max_str_digits: ValueError, not JSONDecodeError
+        raise RlaifError(f"{where}: holds a number of more than {sys.get_int_max_str_digits()} digits; "
+                         "write numbers with fewer digits") from None
     if "\\u" in line and _SURROGATE_ESCAPE.search(line) and not utf8_ok(json.dumps(obj, ensure_ascii=False)):
         lone = _LONE_SURROGATE_ESCAPE.search(line)
         if lone is not None and "\n" in line.rstrip("\n"):  # a whole JSON document: name the line

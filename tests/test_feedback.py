@@ -69,6 +69,14 @@ BAD = {
     "comment-not-string": ({"prompt": "q", "completion": "a", "label": True, "comment": 5},
                            "field 'comment' must be a string"),
     "ai-marked": ({"prompt": "q", "completion": "a", "label": True, "source": "ai:llm"}, "an AI label"),
+    # a number over Python's 4,300-digit int limit made json.loads raise ValueError (a traceback); one
+    # under it was printed whole in the message
+    "rating-5000-digits": ('{"prompt": "q", "completion": "a", "rating": ' + "9" * 5000 + ', "scale": 5}',
+                           "more than 4300 digits"),
+    "scale-1e308": ({"prompt": "q", "completion": "a", "rating": 1, "scale": 1e308},
+                    "field 'scale' must be an integer from 2 to 100, got 1000000000"),
+    "rank-4000-digits": ('{"prompt": "q", "completions": ["a", "b"], "ranking": [1, ' + "9" * 4000 + "]}",
+                         "field 'ranking' must be an integer from 1 to 2"),
 }
 
 
@@ -79,7 +87,15 @@ def test_bad_feedback_names_file_line_and_field(case, tmp_path):
     with pytest.raises(RlaifError) as e:
         load_label_file(p)
     assert e.value.message.startswith(f"{p}:2:"), e.value.message
-    assert msg in e.value.message and "\n" not in e.value.message
+    assert msg in e.value.message and "\n" not in e.value.message and len(e.value.message) < 300
+
+
+def test_a_prompt_that_looks_like_json_with_a_huge_number_is_plain_text(tmp_path):
+    # chat's decoding of a stored prompt that starts like a JSON conversation raised json's ValueError
+    # (an integer over 4,300 digits) as a traceback
+    text = '[{"role": ' + "9" * 5000 + "}]"
+    _, fb = load_label_file(_write(tmp_path / "fb.jsonl", [{"prompt": text, "completion": "a", "label": True}]))
+    assert chat.messages(fb[0].prompt) == [{"role": "user", "content": text}]
 
 
 def test_pairs_only_readers_refuse_feedback(tmp_path):
