@@ -87,6 +87,17 @@ def test_judge_stage_fits_on_training_pairs_only(tiny_project, monkeypatch, caps
     assert set(fw["weights"]) == {"refuse-harm", "helpful", "concise"}
     manifest = json.loads((tiny_project / "run" / "manifest.json").read_text())
     assert manifest["judge"]["fitted_weights"]["weights"] == fw["weights"]
+    # The agreement gate measures the same weighting on the same held-out pairs as the judge stage did.
+    from rlaif.gate import held_out_agreement
+
+    run = open_run(load_config(cfg, [s for s in sets if s != "--set"]))
+    try:
+        gate = held_out_agreement(run)
+    finally:
+        run.store.close()
+        run.lock.release()
+    assert gate["weights"] == "fitted" and gate["n"] == fw["held_out"]["fitted"]["n"]
+    assert gate["accuracy"] == fw["held_out"]["fitted"]["accuracy"]
     # Without the fit the judge stage's input hash differs (the weights change the AI pairs' ranking).
     assert main(["judge", cfg]) == 0
     assert "skip judge" not in capsys.readouterr().err
