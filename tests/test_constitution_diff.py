@@ -320,3 +320,24 @@ def test_markup_in_the_files_is_shown_as_written(tmp_path, capsys):
     assert "Prefer [bold]clear[/bold] answers [/red]." in capsys.readouterr().out
     assert main(["constitution", "diff", str(old), str(new)]) == 0
     assert "helpful.text: Prefer [bold]clear[/bold] answers [/red]. → Prefer [/] answers." in capsys.readouterr().out
+
+
+def test_renames_found_in_linear_work(monkeypatch):
+    """Every added principle was compared with every removed one (15 s for 2,000 replaced principles);
+    renames are now looked up by content: the fields of each principle are read a bounded number of times."""
+    import rlaif.constitution_diff as cd
+
+    n = 300
+    old = Constitution.model_validate({"name": "c", "principles": [{"id": f"p{i}", "text": f"Rule {i}."}
+                                                                   for i in range(n)] + [{"id": "same", "text": "X."},
+                                                                                         {"id": "same2", "text": "X."}]})
+    new = Constitution.model_validate({"name": "c", "principles": [{"id": f"q{i}", "text": f"New rule {i}."}
+                                                                   for i in range(n)] + [{"id": "twin", "text": "X."},
+                                                                                         {"id": "twin2", "text": "X."}]})
+    reads = []
+    real = cd._fields
+    monkeypatch.setattr(cd, "_fields", lambda p: reads.append(p.id) or real(p))
+    d = cd.diff_constitutions(old, new)
+    assert len(reads) <= 3 * (n + 2)
+    assert [(c.id, c.renamed_from) for c in d.of("renamed")] == [("twin", "same"), ("twin2", "same2")]
+    assert len(d.of("added")) == len(d.of("removed")) == n
