@@ -383,3 +383,28 @@ def test_rate_mode_reads_responses_only_as_far_as_the_rater_goes(tmp_path):
     store.close()
     small = Responses(iter([Response("p", "q", None, "a")]))
     assert small.has(0) and not small.has(1) and small.described() == "1"
+
+
+def test_rate_mode_with_an_annotator_that_looks_like_markup(tmp_path):
+    """The status line parsed the annotator as markup: '[/]' crashed the app (MarkupError), '[b]x' showed 'x'."""
+    import asyncio
+
+    from test_viewer import make_run
+
+    from rlaif.viewer.queue import open_run_store
+    from rlaif.viewer.rate_app import RateApp
+    from rlaif.viewer.rating import Response
+
+    store = open_run_store(make_run(tmp_path / "run"))
+    app = RateApp(store, [Response("p", "[/INST] q", None, "a [/]")], "[b]x[/]")
+
+    async def go():
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.press("plus")
+            await pilot.pause()
+            app.snapshot = str(app.query_one("#status").render())
+            await pilot.press("q")
+    asyncio.run(go())
+    assert app.snapshot.startswith("1/1 rated") and app.snapshot.endswith("│ [b]x[/]")
+    assert [(f.completion, f.source) for f in store.feedback()] == [("a [/]", "viewer:[b]x[/]")]
+    store.close()

@@ -247,6 +247,16 @@ def test_app_note_search_skip_and_navigation(run_dir):
     assert "AI agrees 1/1" not in app.snapshot["status"]  # p2 is not in the searched queue
 
 
+def test_app_shows_markup_like_text_literally(tmp_path, monkeypatch):
+    """A prompt, an annotator or a search holding Rich/Textual markup ('[/INST]', '[/]', '[bold]') is text:
+    the queue's prompt cells and the status line parsed it as markup (MarkupError: the viewer crashed on open)."""
+    monkeypatch.setitem(PAIRS, "p6", ("[/INST] [bold]thank-you[/bold] note?",) + PAIRS["p6"][1:])
+    run = make_run(tmp_path / "run")
+    app = drive(run, ["a", "slash", *"[/INST]", "enter"], annotator="[bold]x[/]")
+    assert app.snapshot["queue"] == ["p6"] and app.snapshot["status"].endswith("│ /[/INST] │ [bold]x[/]")
+    assert viewer_labels(run)["[/INST] [bold]thank-you[/bold] note?"][2] == "chosen"
+
+
 def test_app_note_on_a_given_verdict_and_reload(run_dir):
     comps = by_id(comps_of(run_dir))
     p6 = comps["p6"]

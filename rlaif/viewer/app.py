@@ -9,6 +9,7 @@ input that `/` (search) and `n` (note) open.
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual import events
 from textual.app import App, ComposeResult
 from textual.binding import Binding
@@ -126,10 +127,11 @@ class ViewerApp(App[None]):
         for i in self.window:
             table.add_row(*self._cells(i, self.queue[i]), key=str(i))
 
-    def _cells(self, i: int, c: Comparison) -> tuple[str, ...]:
+    def _cells(self, i: int, c: Comparison) -> tuple[str | Text, ...]:
         conf = f"{c.confidence:.2f}" if c.scored else "—"
+        # The prompt as Text: DataTable reads a str cell as markup ('[/INST]' raised MarkupError)
         return (str(i + 1), short_flag(c, self.low), conf, short_verdict(c, c.label_from(self.source)),
-                one_line(c.prompt, 200))
+                Text(one_line(c.prompt, 200)))
 
     @property
     def current(self) -> Comparison | None:
@@ -145,7 +147,7 @@ class ViewerApp(App[None]):
         body = self.query_one("#detail-body", Static)
         c = self.current
         if c is None:
-            body.update(f"No comparisons match (filters: {self.filters.describe()}). Press / to change the search.")
+            body.update(Text(f"No comparisons match (filters: {self.filters.describe()}). Press / to change the search."))
         else:
             if self.cursor not in self.window:
                 self._fill_window()
@@ -161,8 +163,9 @@ class ViewerApp(App[None]):
         agree = (f"AI agrees {k}/{n} {k / n:.0%} (95% CI {ci[0]:.0%}–{ci[1]:.0%})" if ci
                  else "AI agreement: no verdicts yet")
         extra = f" │ /{self.filters.search}" if self.filters.search else ""
-        self.query_one("#status", Static).update(  # one line high: no layout pass
-            f"{reviewed}/{len(self.queue)} reviewed │ {agree} │ {self.order_name}{extra} │ {self.annotator}", layout=False)
+        self.query_one("#status", Static).update(  # one line high: no layout pass; Text: the search is not markup
+            Text(f"{reviewed}/{len(self.queue)} reviewed │ {agree} │ {self.order_name}{extra} │ {self.annotator}"),
+            layout=False)
 
     def _update_row(self, c: Comparison) -> None:
         for i in self.window:

@@ -92,8 +92,9 @@ class RateApp(App[None]):
             body.update(Group(*parts))
             self.query_one("#detail", VerticalScroll).scroll_home(animate=False)
         rated = self.store.feedback_count(self.source, self.responses.read_keys())  # of those read so far
-        self.query_one("#status", Static).update(
-            f"{rated}/{self.responses.described()} rated │ + up  - down  1-{R.RATING_SCALE} rating  n comment │ {self.annotator}")
+        keys = f"+ up  - down  1-{R.RATING_SCALE} rating  n comment"
+        self.query_one("#status", Static).update(  # Text: an annotator such as '[/]' is not markup
+            Text(f"{rated}/{self.responses.described()} rated │ {keys} │ {self.annotator}"))
 
     def action_rate(self, verdict: str) -> None:
         r = self.current
