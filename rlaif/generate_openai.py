@@ -20,11 +20,10 @@ setup (key from an environment variable, retries, timeout, raw ``post`` for spee
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from typing import Any
 
-from rlaif import chat
+from rlaif import chat, safeio
 from rlaif.errors import RlaifError
 from rlaif.hashing import content_hash
 
@@ -66,7 +65,7 @@ class _Sampler:
             body["seed"] = seed
         async with self.sem:
             raw = await self.client.post("/chat/completions", body=body, cast_to=bytes)
-        resp = json.loads(raw)
+        resp = safeio.loads_reply(raw)
         if not isinstance(resp, dict) or not isinstance(resp.get("choices"), list):
             raise ValueError(f"no choices in {str(resp)[:200]}")
         self.served_model = self.served_model or resp.get("model") or self.s.model

@@ -191,6 +191,20 @@ LONE_SURROGATE_FIX = ("holds an escape of half a UTF-16 surrogate pair (\\uD800-
                       "Unicode text; fix or remove that escape")
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def loads_reply(raw: str | bytes) -> Any:
+    """A server's JSON reply, each half of a surrogate pair it escaped alone (a model that emits half an
+    emoji) replaced by U+FFFD: a lone surrogate in a completion is text nothing can hash or store."""
+    obj = json.loads(raw)
+    if b"\\u" in (raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")):
+        text = json.dumps(obj, ensure_ascii=False)
+        if not utf8_ok(text):  # json.loads joined the valid pairs: what is left is alone
+            obj = json.loads(_LONE_SURROGATE.sub("\ufffd", text))
+    return obj
+
+
 def loads_bounded(line: str, where: str) -> Any:
     """json.loads with a depth bound (no RecursionError traceback) that refuses lone surrogates."""
     if line.count("[") + line.count("{") > MAX_DEPTH and _raw_depth(line) > MAX_DEPTH:

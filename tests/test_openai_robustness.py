@@ -3,6 +3,7 @@ every call has a total deadline and a size bound, auth/model errors stop the sta
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -145,3 +146,29 @@ def test_scrub_removes_keys_and_tokens(text):
     out = scrub(text, KEY)
     assert KEY not in out and "abc.def" not in out and "otherkey" not in out and "whatever-secret" not in out
     assert "***" in out
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_half_a_surrogate_pair_in_a_reply_is_replaced_not_fatal(transport):
+    """A model that emits half an emoji ("\\ud83d" escaped alone) gave a str nothing could hash or store: the
+    critique stage died with a UnicodeEncodeError. The half is replaced by U+FFFD; a whole pair is kept."""
+    from rlaif.hashing import content_hash
+    from rlaif.judges.llm import Call
+    from rlaif.judges.openai_backend import OpenAICompleter
+    from rlaif.testing.fake_openai import echo_text
+
+    with FakeOpenAI(responder=echo_text("Half \ud83d an emoji, a whole \U0001F600 one, \udc00.")) as server:
+        completer = OpenAICompleter(cfg(server, http_client=transport))
+        try:
+            (out,) = within(20, lambda: completer.run([Call([{"role": "user", "content": "Hi"}], 16, False)]))
+        finally:
+            completer.close()
+    assert out.error is None and out.text == "Half \ufffd an emoji, a whole \U0001F600 one, \ufffd."
+    assert content_hash(out.text)  # encodable
+
+
+def test_loads_reply_leaves_ordinary_replies_alone():
+    from rlaif.safeio import loads_reply
+
+    for raw in (b'{"a": "plain"}', b'{"a": "caf\\u00e9 \\ud83d\\ude00"}', '{"a": "\\\\ud800 is text"}'):
+        assert loads_reply(raw) == json.loads(raw)

@@ -17,7 +17,6 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextvars
-import json
 import math
 import os
 import threading
@@ -25,6 +24,7 @@ import time
 import weakref
 from typing import Any
 
+from rlaif import safeio
 from rlaif.errors import RlaifError
 from rlaif.hashing import content_hash
 from rlaif.judges.errors import BudgetExceeded, JudgeFatalError, scrub
@@ -252,7 +252,7 @@ class OpenAICompleter(Completer):
         deadline = self._deadline()
         try:
             raw = await asyncio.wait_for(self._post(client, kw), timeout=deadline)
-            resp = json.loads(raw)
+            resp = safeio.loads_reply(raw)
         except TimeoutError:
             return failed(f"timeout: no complete answer within {deadline:g}s (judge.timeout_s per attempt "
                           f"and the waits between attempts) after {retries()} retries")
