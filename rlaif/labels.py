@@ -207,7 +207,7 @@ def _print_feedback(fs: dict[str, Any], console) -> None:
 
     console.print("human feedback " + ", ".join(f"{k} {v}" for k, v in fs["by_kind"].items())
                   + f" ({fs['with_comment']} with a comment) · by source: "
-                  + ", ".join(f"{k} {v}" for k, v in fs["by_source"].items()))
+                  + ", ".join(f"{k} {v}" for k, v in fs["by_source"].items()), markup=False)  # names are text
     t = Table(title="AI-human agreement on single-response feedback")
     for col in ("scope", "agreement", "n"):
         t.add_column(col)
@@ -226,6 +226,7 @@ def _print_feedback(fs: dict[str, Any], console) -> None:
 
 def print_stats(st: dict[str, Any], console) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     f = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
     console.print(f"AI pairs {st['ai_pairs']} ({st['ai_scored']} scored) · human labels {st['human_labels']} "
@@ -237,7 +238,7 @@ def print_stats(st: dict[str, Any], console) -> None:
         t.add_column(col)
     for s, n in st["by_source"].items():
         a = st["per_source"].get(s, {"accuracy": None, "n": 0})
-        t.add_row(s, str(n), f(a["accuracy"]), str(a["n"]))
+        t.add_row(Text(s), str(n), f(a["accuracy"]), str(a["n"]))  # Text: a source such as viewer:[/] is not markup
     console.print(t)
     t = Table(title="AI-human agreement (human ties and both-bad not scored)")
     for col in ("scope", "agreement", "Cohen's kappa", "n"):

@@ -433,6 +433,21 @@ def test_show_prints_prompt_and_both_candidates(run_dir, capsys):
     assert "photosynthesis" not in out
 
 
+def test_show_and_stats_print_markup_like_names_and_searches_as_text(run_dir, capsys):
+    """`show --search '[/]'` and `labels stats` with an annotator '[/]' raised rich's MarkupError (a traceback)."""
+    from rlaif.records import Feedback
+
+    p1 = by_id(comps_of(run_dir))["p1"]
+    with Store(run_dir / "store.sqlite") as s:
+        s.add_human_labels([HumanLabel(p1.prompt, p1.chosen, p1.rejected, source="viewer:[/]", annotator="[/]")])
+        s.add_feedback([Feedback(p1.prompt, p1.chosen, "thumbs", 1, 2, "viewer:[b]x[/b]")])
+    assert main(["show", str(run_dir), "--search", "[/]"]) == 0
+    assert "(filters: search=[/];" in capsys.readouterr().out
+    assert main(["labels", "stats", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "viewer:[/]" in out and "viewer:[b]x[/b]" in out
+
+
 @pytest.mark.slow
 def test_show_stats_export_work_in_a_pipe_without_heavy_imports(run_dir, tmp_path):
     code = ("import sys; from rlaif.cli import main\n"

@@ -135,7 +135,7 @@ def cmd_show(args) -> int:
         shown = queue[: args.limit] if args.limit and args.limit > 0 else queue
         console = Console()
         console.print(f"{len(queue)} of {total} comparisons match (filters: {filters.describe()}; "
-                      f"order: {args.order}); showing {len(shown)}")
+                      f"order: {args.order}); showing {len(shown)}", markup=False)  # a search is text
         for i, c in enumerate(shown, 1):
             console.print(render_panel(c, f"{i}/{len(queue)}", args.low_confidence))
     finally:
