@@ -182,7 +182,8 @@ def mix(ai_pairs: Iterable[dict], human: list[HumanLabel], cfg: MixConfig, seed:
     evals = np.array([held(human_pair(h, "eval")) for h in eval_h], dtype=np.int64)
     if ai_held_out and n_ai:  # so the RM still has an eval split
         out = np.concatenate([np.frombuffer(held_ai, dtype=np.uint8)[keep].astype(bool),
-                              np.array([_held_out(p.key, cfg.human_eval_fraction, seed) for p in whole], dtype=bool)])
+                              np.array([p.source != REVISION and _held_out(p.key, cfg.human_eval_fraction, seed)
+                                        for p in whole], dtype=bool)])
         handles, keys, evals = handles[~out], keys[~out], handles[out]
         stats["eval_source"] = AI
     else:

@@ -161,3 +161,15 @@ def test_mixed_pairs_index_like_a_list():
             t[bad]
     with pytest.raises(ValueError):
         t.index(PreferencePair("nope", "x", "y", "ai"))
+
+
+def test_revision_pairs_are_never_held_out_even_when_ai_pairs_are():
+    """With no human eval labels the mix holds out a share of the AI pairs; it held out the critique stage's
+    revision pairs at the same rate, though they are documented (and commented) as never held out."""
+    pairs = [ai(f"p{i}", "a", "b") for i in range(50)]
+    revisions = [{"prompt": f"r{i}", "chosen": "revised", "rejected": "first", "prompt_id": f"r{i}",
+                  "principles": ["helpful"], "writer": {"backend": "openai", "model": "w"}} for i in range(50)]
+    splits, stats = mix(pairs, [], MixConfig(human_eval_fraction=0.3), 0, revisions=revisions)
+    assert stats["eval_source"] == "ai" and splits["eval"] and stats["revision_pairs"] == 50
+    assert all(p.source == "ai" for p in splits["eval"])
+    assert sum(p.source == "revision" for p in splits["train"]) == 50
