@@ -174,6 +174,12 @@ def feedback_kind(obj: dict) -> str | None:
     return None
 
 
+_PAIR_FIELDS = ("chosen", "rejected", "response_a", "response_b")
+# Fields of another form that a feedback record of each kind must not hold (a rating's 'label' has its own message)
+_OTHER_FORMS = {THUMBS: _PAIR_FIELDS, RATING: _PAIR_FIELDS,
+                RANK: ("completion", "label", "rating", "scale", *_PAIR_FIELDS)}
+
+
 def _int_field(path, n, obj: dict, key: str, lo: int, hi: int, fix: str) -> int:
     v = obj.get(key)
     if isinstance(v, float) and v.is_integer():
@@ -189,6 +195,11 @@ def feedback_of(path, n, obj: dict) -> tuple[str, str, list[tuple[str, int]], in
     (``feedback_kind(obj)`` is not None). Values: thumbs 1 up / 0 down (scale 2); rating 1..scale;
     rank 1 = best (scale: the worst rank given, at least 2)."""
     kind = feedback_kind(obj)
+    for key in _OTHER_FORMS[kind]:  # a record mixing two forms would be read as one of them, the rest dropped
+        if key in obj:
+            raise RlaifError(f"{_where(path, n)}: a {kind} record with field {key!r}: give one form per record "
+                             "(thumbs: completion + label; rating: completion + rating + scale; ranking: completions "
+                             "+ ranking; pair: chosen + rejected), one record a line")
     if "prompt" not in obj:
         raise RlaifError(f"{_where(path, n)}: {kind} record needs 'prompt' (a string or a list of messages)")
     prompt = _prompt(path, n, _conv(path, n, obj["prompt"], "prompt"))
