@@ -342,6 +342,8 @@ def test_feedback_export_import_round_trip(fmt, tmp_path, capsys):
     assert main(["labels", "import", str(out), str(dst), "--human"]) == 2  # AI rows in an `all` export
     assert "an AI label" in capsys.readouterr().err
     assert main(["labels", "export", str(src), "--format", "jsonl", "-o", str(out)]) == 0
+    # the feedback records were counted as labels ("wrote 4 human labels")
+    assert "wrote 0 human labels and 3 single-response feedback records to" in capsys.readouterr().out
     assert main(["labels", "import", str(out), str(dst), "--human"]) == 0
     assert "and 5 single-response feedback" in capsys.readouterr().out
     with Store(dst / "store.sqlite") as s:

@@ -169,8 +169,10 @@ def cmd_labels_export(args) -> int:
         jh = resolve_judge_hash(store) if args.source != HUMAN else None
         feedback = feedback_records(store.feedback()) if args.source != AI else []
         n, skipped = write_export(export_records(store, jh, args.source), args.format, args.output, feedback)
-    extra = f"; left out: {', '.join(f'{n} {why}' for why, n in skipped.items())}" if skipped else ""
-    print(f"wrote {n} {args.source} labels to {args.output} ({args.format}{extra})")
+    extra = f"; left out: {', '.join(f'{k} {why}' for why, k in skipped.items())}" if skipped else ""
+    n_fb = len(feedback) if args.format == "jsonl" else 0  # written after the labels, by jsonl only
+    fb = f" and {n_fb} single-response feedback records" if n_fb else ""
+    print(f"wrote {n - n_fb} {args.source} labels{fb} to {args.output} ({args.format}{extra})")
     return 0
 
 
