@@ -1,11 +1,41 @@
-"""The base of every config section (no other rlaif imports: config.py and config_training.py share it)."""
+"""The base of every config section (no other rlaif imports: config.py, config_training.py and constitution.py share it)."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import types
+import typing
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 
-class _Section(BaseModel):
+def _numeric(annotation) -> bool:
+    """An int or float field (possibly optional or in a union with other types), not a bool one."""
+    if annotation in (int, float):
+        return True
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = typing.get_args(annotation)
+        return bool not in args and any(a in (int, float) for a in args)
+    return False
+
+
+def no_bool(v):
+    """A before-validator for a number field: YAML's true/false, which pydantic reads as 1/0, is refused."""
+    if isinstance(v, bool):
+        raise PydanticCustomError("bool_number", "expected a number, got {got}", {"got": str(v).lower()})
+    return v
+
+
+class NoBoolNumbers(BaseModel):
+    """A model whose int and float fields refuse true/false (``rounds: true`` ran one round)."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, v, info: ValidationInfo):
+        return no_bool(v) if info.field_name and _numeric(cls.model_fields[info.field_name].annotation) else v
+
+
+class _Section(NoBoolNumbers):
     # inf/nan pass every gt/ge bound and crash later; refuse them everywhere.
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 

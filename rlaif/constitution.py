@@ -35,6 +35,7 @@ import regex
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     FiniteFloat,
@@ -45,6 +46,7 @@ from pydantic import (
 )
 
 from rlaif import safeio
+from rlaif.config_base import no_bool
 from rlaif.errors import RlaifError
 from rlaif.hashing import content_hash
 from rlaif.yamlio import LoadedYaml, format_pydantic_errors, load_yaml
@@ -62,6 +64,9 @@ def _within_text_limit(v: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(_within_text_limit)]
+# Numbers that refuse YAML's true/false (pydantic reads them as 1/0).
+Effect = Annotated[FiniteFloat, BeforeValidator(no_bool)]
+Count = Annotated[int, BeforeValidator(no_bool)]
 
 
 class _Strict(BaseModel):
@@ -87,7 +92,7 @@ class RegexCheck(_Strict):
 
     type: Literal["regex"]
     pattern: Text
-    effect: FiniteFloat
+    effect: Effect
 
     @field_validator("pattern")
     @classmethod
@@ -153,8 +158,8 @@ class MaxWordsCheck(_Strict):
     """Adds ``effect`` when the response has more than ``limit`` words."""
 
     type: Literal["max_words"]
-    limit: int = Field(gt=0)
-    effect: FiniteFloat
+    limit: Count = Field(gt=0)
+    effect: Effect
 
     def apply(self, text: str) -> float:
         return self.effect if len(text.split()) > self.limit else 0.0
@@ -164,8 +169,8 @@ class MinWordsCheck(_Strict):
     """Adds ``effect`` when the response has fewer than ``limit`` words."""
 
     type: Literal["min_words"]
-    limit: int = Field(gt=0)
-    effect: FiniteFloat
+    limit: Count = Field(gt=0)
+    effect: Effect
 
     def apply(self, text: str) -> float:
         return self.effect if len(text.split()) < self.limit else 0.0
@@ -182,7 +187,7 @@ class Examples(_Strict):
 class Principle(_Strict):
     id: str = Field(pattern=ID_PATTERN)
     text: Text
-    weight: float = 1.0
+    weight: Annotated[float, BeforeValidator(no_bool)] = 1.0
     tags: list[str] = Field(default_factory=list)
     applies_to: list[str] | None = None
     examples: Examples | None = None

@@ -59,6 +59,10 @@ BAD = {
     "dpo-loss-weights-count": (lambda d: d["policy_training"].update(dpo={"loss_type": ["sigmoid", "sft"],
                                                                           "loss_weights": [1.0]}),
                                "policy_training.dpo", "one weight per loss"),
+    # YAML's true/false in a number field was read as 1/0 (`rounds: true` ran one round).
+    "bool-for-int": (lambda d: d.update(rounds=True), "rounds", "expected a number, got true"),
+    "bool-for-float": (lambda d: d["generate"].update(temperature=False), "generate.temperature",
+                       "expected a number, got false"),
 }
 
 

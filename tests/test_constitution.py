@@ -34,6 +34,7 @@ BAD = {
     "empty-text": (GOOD.replace("text: Prefer the response that declines harmful requests.", "text: '  '"),
                    "principles.0.text", "empty"),
     "wrong-type": (GOOD.replace("weight: 2.0", "weight: heavy"), "principles.0.weight", "number"),
+    "bool-weight": (GOOD.replace("weight: 2.0", "weight: true"), "principles.0.weight", "expected a number, got true"),
     "bad-regex": (GOOD.replace("pattern: (?i)sure, here is how", "pattern: '(unclosed'"),
                   "principles.0.checks.0.pattern", "bad regex"),
     "bad-check-type": (GOOD.replace("type: max_words", "type: max_chars"), "principles.2.checks.0", "tag"),
