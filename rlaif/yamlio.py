@@ -52,7 +52,12 @@ def _walk(node: yaml.Node, loc: Loc, out: LoadedYaml) -> Any:
     out.lines.setdefault(loc, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         result: dict[Any, Any] = {}
+        merged: dict[Any, Any] = {}
+        own_lines: dict[Loc, int] = {}  # a merge walked after a key must not move that key's line
         for key_node, value_node in node.value:
+            if key_node.tag == MERGE_TAG:  # `<<: *base` (or a list of them): keys the mapping does not set itself
+                merged = _merge_sources(value_node, loc, out) | merged
+                continue
             if not isinstance(key_node, yaml.ScalarNode):
                 raise RlaifError(f"{out.path}:{key_node.start_mark.line + 1}: a mapping key must be a plain value")
             key = _scalar(key_node)
@@ -60,9 +65,12 @@ def _walk(node: yaml.Node, loc: Loc, out: LoadedYaml) -> Any:
                 raise RlaifError(f"{out.path}:{key_node.start_mark.line + 1}: a key {safeio.LONE_SURROGATE_FIX}")
             if key in result:
                 out.duplicates.append((loc + (key,), key_node.start_mark.line + 1))
-            out.lines[loc + (key,)] = key_node.start_mark.line + 1
+            out.lines[loc + (key,)] = own_lines[loc + (key,)] = key_node.start_mark.line + 1
             result[key] = _walk(value_node, loc + (key,), out)
-        return result
+        if not merged:
+            return result
+        out.lines.update(own_lines)
+        return {**merged, **result}
     if isinstance(node, yaml.SequenceNode):
         return [_walk(item, loc + (i,), out) for i, item in enumerate(node.value)]
     value = _scalar(node)
@@ -70,6 +78,22 @@ def _walk(node: yaml.Node, loc: Loc, out: LoadedYaml) -> Any:
         field_name = ".".join(map(str, loc)) or "(top level)"
         raise RlaifError(f"{out.path}:{node.start_mark.line + 1}: {field_name}: {safeio.LONE_SURROGATE_FIX}")
     return value
+
+
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _merge_sources(node: yaml.Node, loc: Loc, out: LoadedYaml) -> dict[Any, Any]:
+    """The keys a merge key (``<<``) brings in: a mapping, or a list of mappings where an earlier one wins
+    (the YAML merge-key type; PyYAML's safe_load lets a later one win)."""
+    sources = node.value if isinstance(node, yaml.SequenceNode) else [node]
+    merged: dict[Any, Any] = {}
+    for src in reversed(sources):
+        if not isinstance(src, yaml.MappingNode):
+            raise RlaifError(f"{out.path}:{src.start_mark.line + 1}: `<<` merges a mapping (or a list of "
+                             "mappings) into this one; give it a mapping, e.g. `<<: *defaults`")
+        merged.update(_walk(src, loc, out))
+    return merged
 
 
 def _scalar(node: yaml.ScalarNode) -> Any:

@@ -197,3 +197,33 @@ def test_load_raises_user_error(tmp_path):
     with pytest.raises(RlaifError) as e:
         load_constitution(write(tmp_path, GOOD.replace("weight: 2.0", "weight: -1")))
     assert "principles.0.weight" in e.value.message
+
+
+MERGED = """name: c
+principles:
+  - &base {id: a, text: Be good., weight: 2.0, tags: [x]}
+  - <<: *base
+    id: b
+    text: Be brief.
+  - <<: [{weight: 5.0}, *base]
+    id: c
+"""
+EXPLICIT = """name: c
+principles:
+  - {id: a, text: Be good., weight: 2.0, tags: [x]}
+  - {id: b, text: Be brief., weight: 2.0, tags: [x]}
+  - {id: c, text: Be good., weight: 5.0, tags: [x]}
+"""
+
+
+def test_yaml_merge_keys_are_read(tmp_path, capsys):
+    """`<<: *base` (standard YAML, read by yaml.safe_load) was refused: 'could not determine a constructor for
+    the tag merge'. Keys set in the mapping win; in a list of mappings an earlier one wins (the YAML spec)."""
+    merged, explicit = tmp_path / "m.yaml", tmp_path / "e.yaml"
+    merged.write_text(MERGED)
+    explicit.write_text(EXPLICIT)
+    assert load_constitution(merged).hash == load_constitution(explicit).hash
+    bad = write(tmp_path, MERGED.replace("<<: *base\n    id: b", "<<: 5\n    id: b"))
+    assert main(["constitution", "lint", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"{bad}:4: `<<` merges a mapping") and len(err.splitlines()) == 1, err
