@@ -401,4 +401,7 @@ def dump_constitution(c: Constitution) -> str:
         for key in ("tags", "checks"):
             if not pr.get(key):
                 pr.pop(key, None)
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+    if yaml.safe_load(text) != data:  # PyYAML writes a NEL (U+0085) raw, which its reader folds into a space
+        text = yaml.safe_dump(data, sort_keys=False, allow_unicode=False, width=100)
+    return text

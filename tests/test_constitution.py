@@ -162,6 +162,22 @@ def test_import_bad_input(case, tmp_path, capsys):
     assert sorted(f.name for f in tmp_path.iterdir()) == ["in.json"]
 
 
+def test_import_writes_what_it_read(tmp_path, capsys):
+    """The written file reads back to the principles imported, with the hash printed (PyYAML wrote a NEL raw
+    and read it back as a space: another revision text, another hash)."""
+    import json
+
+    tricky = ["a\x85NEL", "a\u2028b", "# not a comment", "key: value", "- dash", "*alias", "!!python/object x",
+              "trail  ", "tab\there", "multi\nline\n\ntext", "yes", "null", "1.5", "\x1b[31mred", "é\u200bx"]
+    src, out = tmp_path / "in.json", tmp_path / "o.yaml"
+    src.write_text(json.dumps({"constitutions": [{"critic": f"Critic {i}: {t}", "revision": t}
+                                                 for i, t in enumerate(tricky)]}))
+    assert main(["constitution", "import", str(src), "--format", "llm-swarm", "-o", str(out)]) == 0
+    c = load_constitution(out)
+    assert c.hash in capsys.readouterr().out
+    assert [p.revision for p in c.principles] == tricky
+
+
 @pytest.mark.parametrize("where", ["a-directory", "under-a-file"])
 def test_import_to_an_unwritable_output(where, tmp_path, capsys):
     src = tmp_path / "in.json"
