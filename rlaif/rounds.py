@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rlaif.errors import RlaifError
 from rlaif.layout import RunLayout, finalize_dir, partial_dir
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -167,7 +168,7 @@ def earlier_pairs_parts(run: Run) -> dict:
 
 def earlier_ai_pairs(run: Run) -> tuple[list[dict], dict[str, int]]:
     """The AI pairs of rounds 1..k-1 (as the mix reads them) and their count per round ({} when off)."""
-    from rlaif.errors import RlaifError
+
     from rlaif.store import Store
 
     pairs: list[dict] = []
@@ -205,7 +206,7 @@ def reward_model_parts(run: Run) -> dict:
 def copy_first_reward_model(run: Run) -> dict:
     """train-rm in a round >= 2 with ``iteration.reward_model: first_round``: round 1's reward model,
     copied into this round's directory (whole or not at all)."""
-    from rlaif.errors import RlaifError
+
 
     src = context(run).first.reward_model
     if not (src / "config.json").exists():
@@ -248,6 +249,7 @@ def run_rounds(cfg: PipelineConfig, names: tuple[str, ...], workdir: str | None 
     """Run ``names`` in every round (``cfg.rounds`` of them) and write the per-round figures."""
     from rlaif.pipeline import run_pipeline
 
+    _check_round_dirs(RunLayout.for_run(cfg.workdir, cfg.name, workdir), cfg.rounds)
     # Round 1's directory stays locked until the last round is done: the later rounds read its outputs and
     # write its rounds report (one writer per run directory, rlaif/runlock.py).
     runs = [run_pipeline(cfg, names, workdir, force=force, keep_lock=True)]
@@ -256,6 +258,15 @@ def run_rounds(cfg: PipelineConfig, names: tuple[str, ...], workdir: str | None 
     finally:
         runs[0].lock.release()
     return runs
+
+
+def _check_round_dirs(root: RunLayout, rounds: int) -> None:
+    """Before round 1 runs: every later round's directory can be made (a file in its place is exit 2)."""
+    for k in range(2, rounds + 1):
+        for p in (root.round_dir(k).parent, root.round_dir(k)):
+            if p.exists() and not p.is_dir():
+                raise RlaifError(f"{p}: exists and is not a directory, but round {k} of this run is written "
+                                 "there; move it away and re-run")
 
 
 def _later_rounds(cfg: PipelineConfig, names: tuple[str, ...], runs: list[Run], force: bool) -> None:

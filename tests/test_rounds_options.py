@@ -349,3 +349,17 @@ def test_round_k_pays_no_judge_call_an_earlier_round_paid(tiny_project, scripted
     finally:
         r2.store.close()
         r2.lock.release()
+
+
+@pytest.mark.parametrize("where", ["rounds", "rounds/2"], ids=["rounds-is-a-file", "round-2-is-a-file"])
+def test_a_file_where_a_round_directory_goes_is_exit_2_before_round_1(where, tiny_project, capsys):
+    from rlaif.cli import main
+
+    run = tiny_project / "run"
+    (run / where).parent.mkdir(parents=True, exist_ok=True)
+    (run / where).write_text("not a directory")
+    assert main(["run", str(tiny_project / "pipeline.yaml"), "--set", "rounds=2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(run / where) in err and "not a directory" in err, err
+    assert sorted(p.relative_to(run).as_posix() for p in run.rglob("*")) == sorted(
+        {where, *(["rounds"] if where == "rounds/2" else [])})  # round 1 did not start
