@@ -395,6 +395,10 @@ def _check_cross_fields(cfg: PipelineConfig, loaded: LoadedYaml, touched: dict[s
         raise RlaifError(f"{_where(loaded, touched, 'policy_training.reward')} policy_training.reward: {pt.algorithm} "
                          "learns from the mixed data and takes no reward; remove it or set policy_training.algorithm "
                          "to ppo, rloo or grpo")
+    if pt.algorithm == "kto" and pt.train.batch_size < 2:  # trl's KTOTrainer raises ValueError at train-policy
+        field = "policy_training.train.batch_size"
+        raise RlaifError(f"{_where(loaded, touched, field)} {field}: kto needs at least 2 examples a batch (its KL "
+                         "term is estimated from the other examples of the batch); set it to 2 or more")
 
 
 def _check_judge_reward(cfg: PipelineConfig, loaded: LoadedYaml, touched: dict[str, str]) -> None:

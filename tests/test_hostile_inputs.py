@@ -276,6 +276,10 @@ RANGE = {
     # No held-out human label: the gate could only stop train-rm, after sft, generate, judge and mix had run.
     "gate-without-held-out-labels": ({"mix": {"min_judge_agreement": 0.6, "human_eval_fraction": 0}},
                                      "mix.min_judge_agreement", "human_eval_fraction is 0"),
+    # trl's KTOTrainer raises ValueError for a batch of 1 (its KL term needs other examples in the batch):
+    # a traceback at train-policy, after every earlier stage ran
+    "kto-batch-of-one": ({"policy_training": {"algorithm": "kto", "train": {"batch_size": 1}}},
+                         "policy_training.train.batch_size", "at least 2"),
 }
 
 
