@@ -89,7 +89,7 @@ class PolicyWriter(Completer):
         prompts = [chat.encode(c.messages) for c in calls]
         temperature, top_p, seed = calls[0].sampling or (0.0, 1.0, 0)  # an Asker's calls all sample alike
         outs = sample(self.lm, self.tok, prompts, 1, max(c.max_tokens for c in calls), temperature, top_p,
-                      int(content_hash([seed, prompts], 8), 16), self.device, truncate=True)
+                      int(content_hash([seed, prompts], 8), 16), self.device)
         return [Completion(text=o[0]) for o in outs]
 
 

@@ -20,18 +20,22 @@ def load_policy(path: str | Path, device: str):
 
 
 def sample(model, tok, prompts: list[str], n: int, max_new_tokens: int, temperature: float, top_p: float,
-           seed: int, device: str, truncate: bool = False) -> list[list[str]]:
-    """``n`` sampled responses per prompt (one batched ``generate`` call; ``temperature`` 0: greedy). ``truncate``:
-    keep the end of a prompt longer than the model's positions leave room for (with ``max_new_tokens``) instead of
-    failing."""
+           seed: int, device: str) -> list[list[str]]:
+    """``n`` sampled responses per prompt (one batched ``generate`` call; ``temperature`` 0: greedy).
+
+    A prompt longer than the model's positions leave room for (with ``max_new_tokens``, itself capped to leave the
+    prompt 8 positions) keeps its end, the generation prompt included: feeding it whole crashed generate() on a
+    model with absolute positions (GPT-2: IndexError) and ran past the trained positions on the others."""
     import torch
 
-    from rlaif.train.hf import max_positions
+    from rlaif.train.hf import generation_lengths, max_positions
 
     torch.manual_seed(seed)
-    kw = {"truncation": True, "max_length": max(1, max_positions(model.config) - max_new_tokens)} if truncate else {}
-    enc = encode_policy_inputs(tok, prompts, return_tensors="pt", padding=True, **kw).to(device)
-    max_new = max(1, min(max_new_tokens, max_positions(model.config) - enc["input_ids"].shape[1]))
+    max_pos = max_positions(model.config)
+    max_prompt, _ = generation_lengths(model.config, max_new_tokens, max_pos)
+    enc = encode_policy_inputs(tok, prompts, return_tensors="pt", padding=True, truncation=True,
+                               max_length=max_prompt).to(device)
+    max_new = max(1, min(max_new_tokens, max_pos - enc["input_ids"].shape[1]))
     with torch.no_grad():
         out = model.generate(
             **enc, **({"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0
