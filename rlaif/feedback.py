@@ -14,8 +14,9 @@ Rules (each counted in the mix stats, which go to the manifest and the report):
 - thumbs on a prompt with both an up and a down become pairs; every thumbs verdict is also kept as an
   unpaired (KTO) example, the data ``policy_training.algorithm: kto`` trains on;
 - thumbs on a response of an AI pair (``ai_verdict``) agree or disagree with the AI: a net thumbs-down
-  on the response the AI chose, or a net thumbs-up on the one it rejected when the chosen one has no
-  better verdict, is a disagreement, and the mix drops that AI pair.
+  on the response the AI chose, or a chosen response with a lower net verdict than the rejected one
+  (a response without thumbs counts as 0.5), is a disagreement, and the mix drops that AI pair; else a
+  net thumbs-up on the chosen or down on the rejected agrees (both up agrees, both down disagrees).
 """
 
 from __future__ import annotations

@@ -194,6 +194,20 @@ def test_mix_feedback_pairs_margins_overrides_and_unpaired():
         ("ai-pick", False), ("good", True), ("lonely", True)]
 
 
+@pytest.mark.parametrize("chosen,rejected,verdict", [
+    ([False], [], "disagree"), ([], [True], "disagree"), ([True], [], "agree"), ([], [False], "agree"),
+    ([True], [True], "agree"),            # both up: the AI chose a good one (README: the chosen's verdict is not lower)
+    ([False], [False], "disagree"),       # both down: the AI chose one people turned down
+    ([True, True, False], [True], "disagree"),  # the chosen's net verdict (2/3) is lower than the rejected's (1)
+    ([True, False], [], None), ([], [], None)], ids=str)
+def test_ai_verdict_of_thumbs_on_an_ai_pair(chosen, rejected, verdict):
+    from rlaif.feedback import ai_verdict, thumbs_index
+
+    fb = [T("c", up, source=f"viewer:{i}") for i, up in enumerate(chosen)]
+    fb += [T("r", up, source=f"viewer:r{i}") for i, up in enumerate(rejected)] + [T("x", True, prompt="other")]
+    assert ai_verdict(thumbs_index(fb), "q", "c", "r") == verdict
+
+
 def test_pairwise_label_beats_feedback_pair_on_same_comparison():
     fb = [R("a", 5), R("b", 1)]
     splits, _ = mix([], [HumanLabel("q", "b", "a", source="viewer:x")], MixConfig(human_eval_fraction=0.0), 0, fb)
