@@ -434,3 +434,28 @@ def test_rate_mode_with_an_annotator_that_looks_like_markup(tmp_path):
     assert app.snapshot.startswith("1/1 rated") and app.snapshot.endswith("│ [b]x[/]")
     assert [(f.completion, f.source) for f in store.feedback()] == [("a [/]", "viewer:[b]x[/]")]
     store.close()
+
+
+def test_rate_mode_keys_typed_in_the_comment_box_stay_in_it(tmp_path):
+    """↓ / ↑ while typing a comment moved to another response: the comment, meant for the rated one, was held
+    for the next response instead (and saved with a verdict on it)."""
+    import asyncio
+
+    from test_viewer import make_run
+
+    from rlaif.viewer.queue import open_run_store
+    from rlaif.viewer.rate_app import RateApp
+    from rlaif.viewer.rating import Response
+
+    store = open_run_store(make_run(tmp_path / "run"))
+    app = RateApp(store, [Response("p", "q", None, t) for t in "abc"], "rita")
+
+    async def go():
+        async with app.run_test(size=(100, 30)) as pilot:
+            for k in ["plus", "k", "n", "x", "down", "pagedown", "y", "enter", "j", "minus"]:
+                await pilot.press(k)
+            await pilot.pause()
+            await pilot.press("q")
+    asyncio.run(go())
+    assert sorted((f.completion, f.value, f.comment) for f in store.feedback()) == [("a", 1, "xy"), ("b", 0, None)]
+    store.close()

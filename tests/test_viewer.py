@@ -257,6 +257,14 @@ def test_app_shows_markup_like_text_literally(tmp_path, monkeypatch):
     assert viewer_labels(run)["[/INST] [bold]thank-you[/bold] note?"][2] == "chosen"
 
 
+def test_app_keys_typed_in_the_note_box_stay_in_it(run_dir):
+    """↓ or ↑ while typing a note moved the queue: the note, meant for p6, was held for p2 instead."""
+    p6 = by_id(comps_of(run_dir))["p6"]
+    app = drive(run_dir, ["a", "k", "n", *"x", "down", "pagedown", *"y", "enter"])
+    assert app.snapshot["cursor"] == 0
+    assert viewer_labels(run_dir) == {p6.prompt: (p6.chosen, p6.rejected, "chosen", "xy")}
+
+
 def test_app_note_on_a_given_verdict_and_reload(run_dir):
     comps = by_id(comps_of(run_dir))
     p6 = comps["p6"]

@@ -133,6 +133,11 @@ class ViewerApp(App[None]):
         return (str(i + 1), short_flag(c, self.low), conf, short_verdict(c, c.label_from(self.source)),
                 Text(one_line(c.prompt, 200)))
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool:
+        """While the note or search box is open, keys it does not use (↓ ↑ PgDn) do nothing: they moved the
+        queue, and the note went to another comparison."""
+        return self.ask_mode is None or action in ("close_input", "quit")
+
     @property
     def current(self) -> Comparison | None:
         return self.queue[self.cursor] if self.queue else None

@@ -67,6 +67,11 @@ class RateApp(App[None]):
     def on_mount(self) -> None:
         self._show()
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool:
+        """While the comment box is open, keys it does not use (↓ ↑ PgDn) do nothing: they moved to another
+        response, which then got the comment."""
+        return not (self.asking and action in ("rate", "move", "undo", "comment", "scroll_detail"))
+
     @property
     def current(self) -> R.Response | None:
         return self.responses[self.cursor] if self.responses.has(self.cursor) else None
