@@ -123,15 +123,20 @@ def encode_rendered(tok, texts: list[str] | str, **kw):
     return tok(texts, add_special_tokens=not has_template(tok), **kw)
 
 
-def encode_policy_inputs(tok, prompts: list[str], **kw):
-    """Tokenized (batch) policy inputs; ``kw`` goes to the tokenizer (padding, truncation, return_tensors...).
-    Truncation keeps the END of a long prompt: the generation prompt (e.g. ``<|im_start|>assistant``) stays."""
+def _encode_keeping_end(tok, texts: list[str] | str, **kw):
+    """``encode_rendered`` whose truncation cuts the START of a long text (the tokenizer's own side is restored)."""
     side = tok.truncation_side
     tok.truncation_side = "left"
     try:
-        return encode_rendered(tok, [policy_input(tok, p) for p in prompts], **kw)
+        return encode_rendered(tok, texts, **kw)
     finally:
         tok.truncation_side = side
+
+
+def encode_policy_inputs(tok, prompts: list[str], **kw):
+    """Tokenized (batch) policy inputs; ``kw`` goes to the tokenizer (padding, truncation, return_tensors...).
+    Truncation keeps the END of a long prompt: the generation prompt (e.g. ``<|im_start|>assistant``) stays."""
+    return _encode_keeping_end(tok, [policy_input(tok, p) for p in prompts], **kw)
 
 
 def full_text(tok, prompt_text: str, response: str) -> str:
@@ -178,5 +183,7 @@ def rm_text(tok, prompt_text: str, response: str) -> str:
 
 
 def rm_ids(tok, prompt_text: str, response: str, max_length: int) -> list[int]:
-    return encode_rendered(tok, rm_text(tok, prompt_text, response), truncation=True,
-                           max_length=max_length)["input_ids"]
+    """The reward model's ids, at most ``max_length``: a long text loses its START, so the response and the end of
+    turn stay (cut at the end, two responses to one long prompt were the same ids, hence the same score)."""
+    return _encode_keeping_end(tok, rm_text(tok, prompt_text, response), truncation=True,
+                               max_length=max_length)["input_ids"]

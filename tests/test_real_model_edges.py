@@ -39,3 +39,23 @@ def test_sampling_a_prompt_longer_than_the_model_keeps_its_end(tmp_path, monkeyp
     assert len(fed) + new <= 64 and new >= 1
     whole = chat.encode_policy_inputs(tok, ["hello " * 100])["input_ids"][0]
     assert fed == whole[-len(fed):]  # the end of the rendering, "### Response:\n" last
+
+
+@pytest.mark.parametrize("model", ["qwen2", "llama", "plain"], ids=["qwen2", "llama", "no-template"])
+def test_reward_model_input_keeps_the_response_of_a_long_prompt(model, qwen2_dir, llama_dir):
+    """The reward model reads its score at the end of the text: a long prompt is cut at its start, so the
+    response (and the template's end of turn) stays and two responses to one long prompt are told apart."""
+    from rlaif.train.hf import load_tokenizer
+    from rlaif.train.reward import encode
+
+    tok = load_tokenizer(llama_dir if model == "llama" else qwen2_dir)
+    if model == "plain":
+        tok.chat_template = None
+    long_prompt = chat.encode([{"role": "system", "content": "Be brief."},
+                               {"role": "user", "content": "How do I boil an egg? " * 60}])
+    a, b = (encode(tok, long_prompt, r, 48) for r in ("Boil it for eight minutes.", "No."))
+    assert len(a) == 48 and a != b
+    want = chat.rm_text(tok, long_prompt, "No.")
+    assert tok.decode(b).endswith(want[-20:])
+    short = encode(tok, "Hi", "No.", 400)  # a text that fits is unchanged
+    assert short == chat.encode_rendered(tok, chat.rm_text(tok, "Hi", "No."))["input_ids"]

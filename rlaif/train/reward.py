@@ -3,7 +3,8 @@
 Two things are done by hand, each because trl does not do it:
 - pairs are tokenized here with truncation (trl's own preprocessing drops
   pairs longer than ``max_length`` instead of truncating them), through the
-  same ``encode`` the scorer uses, so training and scoring see one format;
+  same ``encode`` the scorer uses, so training and scoring see one format; the start of a long text is
+  cut (``rlaif.chat.rm_ids``), so the response stays;
 - the loss is weighted per pair (``weight`` column: the mix's human weight);
   RewardTrainer has no per-example weights.
 The ``margin`` column (pairs made from ratings, rankings and thumbs: rlaif/feedback.py) goes to trl as
