@@ -147,7 +147,8 @@ class JudgeConfig(_Section):
     # ---- transformers backend
     dtype: Literal["auto", "bf16", "fp32"] = "auto"
     device_map: str | None = None
-    max_length: int = Field(2048, ge=64, description="truncate judge prompts to this many tokens")
+    max_length: int = Field(2048, ge=64, description="the longest judge prompt in tokens; a longer one is "
+                            "unscored (not cut: its question is at the end)")
 
     @field_validator("cot_clamp")
     @classmethod

@@ -213,7 +213,9 @@ def test_transformers_judge_with_a_qwen2_model(qwen2_dir):
 
     c = Constitution.model_validate(CONSTITUTION)
     items = [(p, a, b, c.principles[i % 3]) for i, (p, a, b) in enumerate(PAIRS)]
-    judge = make_judge(JudgeConfig(backend="transformers", model=str(qwen2_dir), constitution="x", max_length=512))
+    # the fixture's small byte-level vocabulary makes a judge prompt about 1,000 tokens; a longer max_length
+    # than its 512 positions is fine for a RoPE model (a prompt over max_length would be unscored)
+    judge = make_judge(JudgeConfig(backend="transformers", model=str(qwen2_dir), constitution="x", max_length=2048))
     out = judge.compare(items)
     assert len(out) == len(items)
     assert all(v.status == "scored" and 0.0 < v.p_first < 1.0 for v in out)

@@ -59,3 +59,22 @@ def test_reward_model_input_keeps_the_response_of_a_long_prompt(model, qwen2_dir
     assert tok.decode(b).endswith(want[-20:])
     short = encode(tok, "Hi", "No.", 400)  # a text that fits is unchanged
     assert short == chat.encode_rendered(tok, chat.rm_text(tok, "Hi", "No."))["input_ids"]
+
+
+@pytest.mark.parametrize("max_tokens", [1, 3], ids=["verdict-token", "generated-text"])
+def test_transformers_judge_refuses_a_prompt_over_max_length_instead_of_reading_a_cut_one(qwen2_dir, max_tokens):
+    """A judge prompt over ``judge.max_length`` tokens was cut at its end (the question and the assistant header),
+    and the verdict read after a piece of response B; it is an error (an unscored record, not cached) now,
+    naming the setting. A prompt that fits is judged in the same batch as before."""
+    from rlaif.config import JudgeConfig
+    from rlaif.judges.hf_backend import TransformersCompleter
+    from rlaif.judges.llm import Call
+
+    comp = TransformersCompleter(JudgeConfig(backend="transformers", model=str(qwen2_dir), constitution="x",
+                                             max_length=64))
+    short = [{"role": "system", "content": "Judge."}, {"role": "user", "content": "A or B?"}]
+    long = [{"role": "system", "content": "Judge."}, {"role": "user", "content": "Rain taps. " * 80 + "A or B?"}]
+    out = comp.run([Call(short, max_tokens=max_tokens, options=("A", "B")),
+                    Call(long, max_tokens=max_tokens, options=("A", "B"))])
+    assert out[0].error is None and out[0].text is not None
+    assert out[1].error is not None and "judge.max_length" in out[1].error and out[1].text is None

@@ -4,13 +4,15 @@ Single-token verdicts are read from the next-token logits of one forward
 pass over a left-padded batch (no sampling): the log-probabilities of the
 offered tokens (each option's first token, with and without a leading
 space) plus the top-k tokens. Rationales (chain of thought) are generated
-greedily. bf16 and device placement when a GPU is present.
+greedily. bf16 and device placement when a GPU is present. A prompt over
+``judge.max_length`` tokens is an error (unscored), never cut.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from rlaif.chat import encode_rendered
 from rlaif.hashing import content_hash
 from rlaif.judges.llm import Call, Completer, Completion
 
@@ -72,35 +74,42 @@ class TransformersCompleter(Completer):
 
     def run(self, calls: list[Call]) -> list[Completion]:
         out: list[Completion | None] = [None] * len(calls)
+        ids = [encode_rendered(self.tok, render_chat(self.tok, c.messages))["input_ids"] for c in calls]
+        limit = self.cfg.max_length
+        for i, x in enumerate(ids):
+            # Not cut: the question and the assistant header are at the end, and a verdict read after a piece of
+            # response B is noise. An error is an unscored record (raw kept, not cached: a rerun retries it).
+            if len(x) > limit:
+                out[i] = Completion(error=f"the judge prompt is {len(x)} tokens, over judge.max_length ({limit}); "
+                                          "raise judge.max_length (up to the judge model's context)")
         bs = self.cfg.batch_size
-        single = [i for i, c in enumerate(calls) if c.max_tokens == 1]
+        single = [i for i, c in enumerate(calls) if c.max_tokens == 1 and out[i] is None]
         # Generated text, batched among calls that sample alike (greedy judge calls; a critique's sampled calls).
         multi: dict[tuple | None, list[int]] = {}
         for i, c in enumerate(calls):
-            if c.max_tokens > 1:
+            if c.max_tokens > 1 and out[i] is None:
                 multi.setdefault(c.sampling and c.sampling[:2], []).append(i)
         for start in range(0, len(single), bs):
             idx = single[start:start + bs]
-            for i, r in zip(idx, self._next_token([calls[i] for i in idx])):
+            for i, r in zip(idx, self._next_token([calls[i] for i in idx], [ids[i] for i in idx])):
                 out[i] = r
         for group in multi.values():
             for start in range(0, len(group), bs):
                 idx = group[start:start + bs]
-                for i, r in zip(idx, self._generate([calls[i] for i in idx])):
+                for i, r in zip(idx, self._generate([calls[i] for i in idx], [ids[i] for i in idx])):
                     out[i] = r
         return out  # type: ignore[return-value]
 
-    def _encode(self, calls: list[Call]):
-        texts = [render_chat(self.tok, c.messages) for c in calls]
-        enc = self.tok(texts, return_tensors="pt", padding=True, truncation=True, max_length=self.cfg.max_length,
-                       add_special_tokens=False)
+    def _encode(self, ids: list[list[int]]):
+        """A left-padded batch of the rendered calls' ids (the template's special tokens, none added twice)."""
+        enc = self.tok.pad({"input_ids": ids}, return_tensors="pt")
         self.prompt_tokens += int(enc["attention_mask"].sum())
         return enc.to(self.device)
 
-    def _next_token(self, calls: list[Call]) -> list[Completion]:
+    def _next_token(self, calls: list[Call], ids: list[list[int]]) -> list[Completion]:
         import torch
 
-        enc = self._encode(calls)
+        enc = self._encode(ids)
         with torch.no_grad():
             logits = self.lm(**enc).logits[:, -1, :].float()
         logp = torch.log_softmax(logits, dim=-1)
@@ -121,10 +130,10 @@ class TransformersCompleter(Completer):
             out.append(Completion(text=text, top_logprobs=lps))
         return out
 
-    def _generate(self, calls: list[Call]) -> list[Completion]:
+    def _generate(self, calls: list[Call], ids: list[list[int]]) -> list[Completion]:
         import torch
 
-        enc = self._encode(calls)
+        enc = self._encode(ids)
         kw: dict[str, Any] = {"do_sample": False}
         if calls[0].sampling is not None:  # the batch samples alike (``run``); seeded by its calls' content
             temperature, top_p, seed = calls[0].sampling
