@@ -127,6 +127,8 @@ def iter_lines(path: str | Path, what: str) -> Iterator[tuple[int, str]]:
             if len(raw) > limit and not raw.endswith(b"\n"):
                 raise RlaifError(f"{p}:{n}: record is over the limit of {limit:,} bytes "
                                  "(shorten it, or raise RLAIF_MAX_LINE_BYTES)")
+            if n == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]  # a UTF-8 byte order mark ("UTF-8 with BOM": Notepad, Excel) is not part of the text
             try:
                 yield n, raw.decode("utf-8")
             except UnicodeDecodeError as e:

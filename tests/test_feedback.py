@@ -108,6 +108,13 @@ def test_a_prompt_that_looks_like_json_with_a_huge_number_is_plain_text(tmp_path
     assert chat.messages(fb[0].prompt) == [{"role": "user", "content": text}]
 
 
+def test_a_utf8_byte_order_mark_is_read_as_utf8(tmp_path):
+    # a file saved "UTF-8 with BOM" (Notepad, Excel) was refused on line 1: "invalid JSON (Unexpected UTF-8 BOM)"
+    p = tmp_path / "fb.jsonl"
+    p.write_bytes(b"\xef\xbb\xbf" + json.dumps({"prompt": "q", "completion": "caf\u00e9", "label": True}).encode() + b"\n")
+    assert [(f.prompt, f.completion) for f in load_label_file(p)[1]] == [("q", "caf\u00e9")]
+
+
 def test_pairs_only_readers_refuse_feedback(tmp_path):
     p = _write(tmp_path / "fb.jsonl", [{"prompt": "q", "chosen": "a", "rejected": "b"},
                                         {"prompt": "q", "completion": "a", "label": True}])
