@@ -19,8 +19,8 @@ to the prompt's category with the constitution's weights (``Item.total``):
   response, an unparsable or failed call) gets the mean judge reward of the *scored* rollouts
   of the same batch, so its advantage is about zero and it neither pushes nor pulls the
   policy; in a batch with none scored, each gets the running mean of the judge rewards of
-  earlier batches (0.0 before any; this process's batches only: the mean is not checkpointed). Never a silent 0 from the judge; counted per step
-  (``judge_unscored``).
+  earlier batches (0.0 before any; this process's batches only: the mean is not checkpointed).
+  Never a silent 0 from the judge; counted per step (``judge_unscored``).
 
 **Pairwise** (``method: pairwise``, a backend that compares pairs: the LLM judges): each rollout
 is compared with a reference response to the same prompt, the first of the generate stage's
