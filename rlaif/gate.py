@@ -89,7 +89,8 @@ def check_gate(run, stage: str, force: bool) -> dict | None:
                f"inspect them with `rlaif view {run.workdir} --principle {worst[0] if worst else 'ID'}`")
     if not force:
         raise RlaifError(f"{stage} stopped by the agreement gate: {why}; fix the constitution or judge, "
-                         "or pass --force to train anyway")
+                         f"or train anyway with `rlaif {stage} CONFIG --force` (`rlaif run --force` would "
+                         "redo every stage)")
     record["forced"] = True
     console.print(f"[bold yellow]agreement gate overridden by --force[/]: {why}")
     return record

@@ -72,7 +72,7 @@ def test_gate_blocks_then_force_trains_and_is_recorded(mixed_project, tmp_path, 
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "agreement gate" in err and "below mix.min_judge_agreement=0.9" in err and "rlaif view" in err
-    assert "--principle" in err and "--force" in err
+    assert "--principle" in err and "`rlaif train-rm CONFIG --force`" in err
     assert not (proj / "run" / "reward_model").exists()
     from rlaif.store import Store
 
