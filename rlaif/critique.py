@@ -180,6 +180,7 @@ class Asker:
 
     def ask(self, messages: list[list[dict]], label: str) -> list[str | None]:
         from rlaif.progress import task
+        from rlaif.safeio import max_text_chars
 
         out: list[str | None] = []
         with task(label, len(messages)) as advance:
@@ -188,7 +189,9 @@ class Asker:
                 calls = [Call(m, self.max_tokens, False, sampling=self.sampling) for m in chunk]
                 keys = [content_hash([*self.key_base, m], length=32) for m in chunk]
                 for r in self.cache.run(calls, keys):
-                    ok = r.error is None and bool((r.text or "").strip())
+                    # A text over the input bound (a server ignoring max_tokens) counts as failed: written to
+                    # sft.jsonl it would stop sft, which bounds its input, with a cached answer a re-run repeats.
+                    ok = r.error is None and bool((r.text or "").strip()) and len(r.text) <= max_text_chars()
                     self.failed += not ok
                     out.append(r.text.strip() if ok else None)
                 advance(len(chunk))

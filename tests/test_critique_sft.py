@@ -265,3 +265,22 @@ def test_transformers_judge_writes_critiques_and_revisions_cached(tmp_path, scri
     assert main(["critique", cfg, *args, "--force"]) == 0
     again = _info(project, "critique")
     assert again["calls"] == 0 and again["cache_hits"] == first["calls"] and again["output_hash"] == first["output_hash"]
+
+
+def test_a_text_over_the_input_bound_counts_as_failed(monkeypatch):
+    """A writer that ignores max_tokens (a hostile server) gave texts that sft.jsonl kept and sft then refused
+    (RLAIF_MAX_TEXT_CHARS), with the answer cached so that a re-run repeated it: such a text counts as failed."""
+    from rlaif.critique import Asker
+    from rlaif.judges.llm import Completer, Completion
+
+    monkeypatch.setenv("RLAIF_MAX_TEXT_CHARS", "50")
+
+    class Writer(Completer):
+        backend, model = "stub", "stub"
+
+        def run(self, calls):
+            return [Completion(text=c.messages[-1]["content"] * 20) for c in calls]
+
+    asker = Asker(Writer(), None, 16, 4, None)
+    out = asker.ask([[{"role": "user", "content": "ok"}], [{"role": "user", "content": "far too long"}]], "test")
+    assert out == ["ok" * 20, None] and asker.failed == 1
