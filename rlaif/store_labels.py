@@ -30,10 +30,13 @@ class LabelQueries:
                        note=excluded.note, created_at=excluded.created_at"""
 
     def add_human_labels(self, labels: Iterable[HumanLabel],
-                         then_feedback: Callable[[], Iterable[Feedback]] | None = None) -> int:
+                         then_feedback: Callable[[], Iterable[Feedback]] | None = None,
+                         supersede: tuple[str, str] | None = None) -> int:
         """Upsert ``labels`` (streamed), then the feedback ``then_feedback()`` gives (known once the
         labels are read), in one transaction: an error from either rolls all back. Returns how many
-        labels were read."""
+        labels were read. ``supersede`` (old prefix, new prefix): then delete every label and feedback
+        whose source is ``old + REST`` where the same one (same key) is now stored as ``new + REST``
+        (a file imported again with the other ``--human`` choice)."""
         now, n = time.time(), 0
 
         def rows():
@@ -52,6 +55,13 @@ class LabelQueries:
                 self.db.executemany(self._UPSERT_LABEL.format(prompt=""), rows())
                 if then_feedback is not None:
                     self.db.executemany(self._UPSERT_FEEDBACK, (_feedback_row(f, now) for f in then_feedback()))
+                if supersede is not None:
+                    old, new = supersede
+                    for table, key in (("human_labels", "pair_key"), ("human_feedback", "feedback_key")):
+                        self.db.execute(  # substr, not LIKE: file names compare case-sensitively
+                            f"DELETE FROM {table} AS o WHERE substr(o.source, 1, ?) = ? AND EXISTS (SELECT 1 FROM "
+                            f"{table} n WHERE n.{key} = o.{key} AND n.source = ? || substr(o.source, ?))",
+                            (len(old), old, new, len(old) + 1))
         finally:
             self.db.execute(f"PRAGMA cache_size={int(cache)}")
         return n

@@ -44,8 +44,13 @@ def file_source(origin: str) -> str:
     return FILE + origin
 
 
+def import_prefix(name: str, human: bool = False) -> str:
+    """The start of the sources `labels import` gives the records of the file called ``name``."""
+    return f"{IMPORT_HUMAN if human else IMPORT}{name}:"
+
+
 def import_source(name: str, line: int, human: bool = False) -> str:
-    return f"{IMPORT_HUMAN if human else IMPORT}{name}:{line}"
+    return f"{import_prefix(name, human)}{line}"
 
 
 def viewer_source(annotator: str) -> str:

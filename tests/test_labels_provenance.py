@@ -98,6 +98,27 @@ def test_import_records_its_source(run, tmp_path, flag, prefix):
     assert sources == [f"{prefix}mine.jsonl:1"]
 
 
+def test_importing_a_file_again_with_the_other_flag_replaces_it(run, tmp_path, capsys):
+    """README: importing the same file again replaces its labels instead of adding copies. With --human the
+    second time (or without it), every label and feedback was stored again under the other source, counted
+    twice by `labels stats` ("2 human labels in the run")."""
+    import sqlite3
+
+    f = _write(tmp_path / "mine.jsonl", [{"prompt": "q", "chosen": "good", "rejected": "bad"},
+                                          {"prompt": "q", "completion": "good", "label": True}])
+    (tmp_path / "other").mkdir()
+    other = _write(tmp_path / "other" / "mine.jsonl", [{"prompt": "q", "chosen": "fine", "rejected": "bad"}])
+    assert main(["labels", "import", str(other), str(run), "--human"]) == 0  # same name, another label: kept
+    for flag in ([], ["--human"], [], ["--human"]):
+        assert main(["labels", "import", str(f), str(run), *flag]) == 0
+    assert "(2 human labels in the run;" in capsys.readouterr().out.splitlines()[-1]
+    with sqlite3.connect(run / "store.sqlite") as db:
+        labels = sorted(db.execute("SELECT chosen, source FROM human_labels WHERE prompt = 'q'"))
+        feedback = [r[0] for r in db.execute("SELECT source FROM human_feedback")]
+    assert labels == [("fine", "import-human:mine.jsonl:1"), ("good", "import-human:mine.jsonl:1")]
+    assert feedback == ["import-human:mine.jsonl:2"]
+
+
 def _labels(source: str, n: int = 40) -> list[HumanLabel]:
     return [HumanLabel(f"q{i}", f"good {i}", f"bad {i}", "chosen", f"{source}:{i}") for i in range(n)]
 

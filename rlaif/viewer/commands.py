@@ -178,10 +178,12 @@ def cmd_labels_export(args) -> int:
 
 def cmd_labels_import(args) -> int:
     import itertools
+    from pathlib import Path
 
     from rlaif.labels_reader import read_labels_file
     from rlaif.safeio import check_regular_file
     from rlaif.viewer.queue import open_run_store
+    from rlaif.vocab import import_prefix
 
     check_regular_file(args.file, "labels import file")
     feedback: list = []
@@ -189,7 +191,10 @@ def cmd_labels_import(args) -> int:
     head = list(itertools.islice(labels, 10_000))  # a small file's own errors come before the run directory's
     with open_run_store(args.run_dir) as store:
         # one transaction, streamed: a bad record anywhere rolls the whole import back
-        n = store.add_human_labels(itertools.chain(head, labels), then_feedback=lambda: feedback)
+        # importing the file again with the other --human choice replaces what the earlier import stored
+        name = Path(args.file).name
+        n = store.add_human_labels(itertools.chain(head, labels), then_feedback=lambda: feedback,
+                                   supersede=(import_prefix(name, not args.human), import_prefix(name, args.human)))
         total = store.human_label_count()
     fb = f" and {len(feedback)} single-response feedback" if feedback else ""
     print(f"imported {n} labels{fb} from {args.file} into {args.run_dir} ({total} human labels in the run; "
