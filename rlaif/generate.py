@@ -28,7 +28,7 @@ def sample(model, tok, prompts: list[str], n: int, max_new_tokens: int, temperat
     model with absolute positions (GPT-2: IndexError) and ran past the trained positions on the others."""
     import torch
 
-    from rlaif.train.hf import generation_lengths, max_positions
+    from rlaif.train.hf import generation_lengths, max_positions, stop_token_ids
 
     torch.manual_seed(seed)
     max_pos = max_positions(model.config)
@@ -40,7 +40,7 @@ def sample(model, tok, prompts: list[str], n: int, max_new_tokens: int, temperat
         out = model.generate(
             **enc, **({"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0
                       else {"do_sample": False}), max_new_tokens=max_new,
-            num_return_sequences=n, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+            num_return_sequences=n, pad_token_id=tok.pad_token_id, eos_token_id=stop_token_ids(model, tok),
         )
     texts = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
     return [[t.strip() for t in texts[i * n:(i + 1) * n]] for i in range(len(prompts))]

@@ -78,3 +78,61 @@ def test_transformers_judge_refuses_a_prompt_over_max_length_instead_of_reading_
                     Call(long, max_tokens=max_tokens, options=("A", "B"))])
     assert out[0].error is None and out[0].text is not None
     assert out[1].error is not None and "judge.max_length" in out[1].error and out[1].text is None
+
+
+def _generation_eos(model) -> set[int]:
+    e = model.generation_config.eos_token_id
+    return {e} if isinstance(e, int) else set(e)
+
+
+@pytest.mark.parametrize("old_llama_tokenizer", [False, True], ids=["as-saved", "tokenizer-eos-end_of_text"])
+def test_sampling_stops_at_every_eos_of_the_generation_config(chat_model_dir_any, tmp_path, monkeypatch,
+                                                              old_llama_tokenizer):
+    """generate() was given only the tokenizer's EOS, which replaces the model's generation_config list: Qwen2.5's
+    <|endoftext|> did not stop a sample, nor Llama-3's <|eot_id|> under a tokenizer whose eos is <|end_of_text|>
+    (Meta's first Llama-3-Instruct release and fine-tunes of it). The stop set is the union, as trl's GRPO/RLOO use."""
+    import shutil
+
+    from rlaif.generate import load_policy, sample
+
+    d = chat_model_dir_any
+    if old_llama_tokenizer:
+        from transformers import AutoTokenizer
+
+        d = tmp_path / "m"
+        shutil.copytree(chat_model_dir_any, d)
+        tok = AutoTokenizer.from_pretrained(d)
+        other = "<|end_of_text|>" if "<|end_of_text|>" in tok.get_vocab() else "<|endoftext|>"
+        tok.eos_token = other
+        tok.save_pretrained(d)
+    model, tok = load_policy(d, "cpu")
+    seen = []
+    orig = model.generate
+
+    def spy(**kw):
+        seen.append(kw["eos_token_id"])
+        return orig(**kw)
+
+    monkeypatch.setattr(model, "generate", spy)
+    sample(model, tok, ["hi"], 1, 2, 1.0, 1.0, 0, "cpu")
+    stop = set(seen[0]) if isinstance(seen[0], list) else {seen[0]}
+    assert stop == _generation_eos(model) | {tok.eos_token_id}
+
+
+def test_ppo_response_ends_at_the_first_of_any_stop_token():
+    import torch
+
+    from rlaif.train.ppo import response_ends
+
+    response = torch.tensor([[5, 7, 2, 9], [5, 3, 7, 7], [5, 6, 6, 6]])
+    lengths, has_eos = response_ends(response, [7, 3])
+    assert lengths.tolist() == [2, 2, 4] and has_eos.tolist() == [True, True, False]
+
+
+@pytest.mark.parametrize("cls", ["score", "penalty"])
+def test_missing_eos_penalty_counts_every_stop_token(cls):
+    from rlaif.train.online import ScoreReward
+    from rlaif.train.rewards import MissingEOSPenalty
+
+    fn = (ScoreReward(lambda p, r: [0.0] * len(p), [7, 3], 1.0) if cls == "score" else MissingEOSPenalty([7, 3], 1.0))
+    assert fn(prompts=["p"] * 3, completions=["a"] * 3, completion_ids=[[1, 7], [1, 3], [1, 2]]) == [0.0, 0.0, -1.0]

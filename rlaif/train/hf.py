@@ -38,6 +38,15 @@ def load_tokenizer(path: str | Path, padding_side: str | None = None):
     return tok
 
 
+def stop_token_ids(model, tok) -> list[int]:
+    """The ids that end a sampled response: the tokenizer's EOS and every EOS of the model's generation config
+    (Qwen2.5: <|im_end|> and <|endoftext|>; Llama-3: <|eot_id|> and <|end_of_text|>), the set trl's GRPO/RLOO stop
+    at. Passing the tokenizer's EOS alone to ``generate`` replaced the generation config's list."""
+    gen = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = [tok.eos_token_id] + ([gen] if isinstance(gen, int) else list(gen or []))
+    return list(dict.fromkeys(i for i in ids if i is not None))
+
+
 def max_positions(model_config) -> int:
     """The longest sequence the model takes (GPT-2's ``n_positions``, else ``max_position_embeddings``)."""
     return getattr(model_config, "n_positions", None) or getattr(model_config, "max_position_embeddings", 4096)

@@ -51,7 +51,7 @@ class ScoreReward:
 
     __name__ = "reward_model"
 
-    def __init__(self, score: Callable[[list[str], list[str]], list[float]], eos_token_id: int | None = None,
+    def __init__(self, score: Callable[[list[str], list[str]], list[float]], eos_token_id: int | list[int] | None = None,
                  missing_eos_penalty: float | None = None):
         self.score, self.eos_token_id, self.missing_eos_penalty = score, eos_token_id, missing_eos_penalty
 
@@ -59,7 +59,9 @@ class ScoreReward:
         texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
         scores = [float(s) for s in self.score(list(raw_prompt or prompts), [t.strip() for t in texts])]
         if self.missing_eos_penalty is not None and completion_ids is not None:
-            scores = [s - (self.missing_eos_penalty if not ids or ids[-1] != self.eos_token_id else 0.0)
+            from rlaif.train.rewards import ends_in_eos
+
+            scores = [s - (0.0 if ends_in_eos(ids, self.eos_token_id) else self.missing_eos_penalty)
                       for s, ids in zip(scores, completion_ids)]
         return scores
 
@@ -92,7 +94,7 @@ def run_online(algorithm: str, policy_dir: str | Path, reward_fn: Callable[[list
 
     from rlaif.progress import use_rich_progress
     from rlaif.train.gpu import lora_config, model_load_kwargs, resolve_bf16
-    from rlaif.train.hf import generation_lengths, last_checkpoint, load_tokenizer, save_trained, trainer_kwargs
+    from rlaif.train.hf import generation_lengths, last_checkpoint, load_tokenizer, save_trained, stop_token_ids, trainer_kwargs
 
     if algorithm not in ("rloo", "grpo"):
         raise ValueError(algorithm)
@@ -135,7 +137,8 @@ def run_online(algorithm: str, policy_dir: str | Path, reward_fn: Callable[[list
         kw.update(loss_type=s.loss_type, scale_rewards=s.scale_rewards)
     from rlaif.train.rewards import trl_reward_funcs
 
-    funcs, weights = trl_reward_funcs(pcfg.reward, reward_fn, judge, tok.eos_token_id, s.missing_eos_penalty)
+    # trl stops a completion at the tokenizer's EOS or any of the generation config's (the same set)
+    funcs, weights = trl_reward_funcs(pcfg.reward, reward_fn, judge, stop_token_ids(model, tok), s.missing_eos_penalty)
     if weights is not None:
         kw["reward_weights"] = weights
     args = Config(**kw)

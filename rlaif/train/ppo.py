@@ -68,7 +68,7 @@ from rlaif.chat import encode_policy_inputs
 from rlaif.errors import RlaifError
 from rlaif.layout import checkpoints_dir, finalize_dir, partial_dir
 from rlaif.train.gpu import lora_config, model_load_kwargs, resolve_bf16
-from rlaif.train.hf import generation_lengths, load_tokenizer, merged
+from rlaif.train.hf import generation_lengths, load_tokenizer, merged, stop_token_ids
 from rlaif.train.ppo_losses import (  # noqa: F401  (re-exported: the tests and docs use rlaif.train.ppo.*)
     AdaptiveKLController,
     FixedKLController,
@@ -93,6 +93,17 @@ log = logging.getLogger(__name__)
 
 RewardFn = Callable[[list[str], list[str]], list[float]]
 """``reward_fn(prompts, responses) -> scores``: raw prompts (not formatted), decoded responses."""
+
+
+def response_ends(response, stop_ids: list[int]):
+    """(length, has_eos) of each sampled row: a response ends at its first stop token (kept), else runs to the end."""
+    import torch
+
+    R = response.shape[1]
+    is_eos = torch.isin(response, torch.tensor(stop_ids, device=response.device))
+    has_eos = is_eos.any(1)
+    first = torch.where(has_eos, is_eos.float().argmax(1), torch.full_like(has_eos, R, dtype=torch.long))
+    return torch.where(has_eos, first + 1, first), has_eos
 
 
 class PPOTrainer:
@@ -158,7 +169,7 @@ class PPOTrainer:
         head = value_head_module(hidden)
         model = policy_and_value_cls()(policy, critic, head)
         disable_dropout(model)
-        self.eos_id, self.pad_id = tok.eos_token_id, tok.pad_token_id
+        self.stop_ids, self.pad_id = stop_token_ids(policy, tok), tok.pad_token_id
         lr = self.targs.learning_rate
         groups = [{"params": [p for p in policy.parameters() if p.requires_grad], "lr": lr},
                   {"params": [p for p in (*critic.parameters(), *head.parameters()) if p.requires_grad],
@@ -254,7 +265,7 @@ class PPOTrainer:
             try:
                 return model.policy.generate(
                     **enc, do_sample=True, temperature=self.ppo.temperature, top_k=0, top_p=1.0,
-                    max_new_tokens=self.max_new, pad_token_id=self.pad_id, eos_token_id=self.eos_id,
+                    max_new_tokens=self.max_new, pad_token_id=self.pad_id, eos_token_id=self.stop_ids,
                     use_cache=True)
             finally:
                 if gc:
@@ -274,10 +285,7 @@ class PPOTrainer:
         P = enc["input_ids"].shape[1]
         response = out[:, P:]
         R = response.shape[1]
-        is_eos = response == self.eos_id
-        has_eos = is_eos.any(1)
-        first = torch.where(has_eos, is_eos.float().argmax(1), torch.full_like(has_eos, R, dtype=torch.long))
-        lengths = torch.where(has_eos, first + 1, first)
+        lengths, has_eos = response_ends(response, self.stop_ids)
         mask = (torch.arange(R, device=self.device)[None] < lengths[:, None]).long()
         response = torch.where(mask.bool(), response, torch.full_like(response, self.pad_id))
         input_ids = torch.cat([enc["input_ids"], response], 1)

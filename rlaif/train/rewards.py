@@ -107,21 +107,27 @@ class JudgeRewardFn:
         return rewards
 
 
+def ends_in_eos(ids, eos_token_id: int | list[int] | None) -> bool:
+    """Whether a completion's ids end in an EOS (``eos_token_id``: one id or the stop set, rlaif.train.hf)."""
+    eos = (eos_token_id,) if isinstance(eos_token_id, int) else tuple(eos_token_id or ())
+    return bool(ids) and ids[-1] in eos
+
+
 class MissingEOSPenalty:
     """``-penalty`` for a completion that did not end in EOS, 0 otherwise (a reward function)."""
 
     __name__ = "missing_eos"
 
-    def __init__(self, eos_token_id: int | None, penalty: float):
+    def __init__(self, eos_token_id: int | list[int] | None, penalty: float):
         self.eos_token_id, self.penalty = eos_token_id, penalty
 
     def __call__(self, prompts, completions, completion_ids=None, **_):
         if completion_ids is None:
             return [0.0] * len(completions)
-        return [-self.penalty if not ids or ids[-1] != self.eos_token_id else 0.0 for ids in completion_ids]
+        return [0.0 if ends_in_eos(ids, self.eos_token_id) else -self.penalty for ids in completion_ids]
 
 
-def trl_reward_funcs(weights: RewardWeights, rm_fn, judge: JudgeReward | None, eos_token_id: int | None,
+def trl_reward_funcs(weights: RewardWeights, rm_fn, judge: JudgeReward | None, eos_token_id: int | list[int] | None,
                      missing_eos_penalty: float | None) -> tuple[list, list[float] | None]:
     """trl's ``reward_funcs`` and ``reward_weights`` for ``policy_training.reward``. ``rm_fn``:
     ``ScoreReward`` of the reward model (it carries the EOS penalty when it is the only source)."""
