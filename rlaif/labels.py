@@ -15,8 +15,8 @@ ranked higher, and is a thumbs-down response the one the AI rejected (a thumbs-u
 the one it chose), with Wilson intervals.
 
 Export writes human labels, AI labels, or ``all`` (human labels plus the AI
-pairs no human label covers, as the mix does) as JSONL (every field),
-TRL JSONL ({prompt, chosen, rejected}; preferences only) or Parquet (the
+pairs no pairwise human label covers, as the mix does; single-response feedback is
+not applied to them) as JSONL (every field), TRL JSONL ({prompt, chosen, rejected}; preferences only) or Parquet (the
 JSONL columns). Import reads TRL or A/B JSONL (``rlaif.records``) or the
 JSONL/Parquet written by export, keeps ``label``/``annotator``/``note``
 when present, and stores each label with source ``import:FILE:LINE``
