@@ -59,7 +59,12 @@ def _conv(path, n, value: Any, key: str) -> list[dict[str, str]]:
             raise RlaifError(f"{_where(path, n)}: field {key!r} is empty")
         return hh_messages(value) if is_hh(value) else [{"role": "user", "content": value.strip()}]
     if isinstance(value, list):
-        return chat.check_messages(value, f"{_where(path, n)}: field {key!r}")
+        msgs = chat.check_messages(value, f"{_where(path, n)}: field {key!r}")
+        for i, m in enumerate(msgs):
+            if not m["content"].strip():  # as an empty string field is
+                raise RlaifError(f"{_where(path, n)}: field {key!r}: message {i} ({m['role']}) is empty; give it "
+                                 "text or remove it")
+        return msgs
     raise RlaifError(f"{_where(path, n)}: field {key!r} must be a string or a list of "
                      f"{{\"role\", \"content\"}} messages, got {type(value).__name__}")
 
@@ -90,6 +95,8 @@ def _split_last(path, n, msgs: list[dict[str, str]], key: str) -> tuple[list[dic
 def _prompt(path, n, msgs: list[dict[str, str]]) -> str:
     if not any(m["role"] == "user" for m in msgs):
         raise RlaifError(f"{_where(path, n)}: the prompt has no user message")
+    if not any(m["role"] == "user" and m["content"].strip() for m in msgs):  # e.g. HH text "Human: \n\nAssistant:"
+        raise RlaifError(f"{_where(path, n)}: the prompt has no user message with text; give the user's turn text")
     return chat.encode(msgs)
 
 

@@ -93,6 +93,17 @@ BAD = {
     "sft-no-response": ("sft", {"prompt": "q"}, "'response' or 'completion'"),
     "sft-messages-end-user": ("sft", {"messages": [{"role": "user", "content": "q"}]}, "assistant turn"),
     "too-many-turns": ("prompts", {"prompt": [{"role": "user", "content": "q"}] * 65}, "at most"),
+    # an empty turn is refused as the empty string prompt is (it was stored as the prompt "")
+    "prompt-empty-message": ("prompts", {"prompt": [{"role": "user", "content": ""}]}, "message 0 (user) is empty"),
+    "prompt-blank-user-after-system": ("prompts", {"messages": [{"role": "system", "content": "s"},
+                                                                {"role": "user", "content": " \n"}]},
+                                       "message 1 (user) is empty"),
+    "sft-empty-middle-turn": ("sft", {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": ""},
+                                                   {"role": "user", "content": "q2"},
+                                                   {"role": "assistant", "content": "a"}]}, "message 1 (assistant)"),
+    "prefs-empty-prompt-turn": ("prefs", {"prompt": [{"role": "user", "content": ""}], "chosen": "a", "rejected": "b"},
+                                "message 0 (user) is empty"),
+    "hh-empty-human-turn": ("prompts", {"text": "Human: \n\nAssistant:"}, "no user message with text"),
 }
 
 
