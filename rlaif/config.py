@@ -391,6 +391,14 @@ def _check_cross_fields(cfg: PipelineConfig, loaded: LoadedYaml, touched: dict[s
                          "mix.human_eval_fraction is 0, so no human label is held out to measure the judge on and "
                          "the gate would stop train-rm after every earlier stage ran; raise human_eval_fraction or "
                          "remove min_judge_agreement")
+    seen: dict[str, str] = {}
+    for path in cfg.mix.human_labels:  # a label's source is file:NAME:LINE (rlaif.vocab.file_source)
+        name = Path(path).name
+        if name in seen:
+            raise RlaifError(f"{_where(loaded, touched, 'mix.human_labels')} mix.human_labels: two files are named "
+                             f"{name!r} ({seen[name]}, {path}); labels are known by file name and line, so their "
+                             "labels would mix: list each file once and rename one of the two")
+        seen[name] = path
     pt = cfg.policy_training
     if pt.algorithm in ("dpo", "kto") and pt.reward != RewardWeights(reward_model=1.0):
         raise RlaifError(f"{_where(loaded, touched, 'policy_training.reward')} policy_training.reward: {pt.algorithm} "

@@ -466,3 +466,22 @@ def test_rate_mode_keys_typed_in_the_comment_box_stay_in_it(tmp_path):
     asyncio.run(go())
     assert sorted((f.completion, f.value, f.comment) for f in store.feedback()) == [("a", 1, "xy"), ("b", 0, None)]
     store.close()
+
+
+def test_two_label_files_of_the_same_name_are_refused(tmp_path, capsys, scripted_backend):
+    """Labels and feedback are known by file name and line (file:NAME:LINE): two mix.human_labels files named
+    r.jsonl in two folders merged their line-1 rankings into one (pairs across rankings no one made) and the
+    pairwise label of one replaced the other's on the same line."""
+    import conftest
+
+    from rlaif.cli import main
+
+    proj = conftest.make_tiny_project(tmp_path / "proj")
+    for d in ("a", "b"):
+        (proj / d).mkdir()
+        _write(proj / d / "r.jsonl", [{"prompt": "P", "completions": [f"{d}1", f"{d}2"], "ranking": [1, 2]}])
+    files = f"mix.human_labels=[{proj / 'a' / 'r.jsonl'}, {proj / 'b' / 'r.jsonl'}]"
+    assert main(["run", str(proj / "pipeline.yaml"), "--set", files]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "mix.human_labels: two files are named 'r.jsonl'" in err and "\n" not in err, err
+    assert not (proj / "run").exists()
