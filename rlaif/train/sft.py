@@ -18,17 +18,32 @@ def base_rows(pcfg: PolicyConfig, system_prompt: str | None) -> list[dict]:
     return with_system_all(load_sft(pcfg.sft_data), system_prompt) if pcfg.sft_data else []
 
 
+INIT_STAMP = "rlaif_init.json"  # in a built initial tiny model: what it was built from
+
+
 def initial_policy(pcfg: PolicyConfig, seed: int, rows: list[dict], extra_texts: list[str], work: Path) -> str:
     """The model SFT starts from: ``policy.model``, or for ``tiny`` an untrained tiny model whose tokenizer is
-    trained on ``rows`` and ``extra_texts``, built in ``work/init`` (kept there for a resumed stage)."""
+    trained on ``rows`` and ``extra_texts``, built in ``work/init`` (kept there for a resumed stage). The folder
+    is reused only when it was built whole from these inputs: it is built beside and renamed into place, and
+    stamped with its inputs (a kill mid-build left a folder with a config.json and no tokenizer, taken as
+    built; a stage stopped and re-run with another tiny shape or SFT data started from the old model)."""
     if pcfg.model != "tiny":
         return pcfg.model
+    import shutil
+
+    from rlaif.hashing import content_hash
     from rlaif.train.tiny import EOS, build_tiny_model
 
-    init_dir = work / "init"
-    if not (init_dir / "config.json").exists():
-        texts = [policy_prompt(r["prompt"]) + r["response"] + EOS for r in rows] + extra_texts
-        build_tiny_model(texts, pcfg.tiny, init_dir, seed=seed)
+    texts = [policy_prompt(r["prompt"]) + r["response"] + EOS for r in rows] + extra_texts
+    key = content_hash([pcfg.tiny.model_dump(mode="json"), texts, seed])
+    init_dir, tmp = work / "init", work / "init.tmp"
+    stamp = init_dir / INIT_STAMP
+    if not (stamp.is_file() and stamp.read_text() == key):
+        shutil.rmtree(init_dir, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        build_tiny_model(texts, pcfg.tiny, tmp, seed=seed)
+        (tmp / INIT_STAMP).write_text(key)
+        tmp.rename(init_dir)
     return str(init_dir)
 
 
