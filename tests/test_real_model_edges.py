@@ -136,3 +136,45 @@ def test_missing_eos_penalty_counts_every_stop_token(cls):
 
     fn = (ScoreReward(lambda p, r: [0.0] * len(p), [7, 3], 1.0) if cls == "score" else MissingEOSPenalty([7, 3], 1.0))
     assert fn(prompts=["p"] * 3, completions=["a"] * 3, completion_ids=[[1, 7], [1, 3], [1, 2]]) == [0.0, 0.0, -1.0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model, max_length, kept", [("llama", 48, 3), ("qwen2", 48, 0)],
+                         ids=["some-prompts-too-long", "every-prompt-too-long"])
+def test_dpo_counts_the_pairs_trl_keeps_and_refuses_to_train_on_none(model, max_length, kept, qwen2_dir, llama_dir,
+                                                                     tmp_path, scripted_backend):
+    """trl drops a pair whose prompt alone fills max_length: the stage reported every pair as trained, and with none
+    left it 'trained' nothing and saved the SFT policy as the DPO policy. Now the count is trl's, and none is exit 2
+    naming the setting."""
+    from test_chat_training import PAIRS, _cfg, _pairs_dir
+
+    from rlaif.errors import RlaifError
+    from rlaif.layout import RunLayout
+    from rlaif.train.dpo import train_dpo
+
+    d = llama_dir if model == "llama" else qwen2_dir
+    cfg = _cfg(tmp_path, [f"policy.model={d}", "policy_training.train.max_steps=1",
+                          "policy_training.train.batch_size=2", f"policy_training.train.max_length={max_length}"])
+    layout = RunLayout(tmp_path, sft=d, pairs=_pairs_dir(tmp_path))
+    if not kept:
+        with pytest.raises(RlaifError, match="policy_training.train.max_length"):
+            train_dpo(cfg.policy_training, cfg.seed, layout, "cpu")
+        assert not (tmp_path / "policy").exists()
+        return
+    info = train_dpo(cfg.policy_training, cfg.seed, layout, "cpu")
+    assert info["train_pairs"] == kept and info["dropped_too_long"] == len(PAIRS) - kept
+    assert (tmp_path / "policy" / "config.json").exists()
+
+
+@pytest.mark.slow
+def test_sft_with_every_prompt_over_max_length_is_refused(qwen2_dir, tmp_path, scripted_backend):
+    from test_chat_training import _cfg
+
+    from rlaif.errors import RlaifError
+    from rlaif.layout import RunLayout
+    from rlaif.train.sft import run_sft
+
+    cfg = _cfg(tmp_path, [f"policy.model={qwen2_dir}", "policy.sft.max_steps=1", "policy.sft.max_length=32"])
+    with pytest.raises(RlaifError, match="policy.sft.max_length"):
+        run_sft(cfg.policy, cfg.seed, RunLayout(tmp_path), [], "cpu", cfg.data.system_prompt)
+    assert not (tmp_path / "sft").exists()

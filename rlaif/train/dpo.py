@@ -7,7 +7,7 @@ import os
 from rlaif.chat import conversational_dataset
 from rlaif.config import PolicyTrainingConfig
 from rlaif.layout import RunLayout
-from rlaif.train.hf import load_tokenizer, train_and_save, trainer_kwargs
+from rlaif.train.hf import kept_examples, load_tokenizer, train_and_save, trainer_kwargs
 
 
 def train_dpo(pcfg: PolicyTrainingConfig, seed: int, layout: RunLayout, device: str, ref_dir=None) -> dict:
@@ -36,5 +36,7 @@ def train_dpo(pcfg: PolicyTrainingConfig, seed: int, layout: RunLayout, device: 
         str(ref_dir), **model_load_kwargs(pcfg, device, bf16, distributed, trainable=False))
     trainer = DPOTrainer(model=model, ref_model=ref, args=args, train_dataset=train, processing_class=tokenizer,
                          peft_config=lora_config(pcfg.lora) if pcfg.lora is not None else None)
-    return {"algorithm": "dpo", "train_pairs": len(train),
+    dropped = kept_examples(trainer, len(train), "train-policy (dpo)", "pairs", "policy_training.train.max_length",
+                            pcfg.train.max_length)
+    return {"algorithm": "dpo", "train_pairs": len(trainer.train_dataset), **dropped,
             **train_and_save(trainer, tokenizer, layout.policy, "train-policy (dpo)")}

@@ -105,6 +105,19 @@ def trainer_kwargs(args: TrainArgs, output_dir: Path, seed: int, device: str) ->
     )
 
 
+def kept_examples(trainer, given: int, stage: str, what: str, field: str, max_length: int) -> dict:
+    """trl's trainers drop an example whose prompt alone fills ``max_length`` (nothing of its response would be
+    trained): {"dropped_too_long": count}; none left is an error naming ``field`` (else the stage would "train" on
+    nothing and save its starting model as the result)."""
+    kept = len(trainer.train_dataset)
+    if not kept:
+        from rlaif.errors import RlaifError
+
+        raise RlaifError(f"{stage}: every one of the {given} {what} has a prompt of {max_length} tokens or more "
+                         f"(its chat-template rendering), so none would train; raise {field}")
+    return {"dropped_too_long": given - kept}
+
+
 def last_checkpoint(output_dir: Path) -> str | None:
     """A complete checkpoint left by a killed run of the same stage, to resume from."""
     from rlaif.train.checkpoints import latest_complete

@@ -17,7 +17,7 @@ from rlaif.config import PolicyTrainingConfig
 from rlaif.errors import RlaifError
 from rlaif.hashing import content_hash
 from rlaif.layout import RunLayout
-from rlaif.train.hf import load_tokenizer, train_and_save, trainer_kwargs
+from rlaif.train.hf import kept_examples, load_tokenizer, train_and_save, trainer_kwargs
 from rlaif.vocab import THUMBS
 
 
@@ -76,6 +76,8 @@ def train_kto(pcfg: PolicyTrainingConfig, seed: int, layout: RunLayout, device: 
         str(ref_dir), **model_load_kwargs(pcfg, device, bf16, distributed, trainable=False))
     trainer = KTOTrainer(model=model, ref_model=ref, args=args, train_dataset=train, processing_class=tokenizer,
                          peft_config=lora_config(pcfg.lora) if pcfg.lora is not None else None)
-    return {"algorithm": "kto", "examples": len(train), **counts,
+    dropped = kept_examples(trainer, len(train), "train-policy (kto)", "examples", "policy_training.train.max_length",
+                            pcfg.train.max_length)
+    return {"algorithm": "kto", "examples": len(trainer.train_dataset), **dropped, **counts,
             "desirable_weight": pcfg.kto.desirable_weight, "undesirable_weight": pcfg.kto.undesirable_weight,
             **train_and_save(trainer, tokenizer, layout.policy, "train-policy (kto)")}

@@ -10,7 +10,7 @@ from rlaif.errors import RlaifError
 from rlaif.formats import policy_prompt
 from rlaif.layout import RunLayout
 from rlaif.records import load_sft
-from rlaif.train.hf import load_tokenizer, train_and_save, trainer_kwargs
+from rlaif.train.hf import kept_examples, load_tokenizer, train_and_save, trainer_kwargs
 
 
 def base_rows(pcfg: PolicyConfig, system_prompt: str | None) -> list[dict]:
@@ -82,4 +82,6 @@ def run_sft(pcfg: PolicyConfig, seed: int, layout: RunLayout, extra_texts: list[
         packing=False,
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tokenizer)
-    return {"examples": len(rows), "revision_examples": len(revisions), **train_and_save(trainer, tokenizer, out_dir, "sft")}
+    dropped = kept_examples(trainer, len(rows), "sft", "examples", "policy.sft.max_length", targs.max_length)
+    return {"examples": len(trainer.train_dataset), **dropped, "revision_examples": len(revisions),
+            **train_and_save(trainer, tokenizer, out_dir, "sft")}
