@@ -175,6 +175,9 @@ class JudgeConfig(_Section):
                                | ({"weights", "fit"} if self.weights == "constitution" else set()))
 
 
+MAX_FEEDBACK_PAIRS = 1000  # mix.feedback.max_pairs_per_group's default
+
+
 class FeedbackConfig(_Section):
     """How thumbs, ratings and rankings become preference pairs (rlaif/feedback.py)."""
 
@@ -183,6 +186,10 @@ class FeedbackConfig(_Section):
                            "against the worst only")
     margin: float = Field(1.0, ge=0, le=100, description="reward-model margin = this x the rating gap on a 0..1 "
                                                          "scale (5 vs 1 of 5: full margin); 0: no margin")
+    max_pairs_per_group: int = Field(
+        MAX_FEEDBACK_PAIRS, ge=1, le=10_000_000, description="at most this many pairs from one group (a prompt's "
+        "thumbs, its ratings on one scale, one ranking); a group with more gives a stable sample of its pairs "
+        "(3,000 thumbs on one prompt make 2.25M pairs)")
 
 
 class MixConfig(_Section):
@@ -201,7 +208,10 @@ class MixConfig(_Section):
 
     def hash_view(self) -> dict:
         """The fields that change the mixed pairs (not the gate; the human label files count by content)."""
-        return self.model_dump(exclude={"human_labels", "min_judge_agreement"})
+        out = self.model_dump(exclude={"human_labels", "min_judge_agreement"})
+        if self.feedback.max_pairs_per_group == MAX_FEEDBACK_PAIRS:
+            del out["feedback"]["max_pairs_per_group"]  # the default hashes as before the key existed
+        return out
 
 
 class RewardModelConfig(_Section):

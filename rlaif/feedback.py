@@ -8,7 +8,8 @@ Rules (each counted in the mix stats, which go to the manifest and the report):
   thumbs 1 up / 0 down);
 - within a group, responses of different goodness become preference pairs: every such pair
   (``mix.feedback.pairs: all``) or only the best tier against the worst (``best_worst``); equal goodness
-  is a tie and makes no pair (counted);
+  is a tie and makes no pair (counted); a group gives at most ``mix.feedback.max_pairs_per_group`` pairs (a
+  stable sample of a larger group's pairs; the rest counted as capped);
 - a pair's reward-model margin is ``mix.feedback.margin`` times the goodness gap (so a 5 against a 1 on a
   1-5 scale, or a thumbs up against a down, gets the full margin; 0 turns margins off);
 - thumbs on a prompt with both an up and a down become pairs; every thumbs verdict is also kept as an
@@ -21,8 +22,8 @@ Rules (each counted in the mix stats, which go to the manifest and the report):
 
 from __future__ import annotations
 
-from collections import defaultdict
-from itertools import combinations
+import itertools
+from collections import Counter, defaultdict
 from typing import Literal
 
 from rlaif.config import FeedbackConfig
@@ -45,6 +46,34 @@ def _source(items: list[Feedback]) -> str:
     return min((not f.train_only, f.source) for f in items)[1]
 
 
+def _pair_indices(goodness: list[float], best_worst: bool, cap: int, seed: str) -> tuple[list[tuple[int, int]], int]:
+    """The (better, worse) index pairs of a group sorted best first (``goodness`` non-increasing): every pair
+    of different goodness (or the best tier against the worst), in ``combinations`` order; a group with more
+    than ``cap`` gives a stable sample of ``cap`` of them. Returns (pairs, how many were left out).
+
+    Never walks the tied pairs: a prompt with 3,000 thumbs has 2.25M pairs and as many ties."""
+    import random
+    from bisect import bisect_left, bisect_right
+
+    n = len(goodness)
+    neg = [-g for g in goodness]  # non-decreasing, for bisect
+    if best_worst:
+        n_top, lo = bisect_right(neg, neg[0]), bisect_left(neg, neg[-1])
+        lower = [n - lo if i < n_top and lo >= n_top else 0 for i in range(n)]
+    else:
+        lower = [n - bisect_right(neg, neg[i]) for i in range(n)]  # how many are strictly worse than i
+    total = sum(lower)
+    if total <= cap:
+        return [(i, j) for i in range(n) for j in range(n - lower[i], n)], 0
+    rng, cum, got = random.Random(seed), list(itertools.accumulate(lower)), set()
+    for _ in range(20 * cap):  # i drawn by its number of worse partners, then one of them: uniform over pairs
+        i = bisect_right(cum, rng.randrange(total))
+        got.add((i, n - lower[i] + rng.randrange(lower[i])))
+        if len(got) == cap:
+            break
+    return sorted(got), total - len(got)
+
+
 def feedback_pairs(feedback: list[Feedback], cfg: FeedbackConfig) -> tuple[list[HumanLabel], dict]:
     """Preference pairs (HumanLabel with ``margin`` and ``feedback`` set) and their stats."""
     groups: dict[tuple, dict[str, list[Feedback]]] = defaultdict(lambda: defaultdict(list))
@@ -52,21 +81,19 @@ def feedback_pairs(feedback: list[Feedback], cfg: FeedbackConfig) -> tuple[list[
         groups[_group(f)][f.completion.strip()].append(f)
     pairs: list[HumanLabel] = []
     by_kind = {k: 0 for k in (THUMBS, RATING, RANK)}
-    ties = thumbs_paired = 0
-    for (kind, *_), responses in sorted(groups.items(), key=lambda kv: repr(kv[0])):
+    ties = thumbs_paired = capped = 0
+    for group, responses in sorted(groups.items(), key=lambda kv: repr(kv[0])):
+        kind = group[0]
         scored = sorted(((sum(f.goodness for f in fs) / len(fs), text, fs) for text, fs in responses.items()),
                         key=lambda t: (-t[0], t[1]))
         if len(scored) < 2:
             continue
         made = 0
-        ties += sum(1 for a, b in combinations(scored, 2) if a[0] == b[0])
-        cands = combinations(scored, 2)
-        if cfg.pairs == "best_worst":
-            top, bottom = scored[0][0], scored[-1][0]
-            cands = [(a, b) for a in scored if a[0] == top for b in scored if b[0] == bottom]
-        for (ga, _, fa), (gb, _, fb) in cands:
-            if ga == gb:
-                continue  # a tie: no pair
+        ties += sum(k * (k - 1) // 2 for k in Counter(g for g, _, _ in scored).values())
+        chosen, left_out = _pair_indices([g for g, _, _ in scored], cfg.pairs == "best_worst",
+                                         cfg.max_pairs_per_group, repr(group))
+        capped += left_out
+        for (ga, _, fa), (gb, _, fb) in ((scored[i], scored[j]) for i, j in chosen):
             prompt = fa[0].prompt
             pairs.append(HumanLabel(prompt, fa[0].completion, fb[0].completion, PREFERENCE, _source(fa + fb),
                                     margin=round(cfg.margin * (ga - gb), 6), feedback=kind))
@@ -78,6 +105,7 @@ def feedback_pairs(feedback: list[Feedback], cfg: FeedbackConfig) -> tuple[list[
     stats = {"feedback_in": len(feedback), "feedback_by_kind": {k: sum(f.kind == k for f in feedback)
                                                                  for k in (THUMBS, RATING, RANK)},
              "feedback_pairs": len(pairs), "feedback_pairs_by_kind": by_kind, "feedback_ties_dropped": ties,
+             "feedback_pairs_capped": capped, "feedback_max_pairs_per_group": cfg.max_pairs_per_group,
              "thumbs_paired": thumbs_paired, "thumbs_unpaired": n_thumbs - thumbs_paired,
              "feedback_pairing": cfg.pairs, "feedback_margin": cfg.margin,
              "with_comment": sum(f.comment is not None for f in feedback)}

@@ -126,7 +126,8 @@ def build_report(run) -> dict:
                                          "ai_dropped_held_out", "ai_dropped_mix_ratio", "human_ties",
                                          "human_weight", "min_confidence", "max_ai_per_human", "eval_source",
                                          # single-response feedback (rlaif/feedback.py)
-                                         "feedback_in", "feedback_pairs", "feedback_ties_dropped", "margin_pairs",
+                                         "feedback_in", "feedback_pairs", "feedback_ties_dropped",
+                                         "feedback_pairs_capped", "margin_pairs",
                                          "thumbs_paired", "thumbs_unpaired", "unpaired", "ai_feedback_agreements",
                                          "ai_feedback_disagreements", "ai_dropped_human_feedback",
                                          "feedback_pairing", "feedback_margin")}
