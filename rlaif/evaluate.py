@@ -50,6 +50,8 @@ def sequence_logprobs(model, tok, prompts: list[str], responses: list[str], devi
     """Sum of log p(response tokens | prompt) under ``model``."""
     import torch
 
+    from rlaif.train.hf import max_positions
+
     out = []
     for i in range(0, len(prompts), batch_size):
         ps, rs = prompts[i:i + batch_size], responses[i:i + batch_size]
@@ -58,8 +60,10 @@ def sequence_logprobs(model, tok, prompts: list[str], responses: list[str], devi
             pids, rids = prompt_response_ids(tok, p, r)  # the chat template's rendering, end of turn included
             seqs.append(pids + rids)
             starts.append(len(pids))
-        max_pos = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", 4096)
-        seqs = [s[:max_pos] for s in seqs]
+        # A sequence over the model's positions keeps its END (the response), as sampling keeps a prompt's end.
+        max_pos = max_positions(model.config)
+        starts = [max(1, st - max(0, len(s) - max_pos)) for s, st in zip(seqs, starts)]
+        seqs = [s[-max_pos:] for s in seqs]
         width = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), width), tok.pad_token_id, dtype=torch.long)
         mask = torch.zeros_like(ids)

@@ -178,3 +178,24 @@ def test_sft_with_every_prompt_over_max_length_is_refused(qwen2_dir, tmp_path, s
     with pytest.raises(RlaifError, match="policy.sft.max_length"):
         run_sft(cfg.policy, cfg.seed, RunLayout(tmp_path), [], "cpu", cfg.data.system_prompt)
     assert not (tmp_path / "sft").exists()
+
+
+def test_eval_logprobs_of_a_response_to_a_long_prompt_keep_the_response(tmp_path):
+    """eval's KL sums log p(response | prompt): a sequence over the model's positions was cut at its END, so the
+    response of a long prompt summed to 0 (a KL of 0 for it, whatever the policy did). It keeps its end now, as
+    sampling does: the response's log-probability given the prompt's end."""
+    import torch
+
+    from rlaif.evaluate import sequence_logprobs
+    from rlaif.generate import load_policy
+
+    model, tok = load_policy(_tiny_gpt2(tmp_path), "cpu")
+    tok.padding_side = "right"
+    long_prompt, response = "hello " * 100, "world how are you"
+    got, short = sequence_logprobs(model, tok, [long_prompt, "hi"], [response, response], "cpu")
+    pids, rids = chat.prompt_response_ids(tok, long_prompt, response)
+    ids = (pids + rids)[-64:]
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0, :-1].float(), -1)
+    want = float(logp[torch.arange(len(ids) - 1), torch.tensor(ids[1:])][-len(rids):].sum())
+    assert got == pytest.approx(want, rel=1e-4) and got < 0 and short < 0
