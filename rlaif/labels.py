@@ -253,6 +253,20 @@ def print_stats(st: dict[str, Any], console) -> None:
         _print_feedback(st["feedback"], console)
 
 
+def write_stats_json(st: dict[str, Any], out: str | Path) -> None:
+    """``labels stats --json``: the figures, written whole (a temporary file renamed over the target)."""
+    path = Path(out)
+    check_target(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(st, indent=2))
+        tmp.replace(path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise RlaifError(f"{path}: could not write the figures ({e.strerror or e}); pick another --json") from None
+
+
 # ---------------------------------------------------------------- export
 def export_records(store: Store, judge_hash: str | None, source: str) -> Iterator[dict[str, Any]]:
     """Rows with COLUMNS, streamed from the store; ``judge_hash`` (the AI comparisons' judge run) is
@@ -295,7 +309,7 @@ def write_export(rows: Iterable[dict[str, Any]], fmt: str, out: str | Path,
     if fmt not in FORMATS:
         raise RlaifError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     path = Path(out)
-    _check_target(path)
+    check_target(path)
     skipped: dict[str, int] = {}
     if feedback and fmt != "jsonl":
         skipped[f"single-response feedback ({fmt} holds pairs; export --format jsonl)"] = len(feedback)
@@ -352,7 +366,7 @@ def _chunks(rows: Iterable[dict[str, Any]], n: int) -> Iterator[list[dict[str, A
         yield chunk
 
 
-def _check_target(path: Path) -> None:
+def check_target(path: Path) -> None:
     """-o must be a new file or a writable regular file in a writable folder (never a device,
     a FIFO or a folder: the export is renamed over the target)."""
     if path.exists() or path.is_symlink():

@@ -56,6 +56,21 @@ def test_stats_match_the_hand_computed_figures(labelled_run, tmp_path, capsys):
     assert "viewer:alice" in printed and "principle concise" in printed and "0.750" in printed
 
 
+@pytest.mark.parametrize("target", ["missing-folder", "a-folder"], ids=str)
+def test_stats_json_to_a_missing_folder_or_a_folder(labelled_run, tmp_path, capsys, target):
+    """`labels stats --json` into a folder that does not exist printed the tables and then a traceback
+    (FileNotFoundError): the folder is made, as `labels export -o` does; a folder as the target is exit 2
+    naming it, before the stats."""
+    out = tmp_path / "nope" / "deeper" / "st.json" if target == "missing-folder" else tmp_path
+    code = main(["labels", "stats", str(labelled_run), "--json", str(out)])
+    captured = capsys.readouterr()
+    if target == "missing-folder":
+        assert code == 0 and json.loads(out.read_text())["human_labels"] == 7
+        return
+    assert code == 2 and str(out) in captured.err and "\n" not in captured.err.strip()
+    assert "AI-human agreement" not in captured.out
+
+
 def _labels(run: Path) -> set[tuple]:
     db = sqlite3.connect(run / "store.sqlite")
     rows = set(db.execute("SELECT prompt, chosen, rejected, label, annotator, note FROM human_labels"))

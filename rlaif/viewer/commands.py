@@ -144,19 +144,20 @@ def cmd_show(args) -> int:
 
 
 def cmd_labels_stats(args) -> int:
-    import json
+    from pathlib import Path
 
     from rich.console import Console
 
-    from rlaif.labels import label_stats, print_stats
+    from rlaif.labels import check_target, label_stats, print_stats, write_stats_json
     from rlaif.viewer.queue import open_run_store, reading, resolve_judge_hash
 
+    if args.json_out:
+        check_target(Path(args.json_out))  # a bad --json is exit 2 before the work
     with open_run_store(args.run_dir, readonly=True) as store, reading(store):
         st = label_stats(store, resolve_judge_hash(store))
     print_stats(st, Console())
     if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump(st, f, indent=2)
+        write_stats_json(st, args.json_out)
     return 0
 
 
