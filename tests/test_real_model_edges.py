@@ -199,3 +199,22 @@ def test_eval_logprobs_of_a_response_to_a_long_prompt_keep_the_response(tmp_path
         logp = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0, :-1].float(), -1)
     want = float(logp[torch.arange(len(ids) - 1), torch.tensor(ids[1:])][-len(rids):].sum())
     assert got == pytest.approx(want, rel=1e-4) and got < 0 and short < 0
+
+
+def test_transformers_judge_verdict_does_not_depend_on_its_batch(tmp_path):
+    """Verdict logits come from one forward pass over a left-padded batch: without position ids from the mask, a
+    model with absolute positions (GPT-2) read a short call at shifted positions when a longer call shared its
+    batch, so the same call got another verdict (and cache entry) with other company."""
+    from rlaif.config import JudgeConfig
+    from rlaif.judges.hf_backend import TransformersCompleter
+    from rlaif.judges.llm import Call
+
+    comp = TransformersCompleter(JudgeConfig(backend="transformers", model=str(_tiny_gpt2(tmp_path, 256)),
+                                             constitution="x", max_length=256))
+    short = Call([{"role": "user", "content": "A or B?"}], options=("A", "B"))
+    long = Call([{"role": "user", "content": "hello world " * 30 + "A or B?"}], options=("A", "B"))
+    alone = comp.run([short])[0].top_logprobs
+    batched = comp.run([short, long])[0].top_logprobs
+    for opt in ("A", "B"):
+        assert batched[opt] == pytest.approx(alone[opt], abs=1e-4)
+

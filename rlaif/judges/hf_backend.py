@@ -110,8 +110,11 @@ class TransformersCompleter(Completer):
         import torch
 
         enc = self._encode(ids)
+        # Positions from the mask: a left-padded row is read as if unpadded (as generate() does), so a verdict does
+        # not depend on the batch it was in (a model with absolute positions, e.g. GPT-2, shifted it).
+        pos = (enc["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
         with torch.no_grad():
-            logits = self.lm(**enc).logits[:, -1, :].float()
+            logits = self.lm(**enc, position_ids=pos).logits[:, -1, :].float()
         logp = torch.log_softmax(logits, dim=-1)
         k = min(self.cfg.top_logprobs, logp.shape[-1])
         top = torch.topk(logp, k, dim=-1)
