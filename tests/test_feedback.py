@@ -327,8 +327,9 @@ def test_rate_mode_keys_store_feedback_used_by_mix_and_stats(tmp_path):
     c = by_id(comps_of(run))
     store = open_run_store(run)
     responses = responses_of(build_queue(store, Filters(), "review", 0, 0.6))
-    assert [(r.prompt_id, r.text) for r in responses[:4]] == [("p6", c["p6"].chosen), ("p6", c["p6"].rejected),
-                                                              ("p2", c["p2"].chosen), ("p2", c["p2"].rejected)]
+    assert [r.prompt_id for r in responses[:4]] == ["p6", "p6", "p2", "p2"]  # the review queue's order
+    assert {r.text for r in responses[:2]} == {c["p6"].chosen, c["p6"].rejected}
+    p6_first, p6_second, p2_first = (r.text for r in responses[:3])  # (not the AI's chosen first)
     assert all(r.text for r in responses)  # p5's empty answer is not offered
     app = RateApp(store, responses, "rita")
 
@@ -343,18 +344,35 @@ def test_rate_mode_keys_store_feedback_used_by_mix_and_stats(tmp_path):
     asyncio.run(go())
     got = {(f.prompt, f.completion): (f.kind, f.value, f.scale, f.source, f.comment) for f in store.feedback()}
     store.close()
-    assert got == {(c["p6"].prompt, c["p6"].chosen): ("thumbs", 1, 2, "viewer:rita", None),
-                   (c["p6"].prompt, c["p6"].rejected): ("thumbs", 0, 2, "viewer:rita", None),
-                   (c["p2"].prompt, c["p2"].chosen): ("rating", 5, 5, "viewer:rita", "clear")}  # p2's 2 undone
+    assert got == {(c["p6"].prompt, p6_first): ("thumbs", 1, 2, "viewer:rita", None),
+                   (c["p6"].prompt, p6_second): ("thumbs", 0, 2, "viewer:rita", None),
+                   (c["p2"].prompt, p2_first): ("rating", 5, 5, "viewer:rita", "clear")}  # p2's 2 undone
     assert app.snapshot[0] == 4 and "3/" in app.snapshot[1]  # skipped past the undone one; 3 rated
     with Store(run / "store.sqlite") as s:
         fb = s.feedback()
     pairs, _ = feedback_pairs(fb, FeedbackConfig())
-    assert [(h.chosen, h.rejected, h.margin) for h in pairs] == [(c["p6"].chosen, c["p6"].rejected, 1.0)]
+    assert [(h.chosen, h.rejected, h.margin) for h in pairs] == [(p6_first, p6_second, 1.0)]
     from rlaif.labels import feedback_stats
 
     st = feedback_stats(fb, comps_of(run))
-    assert (st["thumbs"]["agreement"], st["thumbs"]["n"]) == (1.0, 2)
+    agree = 1.0 if p6_first == c["p6"].chosen else 0.0  # the up on the AI's choice, the down on the other
+    assert (st["thumbs"]["agreement"], st["thumbs"]["n"]) == (agree, 2)
+
+
+def test_rate_mode_order_does_not_tell_the_ais_choice(tmp_path):
+    """Rating mode showed each comparison's AI-chosen text first: the order told the rater the AI's verdict,
+    which the mode hides so that the ratings stay independent of it. The two texts now come in an order
+    that does not depend on which one the AI chose."""
+    from dataclasses import replace
+
+    from test_viewer import comps_of, make_run
+
+    from rlaif.viewer.rating import responses_of
+
+    comps = [c for c in comps_of(make_run(tmp_path / "run")) if c.chosen.strip()]
+    swapped = [replace(c, chosen=c.rejected, rejected=c.chosen) for c in comps]
+    assert [r.text for r in responses_of(comps)] == [r.text for r in responses_of(swapped)]
+    assert len(responses_of(comps)) == 2 * len(comps)
 
 
 def test_rate_flag_needs_a_terminal(tmp_path, capsys):

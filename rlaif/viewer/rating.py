@@ -45,12 +45,13 @@ class RateUndo:
 
 
 def iter_responses(comps: Iterable[Comparison]) -> Iterator[Response]:
-    """Each non-empty (prompt, response) of the comparisons once, in their order (AI's chosen first)."""
+    """Each non-empty (prompt, response) of the comparisons once, in their order; a comparison's two texts in
+    the order of their keys, never the AI's chosen first (the order would tell the rater the AI's verdict)."""
     seen: set[str] = set()
     for c in comps:
-        for text in (c.chosen, c.rejected):
-            r = Response(c.prompt_id, c.prompt, c.category, text)
-            if text.strip() and r.key not in seen:
+        for r in sorted((Response(c.prompt_id, c.prompt, c.category, t) for t in (c.chosen, c.rejected)),
+                        key=lambda r: r.key):
+            if r.text.strip() and r.key not in seen:
                 seen.add(r.key)
                 yield r
 
