@@ -68,9 +68,10 @@ def _orient(c: Comparison, side: str) -> str:
 def label_stats(store: Store, judge_hash: str) -> dict[str, Any]:
     """Counts by source and label, AI-human agreement overall, per principle and per source.
 
-    Streamed: the labels are counted from a cursor, and only the AI pairs that carry a human label
-    (or whose texts have single-response feedback) are read: a run of a million comparisons with a
-    few thousand labels reads those few thousand."""
+    Streamed: the labels are counted from a cursor, and only the AI pairs that carry a human label are
+    read: a run of a million comparisons with a few thousand labels reads those few thousand. With
+    single-response feedback in the run, every AI pair is read once more (streamed) to find the ones
+    whose texts the feedback is about."""
     from rlaif.viewer.queue import Comparison, refresh
 
     by_source: Counter = Counter()
