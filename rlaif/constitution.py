@@ -44,6 +44,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from rlaif import safeio
 from rlaif.config_base import no_bool
@@ -229,7 +230,10 @@ class Constitution(_Strict):
     @field_validator("version", mode="before")
     @classmethod
     def _version_str(cls, v):
-        return str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+        if isinstance(v, float):  # YAML reads 1.10 as the number 1.1: the written version would be lost
+            raise PydanticCustomError("version_number", "write the version in quotes (version: \"{v}\" was read as "
+                                      "the number {v}; 1.10 would read as 1.1)", {"v": v})
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Constitution:

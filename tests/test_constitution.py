@@ -34,6 +34,8 @@ BAD = {
     "empty-text": (GOOD.replace("text: Prefer the response that declines harmful requests.", "text: '  '"),
                    "principles.0.text", "empty"),
     "wrong-type": (GOOD.replace("weight: 2.0", "weight: heavy"), "principles.0.weight", "number"),
+    # YAML reads an unquoted 1.10 as the number 1.1 (a diff of 1.1 and 1.10 showed no change).
+    "float-version": (GOOD.replace("version: '1'", "version: 1.10"), "version", "quotes"),
     "bool-weight": (GOOD.replace("weight: 2.0", "weight: true"), "principles.0.weight", "expected a number, got true"),
     "bad-regex": (GOOD.replace("pattern: (?i)sure, here is how", "pattern: '(unclosed'"),
                   "principles.0.checks.0.pattern", "bad regex"),
