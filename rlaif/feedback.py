@@ -74,11 +74,27 @@ def _pair_indices(goodness: list[float], best_worst: bool, cap: int, seed: str) 
     return sorted(got), total - len(got)
 
 
-def feedback_pairs(feedback: list[Feedback], cfg: FeedbackConfig) -> tuple[list[HumanLabel], dict]:
-    """Preference pairs (HumanLabel with ``margin`` and ``feedback`` set) and their stats."""
+def _groups(feedback: list[Feedback]) -> dict[tuple, dict[str, list[Feedback]]]:
+    """group -> response text (stripped) -> the verdicts on it there."""
     groups: dict[tuple, dict[str, list[Feedback]]] = defaultdict(lambda: defaultdict(list))
     for f in feedback:
         groups[_group(f)][f.completion.strip()].append(f)
+    return groups
+
+
+def goodness_index(feedback: list[Feedback]) -> dict[str, dict[str, float]]:
+    """feedback_key of a response -> {its group (``repr``, the order ``feedback_pairs`` walks groups in):
+    its mean goodness there}: which of two texts people put higher, without making every pair."""
+    out: dict[str, dict[str, float]] = defaultdict(dict)
+    for group, responses in _groups(feedback).items():
+        for fs in responses.values():
+            out[fs[0].key][repr(group)] = sum(f.goodness for f in fs) / len(fs)
+    return out
+
+
+def feedback_pairs(feedback: list[Feedback], cfg: FeedbackConfig) -> tuple[list[HumanLabel], dict]:
+    """Preference pairs (HumanLabel with ``margin`` and ``feedback`` set) and their stats."""
+    groups = _groups(feedback)
     pairs: list[HumanLabel] = []
     by_kind = {k: 0 for k in (THUMBS, RATING, RANK)}
     ties = thumbs_paired = capped = 0

@@ -153,16 +153,25 @@ def feedback_stats(feedback: list[Feedback], comps: Iterable[Comparison]) -> dic
     """AI-human agreement for single-response feedback, overall and per principle, with Wilson intervals.
 
     Ratings and rankings: on every scored AI comparison whose two texts a rating group or a ranking
-    orders (``rlaif.feedback.feedback_pairs``, ties left out), does the AI (or a principle) pick the text
+    orders (``rlaif.feedback.goodness_index``: the groups the mix pairs within, ties left out), does the AI (or a principle) pick the text
     people rated higher? Thumbs: for every response with a net thumbs verdict in a scored AI comparison,
     is a thumbs-down response the one the AI rejected there ("ranked low") and a thumbs-up the one it chose?
     """
-    from rlaif.config import FeedbackConfig
-    from rlaif.feedback import feedback_pairs, thumbs_index
+    from rlaif.feedback import goodness_index, thumbs_index
 
-    graded = [f for f in feedback if f.graded]
-    better = {h.key: h.chosen.strip() for h in feedback_pairs(graded, FeedbackConfig(pairs="all"))[0]}
+    goodness = goodness_index([f for f in feedback if f.graded])
     thumbs = thumbs_index(feedback)
+
+    def human_prefers_chosen(c: Comparison) -> bool | None:
+        """Whether people put c's chosen text above its rejected one in a group holding both (the last such
+        group, as the mix's pairs; None: no group orders the two)."""
+        a = goodness.get(feedback_key(c.prompt, c.chosen))
+        b = goodness.get(feedback_key(c.prompt, c.rejected))
+        if not a or not b:
+            return None
+        order = [a[g] > b[g] for g in sorted(a.keys() & b.keys()) if a[g] != b[g]]
+        return order[-1] if order else None
+
     g_all, g_per = [0, 0], {}
     t_all, t_per, down, up = [0, 0], {}, [0, 0], [0, 0]
 
@@ -174,8 +183,8 @@ def feedback_stats(feedback: list[Feedback], comps: Iterable[Comparison]) -> dic
         if not c.scored:
             continue
         picks = [(p.id, p.pick) for p in c.principles if p.status == "scored" and p.pick in ("A", "B")]
-        if c.key in better:  # people ordered these two texts
-            human_a = better[c.key] == c.chosen.strip()
+        human_a = human_prefers_chosen(c)
+        if human_a is not None:  # people ordered these two texts
             count(g_all, human_a)
             for pid, pick in picks:
                 count(g_per.setdefault(pid, [0, 0]), (pick == "A") == human_a)

@@ -311,6 +311,22 @@ def test_labels_stats_agreement_on_ratings_rankings_and_thumbs(tmp_path, capsys)
     assert "thumbs-down" in printed and "0.667" in printed
 
 
+def test_labels_stats_scores_every_comparison_a_large_ranking_orders():
+    """Stats look the two texts of each AI comparison up in the feedback: not through the pairs the mix makes,
+    which are a sample of a group past mix.feedback.max_pairs_per_group (a 64-completion ranking has 2,016)."""
+    from test_viewer import _details
+
+    from rlaif.labels import feedback_stats
+    from rlaif.viewer.queue import Comparison
+
+    fb = [Feedback("q", f"t{i}", "rank", i + 1, 64, "file:f:1") for i in range(64)]
+    comps = [Comparison.from_record({"prompt_id": "q", "prompt": "q", "chosen": f"t{i}", "rejected": f"t{63 - i}",
+                                     "confidence": 0.9, "status": "scored", "details": _details({}, "scored")})
+             for i in range(40)]  # the AI picks the higher-ranked text in the first 32, the lower in the rest
+    g = feedback_stats(fb, comps)["graded"]
+    assert (g["n"], g["agreement"]) == (40, 32 / 40)
+
+
 # ---------------------------------------------------------------- the viewer's rating mode
 def test_rate_mode_keys_store_feedback_used_by_mix_and_stats(tmp_path):
     """`rlaif view RUN --rate` under Textual's pilot: thumbs, ratings, a comment given before the verdict,
