@@ -10,7 +10,8 @@ Model inputs come from the tokenizer's chat template when it has one (every chat
 which gets ``TINY_CHAT_TEMPLATE``): ``apply_chat_template(messages, add_generation_prompt=True, tokenize=False)``.
 A rendered template already holds the model's special tokens (BOS included for Llama-3), so rendered text is
 tokenized with ``add_special_tokens=False`` (otherwise Llama-3 gets two BOS). A model without a chat template (a
-base model) gets the plain format of ``rlaif.formats``.
+base model) gets the plain format of ``rlaif.formats``. A template that refuses a system role (Gemma's) gets the
+system text at the start of the first user turn (``template_messages``).
 """
 
 from __future__ import annotations
@@ -101,10 +102,41 @@ def has_template(tok) -> bool:
     return bool(getattr(tok, "chat_template", None))
 
 
+_SYSTEM_OK: dict[str, bool] = {}  # chat template -> whether it takes a system message
+
+
+def _takes_system(tok) -> bool:
+    key = str(tok.chat_template)
+    if key not in _SYSTEM_OK:
+        from jinja2 import TemplateError
+
+        try:
+            tok.apply_chat_template([{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],
+                                    add_generation_prompt=True, tokenize=False)
+            _SYSTEM_OK[key] = True
+        except TemplateError:  # e.g. Gemma's: raise_exception('System role not supported')
+            _SYSTEM_OK[key] = False
+    return _SYSTEM_OK[key]
+
+
+def template_messages(tok, msgs: list[dict[str, str]]) -> list[dict[str, str]]:
+    """``msgs`` as the tokenizer's chat template takes them: a template that refuses a system role (Gemma) gets the
+    system text at the start of the first user turn, as those models' cards advise; any other template, unchanged."""
+    if not msgs or msgs[0]["role"] != "system" or not has_template(tok) or _takes_system(tok):
+        return msgs
+    system, rest = msgs[0]["content"].strip(), [dict(m) for m in msgs[1:]]
+    for m in rest:
+        if m["role"] == "user":
+            m["content"] = f"{system}\n\n{m['content']}"
+            break
+    return rest
+
+
 def policy_input(tok, prompt_text: str) -> str:
     """The exact text the policy is given for a prompt: its chat-template rendering with the generation prompt."""
     if has_template(tok):
-        return tok.apply_chat_template(messages(prompt_text), add_generation_prompt=True, tokenize=False)
+        return tok.apply_chat_template(template_messages(tok, messages(prompt_text)), add_generation_prompt=True,
+                                       tokenize=False)
     return POLICY_PROMPT.format(prompt=transcript(prompt_text).strip())
 
 
@@ -143,7 +175,7 @@ def full_text(tok, prompt_text: str, response: str) -> str:
     """Prompt plus the assistant's response as the template ends a turn (end-of-turn token included)."""
     if has_template(tok):
         msgs = messages(prompt_text) + [{"role": "assistant", "content": response.strip()}]
-        return tok.apply_chat_template(msgs, tokenize=False)
+        return tok.apply_chat_template(template_messages(tok, msgs), tokenize=False)
     return policy_input(tok, prompt_text) + response.strip() + (tok.eos_token or "")
 
 
@@ -161,7 +193,7 @@ def completion_row(tok, prompt_text: str, **completions: str) -> dict[str, Any]:
     """A trl row: conversational (trl applies the chat template itself) when the tokenizer has a template,
     else the plain format (trl appends EOS). ``completions``: e.g. completion=... or chosen=..., rejected=..."""
     if has_template(tok):
-        return {"prompt": messages(prompt_text),
+        return {"prompt": template_messages(tok, messages(prompt_text)),
                 **{k: [{"role": "assistant", "content": v.strip()}] for k, v in completions.items()}}
     return {"prompt": policy_input(tok, prompt_text), **{k: v.strip() for k, v in completions.items()}}
 

@@ -218,3 +218,36 @@ def test_transformers_judge_verdict_does_not_depend_on_its_batch(tmp_path):
     for opt in ("A", "B"):
         assert batched[opt] == pytest.approx(alone[opt], abs=1e-4)
 
+
+
+# Gemma-2's convention: no system role (its template raises), "model" for the assistant.
+GEMMA_LIKE_TEMPLATE = (
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+    "{% endif %}{% for m in messages %}{% set role = 'model' if m['role'] == 'assistant' else m['role'] %}"
+    "{{ '<start_of_turn>' + role + '\\n' + m['content'] | trim + '<end_of_turn>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}"
+)
+
+
+def test_a_template_without_a_system_role_gets_the_system_prompt_in_the_first_user_turn(qwen2_dir):
+    """data.system_prompt, or the judge's own system message, with a model whose template refuses a system role
+    (Gemma's raises "System role not supported") was a jinja traceback in every stage; the system text now opens the
+    first user turn, as those models' cards advise, in every rendering (policy, trl rows, reward model, judge)."""
+    from rlaif.judges.hf_backend import render_chat
+    from rlaif.train.hf import load_tokenizer
+
+    tok = load_tokenizer(qwen2_dir)
+    tok.chat_template = GEMMA_LIKE_TEMPLATE
+    p = chat.with_system(chat.encode([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."},
+                                      {"role": "user", "content": "Rain poem?"}]), "Be brief.")
+    want = ("<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello.<end_of_turn>\n"
+            "<start_of_turn>user\nRain poem?<end_of_turn>\n<start_of_turn>model\n")
+    assert chat.policy_input(tok, p).endswith(want)
+    assert chat.full_text(tok, p, "Drops.").endswith(want + "Drops.<end_of_turn>\n")
+    row = chat.completion_row(tok, p, completion="Drops.")  # what trl renders itself
+    assert [m["role"] for m in row["prompt"]] == ["user", "assistant", "user"]
+    assert row["prompt"][0]["content"] == "Be brief.\n\nHi"
+    assert render_chat(tok, [{"role": "system", "content": "Judge."}, {"role": "user", "content": "A or B?"}]) \
+        .endswith("<start_of_turn>user\nJudge.\n\nA or B?<end_of_turn>\n<start_of_turn>model\n")
+    tok.chat_template = load_tokenizer(qwen2_dir).chat_template  # a template with a system role keeps it
+    assert chat.completion_row(tok, p, completion="x")["prompt"][0] == {"role": "system", "content": "Be brief."}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rlaif.chat import encode_rendered
+from rlaif.chat import encode_rendered, template_messages
 from rlaif.hashing import content_hash
 from rlaif.judges.llm import Call, Completer, Completion
 
@@ -20,7 +20,8 @@ from rlaif.judges.llm import Call, Completer, Completion
 def render_chat(tokenizer, messages: list[dict]) -> str:
     """The model's chat template when it has one; a plain transcript otherwise."""
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return tokenizer.apply_chat_template(template_messages(tokenizer, messages), tokenize=False,
+                                             add_generation_prompt=True)
     lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
     return "\n\n".join(lines) + "\n\nAssistant:"
 
