@@ -218,7 +218,10 @@ class Principle(_Strict):
         return self.applies_to is None or category is None or category in self.applies_to
 
     def check_effect(self, text: str) -> float:
-        return sum(c.apply(text) for c in self.checks)
+        try:
+            return sum(c.apply(text) for c in self.checks)
+        except RlaifError as e:  # a slow regex: say which principle holds it
+            raise RlaifError(f"principle {self.id!r}: {e.message}") from None
 
 
 class Constitution(_Strict):

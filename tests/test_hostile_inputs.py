@@ -261,6 +261,14 @@ def test_slow_regex_the_lint_misses_is_cut_off(pattern):
     assert time.monotonic() - t < 5
 
 
+def test_a_slow_regex_at_judging_time_names_its_principle():
+    from rlaif.constitution import Principle
+
+    p = Principle(id="no-sure", text="t", checks=[RegexCheck(type="regex", pattern=r"(a|aa)+$", effect=-1.0)])
+    with pytest.raises(RlaifError, match=r"^principle 'no-sure': regex check .* simplify the pattern"):
+        p.check_effect("a" * 5000 + "!")
+
+
 # ---------------------------------------------------------------- values in range that crash later
 
 RANGE = {
