@@ -153,9 +153,10 @@ def feedback_stats(feedback: list[Feedback], comps: Iterable[Comparison]) -> dic
     """AI-human agreement for single-response feedback, overall and per principle, with Wilson intervals.
 
     Ratings and rankings: on every scored AI comparison whose two texts a rating group or a ranking
-    orders (``rlaif.feedback.goodness_index``: the groups the mix pairs within, ties left out), does the AI (or a principle) pick the text
-    people rated higher? Thumbs: for every response with a net thumbs verdict in a scored AI comparison,
-    is a thumbs-down response the one the AI rejected there ("ranked low") and a thumbs-up the one it chose?
+    orders (``rlaif.feedback.goodness_index``: the groups the mix pairs within, ties left out), does the
+    AI (or a principle) pick the text people rated higher? Thumbs: for every response with a net thumbs
+    verdict in a scored AI comparison, is a thumbs-down response the one the AI rejected there ("ranked
+    low") and a thumbs-up the one it chose?
     """
     from rlaif.feedback import goodness_index, thumbs_index
 
