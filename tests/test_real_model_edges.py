@@ -251,3 +251,52 @@ def test_a_template_without_a_system_role_gets_the_system_prompt_in_the_first_us
         .endswith("<start_of_turn>user\nJudge.\n\nA or B?<end_of_turn>\n<start_of_turn>model\n")
     tok.chat_template = load_tokenizer(qwen2_dir).chat_template  # a template with a system role keeps it
     assert chat.completion_row(tok, p, completion="x")["prompt"][0] == {"role": "system", "content": "Be brief."}
+
+
+def _bf16_checkpoint(src, dst):
+    """A copy of ``src`` saved in bf16 (as Qwen2.5 / Llama-3 checkpoints are: config dtype bfloat16)."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    shutil.copytree(src, dst)
+    AutoModelForCausalLM.from_pretrained(src, dtype=torch.bfloat16).save_pretrained(dst)
+    return dst
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["sft", "train-rm"])
+def test_fully_trained_weights_load_in_fp32_from_a_bf16_checkpoint(stage, qwen2_dir, tmp_path, monkeypatch,
+                                                                   scripted_backend):
+    """transformers 5 loads a checkpoint in its own dtype by default: SFT and the reward model trained a bf16
+    checkpoint's weights in bf16, where an update under ~1/256 of a weight is lost (the policy trainers load fp32
+    for that reason, rlaif/train/gpu.py)."""
+    import torch
+    import trl
+    from test_chat_training import _cfg, _pairs_dir
+
+    from rlaif.layout import RunLayout
+
+    base = _bf16_checkpoint(qwen2_dir, tmp_path / "bf16")
+    seen = []
+    name = "SFTTrainer" if stage == "sft" else "RewardTrainer"
+
+    class Spy(getattr(trl, name)):
+        def __init__(self, *a, **kw):
+            seen.append(kw["model"].dtype)
+            super().__init__(*a, **kw)
+
+    monkeypatch.setattr(trl, name, Spy)
+    if stage == "sft":
+        from rlaif.train.sft import run_sft
+
+        cfg = _cfg(tmp_path, [f"policy.model={base}", "policy.sft.max_steps=1", "policy.sft.max_length=256"])
+        run_sft(cfg.policy, cfg.seed, RunLayout(tmp_path), [], "cpu")
+    else:
+        from rlaif.train.reward import train_reward_model
+
+        cfg = _cfg(tmp_path, [f"reward_model.base={base}", "reward_model.train.max_steps=1",
+                              "reward_model.train.batch_size=2", "reward_model.train.max_length=256"])
+        train_reward_model(cfg.reward_model, cfg.seed, RunLayout(tmp_path, pairs=_pairs_dir(tmp_path)), "cpu")
+    assert seen == [torch.float32]

@@ -73,6 +73,7 @@ class _WeightCollator:
 
 def train_reward_model(rcfg: RewardModelConfig, seed: int, layout: RunLayout, device: str) -> dict:
     """Train on the pairs in ``layout.pairs``; the reward model goes to ``layout.reward_model``."""
+    import torch
     from datasets import load_from_disk
     from transformers import AutoModelForSequenceClassification
     from trl import RewardConfig
@@ -81,7 +82,8 @@ def train_reward_model(rcfg: RewardModelConfig, seed: int, layout: RunLayout, de
     targs = rcfg.train
     base = resolve_base(rcfg.base)
     tokenizer = load_tokenizer(base)
-    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
+    # fp32 weights (bf16 is autocast): a bf16 checkpoint trained as loaded loses small updates (rlaif/train/gpu.py)
+    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1, dtype=torch.float32)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     dd = load_from_disk(str(layout.pairs))

@@ -69,10 +69,12 @@ def run_sft(pcfg: PolicyConfig, seed: int, layout: RunLayout, extra_texts: list[
                          "answers (critique.enabled, critique.in_sft)")
     model_ref = initial_policy(pcfg, seed, rows, extra_texts, layout.partial(out_dir))
 
+    import torch
     from transformers import AutoModelForCausalLM
 
     tokenizer = load_tokenizer(model_ref)
-    model = AutoModelForCausalLM.from_pretrained(model_ref)
+    # fp32 weights (bf16 is autocast): a bf16 checkpoint trained as loaded loses small updates (rlaif/train/gpu.py)
+    model = AutoModelForCausalLM.from_pretrained(model_ref, dtype=torch.float32)
     ds = conversational_dataset(tokenizer, rows, completion="response")  # the chat template's rendering
     targs = pcfg.sft
     args = SFTConfig(
