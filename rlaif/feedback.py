@@ -115,8 +115,8 @@ def feedback_pairs(feedback: list[Feedback], cfg: FeedbackConfig) -> tuple[list[
                                     margin=round(cfg.margin * (ga - gb), 6), feedback=kind))
             made += 1
         by_kind[kind] += made
-        if kind == THUMBS and made:
-            thumbs_paired += sum(len(fs) for fs in responses.values())
+        if kind == THUMBS:  # the verdicts on the responses that are in a pair
+            thumbs_paired += sum(len(scored[i][2]) for i in {i for pair in chosen for i in pair})
     n_thumbs = sum(f.kind == THUMBS for f in feedback)
     stats = {"feedback_in": len(feedback), "feedback_by_kind": {k: sum(f.kind == k for f in feedback)
                                                                  for k in (THUMBS, RATING, RANK)},

@@ -173,6 +173,11 @@ def test_thumbs_pair_only_with_an_up_and_a_down():
     pairs, st = feedback_pairs(fb, FeedbackConfig())
     assert [(h.chosen, h.rejected, h.margin) for h in pairs] == [("good", "bad", 1.0)]
     assert st["thumbs_paired"] == 2 and st["thumbs_unpaired"] == 2
+    # best_worst: a response between the best and the worst (one up, one down) is in no pair: not "paired"
+    fb = [T("good", True), T("bad", False), T("mixed", True, source="viewer:a"), T("mixed", False, source="viewer:b")]
+    pairs, st = feedback_pairs(fb, FeedbackConfig(pairs="best_worst"))
+    assert [(h.chosen, h.rejected) for h in pairs] == [("good", "bad")]
+    assert st["thumbs_paired"] == 2 and st["thumbs_unpaired"] == 2
 
 
 def test_a_large_group_gives_a_stable_sample_of_its_pairs():
@@ -188,6 +193,8 @@ def test_a_large_group_gives_a_stable_sample_of_its_pairs():
     assert all(int(h.chosen.split()[1]) % 2 == 0 and int(h.rejected.split()[1]) % 2 == 1 and h.margin == 1.0
                for h in pairs)
     assert st["feedback_pairs_capped"] == 1500 * 1500 - 1000 and st["feedback_ties_dropped"] == 1500 * 1499
+    paired = {t for h in pairs for t in (h.chosen, h.rejected)}
+    assert st["thumbs_paired"] == len(paired) < 3000 and st["thumbs_unpaired"] == 3000 - len(paired)
     assert [h.key for h in feedback_pairs(fb[::-1], FeedbackConfig())[0]] == [h.key for h in pairs]  # stable
     everything = {(h.chosen, h.rejected, h.margin) for h in feedback_pairs(fb[:20], FeedbackConfig())[0]}
     assert len(everything) == 100  # under the cap: every pair
