@@ -300,3 +300,21 @@ def test_fully_trained_weights_load_in_fp32_from_a_bf16_checkpoint(stage, qwen2_
                               "reward_model.train.batch_size=2", "reward_model.train.max_length=256"])
         train_reward_model(cfg.reward_model, cfg.seed, RunLayout(tmp_path, pairs=_pairs_dir(tmp_path)), "cpu")
     assert seen == [torch.float32]
+
+
+@pytest.mark.parametrize("max_tokens", [1, 8], ids=["verdict-token", "generated-text"])
+def test_transformers_judge_prompt_over_the_models_positions_is_unscored_not_a_crash(tmp_path, max_tokens):
+    """judge.max_length (2048 by default) above the judge model's positions: a prompt in between crashed the judge
+    stage on an absolute-position model (GPT-2: IndexError); it is an unscored error naming both limits now."""
+    from rlaif.config import JudgeConfig
+    from rlaif.judges.hf_backend import TransformersCompleter
+    from rlaif.judges.llm import Call
+
+    comp = TransformersCompleter(JudgeConfig(backend="transformers", model=str(_tiny_gpt2(tmp_path, 64)),
+                                             constitution="x"))
+    long = Call([{"role": "user", "content": "hello world " * 20 + "A or B?"}], max_tokens=max_tokens,
+                options=("A", "B"))
+    short = Call([{"role": "user", "content": "A or B?"}], max_tokens=max_tokens, options=("A", "B"))
+    out = comp.run([long, short])
+    assert out[0].error is not None and "64 positions" in out[0].error
+    assert out[1].error is None

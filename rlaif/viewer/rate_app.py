@@ -15,6 +15,7 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import Footer, Input, Static
 
+from rlaif.chat import transcript
 from rlaif.store import Store
 from rlaif.viewer import rating as R
 from rlaif.viewer.drafts import Drafts
@@ -88,7 +89,8 @@ class RateApp(App[None]):
             self.responses.has(self.cursor + 1)  # whether there is a next one shows in the count
             head = Text(f"{self.cursor + 1}/{self.responses.described()}  prompt {r.prompt_id}", style="bold")
             head.append(f" · {r.category or 'no category'}", style="dim")
-            parts = [head, Panel(Text(r.prompt, overflow="fold"), title="prompt", title_align="left", box=box.ROUNDED),
+            parts = [head, Panel(Text(transcript(r.prompt), overflow="fold"), title="prompt", title_align="left",
+                                 box=box.ROUNDED),
                      Panel(Text(r.text, overflow="fold"), title="response", title_align="left", box=box.HEAVY),
                      Text(f"your verdict: {R.describe(self._mine(r))}", style="bold cyan")]
             if (held := self.drafts.pending(r.key)) is not None:
