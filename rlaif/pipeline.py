@@ -161,6 +161,11 @@ class Run:
         ih = self.input_hash(stage)
         rec = self.store.stage(stage)
         if not force and rec and rec["status"] == "done" and rec["input_hash"] == ih and self.outputs_exist(stage):
+            failed = (rec["info"] or {}).get("failed_calls") or 0
+            if failed:  # calls that failed after their retries are not cached: a re-run makes just those again
+                console.print(f"[yellow]{stage}: {failed} call(s) failed last time (server errors, timeouts); "
+                              "running it again: the calls that succeeded are cached[/yellow]")
+                return True
             console.print(f"[dim]skip {stage}: inputs unchanged ({ih})[/dim]")
             self.results[stage] = rec["info"]
             self.skipped.append(stage)

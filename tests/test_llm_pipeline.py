@@ -212,3 +212,29 @@ def test_ctrl_c_mid_judge_exits_130_quickly_and_resumes(project):
         assert main(["judge", str(project / "pipeline.yaml"), *args]) == 0
         total = db.execute("SELECT COUNT(*) FROM judge_cache").fetchone()[0]
     assert len(server.requests) - before == total - committed  # nothing committed was asked again
+
+
+def test_calls_that_failed_are_made_again_by_the_next_run(project, capsys):
+    """A judge call that failed after its retries is not cached, and its item is unscored; the stage is done,
+    but the next run of it makes those calls again (and only those) instead of skipping it."""
+    from rlaif.testing.fake_openai import Fault
+
+    db = sqlite3.connect(project / "run" / "store.sqlite")
+    failing = [True]
+    with FakeOpenAI(responder=safe_judge(), fault_fn=lambda i, body: Fault.server_error(500)
+                    if failing[0] and i % 3 == 0 else None) as server:
+        args = ["judge", str(project / "pipeline.yaml"), *llm_args(server, "--set", "judge.max_retries=0")]
+        assert main(args) == 0
+        first = len(server.requests)
+        info = json.loads(db.execute("SELECT info FROM stages WHERE name='judge'").fetchone()[0])
+        failed, cached = info["failed_calls"], db.execute("SELECT COUNT(*) FROM judge_cache").fetchone()[0]
+        assert failed > 0 and cached == first - failed
+        failing[0] = False
+        capsys.readouterr()
+        assert main(args) == 0  # the same config
+        assert len(server.requests) == first + failed  # only the failed calls again
+        assert f"{failed} call(s) failed last time" in capsys.readouterr().err
+        info = json.loads(db.execute("SELECT info FROM stages WHERE name='judge'").fetchone()[0])
+        assert info["failed_calls"] == 0
+        assert main(args) == 0  # nothing failed now: skipped
+        assert len(server.requests) == first + failed and "skip judge" in capsys.readouterr().err
