@@ -49,6 +49,9 @@ class TransformersCompleter(Completer):
             self.lm.to(device)
         self.lm.eval()
         self.device = next(self.lm.parameters()).device
+        # Learned absolute positions (GPT-2's n_positions) end in an IndexError past them; rotary models run on
+        # (a long-context model's max_position_embeddings understates what its rope scaling takes).
+        self.positions = getattr(self.lm.config, "n_positions", None)
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
         self.tok.padding_side = "left"
@@ -77,12 +80,16 @@ class TransformersCompleter(Completer):
         out: list[Completion | None] = [None] * len(calls)
         ids = [encode_rendered(self.tok, render_chat(self.tok, c.messages))["input_ids"] for c in calls]
         limit = self.cfg.max_length
-        for i, x in enumerate(ids):
+        for i, (x, c) in enumerate(zip(ids, calls)):
             # Not cut: the question and the assistant header are at the end, and a verdict read after a piece of
             # response B is noise. An error is an unscored record (raw kept, not cached: a rerun retries it).
             if len(x) > limit:
                 out[i] = Completion(error=f"the judge prompt is {len(x)} tokens, over judge.max_length ({limit}); "
                                           "raise judge.max_length (up to the judge model's context)")
+            elif self.positions and len(x) + c.max_tokens > self.positions:  # past them: an IndexError
+                out[i] = Completion(error=f"the judge prompt is {len(x)} tokens and {c.max_tokens} more are asked "
+                                          f"for: over the judge model's {self.positions} positions; use a model with "
+                                          "a longer context")
         bs = self.cfg.batch_size
         single = [i for i, c in enumerate(calls) if c.max_tokens == 1 and out[i] is None]
         # Generated text, batched among calls that sample alike (greedy judge calls; a critique's sampled calls).
