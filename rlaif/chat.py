@@ -132,11 +132,25 @@ def template_messages(tok, msgs: list[dict[str, str]]) -> list[dict[str, str]]:
     return rest
 
 
+def _render(tok, msgs: list[dict[str, str]], add_generation_prompt: bool) -> str:
+    """``apply_chat_template`` (to text) of ``msgs`` as the template takes them; a conversation the template refuses
+    (its ``raise_exception``, e.g. Mistral's "roles must alternate") is one RlaifError naming the model."""
+    from jinja2 import TemplateError
+
+    try:
+        return tok.apply_chat_template(template_messages(tok, msgs), add_generation_prompt=add_generation_prompt,
+                                       tokenize=False)
+    except TemplateError as e:
+        shown = "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in msgs)
+        raise RlaifError(f"the chat template of {getattr(tok, 'name_or_path', '') or 'the model'} refuses the "
+                         f"conversation {shown[:120]!r} ({e}); fix the data to the model's conversation rules (e.g. "
+                         "turns that alternate user/assistant)") from None
+
+
 def policy_input(tok, prompt_text: str) -> str:
     """The exact text the policy is given for a prompt: its chat-template rendering with the generation prompt."""
     if has_template(tok):
-        return tok.apply_chat_template(template_messages(tok, messages(prompt_text)), add_generation_prompt=True,
-                                       tokenize=False)
+        return _render(tok, messages(prompt_text), add_generation_prompt=True)
     return POLICY_PROMPT.format(prompt=transcript(prompt_text).strip())
 
 
@@ -175,7 +189,7 @@ def full_text(tok, prompt_text: str, response: str) -> str:
     """Prompt plus the assistant's response as the template ends a turn (end-of-turn token included)."""
     if has_template(tok):
         msgs = messages(prompt_text) + [{"role": "assistant", "content": response.strip()}]
-        return tok.apply_chat_template(template_messages(tok, msgs), tokenize=False)
+        return _render(tok, msgs, add_generation_prompt=False)
     return policy_input(tok, prompt_text) + response.strip() + (tok.eos_token or "")
 
 
@@ -193,6 +207,7 @@ def completion_row(tok, prompt_text: str, **completions: str) -> dict[str, Any]:
     """A trl row: conversational (trl applies the chat template itself) when the tokenizer has a template,
     else the plain format (trl appends EOS). ``completions``: e.g. completion=... or chosen=..., rejected=..."""
     if has_template(tok):
+        full_text(tok, prompt_text, next(iter(completions.values()), ""))  # a refused conversation fails here, not in trl
         return {"prompt": template_messages(tok, messages(prompt_text)),
                 **{k: [{"role": "assistant", "content": v.strip()}] for k, v in completions.items()}}
     return {"prompt": policy_input(tok, prompt_text), **{k: v.strip() for k, v in completions.items()}}

@@ -318,3 +318,32 @@ def test_transformers_judge_prompt_over_the_models_positions_is_unscored_not_a_c
     out = comp.run([long, short])
     assert out[0].error is not None and "64 positions" in out[0].error
     assert out[1].error is None
+
+
+# Mistral-Instruct v0.2's rule: roles alternate user/assistant (its template raises otherwise).
+ALTERNATING_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}"
+    "{% if (m['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if m['role'] == 'user' %}{{ '[INST] ' + m['content'] + ' [/INST]' }}{% else %}{{ m['content'] + eos_token }}"
+    "{% endif %}{% endfor %}"
+)
+
+
+def test_a_conversation_the_template_refuses_is_one_error_naming_the_model(qwen2_dir):
+    """A template that raises on a conversation (two user turns in a row under Mistral's alternation rule) was a
+    jinja traceback inside generate, or inside trl's dataset preparation for SFT/DPO/KTO; it is one RlaifError
+    naming the model and the fix now, raised before trl (``completion_row`` renders each row once)."""
+    from rlaif.errors import RlaifError
+    from rlaif.train.hf import load_tokenizer
+
+    tok = load_tokenizer(qwen2_dir)
+    tok.chat_template = ALTERNATING_TEMPLATE
+    ok = chat.encode([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."},
+                      {"role": "user", "content": "Rain poem?"}])
+    assert chat.policy_input(tok, ok).endswith("[INST] Rain poem? [/INST]")
+    bad = chat.encode([{"role": "user", "content": "Hi"}, {"role": "user", "content": "Rain poem?"}])
+    for render in (lambda: chat.policy_input(tok, bad), lambda: chat.full_text(tok, bad, "x"),
+                   lambda: chat.completion_row(tok, bad, chosen="x", rejected="y")):
+        with pytest.raises(RlaifError, match=r"chat template .*refuses .*User: Hi.*roles must alternate"):
+            render()
