@@ -238,6 +238,10 @@ class Constitution(_Strict):
                                       "the number {v}; 1.10 would read as 1.1)", {"v": v})
         return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
 
+    def idle_principles(self, categories: set[str | None]) -> list[str]:
+        """The principles that apply to none of ``categories`` (an ``applies_to`` typo turns one off)."""
+        return [p.id for p in self.principles if not any(p.applies(c) for c in categories)]
+
     @model_validator(mode="after")
     def _unique_ids(self) -> Constitution:
         seen: set[str] = set()

@@ -187,6 +187,14 @@ def _judge(run: Run) -> dict:
         close_judge(judge)
     if fitted is not None:
         info["fitted_weights"] = fitted.to_dict()
+    idle = run.inputs.constitution.idle_principles(run.store.prompt_categories("train"))
+    if idle:  # applies_to names no category the prompts have: these principles judged nothing
+        from rlaif.progress import console
+
+        console.print(f"[yellow]judge: principle(s) {', '.join(idle)} apply to no prompt of this run (their "
+                      f"applies_to names none of the prompts' categories); check applies_to in "
+                      f"{run.cfg.judge.constitution}[/yellow]")
+        info["idle_principles"] = idle
     run.store.put_judge_set(judge_hash, run.inputs.constitution.hash, gen_hash)
     info.update({"judge_hash": judge_hash, "backend": judge.backend, "model": judge.model,
                  "template_hash": judge.template_hash, "constitution_hash": run.inputs.constitution.hash,

@@ -213,6 +213,10 @@ class Store(QueueQueries, LabelQueries):
         rows = self.db.execute(q + (" WHERE split=?" if split else "") + " ORDER BY rowid", (split,) if split else ())
         return [Prompt(*r) for r in rows]
 
+    def prompt_categories(self, split: str) -> set[str | None]:
+        """The distinct categories of the split's prompts (None: prompts without one)."""
+        return {c for (c,) in self.db.execute("SELECT DISTINCT category FROM prompts WHERE split=?", (split,))}
+
     # ---------------------------------------------------------- candidates
     def add_candidates(self, cands: Iterable[Candidate], gen_hash: str) -> None:
         now = time.time()

@@ -132,6 +132,30 @@ def test_principle_edit_rejudges_and_changes_labels(finished_run, capsys, tmp_pa
     assert "skip mix" not in err and "skip train-rm" not in err
 
 
+def test_a_principle_whose_applies_to_matches_no_prompt_is_named(finished_run, capsys, tmp_path):
+    """A typo in applies_to turns the principle off for every prompt: the judge stage says so."""
+    import shutil
+    import sqlite3
+
+    proj = tmp_path / "copy"
+    shutil.copytree(finished_run, proj)
+    c = yaml.safe_load((proj / "constitution.yaml").read_text())
+    assert c["principles"][0]["applies_to"] == ["harmful"]
+    c["principles"][0]["applies_to"] = ["harmfull"]
+    (proj / "constitution.yaml").write_text(yaml.safe_dump(c))
+    assert main(["judge", str(proj / "pipeline.yaml")]) == 0
+    err = capsys.readouterr().err
+    pid = c["principles"][0]["id"]
+    assert f"principle(s) {pid} apply to no prompt" in " ".join(err.split()) and "applies_to" in err
+    db = sqlite3.connect(proj / "run" / "store.sqlite")
+    info = json.loads(db.execute("SELECT info FROM stages WHERE name='judge'").fetchone()[0])
+    assert info["idle_principles"] == [pid]
+    c["principles"][0]["applies_to"] = ["harmful"]  # fixed: no warning
+    (proj / "constitution.yaml").write_text(yaml.safe_dump(c))
+    assert main(["judge", str(proj / "pipeline.yaml")]) == 0
+    assert "apply to no prompt" not in capsys.readouterr().err
+
+
 def test_killed_generate_resumes_without_redoing_batches(finished_run, tmp_path, monkeypatch, capsys):
     import shutil
     import sqlite3
