@@ -3,6 +3,7 @@ stored feedback -> preference pairs with reward-model margins, unpaired KTO rows
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -486,8 +487,9 @@ def test_rate_mode_reads_responses_only_as_far_as_the_rater_goes(tmp_path):
     assert small.has(0) and not small.has(1) and small.described() == "1"
 
 
-def test_rate_mode_with_an_annotator_that_looks_like_markup(tmp_path):
-    """The status line parsed the annotator as markup: '[/]' crashed the app (MarkupError), '[b]x' showed 'x'."""
+def test_rate_mode_shows_markup_like_names_and_conversations_as_text(tmp_path):
+    """The status line parsed the annotator as markup: '[/]' crashed the app (MarkupError), '[b]x' showed 'x'.
+    A conversation prompt (a system message) is shown as its turns, not as the JSON it is stored as."""
     import asyncio
 
     from test_viewer import make_run
@@ -497,16 +499,23 @@ def test_rate_mode_with_an_annotator_that_looks_like_markup(tmp_path):
     from rlaif.viewer.rating import Response
 
     store = open_run_store(make_run(tmp_path / "run"))
-    app = RateApp(store, [Response("p", "[/INST] q", None, "a [/]")], "[b]x[/]")
+    conv = chat.encode([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "[/INST] q"}])
+    app = RateApp(store, [Response("p", conv, None, "a [/]")], "[b]x[/]")
 
     async def go():
         async with app.run_test(size=(100, 30)) as pilot:
+            from rich.console import Console
+
+            console = Console(width=100, record=True, file=io.StringIO())
+            console.print(app.query_one("#detail-body").content)
+            app.body = console.export_text()
             await pilot.press("plus")
             await pilot.pause()
             app.snapshot = str(app.query_one("#status").render())
             await pilot.press("q")
     asyncio.run(go())
     assert app.snapshot.startswith("1/1 rated") and app.snapshot.endswith("│ [b]x[/]")
+    assert "System: Be brief." in app.body and "User: [/INST] q" in app.body and "\"role\"" not in app.body, app.body
     assert [(f.completion, f.source) for f in store.feedback()] == [("a [/]", "viewer:[b]x[/]")]
     store.close()
 

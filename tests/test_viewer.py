@@ -208,7 +208,8 @@ def drive(run_dir: Path, keys: list[str], annotator: str = "tester", size=(80, 2
             await pilot.pause()
             app.snapshot = {"status": str(app.query_one("#status").render()),
                             "queue": [c.prompt_id for c in app.queue], "cursor": app.cursor,
-                            "rows": app.query_one("#queue").row_count}
+                            "rows": app.query_one("#queue").row_count,
+                            "first_prompt": str(app.query_one("#queue").get_row_at(0)[-1]) if app.queue else None}
             await pilot.press("q")
     asyncio.run(go())
     store.close()
@@ -255,6 +256,21 @@ def test_app_shows_markup_like_text_literally(tmp_path, monkeypatch):
     app = drive(run, ["a", "slash", *"[/INST]", "enter"], annotator="[bold]x[/]")
     assert app.snapshot["queue"] == ["p6"] and app.snapshot["status"].endswith("│ /[/INST] │ [bold]x[/]")
     assert viewer_labels(run)["[/INST] [bold]thank-you[/bold] note?"][2] == "chosen"
+
+
+def test_a_conversation_prompt_is_shown_as_turns(tmp_path, monkeypatch, capsys):
+    """A prompt with a system message (data.system_prompt) or several turns is stored as a JSON list of
+    messages: the viewer, its queue and `rlaif show` printed that JSON instead of the turns."""
+    from rlaif import chat
+
+    conv = chat.encode([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Tea or coffee?"}])
+    monkeypatch.setitem(PAIRS, "p6", (conv,) + PAIRS["p6"][1:])
+    run = make_run(tmp_path / "run")
+    assert main(["show", str(run), "--search", "coffee"]) == 0
+    out = capsys.readouterr().out
+    assert "System: Be brief." in out and "User: Tea or coffee?" in out and '"role"' not in out
+    app = drive(run, [])
+    assert app.snapshot["queue"][0] == "p6" and app.snapshot["first_prompt"] == "System: Be brief. User: Tea or coffee?"
 
 
 def test_app_keys_typed_in_the_note_box_stay_in_it(run_dir):

@@ -16,6 +16,7 @@ from textual.binding import Binding
 from textual.containers import Container, VerticalScroll
 from textual.widgets import DataTable, Footer, Input, Static
 
+from rlaif.chat import transcript
 from rlaif.evaluate import wilson
 from rlaif.store import Store
 from rlaif.viewer import verdicts as V
@@ -131,7 +132,7 @@ class ViewerApp(App[None]):
         conf = f"{c.confidence:.2f}" if c.scored else "—"
         # The prompt as Text: DataTable reads a str cell as markup ('[/INST]' raised MarkupError)
         return (str(i + 1), short_flag(c, self.low), conf, short_verdict(c, c.label_from(self.source)),
-                Text(one_line(c.prompt, 200)))
+                Text(one_line(transcript(c.prompt), 200)))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool:
         """While the note or search box is open, keys it does not use (↓ ↑ PgDn) do nothing: they moved the

@@ -16,6 +16,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from rlaif.chat import transcript
 from rlaif.records import HumanLabel
 from rlaif.viewer.queue import LOW_CONFIDENCE, Comparison
 from rlaif.vocab import BOTH_BAD, TIE
@@ -135,7 +136,7 @@ def render_comparison(c: Comparison, *, position: str | None = None, mine: str |
         head.append(f"  [{f}]", style="bold yellow" if f != "unscored" else "yellow")
     parts: list[RenderableType] = [
         head,
-        Panel(Text(c.prompt, overflow="fold"), title="prompt", title_align="left", box=box.ROUNDED),
+        Panel(Text(transcript(c.prompt), overflow="fold"), title="prompt", title_align="left", box=box.ROUNDED),
         _candidates(c), _aggregate(c), _principles(c), _human(c, mine),
     ]
     if pending_note:
