@@ -225,6 +225,12 @@ def _cmd_eval_judge(args, extra: list[str]) -> int:
     from rlaif.eval_judge import eval_judge
 
     jcfg = judge_config_from_args(args, extra)
+    if args.json_out:
+        from pathlib import Path
+
+        from rlaif.outputs import check_target
+
+        check_target(Path(args.json_out), "--json")  # a bad --json is exit 2 before the judge runs
     r = eval_judge(args.pairs, jcfg, args.limit, category=args.category)
     t = Table(title=f"judge {r['backend']}:{r['model']} ({r['method']}) vs human labels ({r['constitution']})")
     for col in ("scope", "accuracy (non-tie)", "kappa", "n"):
@@ -240,8 +246,9 @@ def _cmd_eval_judge(args, extra: list[str]) -> int:
     print(f"pairs {r['pairs']}, human ties {r['human_ties']}, judge ties {r['judge_ties']}, "
           f"unscored {r['unscored']}, position consistency {fmt(pc)}, calls {r.get('calls')}")
     if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump(r, f, indent=2)
+        from rlaif.outputs import write_json
+
+        write_json(r, args.json_out)
     return 0
 
 

@@ -42,6 +42,7 @@ from rlaif import safeio
 from rlaif.conversations import trl_preference_row
 from rlaif.errors import RlaifError
 from rlaif.evaluate import agreement, wilson
+from rlaif.outputs import check_target
 from rlaif.records import Feedback, HumanLabel, feedback_key, iter_label_file
 from rlaif.store import Store
 from rlaif.vocab import AI, HUMAN, LABELS, PREFERENCE, PROVENANCE, ai_source, import_source, is_ai_record, source_group
@@ -264,20 +265,6 @@ def print_stats(st: dict[str, Any], console) -> None:
         _print_feedback(st["feedback"], console)
 
 
-def write_stats_json(st: dict[str, Any], out: str | Path) -> None:
-    """``labels stats --json``: the figures, written whole (a temporary file renamed over the target)."""
-    path = Path(out)
-    check_target(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(json.dumps(st, indent=2))
-        tmp.replace(path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise RlaifError(f"{path}: could not write the figures ({e.strerror or e}); pick another --json") from None
-
-
 # ---------------------------------------------------------------- export
 def export_records(store: Store, judge_hash: str | None, source: str) -> Iterator[dict[str, Any]]:
     """Rows with COLUMNS, streamed from the store; ``judge_hash`` (the AI comparisons' judge run) is
@@ -375,23 +362,6 @@ def _chunks(rows: Iterable[dict[str, Any]], n: int) -> Iterator[list[dict[str, A
             chunk = []
     if chunk:
         yield chunk
-
-
-def check_target(path: Path) -> None:
-    """-o must be a new file or a writable regular file in a writable folder (never a device,
-    a FIFO or a folder: the export is renamed over the target)."""
-    if path.exists() or path.is_symlink():
-        if path.is_dir():
-            raise RlaifError(f"{path}: is a directory; -o takes a file name")
-        if not path.is_file():
-            raise RlaifError(f"{path}: exists and is not a regular file; -o takes a (new) file name")
-        if not os.access(path, os.W_OK):
-            raise RlaifError(f"{path}: is not writable; pick another -o")
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise RlaifError(f"{path}: folder {parent} is not writable; pick another -o")
 
 
 def _pyarrow():

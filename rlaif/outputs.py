@@ -1,5 +1,6 @@
-"""Stage outputs that are checked, not assumed: a file list recorded when a stage finishes, and
-the one-line translation of a full disk.
+"""Stage outputs that are checked, not assumed: a file list recorded when a stage finishes, the
+one-line translation of a full disk, and the files a command writes where the user says
+(``check_target``, ``write_json``).
 
 A stage's output folder records ``{relative path: size}`` of every file in the stage's info
 (``output_files``); the stage counts as done only while every listed file is still there with
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
+import os
 import sqlite3
 from pathlib import Path
 
@@ -61,6 +64,38 @@ def write_whole(path: Path, text: str) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         raise
+
+
+def check_target(path: Path, option: str = "-o") -> None:
+    """A file the user names for a command's output (``option``) must be a new file or a writable regular
+    file in a writable folder (never a device, a FIFO or a folder: the output is renamed over it)."""
+    from rlaif.errors import RlaifError
+
+    if path.exists() or path.is_symlink():
+        if path.is_dir():
+            raise RlaifError(f"{path}: is a directory; {option} takes a file name")
+        if not path.is_file():
+            raise RlaifError(f"{path}: exists and is not a regular file; {option} takes a (new) file name")
+        if not os.access(path, os.W_OK):
+            raise RlaifError(f"{path}: is not writable; pick another {option}")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise RlaifError(f"{path}: folder {parent} is not writable; pick another {option}")
+
+
+def write_json(obj, out: str | Path, option: str = "--json") -> None:
+    """A command's figures as JSON at ``out`` (its folder made), written whole; an unwritable target is one line."""
+    from rlaif.errors import RlaifError
+
+    path = Path(out)
+    check_target(path, option)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_whole(path, json.dumps(obj, indent=2))
+    except OSError as e:
+        raise RlaifError(f"{path}: could not write the figures ({e.strerror or e}); pick another {option}") from None
 
 
 def disk_full(e: BaseException) -> bool:

@@ -114,3 +114,34 @@ def test_keyboard_interrupt_exits_130(monkeypatch, tiny_project, capsys):
     monkeypatch.setattr(pipeline, "run_pipeline", boom)
     assert main(["run", str(tiny_project / "pipeline.yaml")]) == 130
     assert "resume" in capsys.readouterr().err
+
+
+def _ab_pairs(tmp_path: Path) -> Path:
+    import json
+
+    rows = [{"prompt": f"q{i}", "response_a": "I can't help with that.", "response_b": "Sure, do it.",
+             "label": "A"} for i in range(4)]
+    p = tmp_path / "pairs.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return p
+
+
+def test_eval_judge_json_goes_into_a_new_folder(tmp_path, scripted_backend):
+    import json
+
+    out = tmp_path / "figures" / "today" / "r.json"
+    assert main(["eval-judge", "--pairs", str(_ab_pairs(tmp_path)), "--constitution",
+                 str(ROOT / "constitutions" / "helpful_harmless.yaml"), "--judge.backend=scripted", "--judge.model=s",
+                 "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["pairs"] == 4 and not list(out.parent.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("target", ["folder", "device"], ids=["a-folder", "a-device"])
+def test_eval_judge_bad_json_target_is_exit_2_before_judging(target, tmp_path, scripted_backend, capsys):
+    out = tmp_path if target == "folder" else Path("/dev/null")
+    assert main(["eval-judge", "--pairs", str(_ab_pairs(tmp_path)), "--constitution",
+                 str(ROOT / "constitutions" / "helpful_harmless.yaml"), "--judge.backend=scripted", "--judge.model=s",
+                 "--json", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(out) in err and "--json" in err, err
+    assert not scripted_backend  # no judge was made

@@ -148,16 +148,17 @@ def cmd_labels_stats(args) -> int:
 
     from rich.console import Console
 
-    from rlaif.labels import check_target, label_stats, print_stats, write_stats_json
+    from rlaif.labels import label_stats, print_stats
+    from rlaif.outputs import check_target, write_json
     from rlaif.viewer.queue import open_run_store, reading, resolve_judge_hash
 
     if args.json_out:
-        check_target(Path(args.json_out))  # a bad --json is exit 2 before the work
+        check_target(Path(args.json_out), "--json")  # a bad --json is exit 2 before the work
     with open_run_store(args.run_dir, readonly=True) as store, reading(store):
         st = label_stats(store, resolve_judge_hash(store))
     print_stats(st, Console())
     if args.json_out:
-        write_stats_json(st, args.json_out)
+        write_json(st, args.json_out)
     return 0
 
 
