@@ -31,7 +31,8 @@ def check_messages(messages: Any, where: str = "prompt") -> list[dict[str, str]]
     if not isinstance(messages, list) or not messages:
         raise RlaifError(f"{where}: a conversation must be a non-empty list of {{\"role\", \"content\"}} messages")
     if len(messages) > MAX_TURNS:
-        raise RlaifError(f"{where}: conversation has {len(messages)} messages; at most {MAX_TURNS}")
+        raise RlaifError(f"{where}: conversation has {len(messages)} messages; at most {MAX_TURNS}: keep its last "
+                         "turns or split it")
     out = []
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or set(m) - {"role", "content"} or m.get("role") not in ROLES \

@@ -57,7 +57,9 @@ def _conv(path, n, value: Any, key: str) -> list[dict[str, str]]:
     if isinstance(value, str):
         if not value.strip():
             raise RlaifError(f"{_where(path, n)}: field {key!r} is empty")
-        return hh_messages(value) if is_hh(value) else [{"role": "user", "content": value.strip()}]
+        if is_hh(value):  # its turns are checked as a message list's are (the limit on their number)
+            return chat.check_messages(hh_messages(value), f"{_where(path, n)}: field {key!r}")
+        return [{"role": "user", "content": value.strip()}]
     if isinstance(value, list):
         msgs = chat.check_messages(value, f"{_where(path, n)}: field {key!r}")
         for i, m in enumerate(msgs):

@@ -104,6 +104,9 @@ BAD = {
     "prefs-empty-prompt-turn": ("prefs", {"prompt": [{"role": "user", "content": ""}], "chosen": "a", "rejected": "b"},
                                 "message 0 (user) is empty"),
     "hh-empty-human-turn": ("prompts", {"text": "Human: \n\nAssistant:"}, "no user message with text"),
+    # an HH dialogue's turns count against the same limit, and the error names FILE:LINE (it said "prompt:")
+    "hh-too-many-turns": ("prompts", {"text": "".join(f"\n\nHuman: q{i}\n\nAssistant: a{i}" for i in range(40))},
+                          "field 'text': conversation has 80 messages; at most 64"),
 }
 
 
