@@ -170,8 +170,25 @@ def encode_rendered(tok, texts: list[str] | str, **kw):
     return tok(texts, add_special_tokens=not has_template(tok), **kw)
 
 
+def _cut_start(ids: list[int], max_length: int, bos: int | None) -> list[int]:
+    """The last ``max_length`` ids, a leading BOS kept (Llama-3's <|begin_of_text|> starts every trained sequence)."""
+    if len(ids) <= max_length:
+        return ids
+    if bos is not None and ids[0] == bos and max_length > 1:
+        return [bos] + ids[len(ids) - max_length + 1:]
+    return ids[len(ids) - max_length:]
+
+
 def _encode_keeping_end(tok, texts: list[str] | str, **kw):
-    """``encode_rendered`` whose truncation cuts the START of a long text (the tokenizer's own side is restored)."""
+    """``encode_rendered`` whose truncation cuts the START of a long text. A rendered template is cut here, its
+    leading BOS kept; text without a template (special tokens added by the tokenizer, e.g. an encoder's [CLS]) by
+    the tokenizer from the left (its own side is restored)."""
+    max_length = kw.get("max_length")
+    if has_template(tok) and kw.get("truncation") and max_length:
+        pad = {k: v for k, v in kw.items() if k not in ("truncation", "max_length")}
+        rows = tok([texts] if isinstance(texts, str) else texts, add_special_tokens=False)["input_ids"]
+        rows = [_cut_start(x, max_length, tok.bos_token_id) for x in rows]
+        return tok.pad({"input_ids": rows[0] if isinstance(texts, str) else rows}, **pad)
     side = tok.truncation_side
     tok.truncation_side = "left"
     try:

@@ -347,3 +347,24 @@ def test_a_conversation_the_template_refuses_is_one_error_naming_the_model(qwen2
                    lambda: chat.completion_row(tok, bad, chosen="x", rejected="y")):
         with pytest.raises(RlaifError, match=r"chat template .*refuses .*User: Hi.*roles must alternate"):
             render()
+
+
+def test_cutting_a_long_rendering_keeps_llama3s_begin_of_text(llama_dir, qwen2_dir):
+    """A rendering cut at its start (policy inputs in generate/PPO/eval, reward-model inputs) lost Llama-3's
+    <|begin_of_text|>, which every sequence it was trained on starts with; it stays (Qwen2 has none to keep)."""
+    from rlaif.train.hf import load_tokenizer
+
+    tok = load_tokenizer(llama_dir, padding_side="left")
+    long = "How do I boil an egg? " * 40
+    enc = chat.encode_policy_inputs(tok, [long, "Hi"], truncation=True, max_length=24, padding=True,
+                                    return_tensors="pt")
+    row = enc["input_ids"][0].tolist()
+    assert len(row) == 24 and row[0] == tok.bos_token_id and row.count(tok.bos_token_id) == 1
+    assert tok.decode(row).endswith("<|start_header_id|>assistant<|end_header_id|>\n\n")
+    short = [t for t, m in zip(enc["input_ids"][1].tolist(), enc["attention_mask"][1].tolist()) if m]
+    assert short == chat.encode_policy_inputs(tok, ["Hi"])["input_ids"][0]  # what fits is unchanged
+    ids = chat.rm_ids(tok, long, "Boil it.", 24)
+    assert len(ids) == 24 and ids[0] == tok.bos_token_id and tok.decode(ids).endswith("Boil it.<|eot_id|>")
+    qtok = load_tokenizer(qwen2_dir)
+    q = chat.rm_ids(qtok, long, "Boil it.", 24)
+    assert len(q) == 24 and tok.bos_token_id not in q and qtok.decode(q).endswith("Boil it.<|im_end|>\n")
