@@ -99,6 +99,24 @@ def transcript(prompt_text: str) -> str:
     return "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in msgs)
 
 
+def saved_template_hash(model_dir) -> str | None:
+    """The content hash of the chat template saved with a model folder (``chat_template.jinja``, or the
+    ``chat_template`` of ``tokenizer_config.json``); None without one. Read from the files: no tokenizer loaded."""
+    from pathlib import Path
+
+    from rlaif.hashing import content_hash
+
+    d = Path(model_dir)
+    jinja = d / "chat_template.jinja"
+    if jinja.is_file():
+        return content_hash(jinja.read_text(encoding="utf-8"))
+    try:
+        template = json.loads((d / "tokenizer_config.json").read_text(encoding="utf-8")).get("chat_template")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return content_hash(template) if template else None
+
+
 def has_template(tok) -> bool:
     return bool(getattr(tok, "chat_template", None))
 

@@ -246,6 +246,7 @@ def package_versions() -> dict[str, str]:
 
 
 def write_manifest(run: Run) -> None:
+    from rlaif.chat import saved_template_hash
     from rlaif.rounds import provenance
 
     c = run.inputs.constitution
@@ -259,6 +260,9 @@ def write_manifest(run: Run) -> None:
         "constitution": {"name": c.name, "version": c.version, "hash": c.hash,
                          "principles": {p.id: p.hash for p in c.principles}},
         "judge": {k: judge.get(k) for k in ("backend", "model", "template_hash", "judge_hash", "fitted_weights")},
+        # the policy: what it started from, its chat template, and who sampled the candidates (local or served)
+        "policy": {"model": run.cfg.policy.model, "chat_template_hash": saved_template_hash(run.layout.sft),
+                   "candidates_sampled_by": run.results_of("generate").get("sampled_by")},
         "input_files": run.inputs.file_hashes,
         "stages": {s: {k: v for k, v in (rec or {}).items() if k != "info"}
                    | {"output_hash": (rec or {}).get("info", {}).get("output_hash")}

@@ -137,16 +137,18 @@ def _generate(run: Run) -> dict:
     gen_hash = run.input_hash("generate")
     made = generate_candidates(run.store, run.layout.sft, run.output_hash("sft"), gen_hash, run.cfg.generate,
                                run.cfg.seed, run.device)
-    n = 0
+    n, policies = 0, set()
 
     def counted():
         nonlocal n
         for c in run.store.iter_candidates(gen_hash):  # streamed: a million candidates are never held at once
             n += 1
+            policies.add(c.policy_hash)  # the local policy's hash, or served:<the model the server named>
             yield (c.id, c.text)
 
     output_hash = content_hash_of_items(counted())
-    return {"gen_hash": gen_hash, "new_candidates": made, "candidates": n, "output_hash": output_hash}
+    return {"gen_hash": gen_hash, "new_candidates": made, "candidates": n, "output_hash": output_hash,
+            "sampled_by": sorted(policies)}
 
 
 # ------------------------------------------------------------------ judge

@@ -137,3 +137,22 @@ def test_generate_hash_ignores_speed_settings_and_keeps_old_runs_valid():
     b = GenerateConfig(backend="openai", served={"model": "m", "base_url": "u", "concurrency": 64, "timeout_s": 9})
     c = GenerateConfig(backend="openai", served={"model": "other", "base_url": "u"})
     assert a.hash_view() == b.hash_view() != c.hash_view()
+
+
+def test_saved_template_hash_is_the_tokenizers_template(chat_model_dir_any, tmp_path):
+    """The manifest's policy.chat_template_hash: the hash of the template the tokenizer renders with."""
+    import json
+    import shutil
+
+    from rlaif.chat import saved_template_hash
+    from rlaif.hashing import content_hash
+
+    tok = _tok(chat_model_dir_any)
+    assert tok.chat_template and saved_template_hash(chat_model_dir_any) == content_hash(tok.chat_template)
+    bare = tmp_path / "bare"
+    shutil.copytree(chat_model_dir_any, bare)
+    (bare / "chat_template.jinja").unlink(missing_ok=True)
+    cfg = json.loads((bare / "tokenizer_config.json").read_text())
+    cfg.pop("chat_template", None)
+    (bare / "tokenizer_config.json").write_text(json.dumps(cfg))
+    assert saved_template_hash(bare) is None and saved_template_hash(tmp_path / "missing") is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -70,6 +71,8 @@ def test_served_candidates_have_the_local_shape(project):
             by_prompt.setdefault(pid, []).append(idx)
             assert policy == "served:fake-policy" and text.startswith("served answer")
         assert set(by_prompt) == set(prompts) and all(sorted(v) == list(range(k)) for v in by_prompt.values())
+        manifest = json.loads((project / "run" / "manifest.json").read_text())
+        assert manifest["policy"]["candidates_sampled_by"] == ["served:fake-policy"]  # provenance: the served model
         # one request per prompt: its conversation (system prompt included), n = K, a seed, the served name
         assert len(server.requests) == len(prompts)
         sent = {chat.encode(r["messages"]) for r in server.requests}

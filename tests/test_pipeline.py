@@ -71,6 +71,9 @@ def test_manifest_provenance(finished_run):
     assert m["config_hash"] and m["constitution"]["hash"]
     assert set(m["constitution"]["principles"]) == {"refuse-harm", "helpful", "concise"}
     assert m["judge"]["backend"] == "scripted" and m["judge"]["template_hash"]
+    # the policy: its base, its chat template's hash, and which policy sampled the candidates (the SFT output)
+    assert m["policy"]["model"] == "tiny" and m["policy"]["chat_template_hash"]
+    assert m["policy"]["candidates_sampled_by"] == [m["stages"]["sft"]["output_hash"]]
     assert m["versions"]["torch"] and m["versions"]["trl"]
     assert all(s["status"] == "done" for s in m["stages"].values())
 
