@@ -265,6 +265,21 @@ def print_stats(st: dict[str, Any], console) -> None:
         _print_feedback(st["feedback"], console)
 
 
+def run_system_prompt(run_dir: str | Path) -> str | None:
+    """The ``data.system_prompt`` the run directory was made with (its manifest's config), which its file labels,
+    prompts and AI pairs carry: imported labels get it too, or they would never meet the run's pairs."""
+    from rlaif.layout import RunLayout
+
+    path = RunLayout(Path(run_dir)).manifest
+    if not path.is_file():
+        return None  # no stage has finished a command here yet: nothing to match
+    try:
+        data = (json.loads(path.read_text(encoding="utf-8")).get("config") or {}).get("data") or {}
+    except (OSError, ValueError, AttributeError) as e:
+        raise RlaifError(f"{path}: unreadable ({type(e).__name__}); re-run `rlaif run CONFIG` to rewrite it") from None
+    return data.get("system_prompt") or None
+
+
 # ---------------------------------------------------------------- export
 def export_records(store: Store, judge_hash: str | None, source: str) -> Iterator[dict[str, Any]]:
     """Rows with COLUMNS, streamed from the store; ``judge_hash`` (the AI comparisons' judge run) is

@@ -134,6 +134,29 @@ def test_import_ab_file_keeps_ties(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("child", [False, True], ids=["in-process", "child-process"])
+def test_import_into_a_run_with_a_system_prompt_adds_it(tmp_path, capsys, monkeypatch, child):
+    """A run made with data.system_prompt stores every prompt with it; imported labels and feedback get it too
+    (without it they never met the run's AI pairs, and trained without the system message)."""
+    from rlaif import labels_reader
+    from rlaif.chat import with_system
+
+    monkeypatch.setattr(labels_reader, "IN_PROCESS_BYTES", 0 if child else 10**12)
+    run = make_run(tmp_path / "run")
+    (run / "manifest.json").write_text(json.dumps({"config": {"data": {"system_prompt": "Be kind."}}}))
+    f = tmp_path / "mixed.jsonl"
+    f.write_text(json.dumps({"prompt": "q", "chosen": "x", "rejected": "y"}) + "\n"
+                 + json.dumps({"prompt": [{"role": "system", "content": "Own."}, {"role": "user", "content": "q3"}],
+                               "chosen": "a", "rejected": "b"}) + "\n"
+                 + json.dumps({"prompt": "q2", "completion": "z", "label": True}) + "\n")
+    assert main(["labels", "import", str(f), str(run)]) == 0
+    db = sqlite3.connect(run / "store.sqlite")
+    prompts = {p for (p,) in db.execute("SELECT prompt FROM human_labels WHERE source LIKE 'import%'")}
+    own = json.dumps([{"role": "system", "content": "Own."}, {"role": "user", "content": "q3"}], ensure_ascii=False)
+    assert prompts == {with_system("q", "Be kind."), own}  # a conversation with its own system message keeps it
+    assert [p for (p,) in db.execute("SELECT prompt FROM human_feedback")] == [with_system("q2", "Be kind.")]
+
+
+@pytest.mark.parametrize("child", [False, True], ids=["in-process", "child-process"])
 def test_a_bad_record_deep_in_a_large_import_rolls_the_whole_import_back(tmp_path, capsys, monkeypatch, child):
     """Also with the file read ahead in a child process (rlaif/labels_reader.py; large files): the same one-line
     error naming the record, nothing kept."""

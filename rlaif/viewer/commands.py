@@ -180,8 +180,11 @@ def cmd_labels_export(args) -> int:
 
 def cmd_labels_import(args) -> int:
     import itertools
+    from dataclasses import replace
     from pathlib import Path
 
+    from rlaif.chat import with_system, with_system_all
+    from rlaif.labels import run_system_prompt
     from rlaif.labels_reader import read_labels_file
     from rlaif.safeio import check_regular_file
     from rlaif.viewer.queue import open_run_store
@@ -192,10 +195,14 @@ def cmd_labels_import(args) -> int:
     labels = read_labels_file(args.file, human=args.human, feedback=feedback)  # read ahead in a child process
     head = list(itertools.islice(labels, 10_000))  # a small file's own errors come before the run directory's
     with open_run_store(args.run_dir) as store:
+        system = run_system_prompt(args.run_dir)  # the run's data.system_prompt, as its file labels have it
+        if system:
+            labels = (replace(h, prompt=with_system(h.prompt, system)) for h in itertools.chain(head, labels))
+            head = []
         # one transaction, streamed: a bad record anywhere rolls the whole import back
         # importing the file again with the other --human choice replaces what the earlier import stored
         name = Path(args.file).name
-        n = store.add_human_labels(itertools.chain(head, labels), then_feedback=lambda: feedback,
+        n = store.add_human_labels(itertools.chain(head, labels), then_feedback=lambda: with_system_all(feedback, system),
                                    supersede=(import_prefix(name, not args.human), import_prefix(name, args.human)))
         total = store.human_label_count()
     fb = f" and {len(feedback)} single-response feedback" if feedback else ""
