@@ -122,7 +122,7 @@ def test_sampling_stops_at_every_eos_of_the_generation_config(chat_model_dir_any
 def test_ppo_response_ends_at_the_first_of_any_stop_token():
     import torch
 
-    from rlaif.train.ppo import response_ends
+    from rlaif.train.ppo_model import response_ends
 
     response = torch.tensor([[5, 7, 2, 9], [5, 3, 7, 7], [5, 6, 6, 6]])
     lengths, has_eos = response_ends(response, [7, 3])

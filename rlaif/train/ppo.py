@@ -81,7 +81,14 @@ from rlaif.train.ppo_losses import (  # noqa: F401  (re-exported: the tests and 
     policy_loss,
     value_loss,
 )
-from rlaif.train.ppo_model import Rollout, disable_dropout, policy_and_value_cls, position_ids_from_mask, value_head_module
+from rlaif.train.ppo_model import (
+    Rollout,
+    disable_dropout,
+    policy_and_value_cls,
+    position_ids_from_mask,
+    response_ends,
+    value_head_module,
+)
 from rlaif.train.rewards import start_reward
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -93,17 +100,6 @@ log = logging.getLogger(__name__)
 
 RewardFn = Callable[[list[str], list[str]], list[float]]
 """``reward_fn(prompts, responses) -> scores``: raw prompts (not formatted), decoded responses."""
-
-
-def response_ends(response, stop_ids: list[int]):
-    """(length, has_eos) of each sampled row: a response ends at its first stop token (kept), else runs to the end."""
-    import torch
-
-    R = response.shape[1]
-    is_eos = torch.isin(response, torch.tensor(stop_ids, device=response.device))
-    has_eos = is_eos.any(1)
-    first = torch.where(has_eos, is_eos.float().argmax(1), torch.full_like(has_eos, R, dtype=torch.long))
-    return torch.where(has_eos, first + 1, first), has_eos
 
 
 class PPOTrainer:

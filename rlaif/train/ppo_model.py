@@ -1,5 +1,6 @@
 """The PPO trainer's models and rollout record (rlaif/train/ppo.py): the policy and critic in one
-module, the critic's value head, position ids for left-padded batches, dropout switched off."""
+module, the critic's value head, position ids for left-padded batches, where a sampled response
+ends, dropout switched off."""
 
 from __future__ import annotations
 
@@ -66,3 +67,14 @@ class Rollout:
     advantages: torch.Tensor      # [B, R]
     returns: torch.Tensor         # [B, R]
     stats: dict
+
+
+def response_ends(response, stop_ids: list[int]):
+    """(length, has_eos) of each sampled row: a response ends at its first stop token (kept), else runs to the end."""
+    import torch
+
+    R = response.shape[1]
+    is_eos = torch.isin(response, torch.tensor(stop_ids, device=response.device))
+    has_eos = is_eos.any(1)
+    first = torch.where(has_eos, is_eos.float().argmax(1), torch.full_like(has_eos, R, dtype=torch.long))
+    return torch.where(has_eos, first + 1, first), has_eos
