@@ -272,10 +272,9 @@ def write_manifest(run: Run) -> None:
         "device": run.device,
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    path = run.layout.manifest
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False, default=str))
-    tmp.replace(path)
+    from rlaif.outputs import write_whole
+
+    write_whole(run.layout.manifest, json.dumps(manifest, indent=2, sort_keys=False, default=str))
 
 
 def open_run(cfg: PipelineConfig, workdir: str | None = None, round_ctx=None) -> Run:

@@ -379,11 +379,11 @@ def write_report(run, report: dict) -> None:
     plots = _plots(run, report)
     md = render_markdown(run, report, plots)
     detail = report.pop("_policy_detail")
-    run.layout.samples_json.write_text(json.dumps(detail.get("samples", []), indent=1))
-    tmp = run.layout.report_json.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(run.layout.report_json)
-    run.layout.report_md.write_text(md)
+    from rlaif.outputs import write_whole
+
+    write_whole(run.layout.samples_json, json.dumps(detail.get("samples", []), indent=1))
+    write_whole(run.layout.report_json, json.dumps(report, indent=2))
+    write_whole(run.layout.report_md, md)
     report["_policy_detail"] = detail
     warning = report["policy"].get("reward_hacking_warning")
     if warning:

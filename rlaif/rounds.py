@@ -239,9 +239,9 @@ def round_config(cfg: PipelineConfig, previous_policy: Path) -> PipelineConfig:
 
 
 def _stamp_source(layout: RunLayout, source: Path, source_hash: str) -> None:
-    tmp = layout.round_source.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"policy": str(source), "policy_hash": source_hash}))
-    tmp.replace(layout.round_source)
+    from rlaif.outputs import write_whole
+
+    write_whole(layout.round_source, json.dumps({"policy": str(source), "policy_hash": source_hash}))
 
 
 def run_rounds(cfg: PipelineConfig, names: tuple[str, ...], workdir: str | None = None,

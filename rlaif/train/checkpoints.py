@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
 import struct
 import zipfile
 from pathlib import Path
+
+from rlaif.outputs import write_whole
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +119,7 @@ def prepare(folder: Path, input_hash: str) -> None:
     for d in folder.glob("*.tmp") if folder.is_dir() else []:  # PPO's unfinished saves
         shutil.rmtree(d, ignore_errors=True)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / (STAMP + ".tmp")
-    tmp.write_text(json.dumps({"input_hash": input_hash}))
-    os.replace(tmp, folder / STAMP)
+    write_whole(folder / STAMP, json.dumps({"input_hash": input_hash}))
 
 
 def prepare_stage(run, stage: str, input_hash: str) -> None:
