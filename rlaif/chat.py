@@ -151,7 +151,7 @@ def template_messages(tok, msgs: list[dict[str, str]]) -> list[dict[str, str]]:
     return rest
 
 
-def _render(tok, msgs: list[dict[str, str]], add_generation_prompt: bool) -> str:
+def render_messages(tok, msgs: list[dict[str, str]], add_generation_prompt: bool) -> str:
     """``apply_chat_template`` (to text) of ``msgs`` as the template takes them; a conversation the template refuses
     (its ``raise_exception``, e.g. Mistral's "roles must alternate") is one RlaifError naming the model."""
     from jinja2 import TemplateError
@@ -169,7 +169,7 @@ def _render(tok, msgs: list[dict[str, str]], add_generation_prompt: bool) -> str
 def policy_input(tok, prompt_text: str) -> str:
     """The exact text the policy is given for a prompt: its chat-template rendering with the generation prompt."""
     if has_template(tok):
-        return _render(tok, messages(prompt_text), add_generation_prompt=True)
+        return render_messages(tok, messages(prompt_text), add_generation_prompt=True)
     return POLICY_PROMPT.format(prompt=transcript(prompt_text).strip())
 
 
@@ -225,7 +225,7 @@ def full_text(tok, prompt_text: str, response: str) -> str:
     """Prompt plus the assistant's response as the template ends a turn (end-of-turn token included)."""
     if has_template(tok):
         msgs = messages(prompt_text) + [{"role": "assistant", "content": response.strip()}]
-        return _render(tok, msgs, add_generation_prompt=False)
+        return render_messages(tok, msgs, add_generation_prompt=False)
     return policy_input(tok, prompt_text) + response.strip() + (tok.eos_token or "")
 
 

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from rlaif.chat import encode_rendered, template_messages
+from rlaif.chat import encode_rendered, has_template, render_messages
 from rlaif.hashing import content_hash
 from rlaif.judges.llm import Call, Completer, Completion
 
 
 def render_chat(tokenizer, messages: list[dict]) -> str:
     """The model's chat template when it has one; a plain transcript otherwise."""
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(template_messages(tokenizer, messages), tokenize=False,
-                                             add_generation_prompt=True)
+    if has_template(tokenizer):
+        return render_messages(tokenizer, messages, add_generation_prompt=True)
     lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
     return "\n\n".join(lines) + "\n\nAssistant:"
 
@@ -117,12 +116,12 @@ class TransformersCompleter(Completer):
     def _next_token(self, calls: list[Call], ids: list[list[int]]) -> list[Completion]:
         import torch
 
+        from rlaif.train.hf import position_ids_from_mask
+
         enc = self._encode(ids)
-        # Positions from the mask: a left-padded row is read as if unpadded (as generate() does), so a verdict does
-        # not depend on the batch it was in (a model with absolute positions, e.g. GPT-2, shifted it).
-        pos = (enc["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
+        # Positions from the mask, so a verdict does not depend on the batch it was in (GPT-2 shifted it).
         with torch.no_grad():
-            logits = self.lm(**enc, position_ids=pos).logits[:, -1, :].float()
+            logits = self.lm(**enc, position_ids=position_ids_from_mask(enc["attention_mask"])).logits[:, -1, :].float()
         logp = torch.log_softmax(logits, dim=-1)
         k = min(self.cfg.top_logprobs, logp.shape[-1])
         top = torch.topk(logp, k, dim=-1)

@@ -47,6 +47,13 @@ def stop_token_ids(model, tok) -> list[int]:
     return list(dict.fromkeys(i for i in ids if i is not None))
 
 
+def position_ids_from_mask(attention_mask):
+    """Position ids of a left-padded batch: each row counts from 0 at its first real token, so it is read as if
+    unpadded (as generate() does); a model with absolute positions (GPT-2) otherwise shifts with the padding."""
+    pos = attention_mask.long().cumsum(-1) - 1
+    return pos.masked_fill(attention_mask == 0, 1)
+
+
 def max_positions(model_config) -> int:
     """The longest sequence the model takes (GPT-2's ``n_positions``, else ``max_position_embeddings``)."""
     return getattr(model_config, "n_positions", None) or getattr(model_config, "max_position_embeddings", 4096)

@@ -68,7 +68,7 @@ from rlaif.chat import encode_policy_inputs
 from rlaif.errors import RlaifError
 from rlaif.layout import checkpoints_dir, finalize_dir, partial_dir
 from rlaif.train.gpu import lora_config, model_load_kwargs, resolve_bf16
-from rlaif.train.hf import generation_lengths, load_tokenizer, merged, stop_token_ids
+from rlaif.train.hf import generation_lengths, load_tokenizer, merged, position_ids_from_mask, stop_token_ids
 from rlaif.train.ppo_losses import (  # noqa: F401  (re-exported: the tests and docs use rlaif.train.ppo.*)
     AdaptiveKLController,
     FixedKLController,
@@ -85,7 +85,6 @@ from rlaif.train.ppo_model import (
     Rollout,
     disable_dropout,
     policy_and_value_cls,
-    position_ids_from_mask,
     response_ends,
     value_head_module,
 )

@@ -1,5 +1,5 @@
 """The PPO trainer's models and rollout record (rlaif/train/ppo.py): the policy and critic in one
-module, the critic's value head, position ids for left-padded batches, where a sampled response
+module, the critic's value head, where a sampled response
 ends, dropout switched off."""
 
 from __future__ import annotations
@@ -21,13 +21,10 @@ def value_head_module(hidden: int):
     return head
 
 
-def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    pos = attention_mask.long().cumsum(-1) - 1
-    return pos.masked_fill(attention_mask == 0, 1)
-
-
 def policy_and_value_cls():
     import torch
+
+    from rlaif.train.hf import position_ids_from_mask
 
     class PolicyAndValue(torch.nn.Module):
         """Policy and critic in one module, so one optimizer and one ``accelerator.prepare`` cover both."""
