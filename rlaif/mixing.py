@@ -4,10 +4,13 @@ Rules (all counted in the returned stats and recorded in the manifest):
 - a human label on the same prompt and pair as an AI pair overrides it
   (disagreements counted);
 - AI pairs below ``min_confidence`` are dropped;
-- a ``human_eval_fraction`` share of human preference labels is held out as
-  the eval split, chosen by content hash (stable across runs) and never
-  trained on, not even through an AI pair on the same comparison; labels
-  imported without ``--human`` are never held out (``HumanLabel.train_only``);
+- a ``human_eval_fraction`` share of the prompts that carry human preference
+  labels is held out: every human pair on such a prompt is the eval split,
+  chosen by content hash of the prompt (stable across runs), and nothing on
+  that prompt is trained on (no AI pair, revision, or other human pair on it:
+  a per-comparison split let other comparisons of a held-out prompt train);
+  labels imported without ``--human`` are never held out
+  (``HumanLabel.train_only``) and do not train on a held-out prompt either;
 - ``max_ai_per_human`` caps AI pairs per human train pair (highest
   confidence kept) and ``human_weight`` sets a human pair's loss weight;
 - thumbs, ratings and rankings become human pairs with a reward-model margin (rlaif/feedback.py);
@@ -33,11 +36,18 @@ def _held_out(key: str, fraction: float, seed: int) -> bool:
     return int(content_hash([seed, key], 8), 16) / 0xFFFFFFFF < fraction
 
 
+def held_out_prompt(prompt: str, fraction: float, seed: int) -> bool:
+    """Whether ``prompt`` is drawn for the held-out split: the unit held out is a prompt, so no comparison
+    on a held-out prompt trains while another is measured."""
+    return _held_out(content_hash(["prompt", prompt.strip()]), fraction, seed)
+
+
 def split_human(human: list[HumanLabel], cfg: MixConfig, seed: int, derived: list[HumanLabel] = ()
-                ) -> tuple[list[HumanLabel], list[HumanLabel], int]:
+                ) -> tuple[list[HumanLabel], list[HumanLabel], int, int]:
     """The human preference labels (and the pairs ``derived`` from feedback) as (train, held-out eval,
-    number of non-preference labels left out): one label per comparison, the split the mix makes (the
-    agreement gate and the weight fit read it through ``human_split``)."""
+    number of non-preference labels left out, number of train-only labels left out because their prompt is
+    held out): one label per comparison, held out per prompt, the split the mix makes (the agreement gate
+    and the weight fit read it through ``human_split``)."""
     prefs: dict[str, HumanLabel] = {}
     ties = 0
     # Pairs made from feedback first: a pairwise label on the same comparison wins over them.
@@ -47,18 +57,25 @@ def split_human(human: list[HumanLabel], cfg: MixConfig, seed: int, derived: lis
             ties += 1
             continue
         prefs[h.key] = h  # a later label (e.g. from the viewer) replaces an earlier one
-    train_h, eval_h = [], []
-    for key, h in prefs.items():
-        held = not h.train_only and _held_out(key, cfg.human_eval_fraction, seed)  # imports: train only
-        (eval_h if held else train_h).append(h)
-    return train_h, eval_h, ties
+    # A prompt is held out when drawn and it has a label that may be held out (imports are train only).
+    held = {h.prompt.strip() for h in prefs.values()
+            if not h.train_only and held_out_prompt(h.prompt, cfg.human_eval_fraction, seed)}
+    train_h, eval_h, dropped = [], [], 0
+    for h in prefs.values():
+        if h.prompt.strip() not in held:
+            train_h.append(h)
+        elif h.train_only:
+            dropped += 1  # may not be measured, and may not train beside its prompt's held-out pairs
+        else:
+            eval_h.append(h)
+    return train_h, eval_h, ties, dropped
 
 
 def human_split(human: list[HumanLabel], feedback: list[Feedback], cfg: MixConfig, seed: int
                 ) -> tuple[list[HumanLabel], list[HumanLabel]]:
     """(train, held-out) human preference pairs exactly as ``mix`` splits them."""
     derived, _ = fb.feedback_pairs(list(feedback), cfg.feedback)
-    train_h, eval_h, _ = split_human(human, cfg, seed, derived)
+    train_h, eval_h, _, _ = split_human(human, cfg, seed, derived)
     return train_h, eval_h
 
 
@@ -109,14 +126,15 @@ def mix(ai_pairs: Iterable[dict], human: list[HumanLabel], cfg: MixConfig, seed:
 
     stats = {"ai_pairs_in": 0, "human_labels_in": len(human), "human_ties": 0,
              "human_overrides": 0, "human_disagreements": 0, "ai_dropped_low_confidence": 0,
-             "ai_dropped_held_out": 0, "ai_dropped_mix_ratio": 0, "ai_unscored": 0,
+             "ai_dropped_held_out": 0, "human_dropped_held_out": 0, "ai_dropped_mix_ratio": 0, "ai_unscored": 0,
              "ai_feedback_agreements": 0, "ai_feedback_disagreements": 0, "ai_dropped_human_feedback": 0}
     derived, fstats = fb.feedback_pairs(list(feedback), cfg.feedback)
     stats.update(fstats)
     thumbs = fb.thumbs_index(list(feedback))
-    train_h, eval_h, stats["human_ties"] = split_human(human, cfg, seed, derived)
+    train_h, eval_h, stats["human_ties"], stats["human_dropped_held_out"] = split_human(human, cfg, seed, derived)
     prefs = {h.key: h for h in train_h + eval_h}
     eval_keys = {h.key for h in eval_h}
+    eval_prompts = {h.prompt.strip() for h in eval_h}
 
     side: list[PreferencePair] = []
 
@@ -128,6 +146,7 @@ def mix(ai_pairs: Iterable[dict], human: list[HumanLabel], cfg: MixConfig, seed:
     # stable-shuffle key, and whether the pair is held out when there are no human eval labels.
     handle, conf, order_key, held_ai = array("q"), array("d"), array("Q"), bytearray()
     ai_held_out = not eval_h and cfg.human_eval_fraction > 0  # no human eval labels: AI pairs held out instead
+    held_ai_prompts: set[int] = set()
     for a in ai_pairs:  # streamed from the store: only a few numbers per kept pair are held
         stats["ai_pairs_in"] += 1
         if a.get("status", "scored") != "scored":
@@ -141,6 +160,9 @@ def mix(ai_pairs: Iterable[dict], human: list[HumanLabel], cfg: MixConfig, seed:
             if key in eval_keys:
                 stats["ai_dropped_held_out"] += 1
             continue  # the human pair (train or eval) takes its place
+        if a["prompt"].strip() in eval_prompts:
+            stats["ai_dropped_held_out"] += 1  # another comparison of a held-out prompt
+            continue
         verdict = fb.ai_verdict(thumbs, a["prompt"], a["chosen"], a["rejected"])
         if verdict is not None:
             stats["ai_feedback_agreements" if verdict == fb.AGREE else "ai_feedback_disagreements"] += 1
@@ -154,7 +176,9 @@ def mix(ai_pairs: Iterable[dict], human: list[HumanLabel], cfg: MixConfig, seed:
         conf.append(a["confidence"])
         order_key.append(_order_key(key, seed))
         if ai_held_out:
-            held_ai.append(_held_out(key, cfg.human_eval_fraction, seed))
+            held_ai.append(held_out_prompt(a["prompt"], cfg.human_eval_fraction, seed))
+            if held_ai[-1]:
+                held_ai_prompts.add(hash(a["prompt"].strip()))  # a number per held-out prompt, not its text
     keep = np.arange(len(handle))
     if cfg.max_ai_per_human is not None:
         cap = int(cfg.max_ai_per_human * max(1, len(train_h)))
@@ -162,28 +186,37 @@ def mix(ai_pairs: Iterable[dict], human: list[HumanLabel], cfg: MixConfig, seed:
             keep = np.argsort(-np.frombuffer(conf, dtype=np.float64), kind="stable")[:cap]
             stats["ai_dropped_mix_ratio"] = len(handle) - cap
     n_ai = len(keep)
+    ai_held_out = ai_held_out and n_ai > 0  # so the RM still has an eval split
 
     def human_pair(h: HumanLabel, split: str) -> PreferencePair:
         meta = {"origin": h.source, "annotator": h.annotator} | ({"feedback": h.feedback} if h.feedback else {})
         return PreferencePair(h.prompt, h.chosen, h.rejected, HUMAN, cfg.human_weight if split == "train" else 1.0,
                               None, None, meta, h.margin)
 
-    # The critique stage's revisions (rlaif/critique.py): weighted like AI pairs, never held out.
+    if ai_held_out:  # train-only human pairs are held out with their prompt's AI pairs
+        held_ai_prompts.update(hash(h.prompt.strip()) for h in train_h
+                               if held_out_prompt(h.prompt, cfg.human_eval_fraction, seed))
+    # The critique stage's revisions (rlaif/critique.py): weighted like AI pairs, never held out, and not
+    # trained on a prompt whose pairs are held out.
+    def held_prompt(prompt: str) -> bool:
+        return hash(prompt.strip()) in held_ai_prompts if ai_held_out else prompt.strip() in eval_prompts
+
     revised = [PreferencePair(r["prompt"], r["chosen"], r["rejected"], REVISION, 1.0, None, r.get("prompt_id"),
                               {"principles": r.get("principles"), "writer": r.get("writer")})
                for r in revisions if pair_key(r["prompt"], r["chosen"], r["rejected"]) not in prefs]
     if revisions:
-        stats["revision_pairs"] = len(revised)
+        kept = [p for p in revised if not held_prompt(p.prompt)]
+        stats["revision_pairs"], stats["revisions_dropped_held_out"] = len(kept), len(revised) - len(kept)
+        revised = kept
     whole = revised + [human_pair(h, "train") for h in train_h]
     handles = np.concatenate([np.frombuffer(handle, dtype=np.int64)[keep],
                               np.array([held(p) for p in whole], dtype=np.int64)])
     keys = np.concatenate([np.frombuffer(order_key, dtype=np.uint64)[keep],
                            np.array([_order_key(p.key, seed) for p in whole], dtype=np.uint64)])
     evals = np.array([held(human_pair(h, "eval")) for h in eval_h], dtype=np.int64)
-    if ai_held_out and n_ai:  # so the RM still has an eval split
+    if ai_held_out:
         out = np.concatenate([np.frombuffer(held_ai, dtype=np.uint8)[keep].astype(bool),
-                              np.array([p.source != REVISION and _held_out(p.key, cfg.human_eval_fraction, seed)
-                                        for p in whole], dtype=bool)])
+                              np.array([p.source != REVISION and held_prompt(p.prompt) for p in whole], dtype=bool)])
         handles, keys, evals = handles[~out], keys[~out], handles[out]
         stats["eval_source"] = AI
     else:

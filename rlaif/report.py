@@ -123,7 +123,8 @@ def build_report(run) -> dict:
             "human_agreement_n": agree.get("n"),
         },
         "mix": {k: mixr.get(k) for k in ("human_overrides", "human_disagreements", "ai_dropped_low_confidence",
-                                         "ai_dropped_held_out", "ai_dropped_mix_ratio", "human_ties",
+                                         "ai_dropped_held_out", "human_dropped_held_out",
+                                         "revisions_dropped_held_out", "ai_dropped_mix_ratio", "human_ties",
                                          "human_weight", "min_confidence", "max_ai_per_human", "eval_source",
                                          # single-response feedback (rlaif/feedback.py)
                                          "feedback_in", "feedback_pairs", "feedback_ties_dropped",

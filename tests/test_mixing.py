@@ -173,3 +173,39 @@ def test_revision_pairs_are_never_held_out_even_when_ai_pairs_are():
     assert stats["eval_source"] == "ai" and splits["eval"] and stats["revision_pairs"] == 50
     assert all(p.source == "ai" for p in splits["eval"])
     assert sum(p.source == "revision" for p in splits["train"]) == 50
+
+
+def test_held_out_per_prompt_nothing_on_a_held_out_prompt_trains():
+    """The held-out unit is a prompt: a per-comparison split trained a prompt's other comparisons (human pairs,
+    AI pairs on other responses, imports, revisions) while one of its comparisons measured the reward model."""
+    from rlaif.vocab import IMPORT
+    human = [HumanLabel(f"q{i}", f"good{i}-{j}", f"bad{i}-{j}", source="viewer") for i in range(100) for j in range(3)]
+    imports = [HumanLabel(f"q{i}", f"imp{i}", f"impbad{i}", source=f"{IMPORT}:f.jsonl:{i}") for i in range(100)]
+    pairs = [ai(f"q{i}", f"other{i}", f"worse{i}") for i in range(100)]
+    revisions = [{"prompt": f"q{i}", "chosen": "revised", "rejected": "first", "prompt_id": f"q{i}"} for i in range(100)]
+    splits, stats = mix(pairs, human + imports, MixConfig(human_eval_fraction=0.3), 1, revisions=revisions)
+    held = {p.prompt for p in splits["eval"]}
+    assert 15 < len(held) < 50
+    assert sorted(p.prompt for p in splits["eval"]) == sorted(3 * list(held))  # all three comparisons
+    assert not held & {p.prompt for p in splits["train"]}
+    assert stats["ai_dropped_held_out"] == stats["human_dropped_held_out"] == len(held)
+    assert stats["revisions_dropped_held_out"] == len(held) and stats["revision_pairs"] == 100 - len(held)
+    assert len(splits["train"]) == 6 * (100 - len(held))  # per kept prompt: 3 human, 1 import, 1 AI, 1 revision
+
+
+def test_ai_pairs_held_out_per_prompt_without_human_labels():
+    pairs = [ai(f"q{i}", f"a{i}-{j}", f"b{i}-{j}") for i in range(100) for j in range(4)]
+    splits, stats = mix(pairs, [], MixConfig(human_eval_fraction=0.3), 0)
+    assert stats["eval_source"] == "ai"
+    held = {p.prompt for p in splits["eval"]}
+    assert 15 < len(held) < 50 and len(splits["eval"]) == 4 * len(held)
+    assert not held & {p.prompt for p in splits["train"]}
+
+
+def test_imported_labels_alone_never_hold_out_their_prompt():
+    from rlaif.vocab import IMPORT
+    imports = [HumanLabel(f"q{i}", "g", "b", source=f"{IMPORT}:f.jsonl:{i}") for i in range(50)]
+    human = [HumanLabel(f"h{i}", "g", "b", source="viewer") for i in range(50)]
+    splits, stats = mix([], imports + human, MixConfig(human_eval_fraction=0.3), 0)
+    assert splits["eval"] and not any(p.prompt.startswith("q") for p in splits["eval"])
+    assert sum(p.prompt.startswith("q") for p in splits["train"]) == 50 and stats["human_dropped_held_out"] == 0
