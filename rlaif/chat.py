@@ -11,7 +11,8 @@ which gets ``TINY_CHAT_TEMPLATE``): ``apply_chat_template(messages, add_generati
 A rendered template already holds the model's special tokens (BOS included for Llama-3), so rendered text is
 tokenized with ``add_special_tokens=False`` (otherwise Llama-3 gets two BOS). A model without a chat template (a
 base model) gets the plain format of ``rlaif.formats``. A template that refuses a system role (Gemma's) gets the
-system text at the start of the first user turn (``template_messages``).
+system text at the start of the first user turn (``template_messages``); a served model gets that on request
+(``served_messages``: a server cannot be asked what its template takes).
 """
 
 from __future__ import annotations
@@ -138,10 +139,10 @@ def _takes_system(tok) -> bool:
     return _SYSTEM_OK[key]
 
 
-def template_messages(tok, msgs: list[dict[str, str]]) -> list[dict[str, str]]:
-    """``msgs`` as the tokenizer's chat template takes them: a template that refuses a system role (Gemma) gets the
-    system text at the start of the first user turn, as those models' cards advise; any other template, unchanged."""
-    if not msgs or msgs[0]["role"] != "system" or not has_template(tok) or _takes_system(tok):
+def fold_system(msgs: list[dict[str, str]]) -> list[dict[str, str]]:
+    """``msgs`` without a leading system message: its text starts the first user turn, as the cards of models whose
+    chat template has no system role (Gemma) advise. Any other conversation, unchanged."""
+    if not msgs or msgs[0]["role"] != "system":
         return msgs
     system, rest = msgs[0]["content"].strip(), [dict(m) for m in msgs[1:]]
     for m in rest:
@@ -149,6 +150,20 @@ def template_messages(tok, msgs: list[dict[str, str]]) -> list[dict[str, str]]:
             m["content"] = f"{system}\n\n{m['content']}"
             break
     return rest
+
+
+def served_messages(msgs: list[dict[str, str]], system_role: str) -> list[dict[str, str]]:
+    """``msgs`` as sent to a served model (``judge.system_role``, ``generate.served.system_role``): ``system`` as they
+    are, ``fold`` through ``fold_system`` (a server cannot be asked whether its template takes a system role)."""
+    return fold_system(msgs) if system_role == "fold" else msgs
+
+
+def template_messages(tok, msgs: list[dict[str, str]]) -> list[dict[str, str]]:
+    """``msgs`` as the tokenizer's chat template takes them: a template that refuses a system role (Gemma) gets
+    ``fold_system``; any other template, unchanged."""
+    if not msgs or msgs[0]["role"] != "system" or not has_template(tok) or _takes_system(tok):
+        return msgs
+    return fold_system(msgs)
 
 
 def render_messages(tok, msgs: list[dict[str, str]], add_generation_prompt: bool) -> str:

@@ -71,6 +71,16 @@ class DataConfig(_Section):
     system_prompt: str | None = Field(None, description="system message added to every conversation that has none")
 
 
+SystemRole = Literal["system", "fold"]
+
+
+def _system_role_field(who: str):
+    """``judge.system_role`` and ``generate.served.system_role``: one meaning (rlaif.chat.served_messages)."""
+    return Field("system", description=f"how {who} gets a system message: system (as one) | fold (its text starts "
+                                       "the first user turn: for a chat template with no system role, e.g. Gemma's, "
+                                       "whose server answers HTTP 400)")
+
+
 class ServedPolicy(_Section):
     """generate.backend openai: the policy served by an OpenAI-compatible server (vLLM, SGLang, transformers serve)."""
     model: str | None = Field(None, description="the served model name (as the server lists it)")
@@ -80,6 +90,14 @@ class ServedPolicy(_Section):
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(4, ge=0)
     send_seed: bool = Field(True, description="send a per-prompt seed (vLLM, SGLang, OpenAI honour it)")
+    system_role: SystemRole = _system_role_field("the served policy")
+
+    def hash_view(self, *fields: str) -> dict:
+        """``fields`` of the served policy, and system_role when it is not the default (old runs keep their hash)."""
+        out = self.model_dump(mode="json", include=set(fields))
+        if self.system_role != "system":
+            out["system_role"] = self.system_role
+        return out
 
 
 class GenerateConfig(_Section):
@@ -96,7 +114,7 @@ class GenerateConfig(_Section):
         backend hashes as before the served option existed (old runs stay valid)."""
         out = self.model_dump(mode="json", exclude={"batch_size", "backend", "served"})
         if self.backend == "openai":
-            out["served"] = self.served.model_dump(mode="json", include={"model", "base_url", "send_seed"})
+            out["served"] = self.served.hash_view("model", "base_url", "send_seed")
         return out
 
 
@@ -144,6 +162,7 @@ class JudgeConfig(_Section):
     max_cost_usd: float | None = Field(None, ge=0, description="budget: stop when the cost reaches this")
     price_prompt_per_mtok: float = Field(0.0, ge=0, description="USD per million prompt tokens")
     price_completion_per_mtok: float = Field(0.0, ge=0, description="USD per million completion tokens")
+    system_role: SystemRole = _system_role_field("the served judge")
     # ---- transformers backend
     dtype: Literal["auto", "bf16", "fp32"] = "auto"
     device_map: str | None = None
@@ -172,7 +191,8 @@ class JudgeConfig(_Section):
                                                      "max_calls", "max_cost_usd",
                                                      "api_key_env", "price_prompt_per_mtok",
                                                      "price_completion_per_mtok", "device_map"}
-                               | ({"weights", "fit"} if self.weights == "constitution" else set()))
+                               | ({"weights", "fit"} if self.weights == "constitution" else set())
+                               | ({"system_role"} if self.system_role == "system" else set()))  # old hashes kept
 
 
 MAX_FEEDBACK_PAIRS = 1000  # mix.feedback.max_pairs_per_group's default
@@ -471,6 +491,10 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Pipelin
         where = _where(loaded, touched, "judge.backend")
         raise RlaifError(f"{where} judge.backend: unknown backend {cfg.judge.backend!r}; "
                          f"choose one of {', '.join(sorted(BACKENDS))}")
+    if cfg.judge.system_role != "system" and cfg.judge.backend != "openai":
+        raise RlaifError(f"{_where(loaded, touched, 'judge.system_role')} judge.system_role: applies to judge.backend "
+                         f"openai (a served judge); the {cfg.judge.backend!r} backend renders the chat template itself "
+                         "(a template with no system role gets the system text in the first user turn); remove it")
     _check_cross_fields(cfg, loaded, touched)
     _check_iteration(cfg, loaded, touched)
     _check_judge_reward(cfg, loaded, touched)

@@ -119,7 +119,8 @@ def served_policy(cfg) -> Completer:
     s = cfg.generate.served
     return OpenAICompleter(JudgeConfig(backend="openai", model=s.model, base_url=s.base_url, api_key_env=s.api_key_env,
                                        concurrency=s.concurrency, timeout_s=s.timeout_s, max_retries=s.max_retries,
-                                       constitution=cfg.judge.constitution))
+                                       system_role=s.system_role, constitution=cfg.judge.constitution),
+                          section="generate.served")
 
 
 def local_policy(run) -> PolicyWriter:
@@ -187,7 +188,7 @@ class Asker:
             for s in range(0, len(messages), self.batch_size):
                 chunk = messages[s:s + self.batch_size]
                 calls = [Call(m, self.max_tokens, False, sampling=self.sampling) for m in chunk]
-                keys = [content_hash([*self.key_base, m], length=32) for m in chunk]
+                keys = [content_hash([*self.key_base, self.writer.sent(m)], length=32) for m in chunk]
                 for r in self.cache.run(calls, keys):
                     # A text over the input bound (a server ignoring max_tokens) counts as failed: written to
                     # sft.jsonl it would stop sft, which bounds its input, with a cached answer a re-run repeats.

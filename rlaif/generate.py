@@ -52,8 +52,9 @@ def batch_seed(seed: int, prompt_ids: list[str]) -> int:
 
 
 def generate_candidates(store, policy_dir: Path, policy_hash: str, gen_hash: str, gcfg, seed: int,
-                        device: str) -> int:
-    """Sample ``gcfg.num_candidates`` per train prompt; skip prompts already done. Returns new count."""
+                        device: str) -> dict:
+    """Sample ``gcfg.num_candidates`` per train prompt; skip prompts already done. Returns ``new_candidates`` (and,
+    from a served policy, ``over_context``: rlaif/generate_openai.py)."""
     from rlaif.progress import task
     from rlaif.records import Candidate
 
@@ -61,7 +62,7 @@ def generate_candidates(store, policy_dir: Path, policy_hash: str, gen_hash: str
     done = store.done_prompt_ids(gen_hash)
     todo = [p for p in prompts if p.id not in done]
     if not todo:
-        return 0
+        return {"new_candidates": 0}
     if gcfg.backend == "openai":  # a served policy (rlaif/generate_openai.py)
         from rlaif.generate_openai import generate_served
 
@@ -84,4 +85,4 @@ def generate_candidates(store, policy_dir: Path, policy_hash: str, gen_hash: str
             store.add_candidates(cands, gen_hash)  # committed: a kill loses at most this batch
             made += len(cands)
             advance(len(batch))
-    return made
+    return {"new_candidates": made}

@@ -106,6 +106,8 @@ def build_report(run) -> dict:
             "prompts": len(run.inputs.prompts),
             "eval_prompts": len(eval_prompts),
             "candidates": run.results_of("generate").get("candidates"),
+            # prompts a served policy could not take (over its context): no candidates (rlaif/generate_openai.py)
+            "prompts_over_context": (run.results_of("generate").get("over_context") or {}).get("prompts", 0),
             "ai_pairs": judger.get("ai_pairs"),
             "human_pairs": mixr.get("human_pairs"),
             "train_pairs": mixr.get("train_pairs"),

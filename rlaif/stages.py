@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rlaif.errors import RlaifError
 from rlaif.hashing import content_hash, content_hash_of_items
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -87,7 +88,7 @@ def _critique_parts(run: Run) -> dict:
             # The initial policy that answers first: the model sft starts from, or the served one.
             "policy": None if served else (run.cfg.policy.model_dump(mode="json", include={"model", "tiny"})
                                            | {"sft_data": run.inputs.file_hashes.get("sft_data")}),
-            "served": run.cfg.generate.served.model_dump(mode="json", include={"model", "base_url"})
+            "served": run.cfg.generate.served.hash_view("model", "base_url")
             if served else None, **({} if served else source_parts(run))}  # a round >= 2: the version it starts from
 
 
@@ -137,6 +138,12 @@ def _generate(run: Run) -> dict:
     gen_hash = run.input_hash("generate")
     made = generate_candidates(run.store, run.layout.sft, run.output_hash("sft"), gen_hash, run.cfg.generate,
                                run.cfg.seed, run.device)
+    over = made.get("over_context")
+    if over:  # a final outcome, recorded: these prompts get no candidates (rlaif/generate_openai.py)
+        from rlaif.progress import console
+
+        console.print(f"[yellow]generate: {over['prompts']} prompt(s) got no candidates: {over['fix']} "
+                      f"({over['error']})[/yellow]")
     n, policies = 0, set()
 
     def counted():
@@ -147,7 +154,10 @@ def _generate(run: Run) -> dict:
             yield (c.id, c.text)
 
     output_hash = content_hash_of_items(counted())
-    return {"gen_hash": gen_hash, "new_candidates": made, "candidates": n, "output_hash": output_hash,
+    if n == 0 and over:
+        raise RlaifError(f"generate: every prompt is over the served model's context length, no candidates: "
+                         f"{over['fix']} ({over['error']})")
+    return {"gen_hash": gen_hash, **made, "candidates": n, "output_hash": output_hash,
             "sampled_by": sorted(policies)}
 
 

@@ -72,7 +72,7 @@ def test_served_generation_from_transformers_serve(served_qwen2, tmp_path):
                                               concurrency=2))
     with Store(tmp_path / "store.sqlite") as s:
         s.put_prompts(prompts)
-        made = generate_candidates(s, Path(model), "h", "gen", gcfg, 0, "cpu")
+        made = generate_candidates(s, Path(model), "h", "gen", gcfg, 0, "cpu")["new_candidates"]
         cands = s.candidates("gen")
     assert made == 4 and len(cands) == 4
     assert sorted((c.prompt_id, c.index) for c in cands) == [("p0", 0), ("p0", 1), ("p1", 0), ("p1", 1)]

@@ -78,6 +78,11 @@ class Completer:
         as calls finish (a remote backend). This default runs them now (a local model)."""
         return run_now(self.run)(calls, results)
 
+    def sent(self, messages: list[dict]) -> list[dict]:
+        """``messages`` as this backend sends them (a served model's ``system_role``): what a call's cache key
+        covers, so that a change of shape is a new call."""
+        return messages
+
     def usage(self) -> dict[str, Any]:
         """Counters: retries, prompt_tokens, completion_tokens, cost_usd."""
         return {}
@@ -149,7 +154,8 @@ class LLMJudge(JudgeBackend):
 
     # ------------------------------------------------------------ calls + cache
     def _key(self, call: Call, principle: Principle) -> str:
-        return content_hash([self.backend, self.model, self.template.hash, principle.hash, call.messages,
+        return content_hash([self.backend, self.model, self.template.hash, principle.hash,
+                             self.completer.sent(call.messages),
                              call.max_tokens, call.logprobs, self.top_logprobs, 0.0], length=32)
 
     def run_calls(self, calls: list[tuple[Call, Principle]]) -> list[Completion]:

@@ -24,7 +24,7 @@ import time
 import weakref
 from typing import Any
 
-from rlaif import safeio
+from rlaif import chat, safeio, served
 from rlaif.errors import RlaifError
 from rlaif.hashing import content_hash
 from rlaif.judges.errors import BudgetExceeded, JudgeFatalError, scrub
@@ -96,12 +96,13 @@ class _Bucket:
 class OpenAICompleter(Completer):
     backend = "openai"
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, section: str = "judge"):
         try:
             import openai  # noqa: F401
         except ImportError:  # pragma: no cover - a declared dependency
             raise RlaifError("judge.backend 'openai' needs the openai package (pip install openai)") from None
         self.cfg = cfg
+        self.section = section  # where its options live, for the fixes errors name (generate.served: a writer)
         self.model = cfg.model
         self.concurrency = cfg.concurrency
         if not cfg.base_url and not cfg.api_key_env:
@@ -119,6 +120,9 @@ class OpenAICompleter(Completer):
         self._fatal: JudgeFatalError | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+
+    def sent(self, messages: list[dict]) -> list[dict]:
+        return chat.served_messages(messages, self.cfg.system_role)
 
     # ------------------------------------------------------------ accounting
     def cost_usd(self) -> float:
@@ -229,7 +233,8 @@ class OpenAICompleter(Completer):
     async def _complete(self, client, call: Call) -> Completion:
         import openai
 
-        kw: dict[str, Any] = {"model": self.model, "messages": call.messages, "max_tokens": call.max_tokens,
+        messages = self.sent(call.messages)
+        kw: dict[str, Any] = {"model": self.model, "messages": messages, "max_tokens": call.max_tokens,
                               "temperature": 0.0}
         if call.sampling is not None:  # a seed per call (from its content), for servers that honour one
             temperature, top_p, seed = call.sampling
@@ -263,7 +268,12 @@ class OpenAICompleter(Completer):
                 raise JudgeFatalError(scrub(
                     f"judge server {self.cfg.base_url or 'api.openai.com'}: HTTP {e.status_code} "
                     f"{_FATAL_STATUS[e.status_code]}: {str(e)[:200]}", self._key).replace("\n", " ")) from None
-            return failed(f"HTTP {e.status_code} after {retries()} retries: {str(e)[:200]}")
+            reply = f"HTTP {e.status_code} after {retries()} retries: {served.one_line(str(e))}"
+            if served.over_context(e):  # final for this call (unscored, never cut), not a failure a re-run retries
+                return Completion(error=scrub(f"{reply}; {served.context_fix('the prompt')}", self._key))
+            if served.refuses_system(e, messages):
+                return failed(f"{reply}; {served.system_fix(f'{self.section}.system_role')}")
+            return failed(reply)
         except openai.APITimeoutError as e:
             dropped = _dropped_connection(e)
             if dropped is not None:

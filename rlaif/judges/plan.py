@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rlaif.chat import served_messages
 from rlaif.judges.base import Capabilities, JudgeBackend, ScoreRequest, Verdict
 from rlaif.judges.llm import Call, Completer, Completion
 
@@ -51,6 +52,10 @@ class PlanCompleter(Completer):
         self.backend, self.model = cfg.backend, cfg.model
         self.prompt_tokens = 0
         self.completion_tokens = 0
+
+    def sent(self, messages: list[dict]) -> list[dict]:
+        """The real backend's keys: the openai backend sends the shape ``judge.system_role`` asks for."""
+        return served_messages(messages, self.cfg.system_role) if self.backend == "openai" else messages
 
     def run(self, calls: list[Call]) -> list[Completion]:
         for call in calls:

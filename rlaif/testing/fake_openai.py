@@ -422,7 +422,7 @@ class FakeOpenAI:
             hdrs = []
             if fault.should_retry is not None:
                 hdrs.append(("x-should-retry", "true" if fault.should_retry else "false"))
-            return Response(fault.status, _error_body(fault.status), headers=tuple(hdrs))
+            return Response(fault.status, _error_body(fault.status, fault.message), headers=tuple(hdrs))
         if kind == "malformed":
             return Response(200, fault.body or b"", content_type=fault.content_type)
         if kind == "drop_connection":

@@ -146,6 +146,7 @@ class Fault:
     reply: Reply | None = None
     size: int = 0
     chunked: bool = False
+    message: str | None = None
 
     @classmethod
     def rate_limit(cls, retry_after: float = 1.0, *, retry_after_ms: bool = True) -> Fault:
@@ -155,10 +156,11 @@ class Fault:
         return cls("rate_limit", status=429, retry_after=retry_after, retry_after_ms=retry_after_ms)
 
     @classmethod
-    def server_error(cls, status: int = 500, *, should_retry: bool | None = None) -> Fault:
-        """An error status (500 by default; any 4xx/5xx works) with an OpenAI-style error body.
+    def server_error(cls, status: int = 500, *, should_retry: bool | None = None, message: str | None = None) -> Fault:
+        """An error status (500 by default; any 4xx/5xx works) with an OpenAI-style error body (its
+        ``message``, e.g. vLLM's "System role not supported" 400, or a generic one).
         ``should_retry`` sends the ``x-should-retry`` header the openai client obeys."""
-        return cls("server_error", status=status, should_retry=should_retry)
+        return cls("server_error", status=status, should_retry=should_retry, message=message)
 
     @classmethod
     def timeout(cls, seconds: float) -> Fault:
