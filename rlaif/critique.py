@@ -177,7 +177,7 @@ class Asker:
         self.writer, self.max_tokens, self.batch_size, self.sampling = writer, max_tokens, batch_size, sampling
         self.cache = CallCache(writer.submit, store, dump=lambda r: r.as_json() if r.error is None else None,
                                load=lambda d: Completion(**d), lost=lambda k: Completion(error="not made"))
-        self.failed = 0
+        self.failed = self.over_context = 0
 
     def ask(self, messages: list[list[dict]], label: str) -> list[str | None]:
         from rlaif.progress import task
@@ -193,7 +193,8 @@ class Asker:
                     # A text over the input bound (a server ignoring max_tokens) counts as failed: written to
                     # sft.jsonl it would stop sft, which bounds its input, with a cached answer a re-run repeats.
                     ok = r.error is None and bool((r.text or "").strip()) and len(r.text) <= max_text_chars()
-                    self.failed += not ok
+                    self.failed += not ok and not r.final  # a prompt over the writer's context: final
+                    self.over_context += r.final
                     out.append(r.text.strip() if ok else None)
                 advance(len(chunk))
         return out
@@ -251,7 +252,14 @@ def run_critique(run) -> dict:
     _write_outputs(run.layout, sft, pairs)
     askers = [first] if asker is first else [first, asker]
     counts = {"failed_calls": sum(a.failed for a in askers), "calls": sum(a.cache.calls for a in askers),
+              "over_context_calls": sum(a.over_context for a in askers),
               "cache_hits": sum(a.cache.cache_hits for a in askers)}
+    if counts["over_context_calls"]:
+        from rlaif.progress import console
+
+        console.print(f"[yellow]critique: {counts['over_context_calls']} call(s) were over the writer's context "
+                      "length (their prompts are not revised): shorten those prompts, or give the writer a larger "
+                      "context[/yellow]")
     return {"prompts": len(tracks), "revised": len(revised), **counts, **provenance,
             "output_hash": content_hash([(r["prompt"], r["chosen"], r["rejected"]) for r in pairs])}
 

@@ -219,3 +219,29 @@ def test_every_served_prompt_over_the_context_is_exit_2(project, capsys):
         assert main(["generate", str(project / "pipeline.yaml"), *_args(server)]) == 2
     (err,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert "every prompt is over the served model's context length" in err and "context length" in err
+
+
+@pytest.mark.slow
+def test_critique_call_over_the_context_is_final_not_a_failed_call(tmp_path, scripted_backend, capsys):
+    """The served policy's first answer to one prompt is over its context: that prompt is not revised, the stage
+    is done with no failed call, and the next run skips it (a failed call would re-run it every time)."""
+    proj = make_tiny_project(tmp_path / "proj")
+    first = []
+
+    def over_context(i, body):
+        text = body["messages"][-1]["content"]
+        first[:] = first or [text]
+        return Fault.server_error(400, message=CONTEXT_400["openai"]) if text == first[0] else None
+
+    with FakeOpenAI(responder=echo_text("An answer."), fault_fn=over_context) as server:
+        args = ["--set", "critique.enabled=true", "--set", "generate.backend=openai",
+                "--set", "generate.served.model=fake-policy", "--set", f"generate.served.base_url={server.base_url}",
+                "--set", "generate.served.max_retries=0"]
+        assert main(["critique", str(proj / "pipeline.yaml"), *args]) == 0
+        info = json.loads(sqlite3.connect(proj / "run" / "store.sqlite").execute(
+            "SELECT info FROM stages WHERE name='critique'").fetchone()[0])
+        assert info["over_context_calls"] == 1 and info["failed_calls"] == 0, info
+        assert "over the writer's context" in " ".join(capsys.readouterr().err.split())
+        n = len(server.requests)
+        assert main(["critique", str(proj / "pipeline.yaml"), *args]) == 0
+        assert len(server.requests) == n  # skipped: inputs unchanged, nothing failed

@@ -84,11 +84,11 @@ class TransformersCompleter(Completer):
             # response B is noise. An error is an unscored record (raw kept, not cached: a rerun retries it).
             if len(x) > limit:
                 out[i] = Completion(error=f"the judge prompt is {len(x)} tokens, over judge.max_length ({limit}); "
-                                          "raise judge.max_length (up to the judge model's context)")
+                                          "raise judge.max_length (up to the judge model's context)", final=True)
             elif self.positions and len(x) + c.max_tokens > self.positions:  # past them: an IndexError
                 out[i] = Completion(error=f"the judge prompt is {len(x)} tokens and {c.max_tokens} more are asked "
                                           f"for: over the judge model's {self.positions} positions; use a model with "
-                                          "a longer context")
+                                          "a longer context", final=True)
         bs = self.cfg.batch_size
         single = [i for i, c in enumerate(calls) if c.max_tokens == 1 and out[i] is None]
         # Generated text, batched among calls that sample alike (greedy judge calls; a critique's sampled calls).

@@ -54,6 +54,9 @@ class Completion:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     error: str | None = None
+    # An error no retry fixes (a prompt over the model's context): final, like an unparseable verdict, so it is
+    # not a failed call that makes the next run repeat the stage. Not cached either (only answers are).
+    final: bool = False
 
     def as_json(self) -> dict:
         return {"text": self.text, "top_logprobs": self.top_logprobs, "prompt_tokens": self.prompt_tokens,

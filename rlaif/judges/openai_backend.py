@@ -270,7 +270,7 @@ class OpenAICompleter(Completer):
                     f"{_FATAL_STATUS[e.status_code]}: {str(e)[:200]}", self._key).replace("\n", " ")) from None
             reply = f"HTTP {e.status_code} after {retries()} retries: {served.one_line(str(e))}"
             if served.over_context(e):  # final for this call (unscored, never cut), not a failure a re-run retries
-                return Completion(error=scrub(f"{reply}; {served.context_fix('the prompt')}", self._key))
+                return Completion(error=scrub(f"{reply}; {served.context_fix('the prompt')}", self._key), final=True)
             if served.refuses_system(e, messages):
                 return failed(f"{reply}; {served.system_fix(f'{self.section}.system_role')}")
             return failed(reply)
