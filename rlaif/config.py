@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from rlaif.config_base import TrainArgs, _Section  # noqa: F401 - re-exported
+from rlaif.config_base import SystemRole, TrainArgs, _Section, system_role_field  # noqa: F401 - re-exported
 from rlaif.config_training import (  # noqa: F401 - re-exported: the policy_training section lives there
     DPO_LOSSES,
     REWARD_SOURCES,
@@ -71,16 +71,6 @@ class DataConfig(_Section):
     system_prompt: str | None = Field(None, description="system message added to every conversation that has none")
 
 
-SystemRole = Literal["system", "fold"]
-
-
-def _system_role_field(who: str):
-    """``judge.system_role`` and ``generate.served.system_role``: one meaning (rlaif.chat.served_messages)."""
-    return Field("system", description=f"how {who} gets a system message: system (as one) | fold (its text starts "
-                                       "the first user turn: for a chat template with no system role, e.g. Gemma's, "
-                                       "whose server answers HTTP 400)")
-
-
 class ServedPolicy(_Section):
     """generate.backend openai: the policy served by an OpenAI-compatible server (vLLM, SGLang, transformers serve)."""
     model: str | None = Field(None, description="the served model name (as the server lists it)")
@@ -90,7 +80,7 @@ class ServedPolicy(_Section):
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(4, ge=0)
     send_seed: bool = Field(True, description="send a per-prompt seed (vLLM, SGLang, OpenAI honour it)")
-    system_role: SystemRole = _system_role_field("the served policy")
+    system_role: SystemRole = system_role_field("the served policy")
 
     def hash_view(self, *fields: str) -> dict:
         """``fields`` of the served policy, and system_role when it is not the default (old runs keep their hash)."""
@@ -162,7 +152,7 @@ class JudgeConfig(_Section):
     max_cost_usd: float | None = Field(None, ge=0, description="budget: stop when the cost reaches this")
     price_prompt_per_mtok: float = Field(0.0, ge=0, description="USD per million prompt tokens")
     price_completion_per_mtok: float = Field(0.0, ge=0, description="USD per million completion tokens")
-    system_role: SystemRole = _system_role_field("the served judge")
+    system_role: SystemRole = system_role_field("the served judge")
     # ---- transformers backend
     dtype: Literal["auto", "bf16", "fp32"] = "auto"
     device_map: str | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import types
 import typing
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
@@ -48,3 +49,13 @@ class TrainArgs(_Section):
     max_length: int = Field(256, ge=16)
     max_steps: int = Field(-1, description="> 0 overrides epochs")
     save_steps: int = Field(50, ge=1, description="checkpoint every N steps (resume after a kill)")
+
+
+SystemRole = Literal["system", "fold"]
+
+
+def system_role_field(who: str):
+    """``judge.system_role`` and ``generate.served.system_role``: one meaning (rlaif.chat.served_messages)."""
+    return Field("system", description=f"how {who} gets a system message: system (as one) | fold (its text starts "
+                                       "the first user turn: for a chat template with no system role, e.g. Gemma's, "
+                                       "whose server answers HTTP 400)")
