@@ -69,11 +69,13 @@ def test_llm_reviser_writes_trl_sets_with_provenance_cached_and_mixed(project, c
         for stage in ("sft", "generate", "judge", "mix"):
             assert main([stage, cfg, *args]) == 0
     mix = json.loads(db.execute("SELECT info FROM stages WHERE name='mix'").fetchone()[0])
-    assert mix["revision_pairs"] == len(pairs)
+    # Revisions on a held-out prompt are left out (the mix holds out per prompt); the rest train.
+    assert mix["revision_pairs"] + mix["revisions_dropped_held_out"] == len(pairs) and mix["revision_pairs"] > 0
     from datasets import load_from_disk
 
-    ds = load_from_disk(str(project / "run" / "pairs"))["train"]
-    assert sum(s == "revision" for s in ds["source"]) == len(pairs)
+    dd = load_from_disk(str(project / "run" / "pairs"))
+    assert sum(s == "revision" for s in dd["train"]["source"]) == mix["revision_pairs"]
+    assert not set(dd["eval"]["prompt"]) & set(dd["train"]["prompt"])
 
 
 def test_killed_stage_resumes_paying_only_the_rest(project, monkeypatch):
