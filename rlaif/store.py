@@ -97,10 +97,15 @@ class Store(QueueQueries, LabelQueries):
     """``create``: make the file if missing; ``readonly``: open for reading only (no schema
     stamp, no table creation: `rlaif show`, `labels stats|export` never change a run store);
     ``check``: run SQLite's ``quick_check`` first, so a damaged store is an error instead of
-    a run that silently skips every stage."""
+    a run that silently skips every stage. ``busy_timeout``: seconds a write waits for another
+    process's write transaction before SQLite gives up ("database is locked"; ``set_busy_timeout``)."""
 
-    def __init__(self, path: str | Path, create: bool = True, readonly: bool = False, check: bool = False):
+    BUSY_TIMEOUT = 30.0
+
+    def __init__(self, path: str | Path, create: bool = True, readonly: bool = False, check: bool = False,
+                 busy_timeout: float = BUSY_TIMEOUT):
         self.path = Path(path)
+        self.busy_timeout = busy_timeout
         if (readonly or not create) and not self.path.exists():
             raise RlaifError(f"{self.path}: no run store here (run `rlaif run CONFIG` first)")
         self.db: sqlite3.Connection | None = None
@@ -152,14 +157,15 @@ class Store(QueueQueries, LabelQueries):
 
     def _connect(self, readonly: bool) -> sqlite3.Connection:
         if not readonly:
-            return sql_functions(sqlite3.connect(self.path, timeout=30.0))
+            return sql_functions(sqlite3.connect(self.path, timeout=self.busy_timeout))
         try:  # query_only: this connection refuses every write (a WAL store still needs its -shm file)
-            db = sqlite3.connect(self.path, timeout=30.0)
+            db = sqlite3.connect(self.path, timeout=self.busy_timeout)
             db.execute("PRAGMA query_only=ON")
             db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
             return sql_functions(db)
         except sqlite3.OperationalError:  # a read-only folder: read the file as it is on disk
-            return sql_functions(sqlite3.connect(f"{self.path.resolve().as_uri()}?immutable=1", uri=True, timeout=30.0))
+            return sql_functions(sqlite3.connect(f"{self.path.resolve().as_uri()}?immutable=1", uri=True,
+                                                 timeout=self.busy_timeout))
 
     def _upgrade_v2(self) -> None:
         """Add the v3 columns to a v2 store and fill them, in one transaction (a kill leaves v2)."""
@@ -187,6 +193,12 @@ class Store(QueueQueries, LabelQueries):
         if rows != ["ok"]:
             detail = "; ".join(" ".join(str(r).split()) for r in rows)  # one line
             raise sqlite3.DatabaseError("damaged: " + detail[:300])
+
+    def set_busy_timeout(self, seconds: float) -> None:
+        """How long a write waits for another process's write transaction (the viewer waits briefly and keeps
+        a verdict that found the store busy, rlaif/viewer/writes.py, rather than freeze the screen)."""
+        self.busy_timeout = seconds
+        self.db.execute(f"PRAGMA busy_timeout={int(seconds * 1000)}")
 
     def close(self) -> None:
         for other in self._also_open.values():

@@ -545,6 +545,49 @@ def test_rate_mode_keys_typed_in_the_comment_box_stay_in_it(tmp_path):
     store.close()
 
 
+def test_rate_mode_keeps_ratings_given_while_another_process_holds_the_store(tmp_path):
+    """The rating mode's writes go through the same keeper as the verdicts (rlaif/viewer/writes.py): a rating
+    and its undo given while another process holds the write lock are kept, counted, then written in order."""
+    import asyncio
+    import sqlite3
+
+    from test_viewer import make_run
+
+    from rlaif.viewer.queue import open_run_store
+    from rlaif.viewer.rate_app import RateApp
+    from rlaif.viewer.rating import Response
+
+    run = make_run(tmp_path / "run")
+    store = open_run_store(run)
+    app = RateApp(store, [Response("p", "q", None, t) for t in "abc"], "rita")
+    other = sqlite3.connect(run / "store.sqlite", isolation_level=None)
+    seen = {}
+
+    async def go():
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.pause()
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("INSERT INTO meta VALUES ('other', 'process')")
+            for k in ["plus", "minus", "u", "4"]:  # a up, b down (kept, then dropped), b 4
+                await pilot.press(k)
+            seen["status"] = str(app.query_one("#status").render())
+            seen["busy"] = store.feedback()
+            other.execute("COMMIT")
+            app.retry_writes()
+            await pilot.pause()
+            seen["after"] = str(app.query_one("#status").render())
+            await pilot.press("q")
+    try:
+        asyncio.run(go())
+        assert sorted((f.completion, f.kind, f.value) for f in store.feedback()) == [("a", "thumbs", 1),
+                                                                                    ("b", "rating", 4)]
+    finally:
+        other.close()
+        store.close()
+    assert seen["busy"] == [] and "2 not saved yet" in seen["status"]
+    assert "not saved" not in seen["after"] and "2/" in seen["after"]
+
+
 def test_two_label_files_of_the_same_name_are_refused(tmp_path, capsys, scripted_backend):
     """Labels and feedback are known by file name and line (file:NAME:LINE): two mix.human_labels files named
     r.jsonl in two folders merged their line-1 rankings into one (pairs across rankings no one made) and the

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
+from rlaif.errors import RlaifError
 from rlaif.records import HumanLabel
 from rlaif.store import Store
 from rlaif.vocab import BOTH_BAD, FILE, IMPORT, PREFERENCE, TIE, VIEWER, file_source, import_source, viewer_source
@@ -54,3 +57,53 @@ def test_labels_by_key_in_chunks_oldest_first(store):
     assert [h.source for h in got[labels[0].key]] == ["file:l:0"]
     assert [h.label for h in store.human_labels_by_key()[labels[7].key]] == [PREFERENCE, TIE]
     assert store.human_labels_by_key([]) == {}
+
+
+@pytest.mark.parametrize("bad", [False, True], ids=["import-completes", "bad-record-imports-nothing"])
+def test_a_verdict_given_while_an_import_reads_its_file_is_not_refused(tmp_path, bad):
+    """Two connections, as `labels import` and `rlaif view` in two processes: the import's file is read (slowly,
+    here: the reader waits for the verdict) while the viewer writes a verdict with a short busy timeout. The
+    import held the store's write lock while it read, so the verdict failed with "database is locked"; staged,
+    it takes the lock only for its final copy. A bad record still leaves nothing of the import."""
+    path = tmp_path / "store.sqlite"
+    Store(path).close()
+    reading, verdict_given = threading.Event(), threading.Event()
+    errors: list[Exception] = []
+
+    def labels_file():
+        for i in range(1, 4):
+            yield HumanLabel(f"q{i}", "a", "b", source=import_source("big.jsonl", i))
+            reading.set()
+            assert verdict_given.wait(30)  # the import is still reading the file when the verdict comes
+        if bad:
+            raise RlaifError("big.jsonl:4: label record needs a non-empty string field 'prompt'")
+
+    def importer():
+        try:
+            with Store(path) as s:
+                s.import_human_labels(labels_file())
+        except Exception as e:  # noqa: BLE001 - checked below
+            errors.append(e)
+
+    t = threading.Thread(target=importer)
+    t.start()
+    try:
+        assert reading.wait(30)
+        with Store(path, busy_timeout=0.2) as viewer:  # 30 s in real use; the import then held the lock 36 s (1M)
+            viewer.add_human_labels([HumanLabel("q1", "a", "b", TIE, viewer_source("ann"))])
+    finally:
+        verdict_given.set()
+        t.join(30)
+    with Store(path) as s:
+        got = sorted(h.source for h in s.human_labels())
+    imported = [] if bad else [import_source("big.jsonl", i) for i in (1, 2, 3)]
+    assert got == sorted([viewer_source("ann"), *imported])
+    assert [type(e) for e in errors] == ([RlaifError] if bad else [])
+
+
+def test_no_room_to_stage_an_import_is_one_error_and_imports_nothing(store):
+    store.db.execute("PRAGMA temp.max_page_count=8")  # the temp folder full, as SQLite sees it
+    labels = [HumanLabel(f"q{i}", "a" * 500, "b", source=import_source("big.jsonl", i)) for i in range(1, 200)]
+    with pytest.raises(RlaifError, match="no room to stage the labels.*SQLITE_TMPDIR"):
+        store.import_human_labels(labels)
+    assert store.human_label_count() == 0

@@ -523,6 +523,61 @@ def test_verdicts_while_another_process_writes_the_store(run_dir):
         assert s.counts()["judge_cache"] > 0
 
 
+def test_verdicts_given_while_another_process_holds_the_store_are_kept_then_saved_in_order(run_dir):
+    """Another process holds the store's write lock (a large `labels import` swapping its labels in, a judge
+    stage replacing its pairs): the viewer's verdicts are kept in order, counted in the status bar, and
+    written once the store is free; undo drops a kept verdict unwritten, or undoes a stored one in turn;
+    quitting waits for them. Before, the first verdict waited the busy timeout (30 s) and then failed: the
+    viewer crashed, the verdict lost."""
+    from rlaif.viewer.app import ViewerApp
+
+    comps = by_id(comps_of(run_dir))
+    store = open_run_store(run_dir)
+    app = ViewerApp(store, JH, "tester")
+    other = sqlite3.connect(run_dir / "store.sqlite", isolation_level=None)
+    seen = {}
+
+    async def go():
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+            await pilot.press("f")  # queue p6, p2, p3: flip p6, stored
+            other.execute("BEGIN IMMEDIATE")  # the other process's write transaction
+            other.execute("INSERT INTO meta VALUES ('other', 'process')")
+            t0 = time.perf_counter()
+            for k in ("t", "a", "u", "u"):  # tie p2, agree p3 (both kept); two undos drop them, unwritten
+                await pilot.press(k)
+            seen["cursor_after_drops"] = app.cursor
+            await pilot.press("u")  # undoes the stored flip of p6 (kept, in turn)
+            seen["cursor_after_undo"] = app.cursor
+            for k in ("b", "a"):  # both bad p6, agree p2
+                await pilot.press(k)
+            seen["keys_s"] = time.perf_counter() - t0
+            seen["status"] = str(app.query_one("#status").render())
+            seen["stored_while_busy"] = viewer_labels(run_dir)
+            await pilot.press("q")  # refused while writes wait
+            await pilot.pause()
+            seen["running_after_q"] = app.is_running
+            other.execute("COMMIT")
+            for _ in range(100):  # the retry timer writes them, then quits
+                if not app.is_running:
+                    break
+                await asyncio.sleep(0.05)
+            seen["quit"] = not app.is_running
+    try:
+        asyncio.run(go())
+    finally:
+        other.close()
+        store.close()
+    p6, p2 = comps["p6"], comps["p2"]
+    assert seen["stored_while_busy"] == {p6.prompt: (p6.rejected, p6.chosen, "chosen", None)}
+    assert (seen["cursor_after_drops"], seen["cursor_after_undo"]) == (1, 0)
+    assert "3 not saved yet" in seen["status"]
+    assert seen["keys_s"] < 4  # BUSY_S (0.5 s) for a key that finds no write kept; the others queue at once
+    assert seen["running_after_q"] and seen["quit"]
+    assert viewer_labels(run_dir) == {p6.prompt: (p6.chosen, p6.rejected, "both_bad", None),
+                                      p2.prompt: (p2.chosen, p2.rejected, "chosen", None)}
+
+
 # ---------------------------------------------------------------- bad input
 def _old_schema(d: Path) -> None:
     make_run(d)

@@ -1,6 +1,7 @@
 """The spot-check TUI (Textual): a queue of AI-labelled comparisons above
 (or, on wide terminals, beside) the selected comparison, a status bar and a
-footer of keys. Verdicts go to the store the moment a key is pressed.
+footer of keys. Verdicts go to the store the moment a key is pressed (kept and
+retried if another process holds the store: rlaif/viewer/writes.py).
 
 Every key is an App binding; the queue table and the detail pane take no
 focus, so the keys mean the same thing everywhere except in the one-line
@@ -23,13 +24,14 @@ from rlaif.viewer import verdicts as V
 from rlaif.viewer.drafts import Drafts
 from rlaif.viewer.queue import LOW_CONFIDENCE, Comparison, Filters, Queue, agreement_of, refresh
 from rlaif.viewer.render import one_line, render_comparison, short_flag, short_verdict
+from rlaif.viewer.writes import KeepsWrites
 from rlaif.vocab import viewer_source
 
 WIDE = 140  # columns from which the queue sits beside the detail
 WINDOW = 100  # queue rows in the table at a time, around the cursor (the queue itself is paged from SQL)
 
 
-class ViewerApp(App[None]):
+class ViewerApp(KeepsWrites, App[None]):
     """``ViewerApp(store, judge_hash, annotator).run()``; the store stays open (and is not closed) here."""
 
     TITLE = "rlaif view"
@@ -81,6 +83,7 @@ class ViewerApp(App[None]):
         self.cursor = 0
         self.drafts: Drafts[V.UndoEntry] = Drafts()
         self.ask_mode: str | None = None
+        self.start_writes(store)
 
     # ------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -102,6 +105,7 @@ class ViewerApp(App[None]):
             table.add_column(label, key=key, width=width)
         self._rebuild(fresh=False)  # the queue `rlaif view` opened, if it passed one
         self._layout_for(self.size.width)
+        self.retry_every()
 
     def on_resize(self, event: events.Resize) -> None:
         self._layout_for(event.size.width)
@@ -149,7 +153,7 @@ class ViewerApp(App[None]):
         ck, cn = agreement_of(c, self.source)
         self.counts = (reviewed + sign * c.reviewed, k + sign * ck, n + sign * cn)
 
-    def _show(self) -> None:
+    def _show(self, scroll: bool = True) -> None:
         body = self.query_one("#detail-body", Static)
         c = self.current
         if c is None:
@@ -160,7 +164,8 @@ class ViewerApp(App[None]):
             self.query_one("#queue", DataTable).move_cursor(row=self.cursor - self.window.start)
             body.update(render_comparison(c, position=f"{self.cursor + 1}/{len(self.queue)}", mine=self.source,
                                           pending_note=self.drafts.pending(c.key), low_confidence=self.low))
-            self.query_one("#detail", VerticalScroll).scroll_home(animate=False)
+            if scroll:
+                self.query_one("#detail", VerticalScroll).scroll_home(animate=False)
         self._status()
 
     def _status(self) -> None:
@@ -170,7 +175,8 @@ class ViewerApp(App[None]):
                  else "AI agreement: no verdicts yet")
         extra = f" │ /{self.filters.search}" if self.filters.search else ""
         self.query_one("#status", Static).update(  # one line high: no layout pass; Text: the search is not markup
-            Text(f"{reviewed}/{len(self.queue)} reviewed │ {agree} │ {self.order_name}{extra} │ {self.annotator}"),
+            Text(f"{reviewed}/{len(self.queue)} reviewed │ {agree} │ {self.order_name}{extra} │ {self.annotator}"
+                 + self.writes_waiting()),
             layout=False)
 
     def _update_row(self, c: Comparison) -> None:
@@ -200,38 +206,56 @@ class ViewerApp(App[None]):
         c = self.current
         if c is None:
             return
-        self.drafts.wrote(V.record_verdict(self.store, c, verdict, self.annotator, self.drafts.take(c.key)))
-        self._tally(c, -1)
-        refresh(self.store, [c])
-        self._tally(c, 1)
-        self._update_row(c)
+        note = self.drafts.take(c.key)
+        self.write(lambda: V.record_verdict(self.store, c, verdict, self.annotator, note),
+                   lambda entry: self._wrote(entry, [c]), c.key)
         if self.cursor < len(self.queue) - 1:
             self.cursor += 1
         else:
             self.notify("end of the queue", timeout=2)
         self._show()
 
+    def _wrote(self, entry: V.UndoEntry | None, comps: list[Comparison], undone: bool = False) -> None:
+        """A write went in: the comparisons it changed are read again and their part of the counts redone."""
+        if entry is not None and not undone:
+            self.drafts.wrote(entry)
+        for c in comps:
+            self._tally(c, -1)
+        refresh(self.store, comps)
+        for c in comps:
+            self._tally(c, 1)
+            self._update_row(c)
+
+    def writes_changed(self) -> None:
+        self._show(scroll=False)
+
     def action_skip(self) -> None:
         self.action_move(1)
 
     def action_undo(self) -> None:
-        entry = self.drafts.undo()
-        if entry is None:
-            self.notify("nothing to undo in this session", timeout=2)
+        key = self.undo_newest(self.drafts.undo_stack, self._undo_last, self._undone)
+        if key is None:
             return
-        V.undo(self.store, entry)
-        hit = [c for c in self.queue.loaded() if c.key == entry.key]
-        for c in hit:
-            self._tally(c, -1)
-        refresh(self.store, hit)
-        for c in hit:
-            self._tally(c, 1)
-            self._update_row(c)
+        hit = [c for c in self.queue.loaded() if c.key == key]
         pos = self.queue.position(hit[0]) if hit else None
         if pos is not None:
             self.cursor = pos
-        self.notify(f"undid {entry.what.replace('_', ' ')}", timeout=2)
         self._show()
+
+    def _undo_last(self) -> V.UndoEntry | None:
+        entry = self.drafts.undo()
+        if entry is not None:
+            try:
+                V.undo(self.store, entry)
+            except BaseException:
+                self.drafts.wrote(entry)  # still to undo (the store was busy)
+                raise
+        return entry
+
+    def _undone(self, entry: V.UndoEntry | None) -> None:
+        if entry is not None:
+            self._wrote(entry, [c for c in self.queue.loaded() if c.key == entry.key], undone=True)
+            self.notify(f"undid {entry.what.replace('_', ' ')}", timeout=2)
 
     def action_reload(self) -> None:
         """Re-read the human labels (another reviewer or an import may have added some)."""
@@ -271,9 +295,13 @@ class ViewerApp(App[None]):
             self.filters.search = text or None
             self._rebuild(keep)
         elif mode == "note" and (c := self.current) is not None:
-            if self.drafts.noted(c.key, text, V.set_note(self.store, c, self.annotator, text or None)):
-                refresh(self.store, [c])
-                self.notify("note saved", timeout=2)
-            else:
-                self.notify("note kept: it is saved with your verdict on this comparison", timeout=2)
+            self.write(lambda: V.set_note(self.store, c, self.annotator, text or None),
+                       lambda entry: self._noted(c, text, entry), c.key)
             self._show()
+
+    def _noted(self, c: Comparison, text: str, entry: V.UndoEntry | None) -> None:
+        if self.drafts.noted(c.key, text, entry):
+            refresh(self.store, [c])
+            self.notify("note saved", timeout=2)
+        else:
+            self.notify("note kept: it is saved with your verdict on this comparison", timeout=2)

@@ -199,11 +199,12 @@ def cmd_labels_import(args) -> int:
         if system:
             labels = (replace(h, prompt=with_system(h.prompt, system)) for h in itertools.chain(head, labels))
             head = []
-        # one transaction, streamed: a bad record anywhere rolls the whole import back
+        # staged while the file is read, then one transaction: a bad record anywhere leaves nothing imported
         # importing the file again with the other --human choice replaces what the earlier import stored
         name = Path(args.file).name
-        n = store.add_human_labels(itertools.chain(head, labels), then_feedback=lambda: with_system_all(feedback, system),
-                                   supersede=(import_prefix(name, not args.human), import_prefix(name, args.human)))
+        n = store.import_human_labels(itertools.chain(head, labels),
+                                      then_feedback=lambda: with_system_all(feedback, system),
+                                      supersede=(import_prefix(name, not args.human), import_prefix(name, args.human)))
         total = store.human_label_count()
     fb = f" and {len(feedback)} single-response feedback" if feedback else ""
     print(f"imported {n} labels{fb} from {args.file} into {args.run_dir} ({total} human labels in the run; "

@@ -19,10 +19,11 @@ from rlaif.chat import transcript
 from rlaif.store import Store
 from rlaif.viewer import rating as R
 from rlaif.viewer.drafts import Drafts
+from rlaif.viewer.writes import KeepsWrites
 from rlaif.vocab import viewer_source
 
 
-class RateApp(App[None]):
+class RateApp(KeepsWrites, App[None]):
     """``RateApp(store, responses, annotator).run()``; the store stays open (and is not closed) here."""
 
     TITLE = "rlaif view --rate"
@@ -56,6 +57,7 @@ class RateApp(App[None]):
         self.cursor = 0
         self.drafts: Drafts[R.RateUndo] = Drafts()
         self.asking = False
+        self.start_writes(store)
 
     def compose(self) -> ComposeResult:
         yield Static(id="status")
@@ -67,6 +69,10 @@ class RateApp(App[None]):
 
     def on_mount(self) -> None:
         self._show()
+        self.retry_every()
+
+    def writes_changed(self) -> None:
+        self._show(scroll=False)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool:
         """While the comment box is open, keys it does not use (↓ ↑ PgDn) do nothing: they moved to another
@@ -80,7 +86,7 @@ class RateApp(App[None]):
     def _mine(self, r: R.Response):
         return self.store.feedback_from(r.key, self.source)
 
-    def _show(self) -> None:
+    def _show(self, scroll: bool = True) -> None:
         body = self.query_one("#detail-body", Static)
         r = self.current
         if r is None:
@@ -97,17 +103,19 @@ class RateApp(App[None]):
                 parts.append(Text(f"comment (saved with your next verdict): {held}",
                                   style="italic cyan"))
             body.update(Group(*parts))
-            self.query_one("#detail", VerticalScroll).scroll_home(animate=False)
+            if scroll:
+                self.query_one("#detail", VerticalScroll).scroll_home(animate=False)
         rated = self.store.feedback_count(self.source, self.responses.read_keys())  # of those read so far
         keys = f"+ up  - down  1-{R.RATING_SCALE} rating  n comment"
         self.query_one("#status", Static).update(  # Text: an annotator such as '[/]' is not markup
-            Text(f"{rated}/{self.responses.described()} rated │ {keys} │ {self.annotator}"))
+            Text(f"{rated}/{self.responses.described()} rated │ {keys} │ {self.annotator}{self.writes_waiting()}"))
 
     def action_rate(self, verdict: str) -> None:
         r = self.current
         if r is None:
             return
-        self.drafts.wrote(R.record(self.store, r, verdict, self.annotator, self.drafts.take(r.key)))
+        comment = self.drafts.take(r.key)
+        self.write(lambda: R.record(self.store, r, verdict, self.annotator, comment), self.drafts.wrote, r.key)
         if self.responses.has(self.cursor + 1):
             self.cursor += 1
         else:
@@ -122,16 +130,27 @@ class RateApp(App[None]):
         self._show()
 
     def action_undo(self) -> None:
-        entry = self.drafts.undo()
-        if entry is None:
-            self.notify("nothing to undo in this session", timeout=2)
+        key = self.undo_newest(self.drafts.undo_stack, self._undo_last, self._undone)
+        if key is None:
             return
-        R.undo(self.store, entry)
-        at = self.responses.index(entry.key)
+        at = self.responses.index(key)
         if at is not None:
             self.cursor = at
-        self.notify(f"undid {entry.what}", timeout=2)
         self._show()
+
+    def _undo_last(self) -> R.RateUndo | None:
+        entry = self.drafts.undo()
+        if entry is not None:
+            try:
+                R.undo(self.store, entry)
+            except BaseException:
+                self.drafts.wrote(entry)  # still to undo (the store was busy)
+                raise
+        return entry
+
+    def _undone(self, entry: R.RateUndo | None) -> None:
+        if entry is not None:
+            self.notify(f"undid {entry.what}", timeout=2)
 
     def action_scroll_detail(self, direction: int) -> None:
         if not self.asking:
@@ -161,8 +180,12 @@ class RateApp(App[None]):
         r = self.current
         if r is None:
             return
-        if self.drafts.noted(r.key, text, R.set_comment(self.store, r, self.annotator, text or None)):
+        self.write(lambda: R.set_comment(self.store, r, self.annotator, text or None),
+                   lambda entry: self._commented(r, text, entry), r.key)
+        self._show()
+
+    def _commented(self, r: R.Response, text: str, entry: R.RateUndo | None) -> None:
+        if self.drafts.noted(r.key, text, entry):
             self.notify("comment saved", timeout=2)
         else:
             self.notify("comment kept: it is saved with your verdict on this response", timeout=2)
-        self._show()
