@@ -191,10 +191,8 @@ def held_out_comparison(fitted: FittedWeights, evidence: list[Evidence], prefers
 def fit_for_run(run, judge) -> FittedWeights:
     """Fit the weights on the run's human training pairs (the mix's split; never its held-out pairs)
     and measure both weightings on the held-out pairs (``FittedWeights.held_out``)."""
-    from rlaif.mixing import human_split
-
     jc, constitution = run.cfg.judge, run.inputs.constitution
-    train, held = human_split(run.all_human_labels(), run.all_feedback(), run.cfg.mix, run.cfg.seed)
+    train, held = splits(run)
     if len(train) < jc.fit.min_labels:
         raise RlaifError(f"judge.weights: fitted needs at least judge.fit.min_labels={jc.fit.min_labels} human "
                          f"training pairs (mix.human_labels, after the held-out split); found {len(train)}")
@@ -205,13 +203,34 @@ def fit_for_run(run, judge) -> FittedWeights:
         rows, prefers_a = orient(held)
         fitted.held_out = held_out_comparison(fitted, gather_evidence(judge, constitution, rows, jc, None,
                                                                       run.cfg.seed), prefers_a, constitution)
+        # Only the training pairs are in the judge stage's input hash (the held-out ones do not change its
+        # labels), so the report compares this to tell figures measured on an older held-out split.
+        fitted.held_out["split_hash"] = split_hash(held)
     return fitted
+
+
+def split_hash(pairs) -> str:
+    """Content hash of a split of human pairs (each comparison and its winner)."""
+    from rlaif.hashing import content_hash
+
+    return content_hash(sorted((h.key, h.chosen) for h in pairs))
+
+
+def splits(run):
+    """(train, held-out) human pairs as the mix splits them."""
+    from rlaif.mixing import human_split
+
+    return human_split(run.all_human_labels(), run.all_feedback(), run.cfg.mix, run.cfg.seed)
 
 
 def train_split_hash(run) -> str:
     """What the fit reads: the human training pairs (part of the judge stage's input hash when fitted)."""
-    from rlaif.hashing import content_hash
-    from rlaif.mixing import human_split
+    return split_hash(splits(run)[0])
 
-    train, _ = human_split(run.all_human_labels(), run.all_feedback(), run.cfg.mix, run.cfg.seed)
-    return content_hash(sorted((h.key, h.chosen) for h in train))
+
+def held_out_is_stale(run, fitted: dict) -> bool:
+    """Whether the held-out figures recorded with ``fitted`` (``FittedWeights.to_dict``) were measured on other
+    held-out human pairs than the run's current ones (labels added or changed since the judge stage ran)."""
+    recorded = (fitted.get("held_out") or {}).get("split_hash")
+    held = splits(run)[1]
+    return (split_hash(held) != recorded) if recorded else bool(held)

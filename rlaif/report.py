@@ -155,7 +155,7 @@ def build_report(run) -> dict:
             **({"vs_sft": vs_sft} if vs_sft is not None else {}),
         },
         # judge.weights: fitted: the weights, and held-out human agreement with constitution vs fitted weights.
-        "fitted_weights": judger.get("fitted_weights"),
+        "fitted_weights": _fitted(run, judger.get("fitted_weights")),
         # mix.min_judge_agreement: the check each training stage passed (or was forced past with --force).
         "agreement_gate": {s: run.results_of(s)["agreement_gate"] for s in ("train-rm", "train-policy")
                            if run.results_of(s).get("agreement_gate")},
@@ -312,12 +312,26 @@ def policy_lines(pol: dict, ref: str = "SFT policy") -> list[str]:
     return lines + [""]
 
 
+def _fitted(run, fw: dict | None) -> dict | None:
+    """The judge stage's fitted weights, marked when their held-out figures predate the current held-out split."""
+    if not fw:
+        return fw
+    from rlaif.fit_weights import held_out_is_stale
+
+    return fw | {"held_out_stale": held_out_is_stale(run, fw)}
+
+
 def fitted_lines(fw: dict) -> list[str]:
     """judge.weights: fitted: held-out human agreement with both weightings, and each principle's weights."""
     lines = ["## fitted principle weights", "",
              f"Fitted on {fw['n_train']} human training pairs (L2 {fw['l2']}); intercept {fw['intercept']:.3f}"
              + (f"; length weight {fw['length']:.3f}" if fw.get("length") is not None else "") + ".", ""]
     ho = fw.get("held_out") or {}
+    if fw.get("held_out_stale"):
+        lines += ["> The held-out figures below were measured when the judge stage ran; the held-out human labels "
+                  "have changed since (they are not in the stage's input, so it did not re-run). The agreement "
+                  "gate (`mix.min_judge_agreement`) measures the current ones; `rlaif judge --force` re-measures "
+                  "these.", ""]
     if ho:
         for name in ("constitution", "fitted"):
             a = ho[name]

@@ -132,3 +132,40 @@ def test_report_section_shows_both_weightings():
     text = "\n".join(fitted_lines(fw))
     assert "40 human training pairs" in text and "constitution weights: 0.500" in text
     assert "fitted weights: 0.750 (95% CI 0.470–0.910)" in text and "| a | 0.700 | 2.000 | 1.500 |" in text
+
+
+def test_report_marks_held_out_figures_measured_on_an_older_split(tiny_project):
+    """The held-out pairs are not in the judge stage's input (they do not change its labels), so a held-out label
+    changed after the stage leaves its recorded held-out figures stale: the report says so."""
+    from rlaif.config import load_config
+    from rlaif.fit_weights import held_out_is_stale
+    from rlaif.mixing import human_split
+    from rlaif.pipeline import open_run
+    from rlaif.records import HumanLabel
+    from rlaif.report import fitted_lines
+
+    cfg = str(tiny_project / "pipeline.yaml")
+    sets = ["--set", "judge.weights=fitted", "--set", "judge.fit.min_labels=4"]
+    for stage in ("sft", "generate", "judge"):
+        assert main([stage, cfg, *sets]) == 0
+    overrides = [s for s in sets if s != "--set"]
+    run = open_run(load_config(cfg, overrides))
+    try:
+        fw = run.store.stage("judge")["info"]["fitted_weights"]
+        assert not held_out_is_stale(run, fw)
+        _, held = human_split(run.all_human_labels(), run.all_feedback(), run.cfg.mix, run.cfg.seed)
+        h = held[0]  # a person changes their mind on a held-out comparison
+        run.store.add_human_labels([HumanLabel(h.prompt, h.rejected, h.chosen, source="viewer:alice")])
+    finally:
+        run.store.close()
+        run.lock.release()
+    assert main(["judge", cfg, *sets]) == 0  # skipped: the training pairs did not change
+    run = open_run(load_config(cfg, overrides))
+    try:
+        assert run.store.stage("judge")["info"]["fitted_weights"] == fw
+        assert held_out_is_stale(run, fw)
+    finally:
+        run.store.close()
+        run.lock.release()
+    assert any("have changed since" in line for line in fitted_lines(fw | {"held_out_stale": True}))
+    assert not any("have changed since" in line for line in fitted_lines(fw | {"held_out_stale": False}))
