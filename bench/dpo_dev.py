@@ -70,6 +70,11 @@ VARIANTS: dict[str, list[str]] = {
                    "policy_training.train.epochs=3"],
     "c4_dpo_lr1e-4": ["generate.num_candidates=4", "policy_training.dpo.loss_type=[sigmoid]",
                       "policy_training.train.learning_rate=1e-4"],
+    # Added after the five above ran (3 epochs lowered both dev figures), before either of these ran; same rule:
+    "c4_dpo_1ep": ["generate.num_candidates=4", "policy_training.dpo.loss_type=[sigmoid]",
+                   "policy_training.train.epochs=1"],
+    "c4_dpo_lr2.5e-5": ["generate.num_candidates=4", "policy_training.dpo.loss_type=[sigmoid]",
+                        "policy_training.train.learning_rate=2.5e-5"],
 }
 
 
