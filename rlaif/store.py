@@ -20,7 +20,7 @@ from rlaif.hashing import canonical_json
 from rlaif.judges.details import PairDetails
 from rlaif.records import Candidate, Prompt
 from rlaif.store_labels import IN_CHUNK as _IN_CHUNK
-from rlaif.store_labels import LabelQueries
+from rlaif.store_labels import LabelQueries, is_busy  # noqa: F401 - is_busy: for the store's callers
 from rlaif.store_queue import LABELLED_SQL, PAIR_COLS, PAIR_SELECT, QueueQueries, pair_record, review_columns, sql_functions
 
 SCHEMA = """
@@ -80,6 +80,7 @@ _V3_COLUMNS = ("pair_key TEXT", "inconsistent INTEGER NOT NULL DEFAULT 0", "n_di
                "principle_ids TEXT NOT NULL DEFAULT ''")
 
 
+_PAGE = 5_000  # rows a paged reader (``iter_candidates``) reads at once
 _GAP = "json_extract(a.details, '$.gap'),"  # the one field of ``details`` the mix reads
 
 
@@ -246,13 +247,21 @@ class Store(QueueQueries, LabelQueries):
         return list(self.iter_candidates(gen_hash))
 
     def iter_candidates(self, gen_hash: str) -> Iterator[Candidate]:
-        """The candidates of a generation, by prompt id then index, streamed."""
-        rows = self.db.execute(
-            "SELECT id, prompt_id, idx, text, policy_hash FROM candidates WHERE gen_hash=? ORDER BY prompt_id, idx",
-            (gen_hash,),
-        )
-        for r in rows:
-            yield Candidate(*r)
+        """The candidates of a generation, by prompt id then index, streamed a page at a time, each page read
+        whole: no query stays open while the caller works, so it may write to the store in between. (A query
+        left open keeps this connection's read snapshot; once another process commits, say a viewer verdict,
+        a write on this connection fails at once with "database is locked" (SQLITE_BUSY_SNAPSHOT), no busy
+        timeout: the pointwise judge stage writing between its parts did.)"""
+        q = "SELECT id, prompt_id, idx, text, policy_hash FROM candidates WHERE gen_hash=?"
+        after: tuple = ()
+        while True:
+            rows = self.db.execute(q + (" AND (prompt_id, idx, id) > (?,?,?)" if after else "")
+                                   + " ORDER BY prompt_id, idx, id LIMIT ?", (gen_hash, *after, _PAGE)).fetchall()
+            for r in rows:
+                yield Candidate(*r)
+            if len(rows) < _PAGE:
+                return
+            after = (rows[-1][1], rows[-1][2], rows[-1][0])
 
     # ---------------------------------------------------------- judge cache
     def cache_get_many(self, keys: list[str]) -> dict[str, Any]:

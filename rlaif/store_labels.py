@@ -6,11 +6,19 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 
 from rlaif.errors import RlaifError
 from rlaif.records import Feedback, HumanLabel
 
 IN_CHUNK = 500  # ids bound in one ``IN (...)``: under SQLite's limit on bound parameters
+
+
+def is_busy(e: sqlite3.OperationalError) -> bool:
+    """Whether SQLite refused because another connection holds the lock past the busy timeout (not a damaged,
+    read-only or full store)."""
+    return getattr(e, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) \
+        or "database is locked" in str(e)
 
 
 def _feedback_row(f: Feedback, now: float) -> tuple:
@@ -19,6 +27,8 @@ def _feedback_row(f: Feedback, now: float) -> tuple:
 
 class LabelQueries:
     db: sqlite3.Connection
+    path: Path
+    busy_timeout: float
 
     # ---------------------------------------------------------- human labels
     # One row per (pair_key, source): a second label from the same source replaces the first.
@@ -92,23 +102,33 @@ class LabelQueries:
                     raise
                 raise RlaifError(f"no room to stage the labels to import ({e}): SQLite stages them in the temp "
                                  "folder; free space there or point SQLITE_TMPDIR at a folder with room") from None
-            with self.db:  # the swap: one short write transaction, no Python per row
-                self.db.execute(f"INSERT INTO human_labels(pair_key, {self._LABEL_COLS}) SELECT * FROM "
-                                "temp.import_labels WHERE true ORDER BY rowid " + self._ON_LABEL_CONFLICT.format(prompt=""))
-                self.db.execute(f"INSERT INTO human_feedback(feedback_key, {self._FEEDBACK_COLS}) SELECT * FROM "
-                                "temp.import_feedback WHERE true ORDER BY rowid " + self._ON_FEEDBACK_CONFLICT)
-                if supersede is not None:
-                    old, new = supersede
-                    for table, key in (("human_labels", "pair_key"), ("human_feedback", "feedback_key")):
-                        self.db.execute(  # substr, not LIKE: file names compare case-sensitively
-                            f"DELETE FROM {table} AS o WHERE substr(o.source, 1, ?) = ? AND EXISTS (SELECT 1 FROM "
-                            f"{table} n WHERE n.{key} = o.{key} AND n.source = ? || substr(o.source, ?))",
-                            (len(old), old, new, len(old) + 1))
+            try:
+                self._swap_in_staged(supersede)
+            except sqlite3.OperationalError as e:
+                if not is_busy(e):
+                    raise
+                raise RlaifError(f"{self.path}: another process kept the run store busy for {self.busy_timeout:g} s "
+                                 "(a judge stage writing its pairs, another import); nothing was imported; run the "
+                                 "import again", exit_code=1) from None
         finally:
             for table in ("import_labels", "import_feedback"):  # their space goes back now, not at close
                 self.db.execute(f"DROP TABLE IF EXISTS temp.{table}")
             self.db.execute(f"PRAGMA cache_size={int(cache)}")
         return n
+
+    def _swap_in_staged(self, supersede: tuple[str, str] | None) -> None:
+        with self.db:  # the swap: one short write transaction, no Python per row
+            self.db.execute(f"INSERT INTO human_labels(pair_key, {self._LABEL_COLS}) SELECT * FROM "
+                            "temp.import_labels WHERE true ORDER BY rowid " + self._ON_LABEL_CONFLICT.format(prompt=""))
+            self.db.execute(f"INSERT INTO human_feedback(feedback_key, {self._FEEDBACK_COLS}) SELECT * FROM "
+                            "temp.import_feedback WHERE true ORDER BY rowid " + self._ON_FEEDBACK_CONFLICT)
+            if supersede is not None:
+                old, new = supersede
+                for table, key in (("human_labels", "pair_key"), ("human_feedback", "feedback_key")):
+                    self.db.execute(  # substr, not LIKE: file names compare case-sensitively
+                        f"DELETE FROM {table} AS o WHERE substr(o.source, 1, ?) = ? AND EXISTS (SELECT 1 FROM "
+                        f"{table} n WHERE n.{key} = o.{key} AND n.source = ? || substr(o.source, ?))",
+                        (len(old), old, new, len(old) + 1))
 
     def human_labels(self) -> list[HumanLabel]:
         """Every human label, oldest first."""

@@ -46,3 +46,39 @@ def test_judging_in_parts_gives_the_pairs_of_one_part(tmp_path, monkeypatch, par
     assert parts[1] == whole[1]
     assert {k: parts[2][k] for k in ("candidates", "ai_pairs", "calls")} == \
         {k: whole[2][k] for k in ("candidates", "ai_pairs", "calls")}
+
+
+def test_a_viewer_verdict_committed_while_the_judge_works_on_a_part_does_not_fail_the_stage(tmp_path, monkeypatch):
+    """A viewer in another process commits a verdict while the pointwise judge scores its first part. The judge
+    read its candidates through one query left open across the parts, which kept its connection's read snapshot:
+    its next write (the call cache, the part's judgements) then failed at once with "database is locked"
+    (SQLITE_BUSY_SNAPSHOT), however long the busy timeout."""
+    from rlaif.records import HumanLabel
+    from rlaif.vocab import viewer_source
+
+    path = tmp_path / "store.sqlite"
+    viewer = Store(path)
+
+    class ViewerMeanwhile(HashJudge):
+        given = 0
+
+        def score(self, prompts, responses, principle):
+            if not self.given:  # the reviewer's key, while the first part is judged
+                viewer.add_human_labels([HumanLabel("q", "a", "b", source=viewer_source("ann"))])
+                self.given += 1
+            return super().score(prompts, responses, principle)
+
+    monkeypatch.setattr(judge_run, "PART_CANDIDATES", 8)
+    monkeypatch.setattr("rlaif.store._PAGE", 5)  # pages smaller than parts, and not dividing them
+    try:
+        with Store(path) as s:
+            s.put_prompts([Prompt(f"p{i:02d}", f"question {i}", "helpful") for i in range(10)])
+            s.add_candidates([Candidate(f"p{i:02d}-{k}", f"p{i:02d}", k, f"answer {k} to {i}", "pol")
+                              for i in range(10) for k in range(4)], "gen")
+            info = judge_run.judge_candidates(s, ViewerMeanwhile().with_cache(s),
+                                              Constitution.model_validate(CONSTITUTION), "gen", "jh", "all", 1.0, 8)
+            assert info["candidates"] == 40 and s.human_label_count() == 1
+            assert [c.id for c in s.iter_candidates("gen")] == sorted(f"p{i:02d}-{k}" for i in range(10)
+                                                                      for k in range(4))
+    finally:
+        viewer.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 
 import pytest
@@ -107,3 +108,22 @@ def test_no_room_to_stage_an_import_is_one_error_and_imports_nothing(store):
     with pytest.raises(RlaifError, match="no room to stage the labels.*SQLITE_TMPDIR"):
         store.import_human_labels(labels)
     assert store.human_label_count() == 0
+
+
+def test_an_import_that_finds_the_store_busy_past_the_timeout_is_one_error_and_imports_nothing(tmp_path):
+    """Another process holds the write lock past the busy timeout (a judge stage writing a million pairs):
+    the import says so in one line (exit 1: nothing wrong with the file) and stores nothing."""
+    path = tmp_path / "store.sqlite"
+    Store(path).close()
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with Store(path, busy_timeout=0.1) as s:
+            with pytest.raises(RlaifError, match="busy for 0.1 s.*nothing was imported") as e:
+                s.import_human_labels([HumanLabel("q", "a", "b", source=import_source("f.jsonl", 1))])
+            assert e.value.exit_code == 1
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    with Store(path) as s:
+        assert s.human_label_count() == 0

@@ -45,7 +45,7 @@ def candidate_items(store, gen_hash: str) -> tuple[list, list[Item]]:
     return cands, items
 
 
-def candidate_parts(store, gen_hash: str, size: int | None = PART_CANDIDATES):
+def candidate_parts(store, gen_hash: str, size: int | None):
     """``candidate_items`` in parts of about ``size`` candidates (None: one part), a prompt's candidates
     never split between parts (its ranking needs them all)."""
     prompts = {p.id: p for p in store.prompts("train")}
@@ -95,7 +95,9 @@ def judge_candidates(store, judge: JudgeBackend, constitution: Constitution, gen
     principle_hash = {p.id: p.hash for p in constitution.principles}
     details = _details_of(judge, constitution)
     first = True
-    for cands, items in candidate_parts(store, gen_hash):  # parts: memory stays flat as the run grows
+    # parts: memory stays flat as the run grows (the size looked up here, not bound as a default when the module
+    # loaded: tests set a smaller one)
+    for cands, items in candidate_parts(store, gen_hash, PART_CANDIDATES):
         part = score_items(judge, constitution, items, batch_size)
         stats.calls, stats.cache_hits, stats.unscored = (stats.calls + part.calls, stats.cache_hits + part.cache_hits,
                                                          stats.unscored + part.unscored)

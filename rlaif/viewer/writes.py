@@ -22,17 +22,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from rlaif.store import Store
+from rlaif.store import Store, is_busy
 
 BUSY_S = 0.5  # how long a write waits for another process's write transaction before it is kept
 RETRY_S = 1.0  # how often kept writes are tried again
 RETRY_WAIT_S = 0.05  # how long such a try waits
-
-
-def is_busy(e: sqlite3.OperationalError) -> bool:
-    """Whether SQLite refused because another connection holds the lock (not a damaged or read-only store)."""
-    return getattr(e, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) \
-        or "database is locked" in str(e)
 
 
 class Kept(NamedTuple):
