@@ -11,6 +11,8 @@ Rules (all counted in the returned stats and recorded in the manifest):
   a per-comparison split let other comparisons of a held-out prompt train);
   labels imported without ``--human`` are never held out
   (``HumanLabel.train_only``) and do not train on a held-out prompt either;
+  a prompt is its turns (``prompt_unit``): the same turns under another system
+  prompt or spaced otherwise are the same held-out prompt;
 - ``max_ai_per_human`` caps AI pairs per human train pair (highest
   confidence kept) and ``human_weight`` sets a human pair's loss weight;
 - thumbs, ratings and rankings become human pairs with a reward-model margin (rlaif/feedback.py);
@@ -21,9 +23,11 @@ Rules (all counted in the returned stats and recorded in the manifest):
 
 from __future__ import annotations
 
+import json
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
+from rlaif import chat
 from rlaif import feedback as fb
 from rlaif.config import MixConfig
 from rlaif.hashing import content_hash
@@ -36,10 +40,25 @@ def _held_out(key: str, fraction: float, seed: int) -> bool:
     return int(content_hash([seed, key], 8), 16) / 0xFFFFFFFF < fraction
 
 
+def prompt_unit(prompt: str) -> str:
+    """What the held-out split holds out together: a stored prompt's turns without its system message, each
+    turn's whitespace collapsed (a plain prompt: its text). The same question under another system prompt (a
+    label file from another run), or spaced otherwise (an HH-text label file against message-list prompts), is
+    one prompt: holding out one of its stored forms while another trained was a leak."""
+    turns = [(m["role"], " ".join(m["content"].split())) for m in chat.messages(prompt) if m["role"] != "system"]
+    if len(turns) == 1 and turns[0][0] == "user":
+        return turns[0][1]
+    return json.dumps(turns, ensure_ascii=False)
+
+
+def _drawn(unit: str, fraction: float, seed: int) -> bool:
+    return _held_out(content_hash(["prompt", unit]), fraction, seed)
+
+
 def held_out_prompt(prompt: str, fraction: float, seed: int) -> bool:
-    """Whether ``prompt`` is drawn for the held-out split: the unit held out is a prompt, so no comparison
-    on a held-out prompt trains while another is measured."""
-    return _held_out(content_hash(["prompt", prompt.strip()]), fraction, seed)
+    """Whether ``prompt`` is drawn for the held-out split: the unit held out is a prompt (``prompt_unit``), so no
+    comparison on a held-out prompt trains while another is measured."""
+    return _drawn(prompt_unit(prompt), fraction, seed)
 
 
 def split_human(human: list[HumanLabel], cfg: MixConfig, seed: int, derived: list[HumanLabel] = ()
@@ -58,11 +77,11 @@ def split_human(human: list[HumanLabel], cfg: MixConfig, seed: int, derived: lis
             continue
         prefs[h.key] = h  # a later label (e.g. from the viewer) replaces an earlier one
     # A prompt is held out when drawn and it has a label that may be held out (imports are train only).
-    held = {h.prompt.strip() for h in prefs.values()
-            if not h.train_only and held_out_prompt(h.prompt, cfg.human_eval_fraction, seed)}
+    unit = {h.key: prompt_unit(h.prompt) for h in prefs.values()}
+    held = {unit[h.key] for h in prefs.values() if not h.train_only and _drawn(unit[h.key], cfg.human_eval_fraction, seed)}
     train_h, eval_h, dropped = [], [], 0
     for h in prefs.values():
-        if h.prompt.strip() not in held:
+        if unit[h.key] not in held:
             train_h.append(h)
         elif h.train_only:
             dropped += 1  # may not be measured, and may not train beside its prompt's held-out pairs
@@ -122,6 +141,8 @@ def mix(ai_pairs: Iterable[dict], human: list[HumanLabel], cfg: MixConfig, seed:
         resolve: Callable[[list[int]], dict] | None = None) -> tuple[dict, dict]:
     """Return ({"train": Pairs, "eval": Pairs, "unpaired": [rows]}, stats). With ``resolve``, AI pairs that
     carry a store ``row`` are kept as row ids and read back through it (see ``Pairs``)."""
+    from functools import lru_cache
+
     import numpy as np
 
     stats = {"ai_pairs_in": 0, "human_labels_in": len(human), "human_ties": 0,
@@ -134,7 +155,9 @@ def mix(ai_pairs: Iterable[dict], human: list[HumanLabel], cfg: MixConfig, seed:
     train_h, eval_h, stats["human_ties"], stats["human_dropped_held_out"] = split_human(human, cfg, seed, derived)
     prefs = {h.key: h for h in train_h + eval_h}
     eval_keys = {h.key for h in eval_h}
-    eval_prompts = {h.prompt.strip() for h in eval_h}
+    eval_prompts = {prompt_unit(h.prompt) for h in eval_h}
+    # The AI pairs of a prompt come together from the store: their prompt's unit is worked out once, not per pair.
+    unit_of = lru_cache(maxsize=4096)(prompt_unit)
 
     side: list[PreferencePair] = []
 
@@ -160,7 +183,8 @@ def mix(ai_pairs: Iterable[dict], human: list[HumanLabel], cfg: MixConfig, seed:
             if key in eval_keys:
                 stats["ai_dropped_held_out"] += 1
             continue  # the human pair (train or eval) takes its place
-        if a["prompt"].strip() in eval_prompts:
+        unit = unit_of(a["prompt"])
+        if unit in eval_prompts:
             stats["ai_dropped_held_out"] += 1  # another comparison of a held-out prompt
             continue
         verdict = fb.ai_verdict(thumbs, a["prompt"], a["chosen"], a["rejected"])
@@ -176,9 +200,9 @@ def mix(ai_pairs: Iterable[dict], human: list[HumanLabel], cfg: MixConfig, seed:
         conf.append(a["confidence"])
         order_key.append(_order_key(key, seed))
         if ai_held_out:
-            held_ai.append(held_out_prompt(a["prompt"], cfg.human_eval_fraction, seed))
+            held_ai.append(_drawn(unit, cfg.human_eval_fraction, seed))
             if held_ai[-1]:
-                held_ai_prompts.add(hash(a["prompt"].strip()))  # a number per held-out prompt, not its text
+                held_ai_prompts.add(hash(unit))  # a number per held-out prompt, not its text (one process: one call)
     keep = np.arange(len(handle))
     if cfg.max_ai_per_human is not None:
         cap = int(cfg.max_ai_per_human * max(1, len(train_h)))
@@ -194,12 +218,13 @@ def mix(ai_pairs: Iterable[dict], human: list[HumanLabel], cfg: MixConfig, seed:
                               None, None, meta, h.margin)
 
     if ai_held_out:  # train-only human pairs are held out with their prompt's AI pairs
-        held_ai_prompts.update(hash(h.prompt.strip()) for h in train_h
-                               if held_out_prompt(h.prompt, cfg.human_eval_fraction, seed))
+        held_ai_prompts.update(hash(u) for u in map(unit_of, (h.prompt for h in train_h))
+                               if _drawn(u, cfg.human_eval_fraction, seed))
     # The critique stage's revisions (rlaif/critique.py): weighted like AI pairs, never held out, and not
     # trained on a prompt whose pairs are held out.
     def held_prompt(prompt: str) -> bool:
-        return hash(prompt.strip()) in held_ai_prompts if ai_held_out else prompt.strip() in eval_prompts
+        u = unit_of(prompt)
+        return hash(u) in held_ai_prompts if ai_held_out else u in eval_prompts
 
     revised = [PreferencePair(r["prompt"], r["chosen"], r["rejected"], REVISION, 1.0, None, r.get("prompt_id"),
                               {"principles": r.get("principles"), "writer": r.get("writer")})
@@ -214,10 +239,12 @@ def mix(ai_pairs: Iterable[dict], human: list[HumanLabel], cfg: MixConfig, seed:
     keys = np.concatenate([np.frombuffer(order_key, dtype=np.uint64)[keep],
                            np.array([_order_key(p.key, seed) for p in whole], dtype=np.uint64)])
     evals = np.array([held(human_pair(h, "eval")) for h in eval_h], dtype=np.int64)
+    human_train = len(train_h)
     if ai_held_out:
         out = np.concatenate([np.frombuffer(held_ai, dtype=np.uint8)[keep].astype(bool),
                               np.array([p.source != REVISION and held_prompt(p.prompt) for p in whole], dtype=bool)])
         handles, keys, evals = handles[~out], keys[~out], handles[out]
+        human_train -= int(out[n_ai:].sum())  # train-only human pairs held out with their prompt's AI pairs
         stats["eval_source"] = AI
     else:
         stats["eval_source"] = HUMAN
@@ -225,7 +252,7 @@ def mix(ai_pairs: Iterable[dict], human: list[HumanLabel], cfg: MixConfig, seed:
     unpaired = fb.unpaired_rows(list(feedback))
     stats.update({"ai_pairs": n_ai, "human_pairs": len(train_h) + len(eval_h), "unpaired": len(unpaired),
                   "margin_pairs": sum(side[-1 - h].margin > 0 for h in handles.tolist() if h < 0),
-                  "human_train_pairs": len(train_h), "train_pairs": len(handles), "eval_pairs": len(evals),
+                  "human_train_pairs": human_train, "train_pairs": len(handles), "eval_pairs": len(evals),
                   "human_weight": cfg.human_weight, "max_ai_per_human": cfg.max_ai_per_human,
                   "min_confidence": cfg.min_confidence})
     return {"train": Pairs(handles, side, resolve), "eval": Pairs(evals, side, resolve), "unpaired": unpaired}, stats

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from rlaif.chat import encode
 from rlaif.config import MixConfig
 from rlaif.mixing import mix, save_pairs
 from rlaif.records import HumanLabel, PreferencePair
@@ -209,3 +210,41 @@ def test_imported_labels_alone_never_hold_out_their_prompt():
     splits, stats = mix([], imports + human, MixConfig(human_eval_fraction=0.3), 0)
     assert splits["eval"] and not any(p.prompt.startswith("q") for p in splits["eval"])
     assert sum(p.prompt.startswith("q") for p in splits["train"]) == 50 and stats["human_dropped_held_out"] == 0
+
+
+@pytest.mark.parametrize("human_form, ai_form", [
+    (lambda q: encode([{"role": "system", "content": "Be kind."}, {"role": "user", "content": q}]),
+     lambda q: encode([{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": q}])),
+    (lambda q: encode([{"role": "system", "content": "Be kind."}, {"role": "user", "content": q}]), lambda q: q),
+    (lambda q: q.replace(" ", "  "), lambda q: q),
+    (lambda q: encode([{"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello."},
+                       {"role": "user", "content": q}]),
+     lambda q: encode([{"role": "user", "content": "Hi.\n"}, {"role": "assistant", "content": " Hello."},
+                       {"role": "user", "content": q + "\n"}])),
+], ids=["other-system-prompt", "system-prompt-or-none", "inner-whitespace", "turn-whitespace"])
+def test_a_held_out_prompt_trains_in_no_other_form(human_form, ai_form):
+    """The held-out unit is the prompt's turns, not its stored string: a human label on a prompt with one system
+    prompt (a label file exported from another run) or other whitespace (an HH-text label file against a TRL
+    message-list prompts file) held the prompt out while the AI pairs on the same turns trained."""
+    human = [HumanLabel(human_form(f"How do I fix bike {i}?"), f"good{i}", f"bad{i}", source="viewer")
+             for i in range(100)]
+    pairs = [ai(ai_form(f"How do I fix bike {i}?"), f"other{i}", f"worse{i}") for i in range(100)]
+    revisions = [{"prompt": ai_form(f"How do I fix bike {i}?"), "chosen": "revised", "rejected": "first"}
+                 for i in range(100)]
+    splits, stats = mix(pairs, human, MixConfig(human_eval_fraction=0.3), 1, revisions=revisions)
+    bike = {p.prompt: p.prompt.split("bike ")[1].split("?")[0] for p in list(splits["train"]) + list(splits["eval"])}
+    held = {bike[p.prompt] for p in splits["eval"]}
+    assert 15 < len(held) < 50 and not held & {bike[p.prompt] for p in splits["train"]}
+    assert stats["ai_dropped_held_out"] == stats["revisions_dropped_held_out"] == len(held)
+
+
+def test_human_train_pairs_counts_the_human_pairs_that_train_when_ai_pairs_are_held_out():
+    """With no human eval pair the AI pairs are held out per prompt, and an imported (train-only) label on a drawn
+    prompt goes to the eval split with them: ``human_train_pairs`` still counted it as training."""
+    from rlaif.vocab import IMPORT
+    imports = [HumanLabel(f"q{i}", "g", "b", source=f"{IMPORT}:f.jsonl:{i}") for i in range(100)]
+    pairs = [ai(f"q{i}", "other", "worse") for i in range(100)]
+    splits, stats = mix(pairs, imports, MixConfig(human_eval_fraction=0.3), 0)
+    assert stats["eval_source"] == "ai" and any(p.source == "human" for p in splits["eval"])
+    assert stats["human_train_pairs"] == sum(p.source == "human" for p in splits["train"])
+    assert stats["train_pairs"] + stats["eval_pairs"] == 200
