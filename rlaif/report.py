@@ -84,7 +84,10 @@ def build_report(run) -> dict:
     cfg = run.cfg
     mixr, judger = run.results_of("mix"), run.results_of("judge")
     scorer = RewardScorer(run.layout.reward_model, run.device, cfg.reward_model.train.max_length)
-    ev = load_from_disk(str(run.layout.pairs))["eval"]
+    from rlaif.rounds import reward_model_eval_pairs
+
+    # round 1's reward model reused in a later round: not measured on prompts it trained on
+    ev, trained_in_round_1 = reward_model_eval_pairs(run, load_from_disk(str(run.layout.pairs))["eval"])
     rm_acc = scorer.accuracy(ev["prompt"], ev["chosen"], ev["rejected"])
     eval_prompts = held_out_prompts(run)
     pol = evaluate(run, scorer, eval_prompts) if eval_prompts else {}
@@ -136,7 +139,9 @@ def build_report(run) -> dict:
                                          "feedback_pairing", "feedback_margin")}
         | {f"feedback_pairs_{k}": v for k, v in (mixr.get("feedback_pairs_by_kind") or {}).items()},
         "reward_model": {"eval_accuracy": rm_acc, "eval_pairs": len(ev), "eval_source": mixr.get("eval_source"),
-                         "base": cfg.reward_model.base},
+                         "base": cfg.reward_model.base,
+                         **({"eval_pairs_trained_in_round_1": trained_in_round_1}
+                            if trained_in_round_1 is not None else {})},
         "policy": {
             "algorithm": cfg.policy_training.algorithm,
             **({"kto_examples": {k: run.results_of("train-policy").get(k) for k in

@@ -203,6 +203,25 @@ def reward_model_parts(run: Run) -> dict:
     return {"reward_model": run.cfg.reward_model.model_dump()}
 
 
+def reward_model_eval_pairs(run: Run, ev):
+    """(the eval pairs ``ev`` the round's reward model is measured on, how many were left out or None). With
+    ``iteration.reward_model: first_round`` a round >= 2's reward model is round 1's, and this round's held-out
+    prompts include those that its own human labels drew (a reviewer's verdicts given in this round's directory):
+    round 1's mix trained on their AI pairs, so the pairs on a prompt round 1 trained on (``mixing.prompt_unit``)
+    are left out. Otherwise ``ev`` whole and None."""
+    if not reuses_reward_model(run) or not len(ev):
+        return ev, None
+    from datasets import load_from_disk
+
+    from rlaif.mixing import prompt_unit
+
+    trained: set[int] = set()  # one number per prompt (hash() within this call only), not its text
+    for batch in load_from_disk(str(context(run).first.pairs))["train"].select_columns(["prompt"]).iter(10_000):
+        trained.update(hash(prompt_unit(p)) for p in set(batch["prompt"]))
+    keep = [i for i, p in enumerate(ev["prompt"]) if hash(prompt_unit(p)) not in trained]
+    return ev.select(keep), len(ev) - len(keep)
+
+
 def copy_first_reward_model(run: Run) -> dict:
     """train-rm in a round >= 2 with ``iteration.reward_model: first_round``: round 1's reward model,
     copied into this round's directory (whole or not at all)."""

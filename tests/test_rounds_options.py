@@ -363,3 +363,43 @@ def test_a_file_where_a_round_directory_goes_is_exit_2_before_round_1(where, tin
     assert len(err.splitlines()) == 1 and str(run / where) in err and "not a directory" in err, err
     assert sorted(p.relative_to(run).as_posix() for p in run.rglob("*")) == sorted(
         {where, *(["rounds"] if where == "rounds/2" else [])})  # round 1 did not start
+
+
+@pytest.mark.parametrize("reward_model", ["first_round", "every_round"])
+def test_a_reused_round_1_reward_model_is_not_measured_on_prompts_it_trained_on(tmp_path, tiny_project, reward_model):
+    """Round k's held-out prompts include those its own labels drew (a reviewer's verdicts in round k's directory):
+    with ``iteration.reward_model: first_round`` the reward model is round 1's, which trained on their AI pairs, and the
+    report measured it on them."""
+    from datasets import load_from_disk
+
+    from rlaif.config import MixConfig
+    from rlaif.mixing import mix, save_pairs
+    from rlaif.records import HumanLabel
+    from rlaif.rounds import reward_model_eval_pairs
+
+    def ai(i, r):
+        return {"prompt": f"q{i}", "chosen": f"a{i}-{r}", "rejected": f"b{i}-{r}", "confidence": 0.9,
+                "prompt_id": f"q{i}", "details": {"gap": 1.0}}
+
+    cfg = load_config(tiny_project / "pipeline.yaml")
+    first = [HumanLabel(f"q{i}", "g", "b", source="viewer:ann") for i in range(0, 100, 2)]  # round 1's labels
+    later = [HumanLabel(f"q{i}", "g", "b", source="viewer:bob") for i in range(1, 100, 2)]  # given in round 2
+    for k, human in ((1, first), (2, first + later)):
+        splits, _ = mix([ai(i, k) for i in range(100)], human, MixConfig(human_eval_fraction=0.3), 0)
+        save_pairs(splits, RunLayout(tmp_path / f"r{k}"))
+    run = SimpleNamespace(round=rounds_ctx(tmp_path, reward_model), cfg=cfg, layout=RunLayout(tmp_path / "r2"))
+    ev = load_from_disk(str(run.layout.pairs))["eval"]
+    trained_1 = set(load_from_disk(str(tmp_path / "r1" / "pairs"))["train"]["prompt"])
+    kept, left_out = reward_model_eval_pairs(run, ev)
+    assert set(ev["prompt"]) & trained_1  # round 2 holds out prompts round 1 trained on
+    if reward_model == "first_round":
+        assert left_out > 0 and len(kept) == len(ev) - left_out and not set(kept["prompt"]) & trained_1
+        assert len(kept) > 5
+    else:  # round 2's own reward model trained on round 2's split: measured on all of it
+        assert left_out is None and len(kept) == len(ev)
+
+
+def rounds_ctx(tmp_path, reward_model):
+    from rlaif.rounds import RoundContext
+
+    return RoundContext(2, (RunLayout(tmp_path / "r1"),), IterationConfig(reward_model=reward_model))
