@@ -81,6 +81,9 @@ _V3_COLUMNS = ("pair_key TEXT", "inconsistent INTEGER NOT NULL DEFAULT 0", "n_di
 
 
 _PAGE = 5_000  # rows a paged reader (``iter_candidates``) reads at once
+_DELETE_BATCH = 20_000  # AI pairs ``put_ai_pairs(replace=True)`` deletes per transaction
+_PAIR_COLUMNS = ("judge_hash, prompt_id, chosen_id, rejected_id, confidence, status, details, inconsistent, "
+                 "n_disagree, principle_ids, pair_key")
 _GAP = "json_extract(a.details, '$.gap'),"  # the one field of ``details`` the mix reads
 
 
@@ -315,26 +318,46 @@ class Store(QueueQueries, LabelQueries):
         no usable verdict: chosen/rejected are then just the order asked, and
         the mix never uses it). ``details``: ``PairDetails.to_dict()``
         (rlaif/judges/details.py, which documents the JSON shape).
-        """
-        with self.db:
-            if replace:
-                self.db.execute("DELETE FROM ai_pairs WHERE judge_hash=?", (judge_hash,))
-            self.db.executemany(
-                "INSERT INTO ai_pairs(judge_hash, prompt_id, chosen_id, rejected_id, confidence, status, details, "
-                "inconsistent, n_disagree, principle_ids) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                ((judge_hash, p, c, r, conf, st, canonical_json(d.to_dict(compact=True)), *review_columns(d, st))
-                 for p, c, r, conf, st, d in _typed(rows)),
-            )
-            self._fill_pair_keys(judge_hash)
 
-    def _fill_pair_keys(self, judge_hash: str | None) -> None:
-        """Set ``pair_key`` (rlaif.records.pair_key of the texts) on the AI pairs of a judge run (None: all)."""
+        Written as `labels import` writes labels (rlaif/store_labels.py), so that no write transaction holds the
+        run store's lock while Python works: the rows are encoded and given their pair keys in a TEMP table
+        (no lock on the run store), the earlier pairs (``replace``) are deleted in batches of
+        ``_DELETE_BATCH``, then the rows are copied in by one INSERT ... SELECT. Holding it through the
+        encoding and the keys' hashing, a part of the pointwise judge (50,000 candidates) held the lock 6-9 s,
+        and the pairwise judge's one call longer as a run grows (bench/lock_hold.py). An error in ``rows``
+        changes nothing; the batched delete is not atomic with the copy, which only the judge stage calls
+        while its record says `running`, and which a re-run redoes.
+        """
+        self.db.executescript(f"CREATE TEMP TABLE IF NOT EXISTS stage_pairs AS SELECT {_PAIR_COLUMNS} FROM ai_pairs "
+                              "WHERE 0; DELETE FROM temp.stage_pairs;")
+        try:
+            with self.db:  # the TEMP table only
+                self.db.executemany(
+                    f"INSERT INTO temp.stage_pairs({_PAIR_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,NULL)",
+                    ((judge_hash, p, c, r, conf, st, canonical_json(d.to_dict(compact=True)), *review_columns(d, st))
+                     for p, c, r, conf, st, d in _typed(rows)))
+                self._fill_pair_keys(None, "temp.stage_pairs")
+            while replace:
+                with self.db:
+                    gone = self.db.execute("DELETE FROM ai_pairs WHERE rowid IN (SELECT rowid FROM ai_pairs WHERE "
+                                           "judge_hash=? LIMIT ?)", (judge_hash, _DELETE_BATCH)).rowcount
+                replace = gone >= _DELETE_BATCH
+            with self.db:
+                self.db.execute(f"INSERT INTO ai_pairs({_PAIR_COLUMNS}) SELECT {_PAIR_COLUMNS} FROM temp.stage_pairs "
+                                "WHERE true ORDER BY rowid")
+        finally:
+            self.db.execute("DROP TABLE IF EXISTS temp.stage_pairs")
+
+    def _fill_pair_keys(self, judge_hash: str | None, table: str = "ai_pairs") -> None:
+        """Set ``pair_key`` (rlaif.records.pair_key of the texts) on the AI pairs of a judge run (None: all) in
+        ``table`` (the AI pairs, or those ``put_ai_pairs`` stages)."""
+        name = table.split(".")[-1]
         self.db.execute(
-            """UPDATE ai_pairs SET pair_key=rlaif_pair_key(p.text, c.text, r.text)
+            f"""UPDATE {table} SET pair_key=rlaif_pair_key(p.text, c.text, r.text)
                FROM prompts p, candidates c, candidates r
-               WHERE ai_pairs.pair_key IS NULL AND p.id=ai_pairs.prompt_id AND c.id=ai_pairs.chosen_id
-               AND r.id=ai_pairs.rejected_id"""
-            + (" AND ai_pairs.judge_hash=?" if judge_hash is not None else ""),
+               WHERE {name}.pair_key IS NULL AND p.id={name}.prompt_id AND c.id={name}.chosen_id
+               AND r.id={name}.rejected_id"""
+            + (f" AND {name}.judge_hash=?" if judge_hash is not None else ""),
             (judge_hash,) if judge_hash is not None else ())
 
     def put_judge_set(self, judge_hash: str, constitution_hash: str, gen_hash: str) -> None:

@@ -82,3 +82,68 @@ def test_a_viewer_verdict_committed_while_the_judge_works_on_a_part_does_not_fai
                                                                       for k in range(4))
     finally:
         viewer.close()
+
+
+@pytest.mark.parametrize("bad", [False, True], ids=["pairs-stored", "bad-row-changes-nothing"])
+def test_a_verdict_given_while_the_judge_encodes_its_pairs_is_not_refused(tmp_path, bad):
+    """Two connections, as the judge stage and `rlaif view` in two processes: the judge's pairs are produced
+    (slowly, here: the rows wait for the verdict) while the viewer writes with a short busy timeout. The pairs
+    were encoded and keyed inside the write transaction, so the verdict failed with "database is locked";
+    staged, they take the lock for SQLite's copy only. A bad row leaves the earlier pairs as they were."""
+    import threading
+
+    from rlaif.errors import RlaifError
+    from rlaif.records import HumanLabel
+    from rlaif.vocab import viewer_source
+
+    path = tmp_path / "store.sqlite"
+    with Store(path) as s:
+        s.put_prompts([Prompt(f"p{i}", f"question {i}", "helpful") for i in range(3)])
+        s.add_candidates([Candidate(f"p{i}-{k}", f"p{i}", k, f"answer {k} to {i}", "pol")
+                          for i in range(3) for k in range(2)], "gen")
+        s.put_ai_pairs("jh", [("p0", "p0-1", "p0-0", 0.6, "scored", {})])  # an earlier run's pair
+    encoding, verdict_given = threading.Event(), threading.Event()
+    errors: list[Exception] = []
+
+    def rows():
+        for i in range(3):
+            yield (f"p{i}", f"p{i}-0", f"p{i}-1", 0.9, "scored", {})
+            encoding.set()
+            assert verdict_given.wait(30)
+        if bad:
+            raise RlaifError("a judge verdict that cannot be stored")
+
+    def judge():
+        try:
+            with Store(path) as s:
+                s.put_ai_pairs("jh", rows())
+        except Exception as e:  # noqa: BLE001 - checked below
+            errors.append(e)
+
+    t = threading.Thread(target=judge)
+    t.start()
+    try:
+        assert encoding.wait(30)
+        with Store(path, busy_timeout=0.2) as viewer:
+            viewer.add_human_labels([HumanLabel("q", "a", "b", source=viewer_source("ann"))])
+    finally:
+        verdict_given.set()
+        t.join(30)
+    with Store(path) as s:
+        got = [(d["prompt_id"], d["chosen_id"]) for d in s.iter_ai_pairs("jh", raw=True)]
+        assert s.human_label_count() == 1
+        assert s.db.execute("SELECT COUNT(*) FROM ai_pairs WHERE pair_key IS NULL").fetchone()[0] == 0
+    assert got == ([("p0", "p0-1")] if bad else [("p0", "p0-0"), ("p1", "p1-0"), ("p2", "p2-0")])
+    assert [type(e) for e in errors] == ([RlaifError] if bad else [])
+
+
+def test_replacing_pairs_deletes_the_earlier_ones_in_batches(tmp_path, monkeypatch):
+    monkeypatch.setattr("rlaif.store._DELETE_BATCH", 3)
+    with Store(tmp_path / "store.sqlite") as s:
+        s.put_prompts([Prompt("p", "question", "helpful")])
+        s.add_candidates([Candidate(f"c{k}", "p", k, f"answer {k}", "pol") for k in range(5)], "gen")
+        old = [("p", f"c{a}", f"c{b}", 0.9, "scored", {}) for a in range(5) for b in range(5) if a < b]  # 10
+        s.put_ai_pairs("jh", old)
+        s.put_ai_pairs("other", old[:2])
+        s.put_ai_pairs("jh", old[:1])
+        assert s.ai_pair_counts("jh")[0] == 1 and s.ai_pair_counts("other")[0] == 2
