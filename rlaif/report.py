@@ -14,8 +14,14 @@ def _judge_human_agreement(run) -> dict:
     with that AI label directly; every other human preference label is judged
     (through the cache) with the chosen text shown as A for half the items, so
     that kappa is meaningful. Their prompts carry no category: every
-    principle applies.
+    principle applies. With ``judge.weights: fitted`` the weights were fitted to the human training pairs (and
+    made the AI labels on them): the held-out pairs only, voted with the fitted weights (``gate.held_out_agreement``).
     """
+    if run.cfg.judge.weights == "fitted":
+        from rlaif.gate import held_out_agreement
+
+        a = held_out_agreement(run)
+        return {k: a.get(k) for k in ("accuracy", "kappa", "n")} | {"held_out_only": True}
     from rlaif.eval_judge import judge_rows
     from rlaif.judges import make_judge
     from rlaif.judges.base import close_judge

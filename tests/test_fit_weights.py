@@ -169,3 +169,27 @@ def test_report_marks_held_out_figures_measured_on_an_older_split(tiny_project):
         run.lock.release()
     assert any("have changed since" in line for line in fitted_lines(fw | {"held_out_stale": True}))
     assert not any("have changed since" in line for line in fitted_lines(fw | {"held_out_stale": False}))
+
+
+@pytest.mark.slow
+def test_report_judge_human_agreement_with_fitted_weights_is_measured_on_held_out_pairs_only(tiny_project):
+    """With ``judge.weights: fitted`` the weights are fitted to the human training pairs: the report's
+    ``judge.human_agreement`` counted them too (the AI labels on them were made with weights fitted to them, and
+    the other labels were voted with the constitution's weights, not the fitted ones)."""
+    from rlaif.config import load_config
+    from rlaif.pipeline import open_run
+    from rlaif.report import _judge_human_agreement
+
+    cfg = str(tiny_project / "pipeline.yaml")
+    sets = ["--set", "judge.weights=fitted", "--set", "judge.fit.min_labels=4"]
+    for stage in ("sft", "generate", "judge"):
+        assert main([stage, cfg, *sets]) == 0
+    run = open_run(load_config(cfg, [s for s in sets if s != "--set"]))
+    try:
+        fw = run.store.stage("judge")["info"]["fitted_weights"]
+        got = _judge_human_agreement(run)
+    finally:
+        run.store.close()
+        run.lock.release()
+    assert 0 < fw["held_out"]["n"] < fw["held_out"]["n"] + fw["n_train"]
+    assert got["n"] == fw["held_out"]["fitted"]["n"] and got["accuracy"] == fw["held_out"]["fitted"]["accuracy"]
