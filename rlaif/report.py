@@ -339,10 +339,11 @@ def fitted_lines(fw: dict) -> list[str]:
              + (f"; length weight {fw['length']:.3f}" if fw.get("length") is not None else "") + ".", ""]
     ho = fw.get("held_out") or {}
     if fw.get("held_out_stale"):
-        lines += ["> The held-out figures below were measured when the judge stage ran; the held-out human labels "
-                  "have changed since (they are not in the stage's input, so it did not re-run). The agreement "
-                  "gate (`mix.min_judge_agreement`) measures the current ones; `rlaif judge --force` re-measures "
-                  "these.", ""]
+        measured = ("The held-out figures below were measured when the judge stage ran" if ho else
+                    "The judge stage had no held-out human pairs to measure on when it ran")
+        lines += [f"> {measured}; the held-out human labels have changed since (they are not in the stage's input, "
+                  "so it did not re-run). The agreement gate (`mix.min_judge_agreement`) measures the current ones; "
+                  f"`rlaif judge --force` {'re-measures these' if ho else 'measures them here'}.", ""]
     if ho:
         for name in ("constitution", "fitted"):
             a = ho[name]

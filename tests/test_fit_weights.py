@@ -169,6 +169,10 @@ def test_report_marks_held_out_figures_measured_on_an_older_split(tiny_project):
         run.lock.release()
     assert any("have changed since" in line for line in fitted_lines(fw | {"held_out_stale": True}))
     assert not any("have changed since" in line for line in fitted_lines(fw | {"held_out_stale": False}))
+    # No held-out pair when the stage ran, some now: the note does not speak of figures that are not there.
+    lines = fitted_lines(fw | {"held_out": {}, "held_out_stale": True})
+    assert any("had no held-out human pairs" in line for line in lines)
+    assert not any("figures below" in line for line in lines)
 
 
 @pytest.mark.slow
