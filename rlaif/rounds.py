@@ -213,10 +213,15 @@ def reward_model_eval_pairs(run: Run, ev):
         return ev, None
     from datasets import load_from_disk
 
+    from rlaif import stages
     from rlaif.mixing import prompt_unit
 
+    first = context(run).first.pairs
+    if not stages.get("mix").output_path(context(run).first).is_file():
+        raise RlaifError(f"{first}: round 1's mixed pairs are missing (its reward model is measured without the "
+                         "prompts they trained it on); re-run `rlaif run` to mix them again")
     trained: set[int] = set()  # one number per prompt (hash() within this call only), not its text
-    for batch in load_from_disk(str(context(run).first.pairs))["train"].select_columns(["prompt"]).iter(10_000):
+    for batch in load_from_disk(str(first))["train"].select_columns(["prompt"]).iter(10_000):
         trained.update(hash(prompt_unit(p)) for p in set(batch["prompt"]))
     keep = [i for i, p in enumerate(ev["prompt"]) if hash(prompt_unit(p)) not in trained]
     return ev.select(keep), len(ev) - len(keep)
