@@ -277,8 +277,16 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
     except Exception as e:  # a full disk outside a pipeline run (inside one, rlaif/pipeline.py names the run)
-        from rlaif.outputs import disk_full
+        import sqlite3
 
+        from rlaif.outputs import disk_full
+        from rlaif.store import Store, is_busy
+
+        if isinstance(e, sqlite3.OperationalError) and is_busy(e):  # committed work stays; the command can re-run
+            print(f"error: the run store is busy: another process kept its write lock for {Store.BUSY_TIMEOUT:g} s "
+                  "(a `labels import` copying in a large file, a stage writing; a viewer only waits briefly); what "
+                  "was committed is kept; run the command again", file=sys.stderr)
+            return 1
         if not disk_full(e):
             raise
         print(f"error: disk full ({type(e).__name__}: {str(e)[:160]}); free space and re-run", file=sys.stderr)

@@ -107,9 +107,9 @@ class Store(QueueQueries, LabelQueries):
     BUSY_TIMEOUT = 30.0
 
     def __init__(self, path: str | Path, create: bool = True, readonly: bool = False, check: bool = False,
-                 busy_timeout: float = BUSY_TIMEOUT):
+                 busy_timeout: float | None = None):
         self.path = Path(path)
-        self.busy_timeout = busy_timeout
+        self.busy_timeout = self.BUSY_TIMEOUT if busy_timeout is None else busy_timeout
         if (readonly or not create) and not self.path.exists():
             raise RlaifError(f"{self.path}: no run store here (run `rlaif run CONFIG` first)")
         self.db: sqlite3.Connection | None = None

@@ -145,3 +145,25 @@ def test_eval_judge_bad_json_target_is_exit_2_before_judging(target, tmp_path, s
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(out) in err and "--json" in err, err
     assert not scripted_backend  # no judge was made
+
+
+def test_a_run_store_kept_busy_by_another_process_is_one_line_exit_1(monkeypatch, tiny_project, tmp_path, capsys):
+    """Another process holds the run store's write lock past the busy timeout: `rlaif run` says so in one line
+    (exit 1) instead of a sqlite3 traceback."""
+    import sqlite3
+
+    from rlaif.store import Store
+
+    run = tmp_path / "busy-run"
+    run.mkdir()
+    Store(run / "store.sqlite").close()
+    monkeypatch.setattr(Store, "BUSY_TIMEOUT", 0.2)
+    other = sqlite3.connect(run / "store.sqlite", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        assert main(["run", str(tiny_project / "pipeline.yaml"), "--workdir", str(run)]) == 1
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    err = capsys.readouterr().err
+    assert "run store is busy" in err and "0.2 s" in err and "Traceback" not in err and len(err.splitlines()) == 1
