@@ -49,7 +49,8 @@ def probe(cmd: list[str], store: Path) -> tuple[float, float, float]:
     refusals' sum s)."""
     db = sqlite3.connect(store, timeout=0, isolation_level=None)
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=os.environ)
+    # cwd: not this checkout (`python -m` puts the working directory before PYTHONPATH on sys.path)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, env=os.environ, cwd=store.parent)
     longest = total = 0.0
     refused_since = None
     while proc.poll() is None:
@@ -96,7 +97,7 @@ def measure_judge(n: int, work: Path) -> None:
     code = ("import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); import scale; "
             "getattr(scale, sys.argv[2])(Path(sys.argv[3]), int(sys.argv[4]))")
     bench = str(Path(__file__).parent)
-    subprocess.run([sys.executable, "-c", code, bench, "step_generate", str(run), str(n)], check=True)
+    subprocess.run([sys.executable, "-c", code, bench, "step_generate", str(run), str(n)], check=True, cwd=run)
     for what in ("first run", "re-run"):
         report(f"judge, {n:,} comparisons, {what}", *probe([sys.executable, "-c", code, bench, "step_judge",
                                                             str(run), str(n)], run / "store.sqlite"))

@@ -61,11 +61,13 @@ class LabelQueries:
     #   one after a kill. The swap is SQLite's own copy, no Python per row (bench/lock_hold.py measures it);
     #   a writer that still finds the store busy waits for it: the viewer keeps such a verdict and retries it
     #   (rlaif/viewer/writes.py), never drops it.
-    _STAGE = """CREATE TEMP TABLE IF NOT EXISTS import_labels(pair_key, prompt, chosen, rejected, label, source,
-                                                              annotator, note, created_at);
-                CREATE TEMP TABLE IF NOT EXISTS import_feedback(feedback_key, prompt, completion, kind, value, scale,
-                                                                source, annotator, comment, created_at);
-                DELETE FROM temp.import_labels; DELETE FROM temp.import_feedback;"""
+    # The TEMP tables go with the connection (`labels import` closes it at once); an import on a connection that
+    # imported before drops the earlier ones first (dropping a million staged rows costs seconds: not paid twice).
+    _STAGE = """DROP TABLE IF EXISTS temp.import_labels; DROP TABLE IF EXISTS temp.import_feedback;
+                CREATE TEMP TABLE import_labels(pair_key, prompt, chosen, rejected, label, source, annotator, note,
+                                                created_at);
+                CREATE TEMP TABLE import_feedback(feedback_key, prompt, completion, kind, value, scale, source,
+                                                  annotator, comment, created_at);"""
 
     def import_human_labels(self, labels: Iterable[HumanLabel],
                             then_feedback: Callable[[], Iterable[Feedback]] | None = None,
@@ -111,8 +113,6 @@ class LabelQueries:
                                  "(a judge stage writing its pairs, another import); nothing was imported; run the "
                                  "import again", exit_code=1) from None
         finally:
-            for table in ("import_labels", "import_feedback"):  # their space goes back now, not at close
-                self.db.execute(f"DROP TABLE IF EXISTS temp.{table}")
             self.db.execute(f"PRAGMA cache_size={int(cache)}")
         return n
 
