@@ -553,6 +553,7 @@ def test_verdicts_given_while_another_process_holds_the_store_are_kept_then_save
                 await pilot.press(k)
             seen["keys_s"] = time.perf_counter() - t0
             seen["status"] = str(app.query_one("#status").render())
+            seen["you_kept"] = [str(app.query_one("#queue").get_row_at(i)[3]) for i in range(3)]
             seen["stored_while_busy"] = viewer_labels(run_dir)
             await pilot.press("q")  # refused while writes wait
             await pilot.pause()
@@ -572,6 +573,7 @@ def test_verdicts_given_while_another_process_holds_the_store_are_kept_then_save
     assert seen["stored_while_busy"] == {p6.prompt: (p6.rejected, p6.chosen, "chosen", None)}
     assert (seen["cursor_after_drops"], seen["cursor_after_undo"]) == (1, 0)
     assert "3 not saved yet" in seen["status"]
+    assert seen["you_kept"] == ["…", "…", "·"]  # p6, p2 wait; p3's was dropped
     assert seen["keys_s"] < 4  # BUSY_S (0.5 s) for a key that finds no write kept; the others queue at once
     assert seen["running_after_q"] and seen["quit"]
     assert viewer_labels(run_dir) == {p6.prompt: (p6.chosen, p6.rejected, "both_bad", None),

@@ -135,8 +135,12 @@ class ViewerApp(KeepsWrites, App[None]):
     def _cells(self, i: int, c: Comparison) -> tuple[str | Text, ...]:
         conf = f"{c.confidence:.2f}" if c.scored else "—"
         # The prompt as Text: DataTable reads a str cell as markup ('[/INST]' raised MarkupError)
-        return (str(i + 1), short_flag(c, self.low), conf, short_verdict(c, c.label_from(self.source)),
+        return (str(i + 1), short_flag(c, self.low), conf, self._you(c),
                 Text(one_line(transcript(c.prompt), 200)))
+
+    def _you(self, c: Comparison) -> str:
+        """My verdict on ``c`` as the queue shows it: "…" while a write about it is kept (the store is busy)."""
+        return "…" if self.writes and c.key in self.writes.keys() else short_verdict(c, c.label_from(self.source))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool:
         """While the note or search box is open, keys it does not use (↓ ↑ PgDn) do nothing: they moved the
@@ -183,7 +187,7 @@ class ViewerApp(KeepsWrites, App[None]):
         for i in self.window:
             if self.queue[i] is c:
                 table = self.query_one("#queue", DataTable)
-                table.update_cell(str(i), "you", short_verdict(c, c.label_from(self.source)))
+                table.update_cell(str(i), "you", self._you(c))
 
     # ------------------------------------------------------------ actions
     def action_move(self, step: int) -> None:
@@ -227,6 +231,8 @@ class ViewerApp(KeepsWrites, App[None]):
             self._update_row(c)
 
     def writes_changed(self) -> None:
+        if self.queue:
+            self._fill_window()  # the rows of kept writes show "…", and their verdicts once stored
         self._show(scroll=False)
 
     def action_skip(self) -> None:

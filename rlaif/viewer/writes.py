@@ -58,6 +58,10 @@ class Writes:
             return self._queue.pop().key
         return None
 
+    def keys(self) -> set[str]:
+        """The items kept writes are about (undos left out)."""
+        return {k.key for k in self._queue if k.key is not None}
+
     def undos(self) -> int:
         """How many kept writes are undos."""
         return sum(k.key is None for k in self._queue)
