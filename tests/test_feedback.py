@@ -551,7 +551,7 @@ def test_rate_mode_keeps_ratings_given_while_another_process_holds_the_store(tmp
     import asyncio
     import sqlite3
 
-    from test_viewer import make_run
+    from test_viewer import make_run, screen_text
 
     from rlaif.viewer.queue import open_run_store
     from rlaif.viewer.rate_app import RateApp
@@ -572,6 +572,8 @@ def test_rate_mode_keeps_ratings_given_while_another_process_holds_the_store(tmp
                 await pilot.press(k)
             seen["status"] = str(app.query_one("#status").render())
             seen["busy"] = store.feedback()
+            await pilot.press("k")  # back on b, whose 4 is kept
+            seen["detail"] = screen_text(app)
             other.execute("COMMIT")
             app.retry_writes()
             await pilot.pause()
@@ -585,6 +587,7 @@ def test_rate_mode_keeps_ratings_given_while_another_process_holds_the_store(tmp
         other.close()
         store.close()
     assert seen["busy"] == [] and "2 not saved yet" in seen["status"]
+    assert "your verdict: not rated · a newer one is not saved yet" in " ".join(seen["detail"].split())
     assert "not saved" not in seen["after"] and "2/" in seen["after"]
 
 

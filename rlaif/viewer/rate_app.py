@@ -98,7 +98,9 @@ class RateApp(KeepsWrites, App[None]):
             parts = [head, Panel(Text(transcript(r.prompt), overflow="fold"), title="prompt", title_align="left",
                                  box=box.ROUNDED),
                      Panel(Text(r.text, overflow="fold"), title="response", title_align="left", box=box.HEAVY),
-                     Text(f"your verdict: {R.describe(self._mine(r))}", style="bold cyan")]
+                     Text(f"your verdict: {R.describe(self._mine(r))}"
+                          + (" · a newer one is not saved yet (the store is busy)" if r.key in self.writes.keys() else ""),
+                          style="bold cyan")]
             if (held := self.drafts.pending(r.key)) is not None:
                 parts.append(Text(f"comment (saved with your next verdict): {held}",
                                   style="italic cyan"))
