@@ -324,7 +324,7 @@ class Store(QueueQueries, LabelQueries):
         (no lock on the run store), the earlier pairs (``replace``) are deleted in batches of
         ``_DELETE_BATCH``, then the rows are copied in by one INSERT ... SELECT. Holding it through the
         encoding and the keys' hashing, a part of the pointwise judge (50,000 candidates) held the lock 6-9 s,
-        and the pairwise judge's one call longer as a run grows (bench/lock_hold.py). An error in ``rows``
+        now about 1 s, and the pairwise judge's one call longer as a run grows (bench/lock_hold.py). An error in ``rows``
         changes nothing; the batched delete is not atomic with the copy, which only the judge stage calls
         while its record says `running`, and which a re-run redoes.
         """
