@@ -218,9 +218,7 @@ def split_hash(pairs) -> str:
 
 def splits(run):
     """(train, held-out) human pairs as the mix splits them."""
-    from rlaif.mixing import human_split
-
-    return human_split(run.all_human_labels(), run.all_feedback(), run.cfg.mix, run.cfg.seed)
+    return run.human_split()
 
 
 def train_split_hash(run) -> str:

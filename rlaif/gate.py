@@ -26,10 +26,9 @@ def held_out_agreement(run) -> dict:
     from rlaif.fit_weights import FittedWeights, fitted_votes, orient
     from rlaif.judges import make_judge
     from rlaif.judges.base import close_judge
-    from rlaif.mixing import human_split
 
     weights = run.cfg.judge.weights
-    _, held = human_split(run.all_human_labels(), run.all_feedback(), run.cfg.mix, run.cfg.seed)
+    _, held = run.human_split()
     if not held:
         return {"accuracy": None, "n": 0, "ci95": None, "per_principle": {}, "weights": weights}
     rows, prefers_a = orient(held)

@@ -61,12 +61,13 @@ def held_out_prompt(prompt: str, fraction: float, seed: int) -> bool:
     return _drawn(prompt_unit(prompt), fraction, seed)
 
 
-def split_human(human: list[HumanLabel], cfg: MixConfig, seed: int, derived: list[HumanLabel] = ()
-                ) -> tuple[list[HumanLabel], list[HumanLabel], int, int]:
+def split_human(human: list[HumanLabel], cfg: MixConfig, seed: int, derived: list[HumanLabel] = (),
+                policy_eval: frozenset[str] = frozenset()) -> tuple[list[HumanLabel], list[HumanLabel], int, int]:
     """The human preference labels (and the pairs ``derived`` from feedback) as (train, held-out eval,
     number of non-preference labels left out, number of train-only labels left out because their prompt is
     held out): one label per comparison, held out per prompt, the split the mix makes (the agreement gate
-    and the weight fit read it through ``human_split``)."""
+    and the weight fit read it through ``human_split``). ``policy_eval``: the units (``prompt_unit``) of the
+    prompts the policy is evaluated on; a labelled one is always held out, so nothing on it trains."""
     prefs: dict[str, HumanLabel] = {}
     ties = 0
     # Pairs made from feedback first: a pairwise label on the same comparison wins over them.
@@ -79,6 +80,7 @@ def split_human(human: list[HumanLabel], cfg: MixConfig, seed: int, derived: lis
     # A prompt is held out when drawn and it has a label that may be held out (imports are train only).
     unit = {h.key: prompt_unit(h.prompt) for h in prefs.values()}
     held = {unit[h.key] for h in prefs.values() if not h.train_only and _drawn(unit[h.key], cfg.human_eval_fraction, seed)}
+    held |= set(unit.values()) & policy_eval
     train_h, eval_h, dropped = [], [], 0
     for h in prefs.values():
         if unit[h.key] not in held:
@@ -90,11 +92,11 @@ def split_human(human: list[HumanLabel], cfg: MixConfig, seed: int, derived: lis
     return train_h, eval_h, ties, dropped
 
 
-def human_split(human: list[HumanLabel], feedback: list[Feedback], cfg: MixConfig, seed: int
-                ) -> tuple[list[HumanLabel], list[HumanLabel]]:
-    """(train, held-out) human preference pairs exactly as ``mix`` splits them."""
+def human_split(human: list[HumanLabel], feedback: list[Feedback], cfg: MixConfig, seed: int,
+                policy_eval: frozenset[str] = frozenset()) -> tuple[list[HumanLabel], list[HumanLabel]]:
+    """(train, held-out) human preference pairs exactly as ``mix`` splits them (``Run.human_split``)."""
     derived, _ = fb.feedback_pairs(list(feedback), cfg.feedback)
-    train_h, eval_h, _, _ = split_human(human, cfg, seed, derived)
+    train_h, eval_h, _, _ = split_human(human, cfg, seed, derived, policy_eval)
     return train_h, eval_h
 
 
@@ -138,21 +140,27 @@ def _ai_pair(a: dict) -> PreferencePair:
 
 def mix(ai_pairs: Iterable[dict], human: list[HumanLabel], cfg: MixConfig, seed: int,
         feedback: list[Feedback] = (), revisions: list[dict] = (),
-        resolve: Callable[[list[int]], dict] | None = None) -> tuple[dict, dict]:
+        resolve: Callable[[list[int]], dict] | None = None, policy_eval: frozenset[str] = frozenset()
+        ) -> tuple[dict, dict]:
     """Return ({"train": Pairs, "eval": Pairs, "unpaired": [rows]}, stats). With ``resolve``, AI pairs that
-    carry a store ``row`` are kept as row ids and read back through it (see ``Pairs``)."""
+    carry a store ``row`` are kept as row ids and read back through it (see ``Pairs``). ``policy_eval``: the
+    units of the prompts the policy is evaluated on (``Run.policy_eval_units``): no pair on one trains (its
+    human pairs are held out, its AI pairs and revisions dropped), or the policy evaluation would measure
+    prompts the reward model and the policy were trained on."""
     from functools import lru_cache
 
     import numpy as np
 
     stats = {"ai_pairs_in": 0, "human_labels_in": len(human), "human_ties": 0,
              "human_overrides": 0, "human_disagreements": 0, "ai_dropped_low_confidence": 0,
-             "ai_dropped_held_out": 0, "human_dropped_held_out": 0, "ai_dropped_mix_ratio": 0, "ai_unscored": 0,
+             "ai_dropped_held_out": 0, "human_dropped_held_out": 0, "ai_dropped_policy_eval": 0,
+             "ai_dropped_mix_ratio": 0, "ai_unscored": 0,
              "ai_feedback_agreements": 0, "ai_feedback_disagreements": 0, "ai_dropped_human_feedback": 0}
     derived, fstats = fb.feedback_pairs(list(feedback), cfg.feedback)
     stats.update(fstats)
     thumbs = fb.thumbs_index(list(feedback))
-    train_h, eval_h, stats["human_ties"], stats["human_dropped_held_out"] = split_human(human, cfg, seed, derived)
+    train_h, eval_h, stats["human_ties"], stats["human_dropped_held_out"] = split_human(human, cfg, seed, derived,
+                                                                                        policy_eval)
     prefs = {h.key: h for h in train_h + eval_h}
     eval_keys = {h.key for h in eval_h}
     eval_prompts = {prompt_unit(h.prompt) for h in eval_h}
@@ -184,6 +192,9 @@ def mix(ai_pairs: Iterable[dict], human: list[HumanLabel], cfg: MixConfig, seed:
                 stats["ai_dropped_held_out"] += 1
             continue  # the human pair (train or eval) takes its place
         unit = unit_of(a["prompt"])
+        if unit in policy_eval:
+            stats["ai_dropped_policy_eval"] += 1  # a prompt the policy is evaluated on
+            continue
         if unit in eval_prompts:
             stats["ai_dropped_held_out"] += 1  # another comparison of a held-out prompt
             continue
@@ -224,7 +235,7 @@ def mix(ai_pairs: Iterable[dict], human: list[HumanLabel], cfg: MixConfig, seed:
     # trained on a prompt whose pairs are held out.
     def held_prompt(prompt: str) -> bool:
         u = unit_of(prompt)
-        return hash(u) in held_ai_prompts if ai_held_out else u in eval_prompts
+        return u in policy_eval or (hash(u) in held_ai_prompts if ai_held_out else u in eval_prompts)
 
     revised = [PreferencePair(r["prompt"], r["chosen"], r["rejected"], REVISION, 1.0, None, r.get("prompt_id"),
                               {"principles": r.get("principles"), "writer": r.get("writer")})
@@ -250,6 +261,7 @@ def mix(ai_pairs: Iterable[dict], human: list[HumanLabel], cfg: MixConfig, seed:
         stats["eval_source"] = HUMAN
     handles = handles[np.argsort(keys, kind="stable")]  # stable shuffle
     unpaired = fb.unpaired_rows(list(feedback))
+    stats["policy_eval_prompts_labelled"] = len({unit_of(h.prompt) for h in eval_h} & policy_eval)
     stats.update({"ai_pairs": n_ai, "human_pairs": len(train_h) + len(eval_h), "unpaired": len(unpaired),
                   "margin_pairs": sum(side[-1 - h].margin > 0 for h in handles.tolist() if h < 0),
                   "human_train_pairs": human_train, "train_pairs": len(handles), "eval_pairs": len(evals),

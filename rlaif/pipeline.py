@@ -133,6 +133,32 @@ class Run:
 
         return earlier_feedback(self) + self.store.feedback()
 
+    def policy_eval_prompts(self) -> list:
+        """The prompts the policy is evaluated on: eval.prompts when set (new phrasings and topics), else the
+        data.eval_fraction split; at most eval.max_prompts."""
+        if self.cfg.eval.prompts:
+            from rlaif.chat import with_system_all
+            from rlaif.records import load_prompts
+
+            prompts = with_system_all(load_prompts(self.cfg.eval.prompts), self.cfg.data.system_prompt)
+        else:
+            prompts = self.store.prompts("eval")
+        return prompts[: self.cfg.eval.max_prompts]
+
+    def policy_eval_units(self) -> frozenset[str]:
+        """``mixing.prompt_unit`` of each policy-eval prompt: the mix trains nothing on them."""
+        from rlaif.mixing import prompt_unit
+
+        return frozenset(prompt_unit(p.text) for p in self.policy_eval_prompts())
+
+    def human_split(self):
+        """(train, held-out) human preference pairs exactly as the mix splits them (the agreement gate, the
+        weight fit)."""
+        from rlaif.mixing import human_split
+
+        return human_split(self.all_human_labels(), self.all_feedback(), self.cfg.mix, self.cfg.seed,
+                           self.policy_eval_units())
+
     # ---------------------------------------------------------------- running
     def outputs_exist(self, stage: str) -> bool:
         """The stage's marker file exists and every file recorded when it finished is intact."""

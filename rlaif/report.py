@@ -57,15 +57,7 @@ def _judge_human_agreement(run) -> dict:
 
 
 def held_out_prompts(run) -> list:
-    """eval.prompts when set (new phrasings and topics), else the data.eval_fraction split."""
-    if run.cfg.eval.prompts:
-        from rlaif.chat import with_system_all
-        from rlaif.records import load_prompts
-
-        prompts = with_system_all(load_prompts(run.cfg.eval.prompts), run.cfg.data.system_prompt)
-    else:
-        prompts = run.store.prompts("eval")
-    return prompts[: run.cfg.eval.max_prompts]
+    return run.policy_eval_prompts()
 
 
 def critique_summary(run) -> dict:
@@ -135,7 +127,8 @@ def build_report(run) -> dict:
         },
         "mix": {k: mixr.get(k) for k in ("human_overrides", "human_disagreements", "ai_dropped_low_confidence",
                                          "ai_dropped_held_out", "human_dropped_held_out",
-                                         "revisions_dropped_held_out", "ai_dropped_mix_ratio", "human_ties",
+                                         "revisions_dropped_held_out", "ai_dropped_policy_eval",
+                                         "policy_eval_prompts_labelled", "ai_dropped_mix_ratio", "human_ties",
                                          "human_weight", "min_confidence", "max_ai_per_human", "eval_source",
                                          # single-response feedback (rlaif/feedback.py)
                                          "feedback_in", "feedback_pairs", "feedback_ties_dropped",

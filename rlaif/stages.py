@@ -221,12 +221,20 @@ def _mix_needs(cfg: PipelineConfig) -> tuple[str, ...]:
 
 
 def _mix_parts(run: Run) -> dict:
+    from rlaif.mixing import prompt_unit
     from rlaif.rounds import earlier_pairs_parts
 
-    return {"mix": run.cfg.mix.hash_view(),
-            "human": content_hash([(x.key, x.chosen, x.label, x.source) for x in run.all_human_labels()]),
-            "feedback": content_hash([(f.key, f.kind, f.value, f.scale, f.source) for f in run.all_feedback()]),
-            **earlier_pairs_parts(run)}  # iteration.earlier_pairs in a round >= 2 (rlaif/rounds.py)
+    human, feedback = run.all_human_labels(), run.all_feedback()
+    parts = {"mix": run.cfg.mix.hash_view(),
+             "human": content_hash([(x.key, x.chosen, x.label, x.source) for x in human]),
+             "feedback": content_hash([(f.key, f.kind, f.value, f.scale, f.source) for f in feedback]),
+             **earlier_pairs_parts(run)}  # iteration.earlier_pairs in a round >= 2 (rlaif/rounds.py)
+    # The policy-eval prompts the human labels touch are held out (mixing.mix): in the hash only when there
+    # are any, so runs without such an overlap keep their hashes. AI pairs come from training prompts.
+    overlap = run.policy_eval_units() & {prompt_unit(x.prompt) for x in (*human, *feedback)}
+    if overlap:
+        parts["policy_eval_labelled"] = content_hash(sorted(overlap))
+    return parts
 
 
 def _mix(run: Run) -> dict:
@@ -244,7 +252,7 @@ def _mix(run: Run) -> dict:
 
         revisions = revision_pairs(run.layout)
     splits, stats = mix(ai, run.all_human_labels(), run.cfg.mix, run.cfg.seed, run.all_feedback(), revisions,
-                        resolve=run.store.ai_pairs_by_rows)
+                        resolve=run.store.ai_pairs_by_rows, policy_eval=run.policy_eval_units())
     save_pairs(splits, run.layout)
     if by_round:
         stats["earlier_ai_pairs"] = by_round  # AI pairs in (before filtering) from each earlier round

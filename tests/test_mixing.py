@@ -248,3 +248,24 @@ def test_human_train_pairs_counts_the_human_pairs_that_train_when_ai_pairs_are_h
     assert stats["eval_source"] == "ai" and any(p.source == "human" for p in splits["eval"])
     assert stats["human_train_pairs"] == sum(p.source == "human" for p in splits["train"])
     assert stats["train_pairs"] + stats["eval_pairs"] == 200
+
+
+def test_nothing_trains_on_a_prompt_the_policy_is_evaluated_on():
+    """Human labels (and AI pairs, revisions) on a policy-eval prompt trained the reward model and the policy that
+    the policy evaluation then measured on that prompt: they are held out (human) or dropped (AI, revisions)."""
+    from rlaif.mixing import prompt_unit
+    from rlaif.vocab import IMPORT
+    evaluated = [f"e{i}" for i in range(20)]
+    human = [HumanLabel(p, "good", "bad", source="viewer") for p in evaluated]
+    human += [HumanLabel(f"t{i}", "good", "bad", source="viewer") for i in range(40)]
+    imports = [HumanLabel(p, "imp", "impbad", source=f"{IMPORT}:f.jsonl:{i}") for i, p in enumerate(evaluated)]
+    pairs = [ai(p, "a", "b") for p in evaluated] + [ai(f"t{i}", "a", "b") for i in range(40)]
+    revisions = [{"prompt": p, "chosen": "revised", "rejected": "first", "prompt_id": p} for p in evaluated]
+    units = frozenset(prompt_unit(p) for p in evaluated)
+    splits, stats = mix(pairs, human + imports, MixConfig(human_eval_fraction=0.0), 0, revisions=revisions,
+                        policy_eval=units)
+    assert not {p.prompt for p in splits["train"]} & set(evaluated)
+    assert sorted(p.prompt for p in splits["eval"]) == sorted(evaluated)  # the human labels measure the RM
+    assert stats["ai_dropped_policy_eval"] == 20 and stats["human_dropped_held_out"] == 20
+    assert stats["revisions_dropped_held_out"] == 20 and stats["policy_eval_prompts_labelled"] == 20
+    assert len(splits["train"]) == 80  # the 40 other prompts: a human pair and an AI pair each
