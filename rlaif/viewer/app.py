@@ -249,14 +249,7 @@ class ViewerApp(KeepsWrites, App[None]):
         self._show()
 
     def _undo_last(self) -> V.UndoEntry | None:
-        entry = self.drafts.undo()
-        if entry is not None:
-            try:
-                V.undo(self.store, entry)
-            except BaseException:
-                self.drafts.wrote(entry)  # still to undo (the store was busy)
-                raise
-        return entry
+        return self.drafts.undo_with(lambda entry: V.undo(self.store, entry))
 
     def _undone(self, entry: V.UndoEntry | None) -> None:
         if entry is not None:

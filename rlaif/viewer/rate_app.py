@@ -141,14 +141,7 @@ class RateApp(KeepsWrites, App[None]):
         self._show()
 
     def _undo_last(self) -> R.RateUndo | None:
-        entry = self.drafts.undo()
-        if entry is not None:
-            try:
-                R.undo(self.store, entry)
-            except BaseException:
-                self.drafts.wrote(entry)  # still to undo (the store was busy)
-                raise
-        return entry
+        return self.drafts.undo_with(lambda entry: R.undo(self.store, entry))
 
     def _undone(self, entry: R.RateUndo | None) -> None:
         if entry is not None:
