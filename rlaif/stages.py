@@ -231,7 +231,7 @@ def _mix_parts(run: Run) -> dict:
              **earlier_pairs_parts(run)}  # iteration.earlier_pairs in a round >= 2 (rlaif/rounds.py)
     # The policy-eval prompts the human labels touch are held out (mixing.mix): in the hash only when there
     # are any, so runs without such an overlap keep their hashes. AI pairs come from training prompts.
-    overlap = run.policy_eval_units() & {prompt_unit(x.prompt) for x in (*human, *feedback)}
+    overlap = run.policy_eval_units() & set(map(prompt_unit, {x.prompt for x in (*human, *feedback)}))
     if overlap:
         parts["policy_eval_labelled"] = content_hash(sorted(overlap))
     return parts

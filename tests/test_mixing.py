@@ -269,3 +269,33 @@ def test_nothing_trains_on_a_prompt_the_policy_is_evaluated_on():
     assert stats["ai_dropped_policy_eval"] == 20 and stats["human_dropped_held_out"] == 20
     assert stats["revisions_dropped_held_out"] == 20 and stats["policy_eval_prompts_labelled"] == 20
     assert len(splits["train"]) == 80  # the 40 other prompts: a human pair and an AI pair each
+
+
+def test_pipeline_mix_trains_nothing_on_the_policy_eval_prompts(tiny_project):
+    """The tiny project's labels cover its data.eval_fraction prompts: the mix holds their human pairs out, the
+    gate and the fit read the same split, and the mix's input hash names them."""
+    from datasets import load_from_disk
+
+    from rlaif.cli import main
+    from rlaif.config import load_config
+    from rlaif.mixing import prompt_unit
+    from rlaif.pipeline import open_run
+    from rlaif.stages import get as get_stage
+
+    cfg = str(tiny_project / "pipeline.yaml")
+    for stage in ("sft", "generate", "judge", "mix"):
+        assert main([stage, cfg]) == 0
+    run = open_run(load_config(cfg, []))
+    try:
+        evaluated = run.policy_eval_units()
+        info = run.store.stage("mix")["info"]
+        train, held = run.human_split()
+        parts = get_stage("mix").hash_parts(run)
+    finally:
+        run.store.close()
+        run.lock.release()
+    dd = load_from_disk(str(tiny_project / "run" / "pairs"))
+    assert evaluated and info["policy_eval_prompts_labelled"] > 0 and "policy_eval_labelled" in parts
+    assert not {prompt_unit(p) for p in dd["train"]["prompt"]} & evaluated
+    assert {prompt_unit(h.prompt) for h in held} >= {prompt_unit(p) for p in dd["eval"]["prompt"]} & evaluated
+    assert not {prompt_unit(h.prompt) for h in train} & evaluated
