@@ -187,3 +187,42 @@ def interrupt_on_call(monkeypatch, owner, name: str, n: int, after: bool = False
     monkeypatch.setattr(owner, name, wrapped)
     return real
 
+
+
+def verdict_during_write(path: Path, write, items, verdict, fail: Exception | None = None) -> list[Exception]:
+    """Two connections, as a long writer (`labels import`, the judge stage) and `rlaif view` in two processes:
+    ``write(store, stream)`` runs on its own connection in a thread, ``stream`` yielding ``items`` and pausing
+    after each until the viewer's ``verdict`` (a HumanLabel) has gone in with a short busy timeout (30 s in
+    real use), then raising ``fail`` if given. Returns what the writer raised; a refused verdict raises here."""
+    import threading
+
+    from rlaif.store import Store
+
+    started, given = threading.Event(), threading.Event()
+    errors: list[Exception] = []
+
+    def stream():
+        for item in items:
+            yield item
+            started.set()
+            assert given.wait(30)  # the writer is still at work when the verdict comes
+        if fail is not None:
+            raise fail
+
+    def writer():
+        try:
+            with Store(path) as s:
+                write(s, stream())
+        except Exception as e:  # noqa: BLE001 - returned to the test
+            errors.append(e)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        assert started.wait(30)
+        with Store(path, busy_timeout=0.2) as viewer:
+            viewer.add_human_labels([verdict])
+    finally:
+        given.set()
+        t.join(30)
+    return errors

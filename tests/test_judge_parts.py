@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import CONSTITUTION
+from conftest import CONSTITUTION, verdict_during_write
 
 from rlaif.constitution import Constitution
 from rlaif.hashing import content_hash
@@ -90,7 +90,6 @@ def test_a_verdict_given_while_the_judge_encodes_its_pairs_is_not_refused(tmp_pa
     (slowly, here: the rows wait for the verdict) while the viewer writes with a short busy timeout. The pairs
     were encoded and keyed inside the write transaction, so the verdict failed with "database is locked";
     staged, they take the lock for SQLite's copy only. A bad row leaves the earlier pairs as they were."""
-    import threading
 
     from rlaif.errors import RlaifError
     from rlaif.records import HumanLabel
@@ -102,33 +101,10 @@ def test_a_verdict_given_while_the_judge_encodes_its_pairs_is_not_refused(tmp_pa
         s.add_candidates([Candidate(f"p{i}-{k}", f"p{i}", k, f"answer {k} to {i}", "pol")
                           for i in range(3) for k in range(2)], "gen")
         s.put_ai_pairs("jh", [("p0", "p0-1", "p0-0", 0.6, "scored", {})])  # an earlier run's pair
-    encoding, verdict_given = threading.Event(), threading.Event()
-    errors: list[Exception] = []
-
-    def rows():
-        for i in range(3):
-            yield (f"p{i}", f"p{i}-0", f"p{i}-1", 0.9, "scored", {})
-            encoding.set()
-            assert verdict_given.wait(30)
-        if bad:
-            raise RlaifError("a judge verdict that cannot be stored")
-
-    def judge():
-        try:
-            with Store(path) as s:
-                s.put_ai_pairs("jh", rows())
-        except Exception as e:  # noqa: BLE001 - checked below
-            errors.append(e)
-
-    t = threading.Thread(target=judge)
-    t.start()
-    try:
-        assert encoding.wait(30)
-        with Store(path, busy_timeout=0.2) as viewer:
-            viewer.add_human_labels([HumanLabel("q", "a", "b", source=viewer_source("ann"))])
-    finally:
-        verdict_given.set()
-        t.join(30)
+    rows = [(f"p{i}", f"p{i}-0", f"p{i}-1", 0.9, "scored", {}) for i in range(3)]
+    errors = verdict_during_write(path, lambda s, stream: s.put_ai_pairs("jh", stream), rows,
+                                  HumanLabel("q", "a", "b", source=viewer_source("ann")),
+                                  RlaifError("a judge verdict that cannot be stored") if bad else None)
     with Store(path) as s:
         got = [(d["prompt_id"], d["chosen_id"]) for d in s.iter_ai_pairs("jh", raw=True)]
         assert s.human_label_count() == 1

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
-import threading
 
 import pytest
+from conftest import verdict_during_write
 
 from rlaif.errors import RlaifError
 from rlaif.records import HumanLabel
@@ -68,33 +68,10 @@ def test_a_verdict_given_while_an_import_reads_its_file_is_not_refused(tmp_path,
     it takes the lock only for its final copy. A bad record still leaves nothing of the import."""
     path = tmp_path / "store.sqlite"
     Store(path).close()
-    reading, verdict_given = threading.Event(), threading.Event()
-    errors: list[Exception] = []
-
-    def labels_file():
-        for i in range(1, 4):
-            yield HumanLabel(f"q{i}", "a", "b", source=import_source("big.jsonl", i))
-            reading.set()
-            assert verdict_given.wait(30)  # the import is still reading the file when the verdict comes
-        if bad:
-            raise RlaifError("big.jsonl:4: label record needs a non-empty string field 'prompt'")
-
-    def importer():
-        try:
-            with Store(path) as s:
-                s.import_human_labels(labels_file())
-        except Exception as e:  # noqa: BLE001 - checked below
-            errors.append(e)
-
-    t = threading.Thread(target=importer)
-    t.start()
-    try:
-        assert reading.wait(30)
-        with Store(path, busy_timeout=0.2) as viewer:  # 30 s in real use; the import then held the lock 36 s (1M)
-            viewer.add_human_labels([HumanLabel("q1", "a", "b", TIE, viewer_source("ann"))])
-    finally:
-        verdict_given.set()
-        t.join(30)
+    labels = [HumanLabel(f"q{i}", "a", "b", source=import_source("big.jsonl", i)) for i in range(1, 4)]
+    bad_record = RlaifError("big.jsonl:4: label record needs a non-empty string field 'prompt'") if bad else None
+    errors = verdict_during_write(path, lambda s, stream: s.import_human_labels(stream), labels,
+                                  HumanLabel("q1", "a", "b", TIE, viewer_source("ann")), bad_record)
     with Store(path) as s:
         got = sorted(h.source for h in s.human_labels())
     imported = [] if bad else [import_source("big.jsonl", i) for i in (1, 2, 3)]
