@@ -8,6 +8,7 @@ import sqlite3
 
 import pytest
 from conftest import make_tiny_project
+from test_generate_openai import project, served_args  # noqa: F401 - project: the fixture of a served policy
 from test_openai_robustness import cfg, items, within
 
 from rlaif import chat, served
@@ -124,17 +125,7 @@ def _answer(req):
 
 
 def _args(server, *extra):
-    return ["--set", "generate.backend=openai", "--set", f"generate.served.base_url={server.base_url}",
-            "--set", "generate.served.model=fake-policy", "--set", "generate.served.timeout_s=5",
-            "--set", "generate.served.max_retries=1", "--set", "data.system_prompt=Be kind.",
-            "--set", "generate.batch_size=2", *extra]
-
-
-@pytest.fixture
-def project(tmp_path, scripted_backend):
-    proj = make_tiny_project(tmp_path / "proj")
-    assert main(["sft", str(proj / "pipeline.yaml"), "--set", "data.system_prompt=Be kind."]) == 0
-    return proj
+    return served_args(server, "--set", "data.system_prompt=Be kind.", "--set", "generate.batch_size=2", *extra)
 
 
 def _candidates(proj):
