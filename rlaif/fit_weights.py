@@ -192,7 +192,7 @@ def fit_for_run(run, judge) -> FittedWeights:
     """Fit the weights on the run's human training pairs (the mix's split; never its held-out pairs)
     and measure both weightings on the held-out pairs (``FittedWeights.held_out``)."""
     jc, constitution = run.cfg.judge, run.inputs.constitution
-    train, held = splits(run)
+    train, held = run.human_split()
     if len(train) < jc.fit.min_labels:
         raise RlaifError(f"judge.weights: fitted needs at least judge.fit.min_labels={jc.fit.min_labels} human "
                          f"training pairs (mix.human_labels, after the held-out split); found {len(train)}")
@@ -216,19 +216,14 @@ def split_hash(pairs) -> str:
     return content_hash(sorted((h.key, h.chosen) for h in pairs))
 
 
-def splits(run):
-    """(train, held-out) human pairs as the mix splits them."""
-    return run.human_split()
-
-
 def train_split_hash(run) -> str:
     """What the fit reads: the human training pairs (part of the judge stage's input hash when fitted)."""
-    return split_hash(splits(run)[0])
+    return split_hash(run.human_split()[0])
 
 
 def held_out_is_stale(run, fitted: dict) -> bool:
     """Whether the held-out figures recorded with ``fitted`` (``FittedWeights.to_dict``) were measured on other
     held-out human pairs than the run's current ones (labels added or changed since the judge stage ran)."""
     recorded = (fitted.get("held_out") or {}).get("split_hash")
-    held = splits(run)[1]
+    held = run.human_split()[1]
     return (split_hash(held) != recorded) if recorded else bool(held)

@@ -36,10 +36,6 @@ from rlaif.records import Feedback, HumanLabel, PreferencePair, pair_key
 from rlaif.vocab import AI, FILE, HUMAN, PREFERENCE, REVISION
 
 
-def _held_out(key: str, fraction: float, seed: int) -> bool:
-    return int(content_hash([seed, key], 8), 16) / 0xFFFFFFFF < fraction
-
-
 def prompt_unit(prompt: str) -> str:
     """What the held-out split holds out together: a stored prompt's turns without its system message, each
     turn's whitespace collapsed (a plain prompt: its text). The same question under another system prompt (a
@@ -52,13 +48,8 @@ def prompt_unit(prompt: str) -> str:
 
 
 def _drawn(unit: str, fraction: float, seed: int) -> bool:
-    return _held_out(content_hash(["prompt", unit]), fraction, seed)
-
-
-def held_out_prompt(prompt: str, fraction: float, seed: int) -> bool:
-    """Whether ``prompt`` is drawn for the held-out split: the unit held out is a prompt (``prompt_unit``), so no
-    comparison on a held-out prompt trains while another is measured."""
-    return _drawn(prompt_unit(prompt), fraction, seed)
+    """Whether the prompt ``unit`` is drawn for the held-out split (by content hash: stable across runs)."""
+    return int(content_hash([seed, content_hash(["prompt", unit])], 8), 16) / 0xFFFFFFFF < fraction
 
 
 def split_human(human: list[HumanLabel], cfg: MixConfig, seed: int, derived: list[HumanLabel] = (),

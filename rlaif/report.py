@@ -56,10 +56,6 @@ def _judge_human_agreement(run) -> dict:
     return agreement(human, pred) | {"on_ai_pairs": len(labels) - len(rows)}
 
 
-def held_out_prompts(run) -> list:
-    return run.policy_eval_prompts()
-
-
 def critique_summary(run) -> dict:
     """The critique stage's counts, writer and sampling, and the revisions ``sft`` and the mix took ({} when off)."""
     if not run.cfg.critique.enabled:
@@ -87,7 +83,7 @@ def build_report(run) -> dict:
     # round 1's reward model reused in a later round: not measured on prompts it trained on
     ev, trained_in_round_1 = reward_model_eval_pairs(run, load_from_disk(str(run.layout.pairs))["eval"])
     rm_acc = scorer.accuracy(ev["prompt"], ev["chosen"], ev["rejected"])
-    eval_prompts = held_out_prompts(run)
+    eval_prompts = run.policy_eval_prompts()
     pol = evaluate(run, scorer, eval_prompts) if eval_prompts else {}
     vs_sft = None
     from rlaif.rounds import context, provenance
