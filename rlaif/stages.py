@@ -229,9 +229,10 @@ def _mix_parts(run: Run) -> dict:
              "human": content_hash([(x.key, x.chosen, x.label, x.source) for x in human]),
              "feedback": content_hash([(f.key, f.kind, f.value, f.scale, f.source) for f in feedback]),
              **earlier_pairs_parts(run)}  # iteration.earlier_pairs in a round >= 2 (rlaif/rounds.py)
-    # The policy-eval prompts the human labels touch are held out (mixing.mix): in the hash only when there
-    # are any, so runs without such an overlap keep their hashes. AI pairs come from training prompts.
-    overlap = run.policy_eval_units() & set(map(prompt_unit, {x.prompt for x in (*human, *feedback)}))
+    # The policy-eval prompts that labels or training prompts (their AI pairs) touch are kept out of training
+    # (mixing.mix): in the hash only when there are any, so runs without such an overlap keep their hashes.
+    touched = {x.prompt for x in (*human, *feedback)} | {p.text for p in run.store.prompts("train")}
+    overlap = run.policy_eval_units() & set(map(prompt_unit, touched))
     if overlap:
         parts["policy_eval_labelled"] = content_hash(sorted(overlap))
     return parts

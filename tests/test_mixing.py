@@ -299,3 +299,45 @@ def test_pipeline_mix_trains_nothing_on_the_policy_eval_prompts(tiny_project):
     assert not {prompt_unit(p) for p in dd["train"]["prompt"]} & evaluated
     assert {prompt_unit(h.prompt) for h in held} >= {prompt_unit(p) for p in dd["eval"]["prompt"]} & evaluated
     assert not {prompt_unit(h.prompt) for h in train} & evaluated
+
+
+def test_an_eval_prompts_file_sharing_training_prompts_keeps_their_ai_pairs_out(tiny_project):
+    """eval.prompts naming training prompts that no label touches: their AI pairs are dropped, and the mix's
+    input hash follows eval.prompts when it overlaps the training prompts (a changed file re-runs the mix)."""
+    import json as _json
+
+    from datasets import load_from_disk
+
+    from rlaif.cli import main
+    from rlaif.config import load_config
+    from rlaif.mixing import prompt_unit
+    from rlaif.pipeline import open_run
+    from rlaif.stages import get as get_stage
+
+    labels = tiny_project / "labels.jsonl"  # labels on the benign prompts only: the harmful ones are untouched
+    labels.write_text("".join(line + "\n" for line in labels.read_text().splitlines() if "Sure, here" not in line))
+    cfg = str(tiny_project / "pipeline.yaml")
+    for stage in ("sft", "generate", "judge"):
+        assert main([stage, cfg]) == 0
+    run = open_run(load_config(cfg, []))
+    try:
+        labelled = {prompt_unit(h.prompt) for h in run.all_human_labels()}
+        train_prompts = [p.text for p in run.store.prompts("train") if prompt_unit(p.text) not in labelled]
+        before = get_stage("mix").hash_parts(run).get("policy_eval_labelled")
+    finally:
+        run.store.close()
+        run.lock.release()
+    evalf = tiny_project / "eval.jsonl"
+    evalf.write_text("".join(_json.dumps({"id": f"e{i}", "text": t}) + "\n" for i, t in enumerate(train_prompts[:2])))
+    sets = ["eval.prompts=" + str(evalf)]
+    assert main(["mix", cfg, "--set", sets[0]]) == 0
+    run = open_run(load_config(cfg, sets))
+    try:
+        info, after = run.store.stage("mix")["info"], get_stage("mix").hash_parts(run).get("policy_eval_labelled")
+    finally:
+        run.store.close()
+        run.lock.release()
+    dd = load_from_disk(str(tiny_project / "run" / "pairs"))
+    assert len(train_prompts) >= 2
+    assert info["ai_dropped_policy_eval"] > 0 and after is not None and after != before
+    assert not {prompt_unit(p) for p in dd["train"]["prompt"]} & {prompt_unit(t) for t in train_prompts[:2]}
