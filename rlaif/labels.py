@@ -45,7 +45,18 @@ from rlaif.evaluate import agreement, wilson
 from rlaif.outputs import check_target
 from rlaif.records import Feedback, HumanLabel, feedback_key, iter_label_file
 from rlaif.store import Store
-from rlaif.vocab import AI, HUMAN, LABELS, PREFERENCE, PROVENANCE, ai_source, import_source, is_ai_record, source_group
+from rlaif.vocab import (
+    AI,
+    HUMAN,
+    LABELS,
+    PREFERENCE,
+    PROVENANCE,
+    ai_source,
+    import_name,
+    import_source,
+    is_ai_record,
+    source_group,
+)
 
 if TYPE_CHECKING:  # the AI comparisons are read by the viewer's queue
     from rlaif.viewer.queue import Comparison
@@ -443,20 +454,20 @@ def _given(obj: dict, key: str, default: str | None) -> str | None:
 def iter_labels(path: str | Path, human: bool = False, feedback: list[Feedback] | None = None
                 ) -> Iterator[HumanLabel]:
     """Labels from a TRL / A/B / feedback / exported JSONL file or an exported Parquet file, source
-    import:FILE:LINE (``human=True``: import-human:FILE:LINE, the user vouches a human made them; only
-    those may enter the held-out eval split). Single-response feedback (thumbs, ratings, rankings) is
-    appended to ``feedback``. Streamed: a bad record raises where it stands, so the caller writes inside
-    one transaction (`labels import`: nothing is kept unless the whole file reads)."""
+    import:NAME:LINE with NAME ``vocab.import_name(path)`` (``human=True``: import-human:NAME:LINE, the user
+    vouches a human made them; only those may enter the held-out eval split). Single-response feedback
+    (thumbs, ratings, rankings) is appended to ``feedback``. Streamed: a bad record raises where it stands, so
+    the caller writes inside one transaction (`labels import`: nothing is kept unless the whole file reads)."""
     p = safeio.check_regular_file(path, "labels import file")
     if p.suffix == ".parquet":
         records = ((n, o, HumanLabel(_need(p, n, o, "prompt"), _need(p, n, o, "chosen"), _need(p, n, o, "rejected")),
                     []) for n, o in _parquet_rows(p) if _not_ai(p, n, o))
     else:
         records = iter_label_file(p)  # refuses AI records itself
-    empty = True
+    empty, name = True, import_name(path)
     for n, obj, h, items in records:
         empty = False
-        source = import_source(p.name, n, human=human)
+        source = import_source(name, n, human=human)
         if feedback is not None:
             feedback += [replace(f, source=source) for f in items]
         if h is None:

@@ -71,12 +71,13 @@ class LabelQueries:
 
     def import_human_labels(self, labels: Iterable[HumanLabel],
                             then_feedback: Callable[[], Iterable[Feedback]] | None = None,
-                            supersede: tuple[str, str] | None = None) -> int:
+                            supersede: tuple[Iterable[str], str] | None = None) -> int:
         """Upsert ``labels`` (streamed), then the feedback ``then_feedback()`` gives (known once the
         labels are read), all or nothing: an error from either leaves the store as it was. Returns how
-        many labels were read. ``supersede`` (old prefix, new prefix): then delete every label and feedback
-        whose source is ``old + REST`` where the same one (same key) is now stored as ``new + REST``
-        (a file imported again with the other ``--human`` choice). The run store's write lock is held
+        many labels were read. ``supersede`` (old prefixes, new prefix): then delete every label and feedback
+        whose source is ``old + REST`` for one of the old prefixes where the same one (same key) is now stored
+        as ``new + REST`` (a file imported again with the other ``--human`` choice, or into a run that stored
+        its records under the bare file name). The run store's write lock is held
         only for the final copy, not while ``labels`` are read (see above)."""
         now, n = time.time(), 0
 
@@ -116,19 +117,19 @@ class LabelQueries:
             self.db.execute(f"PRAGMA cache_size={int(cache)}")
         return n
 
-    def _swap_in_staged(self, supersede: tuple[str, str] | None) -> None:
+    def _swap_in_staged(self, supersede: tuple[Iterable[str], str] | None) -> None:
         with self.db:  # the swap: one short write transaction, no Python per row
             self.db.execute(f"INSERT INTO human_labels(pair_key, {self._LABEL_COLS}) SELECT * FROM "
                             "temp.import_labels WHERE true ORDER BY rowid " + self._ON_LABEL_CONFLICT.format(prompt=""))
             self.db.execute(f"INSERT INTO human_feedback(feedback_key, {self._FEEDBACK_COLS}) SELECT * FROM "
                             "temp.import_feedback WHERE true ORDER BY rowid " + self._ON_FEEDBACK_CONFLICT)
-            if supersede is not None:
-                old, new = supersede
+            olds, new = supersede if supersede is not None else ((), "")
+            for old in olds:  # each ends with ':'; the sources starting with it sort in [old, old[:-1] + ';')
                 for table, key in (("human_labels", "pair_key"), ("human_feedback", "feedback_key")):
-                    self.db.execute(  # substr, not LIKE: file names compare case-sensitively
-                        f"DELETE FROM {table} AS o WHERE substr(o.source, 1, ?) = ? AND EXISTS (SELECT 1 FROM "
-                        f"{table} n WHERE n.{key} = o.{key} AND n.source = ? || substr(o.source, ?))",
-                        (len(old), old, new, len(old) + 1))
+                    self.db.execute(  # a range (the source index), not LIKE: file names compare case-sensitively
+                        f"DELETE FROM {table} AS o WHERE o.source >= ? AND o.source < ? AND substr(o.source, 1, ?) = ? "
+                        f"AND EXISTS (SELECT 1 FROM {table} n WHERE n.{key} = o.{key} AND n.source = ? || "
+                        "substr(o.source, ?))", (old, old[:-1] + chr(ord(old[-1]) + 1), len(old), old, new, len(old) + 1))
 
     def human_labels(self) -> list[HumanLabel]:
         """Every human label, oldest first."""

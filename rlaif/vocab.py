@@ -4,14 +4,18 @@ A human label (``human_labels.label``) says how its two texts compare:
 ``chosen`` (the first, ``chosen``, text is better), ``tie`` or ``both_bad``.
 Its ``source`` says where it came from, as ``PREFIX + detail``:
 ``file:NAME:LINE`` (a labels file of the config, re-read every run),
-``import:NAME:LINE`` (`rlaif labels import`; ``import-human:`` with ``--human``), ``viewer:ANNOTATOR`` (`rlaif view`).
+``import:NAME@PATHHASH:LINE`` (`rlaif labels import`; ``import-human:`` with ``--human``; ``import_name``),
+``viewer:ANNOTATOR`` (`rlaif view`).
 An exported AI label's source is ``ai:BACKEND``. Preference pairs and
 exported records are of kind ``ai`` or ``human``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
+from pathlib import Path
 
 # Human label words.
 PREFERENCE = "chosen"  # the label's chosen text is better than its rejected one
@@ -44,8 +48,19 @@ def file_source(origin: str) -> str:
     return FILE + origin
 
 
+def import_name(path: str | Path) -> str:
+    """How `labels import` names the file ``path`` in its sources: its name and a hash of its absolute path
+    (``rank.jsonl@1f2e3d4c``). Two files of the same name in different folders are two imports (their
+    rankings two groups, their labels two sets); the same path imported again replaces what it stored.
+    Runs from before this stored the bare name (``import:rank.jsonl:3``); `labels import` supersedes
+    those of the file it imports again (rlaif/viewer/commands.py)."""
+    p = os.path.abspath(path)  # not resolved: a symlink re-pointed to a new version is the same import
+    return f"{Path(p).name}@{hashlib.sha256(p.encode()).hexdigest()[:8]}"
+
+
 def import_prefix(name: str, human: bool = False) -> str:
-    """The start of the sources `labels import` gives the records of the file called ``name``."""
+    """The start of the sources `labels import` gives the records of the file named ``name`` (``import_name``;
+    a bare file name in runs from before it)."""
     return f"{IMPORT_HUMAN if human else IMPORT}{name}:"
 
 

@@ -15,6 +15,7 @@ from rlaif.feedback import feedback_pairs
 from rlaif.mixing import mix, save_pairs
 from rlaif.records import Feedback, HumanLabel, load_human_labels, load_label_file
 from rlaif.store import Store
+from rlaif.vocab import import_name
 
 
 def _write(path, rows):
@@ -443,7 +444,7 @@ def test_feedback_export_import_round_trip(fmt, tmp_path, capsys):
     assert sorted(map(key, back)) == sorted([key(f) for f in fb[:2]] + [
         ("s", "a", "rank", 2, 3, "close call"), ("s", "b", "rank", 1, 3, "close call"),
         ("s", "c", "rank", 3, 3, "close call")])
-    assert all(f.source.startswith("import-human:export.jsonl:") for f in back)
+    assert all(f.source.startswith(f"import-human:{import_name(out)}:") for f in back)
     assert {f.annotator for f in back if f.kind == "thumbs"} == {"bo"}
 
 

@@ -13,6 +13,7 @@ from rlaif.cli import main
 from rlaif.records import HumanLabel
 from rlaif.viewer import verdicts as V
 from rlaif.viewer.queue import open_run_store
+from rlaif.vocab import import_name
 
 
 @pytest.fixture
@@ -98,7 +99,7 @@ def test_export_import_round_trip(labelled_run, tmp_path, capsys, fmt):
     sources = sorted(r[0] for r in db.execute("SELECT source FROM human_labels"))
     db.close()
     n = 5 if fmt == "trl" else 6
-    assert sources == sorted(f"import:{out.name}:{i}" for i in range(1, n + 1))
+    assert sources == sorted(f"import:{import_name(out)}:{i}" for i in range(1, n + 1))
     assert main(["labels", "import", str(out), str(fresh)]) == 0  # again: replaces, does not duplicate
     assert len(_labels(fresh)) == n
 

@@ -16,6 +16,7 @@ from rlaif.cli import main
 from rlaif.config import MixConfig
 from rlaif.mixing import mix
 from rlaif.records import HumanLabel
+from rlaif.vocab import import_name
 
 
 def _rows(path: Path) -> list[dict]:
@@ -95,7 +96,7 @@ def test_import_records_its_source(run, tmp_path, flag, prefix):
 
     with sqlite3.connect(run / "store.sqlite") as db:
         sources = [r[0] for r in db.execute("SELECT source FROM human_labels WHERE prompt = 'q'")]
-    assert sources == [f"{prefix}mine.jsonl:1"]
+    assert sources == [f"{prefix}{import_name(f)}:1"] and sources[0].startswith(f"{prefix}mine.jsonl@")
 
 
 def test_importing_a_file_again_with_the_other_flag_replaces_it(run, tmp_path, capsys):
@@ -115,8 +116,8 @@ def test_importing_a_file_again_with_the_other_flag_replaces_it(run, tmp_path, c
     with sqlite3.connect(run / "store.sqlite") as db:
         labels = sorted(db.execute("SELECT chosen, source FROM human_labels WHERE prompt = 'q'"))
         feedback = [r[0] for r in db.execute("SELECT source FROM human_feedback")]
-    assert labels == [("fine", "import-human:mine.jsonl:1"), ("good", "import-human:mine.jsonl:1")]
-    assert feedback == ["import-human:mine.jsonl:2"]
+    assert labels == [("fine", f"import-human:{import_name(other)}:1"), ("good", f"import-human:{import_name(f)}:1")]
+    assert feedback == [f"import-human:{import_name(f)}:2"]
 
 
 def _labels(source: str, n: int = 40) -> list[HumanLabel]:
@@ -181,3 +182,59 @@ def test_ai_labels_are_refused_in_a_labels_file(run, tmp_path, edit):
     edited = _write(tmp_path / "edited.jsonl", [EDITS[edit](r) for r in _rows(trl)])
     with pytest.raises(RlaifError, match=r"edited\.jsonl:1: an AI label"):
         load_human_labels(edited)
+
+
+def test_rankings_from_two_files_of_the_same_name_stay_two_groups(run, tmp_path, capsys):
+    """Two folders each hold a `rank.jsonl` whose line 1 ranks answers to the same prompt. Both imports gave
+    their feedback the source `import:rank.jsonl:1`, so the two rankings became one group: the mix paired
+    a's best against b's worst, an order no one gave, and an answer ranked in both files kept one rank only
+    (UNIQUE(feedback_key, source)). Each import now names its own file; importing one file again still
+    replaces what it stored."""
+    import sqlite3
+
+    from rlaif.config import FeedbackConfig
+    from rlaif.feedback import feedback_pairs
+    from rlaif.store import Store
+
+    files = []
+    for folder, ranked in (("a", ["a1", "shared", "a3"]), ("b", ["shared", "b2", "b3"])):
+        (tmp_path / folder).mkdir()
+        files.append(_write(tmp_path / folder / "rank.jsonl",
+                            [{"prompt": "same q", "completions": ranked, "ranking": [1, 2, 3]}]))
+    for f in (*files, files[0]):  # the first again: replaces its own, leaves the other's
+        assert main(["labels", "import", str(f), str(run)]) == 0
+    with Store(run / "store.sqlite") as s:
+        fb = s.feedback()
+    assert len(fb) == 6 and len({f.source for f in fb}) == 2
+    assert {f.source.startswith("import:rank.jsonl") for f in fb} == {True}  # the file's name still shows
+    pairs, stats = feedback_pairs(fb, FeedbackConfig())
+    made = {(p.chosen, p.rejected) for p in pairs}
+    assert made == {("a1", "shared"), ("a1", "a3"), ("shared", "a3"), ("shared", "b2"), ("shared", "b3"),
+                    ("b2", "b3")}
+    with sqlite3.connect(run / "store.sqlite") as db:  # the run's labels and feedback, nothing else
+        assert db.execute("SELECT COUNT(*) FROM human_feedback").fetchone()[0] == 6
+
+
+@pytest.mark.parametrize("old_human", [False, True], ids=["old-import", "old-import-human"])
+def test_importing_a_file_again_into_a_run_that_stored_its_bare_name_replaces_those_records(run, tmp_path,
+                                                                                              old_human):
+    """A run from before import_name stored `import:mine.jsonl:LINE`; importing the file again replaces those
+    records (the same key on the same line) instead of adding copies; other records of that source stay."""
+    import sqlite3
+
+    from rlaif.records import Feedback
+    from rlaif.store import Store
+    from rlaif.vocab import import_source
+
+    f = _write(tmp_path / "mine.jsonl", [{"prompt": "q", "chosen": "good", "rejected": "bad"},
+                                          {"prompt": "q", "completion": "good", "label": True}])
+    with Store(run / "store.sqlite") as s:  # what the earlier rlaif stored
+        s.add_human_labels([HumanLabel("q", "good", "bad", source=import_source("mine.jsonl", 1, old_human)),
+                            HumanLabel("q2", "kept", "bad", source=import_source("mine.jsonl", 2, old_human))])
+        s.add_feedback([Feedback("q", "good", "thumbs", 1, 2, import_source("mine.jsonl", 2, old_human))])
+    assert main(["labels", "import", str(f), str(run)]) == 0
+    with sqlite3.connect(run / "store.sqlite") as db:
+        labels = sorted(db.execute("SELECT chosen, source FROM human_labels WHERE prompt LIKE 'q%'"))
+        feedback = [r[0] for r in db.execute("SELECT source FROM human_feedback")]
+    assert labels == [("good", f"import:{import_name(f)}:1"), ("kept", import_source("mine.jsonl", 2, old_human))]
+    assert feedback == [f"import:{import_name(f)}:2"]

@@ -188,7 +188,7 @@ def cmd_labels_import(args) -> int:
     from rlaif.labels_reader import read_labels_file
     from rlaif.safeio import check_regular_file
     from rlaif.viewer.queue import open_run_store
-    from rlaif.vocab import import_prefix
+    from rlaif.vocab import import_name, import_prefix
 
     check_regular_file(args.file, "labels import file")
     feedback: list = []
@@ -200,13 +200,16 @@ def cmd_labels_import(args) -> int:
             labels = (replace(h, prompt=with_system(h.prompt, system)) for h in itertools.chain(head, labels))
             head = []
         # staged while the file is read, then one transaction: a bad record anywhere leaves nothing imported
-        # importing the file again with the other --human choice replaces what the earlier import stored
-        name = Path(args.file).name
+        # importing the file again with the other --human choice replaces what the earlier import stored, as
+        # it does what a run from before import_name stored under the bare file name (either choice)
+        name, bare = import_name(args.file), Path(args.file).name
+        new = import_prefix(name, args.human)
         n = store.import_human_labels(itertools.chain(head, labels),
                                       then_feedback=lambda: with_system_all(feedback, system),
-                                      supersede=(import_prefix(name, not args.human), import_prefix(name, args.human)))
+                                      supersede=((import_prefix(name, not args.human), import_prefix(bare, False),
+                                                  import_prefix(bare, True)), new))
         total = store.human_label_count()
     fb = f" and {len(feedback)} single-response feedback" if feedback else ""
-    print(f"imported {n} labels{fb} from {args.file} into {args.run_dir} ({total} human labels in the run; "
-          "the next `rlaif run`/`mix` uses them)")
+    print(f"imported {n} labels{fb} from {args.file} into {args.run_dir} as {new}LINE ({total} human labels in "
+          "the run; the next `rlaif run`/`mix` uses them)")
     return 0
