@@ -91,6 +91,80 @@ def test_unscored_rollouts_get_the_batch_mean_then_the_running_mean_and_are_coun
     fresh.close()
 
 
+def test_running_mean_state_continues_in_a_new_judge_reward():
+    con = Constitution.model_validate({"name": "c", "principles": [{"id": "p", "text": "Be clear."}]})
+    jr = JudgeReward(lambda store: Digits().with_cache(store), con)
+    jr.score(["q"] * 3, ["clear", "no", "no"])  # scored: 1, -1, -1
+    state = jr.running_state()
+    assert state == {"scored_sum": -1.0, "scored_n": 3}
+    expected = jr.score(["q"], ["?"])
+    jr.close()
+    resumed = JudgeReward(lambda store: Digits().with_cache(store), con)
+    resumed.restore_running_state(state)
+    assert resumed.score(["q"], ["?"]) == expected == [pytest.approx(-1 / 3)]  # not the fresh 0.0
+    resumed.close()
+
+
+def test_judge_state_in_a_checkpoint_per_process_pooled_and_missing(tmp_path, caplog):
+    import json
+
+    from rlaif.train.rewards import JUDGE_STATE, restore_judge_state, save_judge_state
+
+    class OneProcess:
+        is_main_process = True
+
+    con = Constitution.model_validate({"name": "c", "principles": [{"id": "p", "text": "Be clear."}]})
+
+    def fresh():
+        return JudgeReward(lambda store: Digits().with_cache(store), con)
+
+    jr = fresh()
+    jr.score(["q"] * 2, ["clear", "no"])
+    jr.score(["q"], ["clear"])
+    save_judge_state(MixedReward(RewardWeights(judge=1.0), None, jr), tmp_path / "ckpt", OneProcess())
+    assert json.loads((tmp_path / "ckpt" / JUDGE_STATE).read_text()) == {
+        "processes": [{"scored_sum": 1.0, "scored_n": 3}]}
+    jr.close()
+    back = fresh()
+    restore_judge_state(back, tmp_path / "ckpt", 0, 1)
+    assert back.running_state() == {"scored_sum": 1.0, "scored_n": 3}
+    (tmp_path / "ckpt" / JUDGE_STATE).write_text(json.dumps({"processes": [{"scored_sum": 1.0, "scored_n": 3},
+                                                                           {"scored_sum": -3.0, "scored_n": 1}]}))
+    restore_judge_state(back, tmp_path / "ckpt", 1, 2)  # as many processes as saved: its own
+    assert back.running_state() == {"scored_sum": -3.0, "scored_n": 1}
+    restore_judge_state(back, tmp_path / "ckpt", 0, 1)  # another number of processes: the pooled mean
+    assert back.running_state() == {"scored_sum": -2.0, "scored_n": 4}
+    back.close()
+    old = fresh()
+    restore_judge_state(old, tmp_path, 0, 1)  # a checkpoint saved before the state was kept: starts again
+    assert old.running_state() == {"scored_sum": 0.0, "scored_n": 0} and "no judge reward state" in caplog.text
+    old.close()
+    save_judge_state(lambda p, r: [0.0] * len(r), tmp_path / "rm", OneProcess())  # no judge: nothing written
+    assert not (tmp_path / "rm").exists()
+
+
+BAD_STATE = {
+    "not-json": "{",
+    "no-processes": "{}",
+    "empty": '{"processes": []}',
+    "negative-count": '{"processes": [{"scored_sum": 1.0, "scored_n": -1}]}',
+    "float-count": '{"processes": [{"scored_sum": 1.0, "scored_n": 1.5}]}',
+    "nan-sum": '{"processes": [{"scored_sum": NaN, "scored_n": 1}]}',
+    "not-a-list": '{"processes": {"scored_sum": 1.0, "scored_n": 1}}',
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_STATE), ids=str)
+def test_bad_judge_state_file_is_one_error_naming_the_file_and_the_fix(case, tmp_path):
+    from rlaif.train.rewards import JUDGE_STATE, restore_judge_state
+
+    (tmp_path / JUDGE_STATE).write_text(BAD_STATE[case])
+    jr = scripted_reward()
+    with pytest.raises(RlaifError, match=f"{JUDGE_STATE}: not a judge reward state.*delete the checkpoint folder"):
+        restore_judge_state(jr, tmp_path, 0, 1)
+    jr.close()
+
+
 def test_committed_calls_are_not_paid_again_by_a_new_run(tmp_path):
     made: list = []
     prompts, resp = list(CATS) * 2, ["a", "b", "c", "d"]

@@ -19,8 +19,10 @@ to the prompt's category with the constitution's weights (``Item.total``):
   response, an unparsable or failed call) gets the mean judge reward of the *scored* rollouts
   of the same batch, so its advantage is about zero and it neither pushes nor pulls the
   policy; in a batch with none scored, each gets the running mean of the judge rewards of
-  earlier batches (0.0 before any; this process's batches only: the mean is not checkpointed).
-  Never a silent 0 from the judge; counted per step (``judge_unscored``).
+  earlier batches (0.0 before any). The mean's state (``running_state``) is part of the
+  trainer's checkpoints (rlaif/train/rewards.py), so a killed and resumed run gives such a batch
+  the value the uninterrupted run would. Never a silent 0 from the judge; counted per step
+  (``judge_unscored``).
 
 **Pairwise** (``method: pairwise``, a backend that compares pairs: the LLM judges): each rollout
 is compared with a reference response to the same prompt, the first of the generate stage's
@@ -132,6 +134,20 @@ class JudgeReward:
 
     def score(self, prompts: list[str], responses: list[str]) -> list[float]:
         return self.start(prompts, responses).result()[0]
+
+    def running_state(self) -> dict:
+        """The running mean's state (sum and count of the scored judge rewards so far), read on the worker
+        thread, so never with a batch half counted."""
+        return self._pool.submit(lambda: {"scored_sum": self._sum, "scored_n": self._n}).result()
+
+    def restore_running_state(self, state: dict) -> None:
+        """Continue the running mean from ``running_state()``'s value (a resumed run's checkpoint)."""
+        total, n = float(state["scored_sum"]), int(state["scored_n"])
+
+        def put():
+            self._sum, self._n = total, n
+
+        self._pool.submit(put).result()
 
     def _judge_here(self) -> JudgeBackend:
         if self._judge is None:

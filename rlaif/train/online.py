@@ -161,7 +161,14 @@ def run_online(algorithm: str, policy_dir: str | Path, reward_fn: Callable[[list
 
         trainer.remove_callback(PrinterCallback)
         trainer.remove_callback(ProgressCallback)
-    trainer.train(resume_from_checkpoint=last_checkpoint(checkpoints_dir(out_dir)))
+    resume = last_checkpoint(checkpoints_dir(out_dir))
+    if judge is not None:  # the judge reward's running mean is checkpointed with the trainer
+        from rlaif.train.rewards import judge_state_callback, restore_judge_state
+
+        trainer.add_callback(judge_state_callback(judge, trainer.accelerator))
+        if resume is not None:
+            restore_judge_state(judge, resume, trainer.accelerator.process_index, trainer.accelerator.num_processes)
+    trainer.train(resume_from_checkpoint=resume)
     history = history_of(trainer.state.log_history)
     acc = trainer.accelerator
     acc.wait_for_everyone()

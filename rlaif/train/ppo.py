@@ -41,8 +41,8 @@ A Case Study on TL;DR Summarization", and the 2023 lm-human-preferences write-up
 - value head initialised N(0, 1/sqrt(d+1)), bias 0 (the paper's reward-head init);
 - Adam epsilon 1e-5, gradient-norm clipping, learning rate annealed linearly to 0;
 - resumable: every ``train.save_steps`` iterations the policy+critic, optimizer, scheduler, RNG
-  states (through ``accelerate``'s ``save_state``), the step, the KL coefficient and the reward
-  normalisation are checkpointed; a killed run resumes from the last one.
+  states (through ``accelerate``'s ``save_state``), the step, the KL coefficient, the reward
+  normalisation and the judge reward's running mean are checkpointed; a killed run resumes from the last one.
 
 Not implemented: a value model initialised from the reward model (see above), reward-model
 normalisation on SFT *demonstrations* (the initial policy's samples are used instead), and the
@@ -88,7 +88,7 @@ from rlaif.train.ppo_model import (
     response_ends,
     value_head_module,
 )
-from rlaif.train.rewards import start_reward
+from rlaif.train.rewards import restore_judge_state, save_judge_state, start_reward
 
 if TYPE_CHECKING:  # pragma: no cover
 
@@ -374,6 +374,7 @@ class PPOTrainer:
             self.ckpt_root.mkdir(parents=True, exist_ok=True)
         acc.wait_for_everyone()
         acc.save_state(str(tmp), safe_serialization=False)
+        save_judge_state(self.reward_fn, tmp, acc)  # the judge reward's running mean (none without a judge)
         acc.wait_for_everyone()
         if acc.is_main_process:
             state = {"fingerprint": self.fingerprint, "step": self.step, "kl_coef": self.kl_ctl.value,
@@ -407,6 +408,7 @@ class PPOTrainer:
         self.kl_ctl.value = state["kl_coef"]
         self.reward_mean, self.reward_std = state["reward_mean"], state["reward_std"]
         self.history = state["history"]
+        restore_judge_state(self.reward_fn, d, self.accelerator.process_index, self.accelerator.num_processes)
         self.resumed_from = self.step
         return self.step
 

@@ -11,20 +11,35 @@
   ``judge/cache_hits`` and ``judge/unscored`` per step; trl logs each function's mean
   (``rewards/judge/mean``, ``rewards/reward_model/mean``). With the judge in the sum, the
   missing-EOS penalty is its own reward function (weight 1), so it is not scaled by a weight.
+
+The judge reward's running mean (what a batch with no scored rollout gets) is checkpointed with
+the trainer: every process's ``JudgeReward.running_state()`` is gathered and the main process
+writes them to ``judge_reward_state.json`` in the checkpoint folder *before* the checkpoint's
+own files (PPO: into its temporary folder before the rename; trl: when a save is due at the end
+of a step, ``JudgeStateCallback``), so a checkpoint counted complete (rlaif/train/checkpoints.py)
+always has it. A resumed run reads it back (``restore_judge_state``) before its first step.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
+import logging
+import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+from rlaif.errors import RlaifError
 
 if TYPE_CHECKING:  # pragma: no cover
     from rlaif.config import RewardWeights
     from rlaif.judges.reward import JudgeReward
 
 RewardFn = Callable[[list[str], list[str]], list[float]]
+JUDGE_STATE = "judge_reward_state.json"  # in a trainer checkpoint folder: each process's running-mean state
+log = logging.getLogger(__name__)
 
 
 def _done(value) -> concurrent.futures.Future:
@@ -145,3 +160,80 @@ def trl_reward_funcs(weights: RewardWeights, rm_fn, judge: JudgeReward | None, e
         funcs.append(MissingEOSPenalty(eos_token_id, missing_eos_penalty))
         ws.append(1.0)
     return funcs, ws
+
+
+# ------------------------------------------------------------------ the judge's running mean in checkpoints
+def judge_of(reward) -> JudgeReward | None:
+    """The judge inside a PPO reward function (the judge itself or a ``MixedReward``'s); None without one."""
+    from rlaif.judges.reward import JudgeReward
+
+    if isinstance(reward, JudgeReward):
+        return reward
+    return reward.judge if isinstance(reward, MixedReward) else None
+
+
+def save_judge_state(reward, folder: Path, accelerator) -> None:
+    """Every process's running-mean state of the judge in ``reward`` (``judge_of``; nothing without one) into
+    ``folder``, written whole by the main process. A collective: every process calls it."""
+    from accelerate.utils import gather_object
+
+    from rlaif.outputs import write_whole
+
+    judge = judge_of(reward)
+    if judge is None:
+        return
+    states = gather_object([judge.running_state()])
+    if accelerator.is_main_process:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_whole(folder / JUDGE_STATE, json.dumps({"processes": states}))
+
+
+def _read_states(path: Path) -> list[dict]:
+    from rlaif import safeio
+
+    try:
+        data = json.loads(safeio.read_text(path, "judge reward state", 1 << 20))
+        states = data["processes"]
+        ok = isinstance(states, list) and states and all(
+            isinstance(st, dict) and isinstance(st.get("scored_n"), int) and st["scored_n"] >= 0
+            and isinstance(st.get("scored_sum"), (int, float)) and math.isfinite(st["scored_sum"]) for st in states)
+    except (ValueError, TypeError, KeyError):
+        ok = False
+    if not ok:
+        raise RlaifError(f"{path}: not a judge reward state (processes: a list of scored_sum, scored_n); delete "
+                         f"the checkpoint folder {path.parent} to train from the previous one or the start")
+    return states
+
+
+def restore_judge_state(reward, checkpoint: str | Path, process_index: int, num_processes: int) -> None:
+    """A resumed run's judge (in ``reward``, ``judge_of``; nothing without one) continues the running mean
+    saved in ``checkpoint``: this process's own when the run has as many processes as the saved one, else
+    the pooled mean of all of them."""
+    judge = judge_of(reward)
+    if judge is None:
+        return
+    path = Path(checkpoint) / JUDGE_STATE
+    if not path.exists():
+        log.warning("%s has no judge reward state (saved by an older rlaif): the running mean of the judge "
+                    "reward starts again from this step", checkpoint)
+        return
+    states = _read_states(path)
+    if len(states) == num_processes:
+        judge.restore_running_state(states[process_index])
+    else:
+        judge.restore_running_state({"scored_sum": sum(st["scored_sum"] for st in states),
+                                     "scored_n": sum(st["scored_n"] for st in states)})
+
+
+def judge_state_callback(judge: JudgeReward, accelerator):
+    """A transformers ``TrainerCallback`` that writes the judge's running-mean state into each checkpoint of a
+    trl trainer: at the end of a step whose save is due (``control.should_save``, set by transformers'
+    ``DefaultFlowCallback``, which runs first), so before the checkpoint's own files."""
+    from transformers import TrainerCallback
+
+    class JudgeStateCallback(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if control.should_save:
+                save_judge_state(judge, Path(args.output_dir) / f"checkpoint-{state.global_step}", accelerator)
+
+    return JudgeStateCallback()
