@@ -4,7 +4,9 @@
   (rlaif/judges/plan.py: the same cache keys, no model, no call), goes through the judging core
   over the run's candidates under the new constitution, one principle at a time. A call whose key
   is in the run's call cache is free; the others are what ``rlaif judge`` would pay, with their
-  estimated cost at the configured prices (LLM backends).
+  estimated cost at the configured prices (LLM backends). With ``judge.weights: fitted`` the
+  human pairs the judge stage fits on are planned too: the run's own split (``Run.human_split`` of
+  the run as its manifest records it), so the rows are the judge stage's.
 - **Label changes** (once ``rlaif judge`` has run with the new constitution): the run store keeps
   every AI pair set under its judge hash and records which constitution and candidates each was
   judged under (``Store.judge_sets``); the newest set of each constitution on the run's current
@@ -23,31 +25,40 @@ from rlaif.constitution_diff import ConstitutionDiff
 from rlaif.errors import RlaifError
 
 
-def _judge_config(run_dir: Path, constitution_path: str):
-    """The run's judge section (from its manifest) with ``constitution`` pointing at the new file."""
+def _recorded_run(run_dir: Path, store, constitution_path: str):
+    """The run as its manifest records it, for reading (no inputs loaded, no lock): a ``Run`` on ``store``
+    with the recorded config and round, so the human split comes from its owner (``Run.human_split``: the
+    same pairs the judge stage fits on, the policy-eval prompts' held out), and the run's judge section with
+    ``constitution`` pointing at the new file."""
     from pydantic import ValidationError
 
     from rlaif import safeio
-    from rlaif.config import JudgeConfig
+    from rlaif.config import PipelineConfig
     from rlaif.layout import RunLayout
+    from rlaif.pipeline import Run
+    from rlaif.rounds import recorded_context
 
-    path = RunLayout(run_dir).manifest
+    layout = RunLayout(run_dir)
+    path = layout.manifest
     if not path.is_file():
         raise RlaifError(f"{run_dir}: no manifest.json (run `rlaif run CONFIG` or a stage first)")
     try:
         m = json.loads(safeio.read_text(path, "manifest", safeio.max_yaml_bytes()))
-        judge, seed = dict(m["config"]["judge"]), int(m["config"]["seed"])
-        mix = dict(m["config"].get("mix") or {})
+        cfg = PipelineConfig.model_validate(m["config"])
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(x) for x in err["loc"])
+        raise RlaifError(f"{path}: config.{where}: {err['msg']}; re-run a stage to rewrite it") from None
     except (ValueError, KeyError, TypeError) as e:
         raise RlaifError(f"{path}: unreadable run manifest ({type(e).__name__}: {str(e)[:80]}); re-run a stage to "
                          "rewrite it") from None
-    judge["constitution"] = constitution_path
     try:
-        from rlaif.config import MixConfig
-
-        return JudgeConfig.model_validate(judge), seed, MixConfig.model_validate(mix)
-    except ValidationError as e:
-        raise RlaifError(f"{path}: config.judge: {e.errors()[0]['msg']}; re-run a stage to rewrite it") from None
+        ctx = recorded_context(m)
+    except (ValueError, KeyError, TypeError) as e:  # pydantic's ValidationError is a ValueError
+        raise RlaifError(f"{path}: unreadable round (round, round_1_dir, iteration: {type(e).__name__}); re-run a "
+                         "stage to rewrite it") from None
+    jcfg = cfg.judge.model_copy(update={"constitution": constitution_path})
+    return Run(cfg, layout, None, store=store, round=ctx), jcfg
 
 
 def _gen_hash(store, run_dir: Path) -> str:
@@ -58,20 +69,21 @@ def _gen_hash(store, run_dir: Path) -> str:
     return gh
 
 
-def _fit_rows(store, mix_cfg, seed: int) -> list[dict]:
-    """``judge.weights: fitted``: the human pairs the judge stage also judges (the fit's training pairs and
-    the held-out comparison), as it orients them."""
+def _fit_rows(run) -> list[dict]:
+    """``judge.weights: fitted``: the human pairs the judge stage also judges (the fit's training pairs, then
+    the held-out comparison's), from the same split (``Run.human_split``) and oriented the same way
+    (``fit_weights.fit_for_run``)."""
     from rlaif.fit_weights import orient
-    from rlaif.mixing import human_split
 
-    train, held = human_split(store.human_labels(), store.feedback(), mix_cfg, seed)
+    train, held = run.human_split()
     return orient(train)[0] + orient(held)[0]
 
 
-def rejudge_calls(store, jcfg, seed: int, new: Constitution, gen_hash: str, mix_cfg=None) -> dict:
+def rejudge_calls(store, jcfg, seed: int, new: Constitution, gen_hash: str, fit_rows: list[dict] | None = None) -> dict:
     """Per principle of ``new``: the calls a re-judge would make (not in the run's call cache), the
     calls it would make without any cache, and the estimated cost (LLM backends with prices). With
-    ``judge.weights: fitted`` the human pairs the fit reads are judged too and counted."""
+    ``judge.weights: fitted`` the human pairs the fit reads (``fit_rows``: ``_fit_rows``) are judged too
+    and counted."""
     from rlaif.judges import plan_judge
     from rlaif.judges.core import Comparison, compare_items, score_items
     from rlaif.judges.run import candidate_items, pair_comparisons
@@ -84,7 +96,6 @@ def rejudge_calls(store, jcfg, seed: int, new: Constitution, gen_hash: str, mix_
         _, comps, _ = pair_comparisons(store, new, gen_hash, jcfg.principles, seed)
     else:
         _, items = candidate_items(store, gen_hash)
-    fit_rows = _fit_rows(store, mix_cfg, seed) if jcfg.weights == "fitted" and mix_cfg is not None else []
     for p in new.principles:
         before = completer.cost_usd() if completer is not None else None
         if pairwise:
@@ -170,9 +181,10 @@ def run_effects(diff: ConstitutionDiff, new: Constitution, new_path: str, run_di
 
     d = Path(run_dir)
     with open_run_store(d, readonly=True) as store:
-        jcfg, seed, mix_cfg = _judge_config(d, new_path)
+        run, jcfg = _recorded_run(d, store, new_path)
         gen_hash = _gen_hash(store, d)
-        calls = rejudge_calls(store, jcfg, seed, new, gen_hash, mix_cfg)
+        fit_rows = _fit_rows(run) if jcfg.weights == "fitted" else None
+        calls = rejudge_calls(store, jcfg, run.cfg.seed, new, gen_hash, fit_rows)
         labels = label_changes(store, diff.old_hash, diff.new_hash, gen_hash)
     per: dict[str, dict] = {pid: dict(v) for pid, v in calls.items()}
     for pid, v in labels.get("per_principle", {}).items():

@@ -101,6 +101,20 @@ def context(run: Run) -> RoundContext | None:
     return getattr(run, "round", None)
 
 
+def recorded_context(manifest: dict) -> RoundContext | None:
+    """The round context a run directory was made in, from its manifest (``provenance``): None in round 1;
+    in round k >= 2, the earlier rounds' directories (round 1's as named, rounds 2..k-1 under it). For reading
+    what the round read (its human labels); the source policy's hash is not recorded there."""
+    from rlaif.config import IterationConfig
+
+    k = int(manifest.get("round", 1))
+    if k < 2:
+        return None
+    first = RunLayout(Path(manifest["round_1_dir"]))
+    earlier = (first, *(RunLayout(first.round_dir(j)) for j in range(2, k)))
+    return RoundContext(k, earlier, IterationConfig.model_validate(manifest["iteration"]))
+
+
 # ------------------------------------------------------------------ the policy a round starts from
 def source_parts(run: Run) -> dict:
     """In a round >= 2, the content hash of round k-1's policy (its ``sft`` stage copies it, its critique

@@ -267,6 +267,75 @@ def test_run_with_fitted_weights_counts_the_fit_calls_too(tmp_path, scripted_bac
     assert info["fitted_weights"] and info["calls"] == plan["rejudge_calls"] > 0
 
 
+@pytest.mark.slow
+def test_fitted_rejudge_plans_the_rows_the_judge_stage_fits_on(judged_project, tmp_path, scripted_backend,
+                                                               monkeypatch):
+    """The tiny project's human labels cover its policy-eval prompts, which the mix holds out (with
+    mix.human_eval_fraction 0.1 the random draw alone would not): the judge stage's fit reads that split
+    (Run.human_split), and the re-judge plan judges exactly the rows it fits on."""
+    from rlaif import fit_weights
+    from rlaif.mixing import human_split
+    from rlaif.rejudge import _fit_rows, _recorded_run
+    from rlaif.viewer.queue import open_run_store
+
+    proj = tmp_path / "proj"
+    shutil.copytree(judged_project, proj)
+    fitted: list[dict] = []
+    real_fit, real_gather, active = fit_weights.fit_for_run, fit_weights.gather_evidence, []
+
+    def fit_for_run(run, judge):
+        active.append(True)
+        try:
+            return real_fit(run, judge)
+        finally:
+            active.clear()
+
+    def gather_evidence(judge, constitution, rows, *a, **kw):
+        if active:
+            fitted.extend(rows)
+        return real_gather(judge, constitution, rows, *a, **kw)
+
+    monkeypatch.setattr(fit_weights, "fit_for_run", fit_for_run)
+    monkeypatch.setattr(fit_weights, "gather_evidence", gather_evidence)
+    assert main(["judge", str(proj / "pipeline.yaml"), "--set", "judge.weights=fitted",
+                 "--set", "judge.fit.min_labels=4", "--set", "mix.human_eval_fraction=0.1"]) == 0
+    monkeypatch.setattr(fit_weights, "gather_evidence", real_gather)
+    with open_run_store(proj / "run", readonly=True) as store:
+        run, jcfg = _recorded_run(proj / "run", store, str(proj / "constitution.yaml"))
+        assert jcfg.weights == "fitted" and fitted
+        assert _fit_rows(run) == fitted
+        # the project does exercise the policy-eval prompts: the split without them gives other rows
+        train, held = human_split(store.human_labels(), store.feedback(), run.cfg.mix, run.cfg.seed)
+        assert fit_weights.orient(train)[0] + fit_weights.orient(held)[0] != fitted
+
+
+BAD_MANIFEST = {
+    "not-json": (lambda cfg: "{", "unreadable run manifest"),
+    "no-config": (lambda cfg: {}, "unreadable run manifest"),
+    "bad-config": (lambda cfg: {"config": cfg | {"judge": cfg["judge"] | {"batch_size": -1}}}, "config.judge.batch_size"),
+    "round-2-without-round-1": (lambda cfg: {"config": cfg, "round": 2}, "unreadable round"),
+    "bad-iteration": (lambda cfg: {"config": cfg, "round": 2, "round_1_dir": "/x", "iteration": {"bogus": 1}},
+                      "unreadable round"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_MANIFEST), ids=str)
+def test_bad_run_manifest_is_one_line_exit_2(case, tiny_project, tmp_path, capsys):
+    from rlaif.config import load_config
+    from rlaif.store import Store
+
+    run = tmp_path / "run"
+    run.mkdir()
+    Store(run / "store.sqlite").close()
+    make, msg = BAD_MANIFEST[case]
+    got = make(load_config(tiny_project / "pipeline.yaml", []).model_dump(mode="json"))
+    (run / "manifest.json").write_text(got if isinstance(got, str) else json.dumps(got))
+    old = _write(tmp_path / "old.yaml", _c())
+    assert main(["constitution", "diff", str(old), str(old), "--run", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "manifest.json" in err and msg in err and "re-run a stage" in err, err
+
+
 def test_label_changes_count_pairs_and_principle_verdicts(tmp_path):
     """Hand-made label sets: a pair flipped (either order counts as the same pair), one appeared, one gone;
     per principle, verdicts flipped / appeared / gone on the pairs in both sets; the newest set is used."""

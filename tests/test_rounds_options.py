@@ -411,3 +411,19 @@ def rounds_ctx(tmp_path, reward_model):
     from rlaif.rounds import RoundContext
 
     return RoundContext(2, (RunLayout(tmp_path / "r1"),), IterationConfig(reward_model=reward_model))
+
+
+def test_a_round_directory_s_context_is_read_back_from_its_manifest(tmp_path):
+    """`rlaif constitution diff --run` reads a round k >= 2 directory's human labels as the round did (with the
+    earlier rounds'): the round context comes back from the manifest's provenance (the source hash excepted)."""
+    import json
+
+    from rlaif.config import IterationConfig
+    from rlaif.layout import RunLayout
+    from rlaif.rounds import RoundContext, provenance, recorded_context
+
+    first = RunLayout(tmp_path / "r1")
+    ctx = RoundContext(3, (first, RunLayout(first.round_dir(2))), IterationConfig(reference="sft"), "h")
+    manifest = json.loads(json.dumps(provenance(type("R", (), {"round": ctx})())))  # as written to manifest.json
+    assert recorded_context(manifest) == RoundContext(ctx.k, ctx.earlier, ctx.settings)
+    assert recorded_context(json.loads(json.dumps(provenance(type("R", (), {"round": None})())))) is None
