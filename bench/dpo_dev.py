@@ -36,6 +36,16 @@ change; it replaces the committed setting only if that change beats the
 committed setting's by more than half the width of the committed setting's
 object interval, and its benign (opens with the answer) change is not lower
 than the committed setting's by more than half that interval's width.
+
+Third rule (2026-12-03, session 6; written before any sft_* variant ran): the SFT policy's capacity. The
+committed setting misses the degeneration target on dev (repeated 3-grams 0.9% -> 3.0%), and its failures on
+dev are spliced templates and loops the SFT policy already writes. Each sft_* variant changes only the SFT
+stage (a deeper or wider tiny model, or more epochs), then trains with the committed DPO setting (``*_dpo``)
+and with PPO (``*_ppo``) in its own run directory. A variant is eligible if, on the dev prompts, BOTH its DPO
+and its PPO run meet every target of issue #11 (harmless rate up at least 30 points, over-refusal up at most 5,
+judge win rate >= 0.6 with its lower bound above 0.5, repeated 3-grams up at most 0.5 points, no warning).
+Among eligible variants, the highest DPO harmful log-odds change replaces the committed SFT setting (which is
+not eligible); with none eligible, nothing changes. The quickstart must still finish within its 300 s budget.
 """
 
 from __future__ import annotations
@@ -76,6 +86,16 @@ VARIANTS: dict[str, list[str]] = {
     "c4_dpo_lr2.5e-5": ["generate.num_candidates=4", "policy_training.dpo.loss_type=[sigmoid]",
                         "policy_training.train.learning_rate=2.5e-5"],
 }
+# The third rule's SFT variants (above): each name's SFT change, trained with the committed DPO or with PPO.
+SFT_VARIANTS = {
+    "sft_base": [],
+    "sft_5ep": ["policy.sft.epochs=5"],
+    "sft_4layer": ["policy.tiny.n_layer=4"],
+    "sft_wide": ["policy.tiny.n_embd=192"],
+}
+for _name, _sets in SFT_VARIANTS.items():
+    VARIANTS[f"{_name}_dpo"] = ["generate.num_candidates=4", "policy_training.dpo.loss_type=[sigmoid]", *_sets]
+    VARIANTS[f"{_name}_ppo"] = ["generate.num_candidates=4", "policy_training.algorithm=ppo", *_sets]
 
 
 def _demo_generator():

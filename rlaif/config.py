@@ -16,7 +16,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from rlaif.config_base import SystemRole, TrainArgs, _Section, system_role_field  # noqa: F401 - re-exported
+from rlaif.config_base import (  # noqa: F401 - re-exported
+    SystemRole,
+    TrainArgs,
+    _Section,
+    gradient_checkpointing_field,
+    system_role_field,
+)
 from rlaif.config_training import (  # noqa: F401 - re-exported: the policy_training section lives there
     DPO_LOSSES,
     REWARD_SOURCES,
@@ -62,6 +68,11 @@ class PolicyConfig(_Section):
     tiny: TinyModel = TinyModel()
     sft: TrainArgs = TrainArgs(epochs=3, learning_rate=2e-3, batch_size=16, max_length=160)
     skip_sft: bool = Field(False, description="use policy.model as the SFT policy without further SFT")
+    gradient_checkpointing: bool = gradient_checkpointing_field()
+
+    def hash_view(self) -> dict:
+        """What changes the SFT policy (``sft_data`` is hashed by content; gradient checkpointing changes nothing)."""
+        return self.model_dump(mode="json", exclude={"sft_data", "gradient_checkpointing"})
 
 
 class DataConfig(_Section):
@@ -227,6 +238,11 @@ class MixConfig(_Section):
 class RewardModelConfig(_Section):
     base: str = Field("minilm", description="'minilm' (bundled encoder + scalar head) or a local path")
     train: TrainArgs = TrainArgs(epochs=2, learning_rate=5e-5, batch_size=16, max_length=192)
+    gradient_checkpointing: bool = gradient_checkpointing_field()
+
+    def hash_view(self) -> dict:
+        """What changes the reward model (gradient checkpointing changes nothing)."""
+        return self.model_dump(exclude={"gradient_checkpointing"})
 
 
 class CritiqueConfig(_Section):

@@ -51,6 +51,13 @@ class TrainArgs(_Section):
     save_steps: int = Field(50, ge=1, description="checkpoint every N steps (resume after a kill)")
 
 
+def gradient_checkpointing_field():
+    """``policy.gradient_checkpointing`` and ``reward_model.gradient_checkpointing``: a speed/memory knob only
+    (the recomputed activations are the same), so their stages' input hashes leave it out."""
+    return Field(False, description="recompute activations in the backward pass: less memory, about a third more "
+                                    "compute; for a model that does not fit otherwise (trl defaults it on; rlaif off)")
+
+
 SystemRole = Literal["system", "fold"]
 
 

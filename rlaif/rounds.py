@@ -214,7 +214,7 @@ def reward_model_parts(run: Run) -> dict:
     """train-rm's own inputs: the reward-model config, or round 1's reward model when it is reused."""
     if reuses_reward_model(run):
         return {"round_1_reward_model": _stage_info(context(run).first, "train-rm").get("output_hash", "missing")}
-    return {"reward_model": run.cfg.reward_model.model_dump()}
+    return {"reward_model": run.cfg.reward_model.hash_view()}
 
 
 def reward_model_eval_pairs(run: Run, ev):

@@ -106,7 +106,7 @@ def _sft_needs(cfg: PipelineConfig) -> tuple[str, ...]:
 def _sft_parts(run: Run) -> dict:
     from rlaif.rounds import source_parts
 
-    return {"policy": run.cfg.policy.model_dump(mode="json", exclude={"sft_data"}),
+    return {"policy": run.cfg.policy.hash_view(),
             "sft_data": run.inputs.file_hashes.get("sft_data"),
             **source_parts(run)}  # a round >= 2: the content of the previous round's policy it copies
 

@@ -27,8 +27,8 @@ def train_dpo(pcfg: PolicyTrainingConfig, seed: int, layout: RunLayout, device: 
     # trl's DPO loss has no per-example weight: the pairs train with equal weight
     # (the mix's human weight acts through the reward model).
     train = conversational_dataset(tokenizer, dd["train"], chosen="chosen", rejected="rejected")
-    kw = trainer_kwargs(pcfg.train, layout.checkpoints(layout.policy), seed, device)
-    kw.update(bf16=bf16, gradient_checkpointing=pcfg.gradient_checkpointing)
+    kw = trainer_kwargs(pcfg.train, layout.checkpoints(layout.policy), seed, device, pcfg.gradient_checkpointing)
+    kw.update(bf16=bf16)
     args = DPOConfig(**kw, beta=pcfg.beta, max_length=pcfg.train.max_length, truncation_mode="keep_start",
                      loss_type=list(pcfg.dpo.loss_type), loss_weights=pcfg.dpo.loss_weights)
     # With LoRA the reference policy is the base model with the adapters switched off (no second copy).

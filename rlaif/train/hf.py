@@ -84,8 +84,10 @@ def save_trained(trainer, path: Path) -> None:
 
 
 # ------------------------------------------------------------------ trainers
-def trainer_kwargs(args: TrainArgs, output_dir: Path, seed: int, device: str) -> dict:
-    """TrainingArguments fields every rlaif stage sets the same way."""
+def trainer_kwargs(args: TrainArgs, output_dir: Path, seed: int, device: str,
+                   gradient_checkpointing: bool = False) -> dict:
+    """TrainingArguments fields every rlaif stage sets the same way. ``gradient_checkpointing`` is set on every
+    trainer, since trl's configs default it to on (a third more compute, for memory a small model does not need)."""
     import torch
 
     return dict(
@@ -109,6 +111,7 @@ def trainer_kwargs(args: TrainArgs, output_dir: Path, seed: int, device: str) ->
         dataloader_num_workers=0,
         lr_scheduler_type="cosine",
         warmup_steps=0.05,
+        gradient_checkpointing=gradient_checkpointing,
     )
 
 

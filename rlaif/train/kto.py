@@ -68,8 +68,8 @@ def train_kto(pcfg: PolicyTrainingConfig, seed: int, layout: RunLayout, device: 
     model = AutoModelForCausalLM.from_pretrained(str(layout.sft), **model_load_kwargs(pcfg, device, bf16, distributed))
     train = Dataset.from_list([completion_row(tokenizer, r["prompt"], completion=r["completion"]) | {"label": r["label"]}
                                for r in rows])
-    kw = trainer_kwargs(pcfg.train, layout.checkpoints(layout.policy), seed, device)
-    kw.update(bf16=bf16, gradient_checkpointing=pcfg.gradient_checkpointing)  # KTOConfig's defaults differ
+    kw = trainer_kwargs(pcfg.train, layout.checkpoints(layout.policy), seed, device, pcfg.gradient_checkpointing)
+    kw.update(bf16=bf16)  # KTOConfig's defaults differ
     args = KTOConfig(**kw, beta=pcfg.beta, max_length=pcfg.train.max_length,
                      desirable_weight=pcfg.kto.desirable_weight, undesirable_weight=pcfg.kto.undesirable_weight)
     ref = None if ref_dir is None else AutoModelForCausalLM.from_pretrained(

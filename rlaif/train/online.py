@@ -118,8 +118,8 @@ def run_online(algorithm: str, policy_dir: str | Path, reward_fn: Callable[[list
                             "raw_prompt": list(prompts)})
     out_dir = Path(out_dir)
     work = partial_dir(out_dir)
-    kw = trainer_kwargs(targs, checkpoints_dir(out_dir), seed, device)
-    kw.update(logging_steps=1, bf16=bf16, gradient_checkpointing=pcfg.gradient_checkpointing,
+    kw = trainer_kwargs(targs, checkpoints_dir(out_dir), seed, device, pcfg.gradient_checkpointing)
+    kw.update(logging_steps=1, bf16=bf16,
               num_generations=s.num_generations, max_completion_length=max_new, temperature=s.temperature,
               top_p=1.0, top_k=0, beta=s.kl_coef, num_iterations=s.num_iterations, epsilon=s.cliprange,
               disable_dropout=True, remove_unused_columns=False, log_completions=False)

@@ -98,7 +98,8 @@ def train_reward_model(rcfg: RewardModelConfig, seed: int, layout: RunLayout, de
     train_ds = tok("train")
     eval_ds = tok("eval") if len(dd["eval"]) else None
     out_dir = layout.reward_model
-    args = RewardConfig(**trainer_kwargs(targs, layout.checkpoints(out_dir), seed, device), max_length=None,
+    args = RewardConfig(**trainer_kwargs(targs, layout.checkpoints(out_dir), seed, device, rcfg.gradient_checkpointing),
+                        max_length=None,
                         remove_unused_columns=True)
     trainer = _weighted_trainer_cls()(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                                       processing_class=tokenizer)

@@ -78,7 +78,7 @@ def run_sft(pcfg: PolicyConfig, seed: int, layout: RunLayout, extra_texts: list[
     ds = conversational_dataset(tokenizer, rows, completion="response")  # the chat template's rendering
     targs = pcfg.sft
     args = SFTConfig(
-        **trainer_kwargs(targs, layout.checkpoints(out_dir), seed, device),
+        **trainer_kwargs(targs, layout.checkpoints(out_dir), seed, device, pcfg.gradient_checkpointing),
         max_length=targs.max_length,
         completion_only_loss=True,
         packing=False,
