@@ -120,6 +120,7 @@ def test_sft_trains_on_the_template_rendering(qwen2_dir, tmp_path, monkeypatch, 
     n = sum(1 for lab in row["labels"] if lab == -100)  # prompt tokens are masked out of the loss
     assert tok.decode(row["input_ids"][:n]) == chat.policy_input(tok, rows[0]["prompt"])
     assert tok.decode(row["input_ids"][n:]).endswith("<|im_end|>\n")  # the turn's end is trained
+    assert not seen[0].args.gradient_checkpointing  # trl's SFTConfig defaults it on; policy.gradient_checkpointing off
 
 
 def test_trl_export_trains_trl_dpo_as_is(qwen2_dir, tmp_path):

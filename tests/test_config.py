@@ -98,6 +98,19 @@ def test_missing_and_malformed_config(tmp_path):
         load_config(p)
 
 
+def test_gradient_checkpointing_is_not_in_the_sft_and_reward_model_hashes():
+    """A speed/memory knob: the weights are the same with it on or off, so turning it on re-trains nothing."""
+    base = load_config(ROOT / "pipelines" / "quickstart.yaml")
+    on = load_config(ROOT / "pipelines" / "quickstart.yaml",
+                     ["policy.gradient_checkpointing=true", "reward_model.gradient_checkpointing=true"])
+    assert on.policy.gradient_checkpointing and on.reward_model.gradient_checkpointing
+    assert not base.policy.gradient_checkpointing and not base.reward_model.gradient_checkpointing
+    assert on.policy.hash_view() == base.policy.hash_view() and "sft_data" not in base.policy.hash_view()
+    assert on.reward_model.hash_view() == base.reward_model.hash_view()
+    assert load_config(ROOT / "pipelines" / "quickstart.yaml", ["policy.sft.epochs=5"]).policy.hash_view() != \
+        base.policy.hash_view()
+
+
 def test_dpo_loss_section_hashes_only_when_set():
     """The default DPO loss keeps the hashes of runs made before the section existed; another loss re-trains."""
     base = load_config(ROOT / "pipelines" / "quickstart.yaml")
