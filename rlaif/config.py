@@ -14,15 +14,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator
 
 from rlaif.config_base import (  # noqa: F401 - re-exported
     SystemRole,
     TrainArgs,
     _Section,
-    gradient_checkpointing_field,
     system_role_field,
 )
+from rlaif.config_models import PolicyConfig, RewardModelConfig, TinyModel  # noqa: F401 - re-exported
 from rlaif.config_training import (  # noqa: F401 - re-exported: the policy_training section lives there
     DPO_LOSSES,
     REWARD_SOURCES,
@@ -43,36 +43,6 @@ from rlaif.yamlio import LoadedYaml, format_pydantic_errors, load_yaml
 
 # Seeds reach torch.manual_seed (64-bit) after arithmetic (seed * 100003 + epoch).
 MAX_SEED = 2**32 - 1
-
-
-class TinyModel(_Section):
-    """Shape of the locally built GPT-2-style policy (``policy.model: tiny``)."""
-
-    vocab_size: int = Field(2048, ge=300, le=1_000_000)
-    n_layer: int = Field(2, ge=1, le=96)
-    n_head: int = Field(4, ge=1, le=256)
-    n_embd: int = Field(128, ge=8, le=16384)
-    n_positions: int = Field(256, ge=32, le=65536)
-
-    @model_validator(mode="after")
-    def _heads_divide(self):
-        if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head}); "
-                             "change one of them")
-        return self
-
-
-class PolicyConfig(_Section):
-    model: str = Field("tiny", description="'tiny' builds a small GPT-2 locally; else a local path or hub id")
-    sft_data: str | None = Field(None, description="JSONL of {prompt, response} for SFT; required for 'tiny'")
-    tiny: TinyModel = TinyModel()
-    sft: TrainArgs = TrainArgs(epochs=3, learning_rate=2e-3, batch_size=16, max_length=160)
-    skip_sft: bool = Field(False, description="use policy.model as the SFT policy without further SFT")
-    gradient_checkpointing: bool = gradient_checkpointing_field()
-
-    def hash_view(self) -> dict:
-        """What changes the SFT policy (``sft_data`` is hashed by content; gradient checkpointing changes nothing)."""
-        return self.model_dump(mode="json", exclude={"sft_data", "gradient_checkpointing"})
 
 
 class DataConfig(_Section):
@@ -233,16 +203,6 @@ class MixConfig(_Section):
         if self.feedback.max_pairs_per_group == MAX_FEEDBACK_PAIRS:
             del out["feedback"]["max_pairs_per_group"]  # the default hashes as before the key existed
         return out
-
-
-class RewardModelConfig(_Section):
-    base: str = Field("minilm", description="'minilm' (bundled encoder + scalar head) or a local path")
-    train: TrainArgs = TrainArgs(epochs=2, learning_rate=5e-5, batch_size=16, max_length=192)
-    gradient_checkpointing: bool = gradient_checkpointing_field()
-
-    def hash_view(self) -> dict:
-        """What changes the reward model (gradient checkpointing changes nothing)."""
-        return self.model_dump(exclude={"gradient_checkpointing"})
 
 
 class CritiqueConfig(_Section):

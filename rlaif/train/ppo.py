@@ -55,7 +55,6 @@ writes the final model. FSDP is not supported for PPO (generation from a sharded
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shutil
@@ -69,6 +68,7 @@ from rlaif.errors import RlaifError
 from rlaif.layout import checkpoints_dir, finalize_dir, partial_dir
 from rlaif.train.gpu import lora_config, model_load_kwargs, resolve_bf16
 from rlaif.train.hf import generation_lengths, load_tokenizer, merged, position_ids_from_mask, stop_token_ids
+from rlaif.train.ppo_checkpoint import PPOCheckpoints
 from rlaif.train.ppo_losses import (  # noqa: F401  (re-exported: the tests and docs use rlaif.train.ppo.*)
     AdaptiveKLController,
     FixedKLController,
@@ -88,7 +88,7 @@ from rlaif.train.ppo_model import (
     response_ends,
     value_head_module,
 )
-from rlaif.train.rewards import restore_judge_state, save_judge_state, start_reward
+from rlaif.train.rewards import start_reward
 
 if TYPE_CHECKING:  # pragma: no cover
 
@@ -101,7 +101,7 @@ RewardFn = Callable[[list[str], list[str]], list[float]]
 """``reward_fn(prompts, responses) -> scores``: raw prompts (not formatted), decoded responses."""
 
 
-class PPOTrainer:
+class PPOTrainer(PPOCheckpoints):
     """PPO on ``policy_dir`` (a causal LM + tokenizer) with ``reward_fn``; see the module docstring."""
 
     def __init__(self, policy_dir: str | Path, reward_fn: RewardFn, prompts: list[str], pcfg: PolicyTrainingConfig,
@@ -354,63 +354,6 @@ class PPOTrainer:
                 n += 1
         self.scheduler.step()
         return {k: v / max(1, n) for k, v in sums.items()}
-
-    # ------------------------------------------------------------ checkpoints
-    def _checkpoints(self) -> list[tuple[int, Path]]:
-        if not self.ckpt_root.exists():
-            return []
-        out = []
-        for d in self.ckpt_root.iterdir():
-            if d.name.startswith("step-") and d.name[5:].isdigit() and (d / "ppo_state.json").exists():
-                out.append((int(d.name[5:]), d))
-        return sorted(out)
-
-    def save_checkpoint(self) -> Path:
-        acc = self.accelerator
-        final = self.ckpt_root / f"step-{self.step}"
-        tmp = self.ckpt_root / f"step-{self.step}.tmp"
-        if acc.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-            self.ckpt_root.mkdir(parents=True, exist_ok=True)
-        acc.wait_for_everyone()
-        acc.save_state(str(tmp), safe_serialization=False)
-        save_judge_state(self.reward_fn, tmp, acc)  # the judge reward's running mean (none without a judge)
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            state = {"fingerprint": self.fingerprint, "step": self.step, "kl_coef": self.kl_ctl.value,
-                     "reward_mean": self.reward_mean,
-                     "reward_std": self.reward_std, "total_steps": self.total_steps, "history": self.history}
-            (tmp / "ppo_state.json").write_text(json.dumps(state))
-            shutil.rmtree(final, ignore_errors=True)
-            tmp.rename(final)
-            for s, d in self._checkpoints():
-                if s != self.step:
-                    shutil.rmtree(d, ignore_errors=True)
-        acc.wait_for_everyone()
-        return final
-
-    def maybe_resume(self) -> int | None:
-        ckpts = self._checkpoints()
-        if not ckpts:
-            return None
-        step, d = ckpts[-1]
-        state = json.loads((d / "ppo_state.json").read_text())
-        if state.get("fingerprint") != self.fingerprint:
-            log.warning("ignoring PPO checkpoint %s: made with other settings, prompts or processes", d)
-            self.accelerator.wait_for_everyone()
-            if self.accelerator.is_main_process:
-                for _, old in ckpts:
-                    shutil.rmtree(old, ignore_errors=True)
-            self.accelerator.wait_for_everyone()
-            return None
-        self.accelerator.load_state(str(d))
-        self.step = state["step"]
-        self.kl_ctl.value = state["kl_coef"]
-        self.reward_mean, self.reward_std = state["reward_mean"], state["reward_std"]
-        self.history = state["history"]
-        restore_judge_state(self.reward_fn, d, self.accelerator.process_index, self.accelerator.num_processes)
-        self.resumed_from = self.step
-        return self.step
 
     # ------------------------------------------------------------ loop
     def train(self, progress: str | None = "train-policy (ppo)") -> list[dict]:
