@@ -8,6 +8,8 @@
                               kill), model/ (the output before it is moved into place)
       report.json report.md   the eval stage's figures and rendering
       manifest.json           provenance of the run
+      viewer-journal/         writes `rlaif view` kept while the store was busy, one file per session
+                              (rlaif/viewer/journal.py): replayed into the store by the next opening
       .rank<k>/               scratch of process k under ``--launcher accelerate`` (RunLayout.for_worker)
       rounds/<k>/             round k >= 2 of ``rounds: N`` (rlaif/rounds.py): a run directory of its
                               own, with round_source.json (the version of round k-1's policy it copied)
@@ -67,10 +69,20 @@ class RunLayout:
         """The run directory: ``--workdir``, else the config's ``workdir``, else ``runs/<name>``."""
         return cls(Path(workdir or config_workdir or Path("runs") / name))
 
+    @classmethod
+    def of_store(cls, store: Path | str) -> RunLayout:
+        """The layout of the run directory whose run store is ``store``."""
+        return cls(Path(store).parent)
+
     # ------------------------------------------------------------ files
     @property
     def store(self) -> Path:
         return self.root / "store.sqlite"
+
+    @property
+    def viewer_journals(self) -> Path:
+        """Where viewer sessions journal the writes they keep while the store is busy (rlaif/viewer/journal.py)."""
+        return self.root / "viewer-journal"
 
     @property
     def report_json(self) -> Path:

@@ -324,6 +324,9 @@ def open_run(cfg: PipelineConfig, workdir: str | None = None, round_ctx=None) ->
     run.store.delete_human_labels_from(FILE)
     run.store.add_human_labels(inputs.human_labels)
     run.store.add_feedback(inputs.feedback)
+    from rlaif.viewer.journal import replay
+
+    replay(layout, run.store)  # verdicts a viewer kept while the store was busy and ended before saving
     return run
 
 

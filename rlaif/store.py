@@ -91,6 +91,20 @@ def _gap_record(r: tuple, **extra) -> dict[str, Any]:
     return dict(zip(PAIR_COLS, r), **extra) | {"details": {"gap": r[7]}}
 
 
+class _Connection(sqlite3.Connection):
+    """A connection whose ``with`` block commits only when no ``Store.journaled`` transaction (store_labels.py)
+    encloses it
+    (that one then commits, or rolls back, the whole)."""
+
+    nested = 0
+
+    def __enter__(self):
+        return self if self.nested else super().__enter__()
+
+    def __exit__(self, *exc):
+        return False if self.nested else super().__exit__(*exc)
+
+
 def _typed(rows: Iterable[tuple]) -> Iterator[tuple]:
     """AI pair rows with their details as ``PairDetails`` (the judge stage passes them so; a dict is read)."""
     for *head, d in rows:
@@ -161,15 +175,15 @@ class Store(QueueQueries, LabelQueries):
 
     def _connect(self, readonly: bool) -> sqlite3.Connection:
         if not readonly:
-            return sql_functions(sqlite3.connect(self.path, timeout=self.busy_timeout))
+            return sql_functions(sqlite3.connect(self.path, timeout=self.busy_timeout, factory=_Connection))
         try:  # query_only: this connection refuses every write (a WAL store still needs its -shm file)
-            db = sqlite3.connect(self.path, timeout=self.busy_timeout)
+            db = sqlite3.connect(self.path, timeout=self.busy_timeout, factory=_Connection)
             db.execute("PRAGMA query_only=ON")
             db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
             return sql_functions(db)
         except sqlite3.OperationalError:  # a read-only folder: read the file as it is on disk
             return sql_functions(sqlite3.connect(f"{self.path.resolve().as_uri()}?immutable=1", uri=True,
-                                                 timeout=self.busy_timeout))
+                                                 timeout=self.busy_timeout, factory=_Connection))
 
     def _upgrade_v2(self) -> None:
         """Add the v3 columns to a v2 store and fill them, in one transaction (a kill leaves v2)."""

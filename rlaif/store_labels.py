@@ -1,8 +1,10 @@
 """The ``Store`` methods of the human labels and the human feedback (``self.db`` is the store's connection):
-the only SQL on those two tables. One row per (pair_key, source) and per (feedback_key, source)."""
+the only SQL on those two tables. One row per (pair_key, source) and per (feedback_key, source). Also the
+transaction a viewer's journaled write goes in with its journal mark (rlaif/viewer/journal.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -11,6 +13,7 @@ from pathlib import Path
 from rlaif.errors import RlaifError
 from rlaif.records import Feedback, HumanLabel
 
+_JOURNAL_MARK = "viewer_journal:"  # meta key + a viewer journal's name -> the last of its entries stored
 IN_CHUNK = 500  # ids bound in one ``IN (...)``: under SQLite's limit on bound parameters
 
 
@@ -233,3 +236,32 @@ class LabelQueries:
         return sum(self.db.execute(f"SELECT COUNT(*) FROM human_feedback WHERE source=? AND feedback_key IN "
                                    f"({','.join('?' * len(chunk))})", (source, *chunk)).fetchone()[0]
                    for chunk in (keys[i:i + IN_CHUNK] for i in range(0, len(keys), IN_CHUNK)))
+
+    # ---------------------------------------------------------- viewer journals (rlaif/viewer/journal.py)
+    @contextlib.contextmanager
+    def journaled(self, journal: str, seq: int) -> Iterator[None]:
+        """One write transaction holding what the block writes and the mark that entry ``seq`` of the viewer
+        journal ``journal`` is stored: a kill after it leaves both, before it neither, so a replay writes each
+        entry once. Busy: raises as any write does, before the block runs."""
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.nested += 1
+        try:
+            yield
+            self.db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                            (_JOURNAL_MARK + journal, str(seq)))
+        except BaseException:
+            self.db.nested -= 1
+            self.db.rollback()
+            raise
+        self.db.nested -= 1
+        self.db.commit()
+
+    def journal_stored(self, journal: str) -> int:
+        """The last entry of the viewer journal ``journal`` that is stored (0: none)."""
+        r = self.db.execute("SELECT value FROM meta WHERE key=?", (_JOURNAL_MARK + journal,)).fetchone()
+        return int(r[0]) if r else 0
+
+    def forget_journal(self, journal: str) -> None:
+        """The journal ``journal`` is gone: its mark goes too."""
+        with self.db:
+            self.db.execute("DELETE FROM meta WHERE key=?", (_JOURNAL_MARK + journal,))

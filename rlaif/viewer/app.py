@@ -211,8 +211,7 @@ class ViewerApp(KeepsWrites, App[None]):
         if c is None:
             return
         note = self.drafts.take(c.key)
-        self.write(lambda: V.record_verdict(self.store, c, verdict, self.annotator, note),
-                   lambda entry: self._wrote(entry, [c]), c.key)
+        self.write(V.verdict_write(c, verdict, self.annotator, note), lambda entry: self._wrote(entry, [c]), c.key)
         if self.cursor < len(self.queue) - 1:
             self.cursor += 1
         else:
@@ -239,7 +238,7 @@ class ViewerApp(KeepsWrites, App[None]):
         self.action_move(1)
 
     def action_undo(self) -> None:
-        key = self.undo_newest(self.drafts.undo_stack, self._undo_last, self._undone)
+        key = self.undo_newest(self.drafts.undo_stack, V.undo_write, self._undone)
         if key is None:
             return
         hit = [c for c in self.queue.loaded() if c.key == key]
@@ -248,13 +247,9 @@ class ViewerApp(KeepsWrites, App[None]):
             self.cursor = pos
         self._show()
 
-    def _undo_last(self) -> V.UndoEntry | None:
-        return self.drafts.undo_with(lambda entry: V.undo(self.store, entry))
-
-    def _undone(self, entry: V.UndoEntry | None) -> None:
-        if entry is not None:
-            self._wrote(entry, [c for c in self.queue.loaded() if c.key == entry.key], undone=True)
-            self.notify(f"undid {entry.what.replace('_', ' ')}", timeout=2)
+    def _undone(self, entry: V.UndoEntry) -> None:
+        self._wrote(entry, [c for c in self.queue.loaded() if c.key == entry.key], undone=True)
+        self.notify(f"undid {entry.what.replace('_', ' ')}", timeout=2)
 
     def action_reload(self) -> None:
         """Re-read the human labels (another reviewer or an import may have added some)."""
@@ -294,8 +289,7 @@ class ViewerApp(KeepsWrites, App[None]):
             self.filters.search = text or None
             self._rebuild(keep)
         elif mode == "note" and (c := self.current) is not None:
-            self.write(lambda: V.set_note(self.store, c, self.annotator, text or None),
-                       lambda entry: self._noted(c, text, entry), c.key)
+            self.write(V.note_write(c, self.annotator, text), lambda entry: self._noted(c, text, entry), c.key)
             self._show()
 
     def _noted(self, c: Comparison, text: str, entry: V.UndoEntry | None) -> None:

@@ -102,9 +102,13 @@ def cmd_view(args) -> int:
     import sys
 
     from rlaif.errors import RlaifError
-    from rlaif.viewer.queue import annotator_name
+    from rlaif.layout import RunLayout
+    from rlaif.viewer.journal import replay
+    from rlaif.viewer.queue import annotator_name, open_run_store
 
     annotator = annotator_name(args.annotator)  # a bad --annotator is an error before anything opens
+    with open_run_store(args.run_dir) as s:  # first what an earlier session kept and could not store
+        replayed = replay(RunLayout.of_store(s.path), s)
     store, jh, filters, queue = open_queue(args)
     try:
         if not queue:
@@ -116,9 +120,16 @@ def cmd_view(args) -> int:
             from rlaif.viewer.rating import Responses, iter_responses
 
             # every response of the queue, in its order, read as far as the rater goes
-            RateApp(store, Responses(iter_responses(queue)), annotator).run()
-            return 0
-        viewer_app(args, store, jh, filters, queue).run()
+            app = RateApp(store, Responses(iter_responses(queue)), annotator)
+        else:
+            app = viewer_app(args, store, jh, filters, queue)
+        if replayed:
+            app.notice = (f"saved {replayed} write(s) an earlier viewer session kept while the store was busy "
+                          "(it ended before it could save them)")
+        try:
+            app.run()
+        finally:
+            app.writes.close()  # a journal with writes still kept stays for the next opening
     finally:
         store.close()
     return 0

@@ -8,7 +8,6 @@ once and can be undone; undo walks back this session's writes, newest first.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Generic, TypeVar
 
 E = TypeVar("E")  # an undo entry (verdicts.UndoEntry, rating.RateUndo)
@@ -48,15 +47,3 @@ class Drafts(Generic[E]):
 
     def undo(self) -> E | None:
         return self.undo_stack.pop() if self.undo_stack else None
-
-    def undo_with(self, apply: Callable[[E], object]) -> E | None:
-        """Undo the newest write with ``apply`` (the store undo of its screen); a write that fails (e.g. the
-        store is busy) stays on the stack, still to undo."""
-        entry = self.undo()
-        if entry is not None:
-            try:
-                apply(entry)
-            except BaseException:
-                self.wrote(entry)
-                raise
-        return entry

@@ -117,7 +117,7 @@ class RateApp(KeepsWrites, App[None]):
         if r is None:
             return
         comment = self.drafts.take(r.key)
-        self.write(lambda: R.record(self.store, r, verdict, self.annotator, comment), self.drafts.wrote, r.key)
+        self.write(R.feedback_write(r, verdict, self.annotator, comment), self.drafts.wrote, r.key)
         if self.responses.has(self.cursor + 1):
             self.cursor += 1
         else:
@@ -132,7 +132,7 @@ class RateApp(KeepsWrites, App[None]):
         self._show()
 
     def action_undo(self) -> None:
-        key = self.undo_newest(self.drafts.undo_stack, self._undo_last, self._undone)
+        key = self.undo_newest(self.drafts.undo_stack, R.undo_write, self._undone)
         if key is None:
             return
         at = self.responses.index(key)
@@ -140,12 +140,8 @@ class RateApp(KeepsWrites, App[None]):
             self.cursor = at
         self._show()
 
-    def _undo_last(self) -> R.RateUndo | None:
-        return self.drafts.undo_with(lambda entry: R.undo(self.store, entry))
-
-    def _undone(self, entry: R.RateUndo | None) -> None:
-        if entry is not None:
-            self.notify(f"undid {entry.what}", timeout=2)
+    def _undone(self, entry: R.RateUndo) -> None:
+        self.notify(f"undid {entry.what}", timeout=2)
 
     def action_scroll_detail(self, direction: int) -> None:
         if not self.asking:
@@ -175,8 +171,7 @@ class RateApp(KeepsWrites, App[None]):
         r = self.current
         if r is None:
             return
-        self.write(lambda: R.set_comment(self.store, r, self.annotator, text or None),
-                   lambda entry: self._commented(r, text, entry), r.key)
+        self.write(R.comment_write(r, self.annotator, text), lambda entry: self._commented(r, text, entry), r.key)
         self._show()
 
     def _commented(self, r: R.Response, text: str, entry: R.RateUndo | None) -> None:

@@ -11,11 +11,12 @@ wrote or puts back the row it replaced.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rlaif.errors import RlaifError
 from rlaif.records import Feedback, feedback_key
 from rlaif.store import Store
+from rlaif.viewer.journal import Write
 from rlaif.viewer.queue import Comparison
 from rlaif.vocab import RATING, THUMBS, viewer_source
 
@@ -104,31 +105,45 @@ def verdict_feedback(r: Response, verdict: str, annotator: str, comment: str | N
     raise RlaifError(f"unknown rating {verdict!r}; up, down or 1..{RATING_SCALE}")
 
 
-def record(store: Store, r: Response, verdict: str, annotator: str, comment: str | None = None) -> RateUndo:
-    """Store the verdict now; without a comment, the comment given earlier on this response stays."""
-    source = viewer_source(annotator)
-    prev = store.feedback_from(r.key, source)
-    if comment is None and prev is not None:
-        comment = prev.comment
-    store.add_feedback([verdict_feedback(r, verdict, annotator, comment)])
-    return RateUndo(r.key, source, prev, verdict if not verdict.isdigit() else f"rating {verdict}")
+# The writes of the rating screen, as data (rlaif/viewer/journal.py), as in rlaif/viewer/verdicts.py.
+def feedback_write(r: Response, verdict: str, annotator: str, comment: str | None = None) -> Write:
+    """Store the verdict; without a comment, the comment given earlier on this response stays (``put_feedback``)."""
+    return Write("feedback", {"feedback": verdict_feedback(r, verdict, annotator, comment),
+                              "keep_comment": comment is None,
+                              "what": verdict if not verdict.isdigit() else f"rating {verdict}"})
 
 
-def set_comment(store: Store, r: Response, annotator: str, comment: str | None) -> RateUndo | None:
-    """Change the comment of this annotator's verdict on ``r``; None when there is no verdict yet."""
-    source = viewer_source(annotator)
-    prev = store.feedback_from(r.key, source)
+def put_feedback(store: Store, feedback: Feedback, keep_comment: bool, what: str) -> RateUndo:
+    prev = store.feedback_from(feedback.key, feedback.source)
+    if keep_comment and prev is not None:
+        feedback = replace(feedback, comment=prev.comment)
+    store.add_feedback([feedback])
+    return RateUndo(feedback.key, feedback.source, prev, what)
+
+
+def comment_write(r: Response, annotator: str, comment: str | None) -> Write:
+    """Change the comment of this annotator's verdict on ``r`` (``put_comment``: None when there is none yet)."""
+    return Write("comment", {"key": r.key, "source": viewer_source(annotator), "comment": comment or None})
+
+
+def put_comment(store: Store, key: str, source: str, comment: str | None) -> RateUndo | None:
+    prev = store.feedback_from(key, source)
     if prev is None:
         return None
-    store.set_feedback_comment(r.key, source, comment or None)
-    return RateUndo(r.key, source, prev, "comment")
+    store.set_feedback_comment(key, source, comment)
+    return RateUndo(key, source, prev, "comment")
 
 
-def undo(store: Store, entry: RateUndo) -> None:
-    if entry.previous is None:
-        store.delete_feedback(entry.key, entry.source)
+def undo_write(entry: RateUndo) -> Write:
+    """Delete what ``entry`` wrote, or put back the row it replaced (``undo_feedback``)."""
+    return Write("undo-feedback", {"key": entry.key, "source": entry.source, "previous": entry.previous})
+
+
+def undo_feedback(store: Store, key: str, source: str, previous: Feedback | None) -> None:
+    if previous is None:
+        store.delete_feedback(key, source)
     else:
-        store.add_feedback([entry.previous])
+        store.add_feedback([previous])
 
 
 def describe(f: Feedback | None) -> str:

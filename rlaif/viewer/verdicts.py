@@ -17,11 +17,12 @@ Verdict -> stored label (side A is the AI's chosen text; label words in rlaif.vo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rlaif.errors import RlaifError
 from rlaif.records import HumanLabel
 from rlaif.store import Store
+from rlaif.viewer.journal import Write
 from rlaif.viewer.queue import Comparison
 from rlaif.vocab import BOTH_BAD, PREFERENCE, TIE, viewer_source
 
@@ -46,30 +47,52 @@ def label_for(c: Comparison, verdict: str, annotator: str, note: str | None) -> 
     return HumanLabel(c.prompt, a, b, VERDICT_LABELS[verdict], viewer_source(annotator), annotator, note)
 
 
+# The writes of the pairwise screen, as data (rlaif/viewer/journal.py: a kept one is journaled, and a
+# replay after a kill runs it again): ``*_write`` makes one, the function it names runs it.
+def verdict_write(c: Comparison, verdict: str, annotator: str, note: str | None = None) -> Write:
+    """Store the verdict; a verdict without a note keeps the note given earlier (``put_label``)."""
+    return Write("label", {"label": label_for(c, verdict, annotator, note), "keep_note": note is None,
+                           "what": verdict})
+
+
+def put_label(store: Store, label: HumanLabel, keep_note: bool, what: str) -> UndoEntry:
+    prev = store.human_label(label.key, label.source)
+    if keep_note and prev is not None:
+        label = replace(label, note=prev.note)
+    store.add_human_labels([label])
+    return UndoEntry(label.key, label.source, prev, what)
+
+
 def record_verdict(store: Store, c: Comparison, verdict: str, annotator: str,
                    note: str | None = None) -> UndoEntry:
-    """Store the verdict now; a verdict without a note keeps the note given earlier."""
-    source = viewer_source(annotator)
-    prev = store.human_label(c.key, source)
-    if note is None and prev is not None:
-        note = prev.note
-    store.add_human_labels([label_for(c, verdict, annotator, note)])
-    return UndoEntry(c.key, source, prev, verdict)
+    """Store the verdict now (what a verdict the store takes at once does)."""
+    return verdict_write(c, verdict, annotator, note)(store)
 
 
-def set_note(store: Store, c: Comparison, annotator: str, note: str | None) -> UndoEntry | None:
-    """Change the note of this annotator's label on ``c``; None when there is no label yet."""
-    source = viewer_source(annotator)
-    prev = store.human_label(c.key, source)
+def note_write(c: Comparison, annotator: str, note: str | None) -> Write:
+    """Change the note of this annotator's label on ``c`` (``put_note``: None when there is no label yet)."""
+    return Write("note", {"key": c.key, "source": viewer_source(annotator), "note": note or None})
+
+
+def put_note(store: Store, key: str, source: str, note: str | None) -> UndoEntry | None:
+    prev = store.human_label(key, source)
     if prev is None:
         return None
-    store.set_human_label_note(c.key, source, note or None)
-    return UndoEntry(c.key, source, prev, "note")
+    store.set_human_label_note(key, source, note)
+    return UndoEntry(key, source, prev, "note")
+
+
+def undo_write(entry: UndoEntry) -> Write:
+    """Delete what ``entry`` wrote, or restore the row it replaced (``undo_label``)."""
+    return Write("undo-label", {"key": entry.key, "source": entry.source, "previous": entry.previous})
+
+
+def undo_label(store: Store, key: str, source: str, previous: HumanLabel | None) -> None:
+    if previous is None:
+        store.delete_human_label(key, source)
+    else:
+        store.restore_human_label(key, previous)
 
 
 def undo(store: Store, entry: UndoEntry) -> None:
-    """Delete what ``entry`` wrote, or restore the row it replaced."""
-    if entry.previous is None:
-        store.delete_human_label(entry.key, entry.source)
-    else:
-        store.restore_human_label(entry.key, entry.previous)
+    undo_write(entry)(store)

@@ -11,7 +11,10 @@ applies to what was written before it, as it would have. Undo takes back the new
 kept is dropped unwritten, else the newest stored one is undone (kept too, if the store is busy).
 Quitting waits until every kept write is stored.
 
-A write is a function that reads what it needs and then writes in one transaction, so a busy store
+A kept write is also journaled, fsync'd, before the key returns (rlaif/viewer/journal.py): a viewer killed
+before the retry went in loses nothing, the next `rlaif view` (or `rlaif run`) writes it.
+
+A write (``journal.Write``) reads what it needs and then writes in one transaction, so a busy store
 leaves nothing half done and the retry starts it again.
 """
 
@@ -22,7 +25,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from rlaif.layout import RunLayout
 from rlaif.store import Store, is_busy
+from rlaif.viewer.journal import Journal, Write
 
 BUSY_S = 0.5  # how long a write waits for another process's write transaction before it is kept
 RETRY_S = 1.0  # how often kept writes are tried again
@@ -30,32 +35,48 @@ RETRY_WAIT_S = 0.05  # how long such a try waits
 
 
 class Kept(NamedTuple):
-    write: Callable[[], Any]
+    write: Write
     then: Callable[[Any], None]  # called with the write's result once it is stored
     key: str | None  # the item it is about; None: an undo (not dropped by a later undo)
+    seq: int | None = None  # its journal entry (None: not journaled, or the journal could not be written)
+    at: int = 0  # the journal's length before its entry
 
 
 class Writes:
-    """Store writes in order; one that finds the store busy waits here with every write after it."""
+    """Store writes in order; one that finds the store busy waits here, journaled, with every write after it."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, journal: Journal | None = None) -> None:
         self.store = store
+        self.journal = journal
+        self.journal_error: OSError | None = None  # the last failure to journal a kept write
         self._queue: deque[Kept] = deque()
 
     def __len__(self) -> int:
         return len(self._queue)
 
-    def submit(self, write: Callable[[], Any], then: Callable[[Any], None], key: str | None) -> bool:
-        """Run ``write()`` and ``then(its result)`` now, unless the store is busy or earlier writes wait.
-        True: written; False: kept, to be written by a later ``flush``."""
+    def submit(self, write: Write, then: Callable[[Any], None], key: str | None) -> bool:
+        """Run ``write(store)`` and ``then(its result)`` now, unless the store is busy or earlier writes wait.
+        True: written; False: kept (and journaled), to be written by a later ``flush``."""
         self._queue.append(Kept(write, then, key))
-        return len(self._queue) == 1 and self.flush(BUSY_S)
+        if len(self._queue) == 1 and self.flush(BUSY_S):
+            return True
+        if self.journal is not None:
+            try:
+                seq, at = self.journal.append(write)
+            except OSError as e:  # kept in memory only, as before the journal (the app says so)
+                self.journal_error = e
+            else:
+                self._queue[-1] = self._queue[-1]._replace(seq=seq, at=at)
+        return False
 
     def drop_newest(self) -> str | None:
-        """Drop the newest kept write, unwritten, and return its item's key (None: no kept write, or the
-        newest is an undo)."""
+        """Drop the newest kept write, unwritten (and its journal entry), and return its item's key (None: no
+        kept write, or the newest is an undo)."""
         if self._queue and self._queue[-1].key is not None:
-            return self._queue.pop().key
+            k = self._queue.pop()
+            if k.seq is not None:
+                self.journal.cut(k.at)
+            return k.key
         return None
 
     def keys(self) -> set[str]:
@@ -66,24 +87,37 @@ class Writes:
         """How many kept writes are undos."""
         return sum(k.key is None for k in self._queue)
 
+    def _apply(self, k: Kept) -> Any:
+        if k.seq is None:
+            return k.write(self.store)
+        with self.store.journaled(self.journal.name, k.seq):  # the write and its entry's mark: one transaction
+            return k.write(self.store)
+
     def flush(self, wait: float = RETRY_WAIT_S) -> bool:
         """Write the kept writes in order, as far as the store lets (the first waits up to ``wait`` seconds
-        for another process's transaction); True when none is left."""
+        for another process's transaction); True when none is left (the journal is then emptied)."""
         self.store.set_busy_timeout(wait)
         try:
             while self._queue:
                 head = self._queue[0]
                 try:
-                    result = head.write()
+                    result = self._apply(head)
                 except sqlite3.OperationalError as e:
                     if not is_busy(e):
                         raise
                     return False
                 self._queue.popleft()
                 head.then(result)
+            if self.journal is not None:
+                self.journal.clear()
             return True
         finally:
             self.store.set_busy_timeout(BUSY_S)
+
+    def close(self) -> None:
+        """The session ends: its journal goes if nothing is kept; else it stays for the next opening to replay."""
+        if self.journal is not None:
+            self.journal.close(self.store, remove=not self._queue)
 
 
 class KeepsWrites:
@@ -95,27 +129,37 @@ class KeepsWrites:
 
     def start_writes(self, store: Store) -> None:
         store.set_busy_timeout(BUSY_S)
-        self.writes = Writes(store)
+        self.writes = Writes(store, Journal(RunLayout.of_store(store.path).viewer_journals))
         self._quit_when_saved = False
+
+    notice: str | None = None  # said once the screen is up (`rlaif view`: writes replayed from a journal)
 
     def retry_every(self) -> None:
         self.set_interval(RETRY_S, self.retry_writes)  # type: ignore[attr-defined]
+        if self.notice:
+            self.notify(self.notice, timeout=6)  # type: ignore[attr-defined]
 
-    def write(self, write: Callable[[], Any], then: Callable[[Any], None], key: str | None) -> bool:
-        """Store ``write()`` now or keep it (``key``: the item it is about; None for an undo)."""
+    def write(self, write: Write, then: Callable[[Any], None], key: str | None) -> bool:
+        """Store ``write`` now or keep it (``key``: the item it is about; None for an undo)."""
         waiting = len(self.writes)
+        failed = self.writes.journal_error
         done = self.writes.submit(write, then, key)
         if not done:
-            if not waiting:
+            if self.writes.journal_error is not failed:
+                self.notify(f"the run store is busy and the journal could not be written "  # type: ignore[attr-defined]
+                            f"({self.writes.journal_error}): kept in memory only; do not close the viewer "
+                            "before it is saved", severity="error", timeout=10)
+            elif not waiting:
                 self.notify("the run store is busy (another process is writing it): kept, and saved as soon "  # type: ignore[attr-defined]
                             "as it is free", timeout=4)
             self.writes_changed()
         return done
 
-    def undo_newest(self, stack: list, undo: Callable[[], Any], then: Callable[[Any], None]) -> str | None:
-        """Take back this session's newest write: a kept one is dropped unwritten; else ``undo()`` undoes the
-        newest entry of the undo ``stack`` still standing (after the undos already kept), now or kept. Returns
-        the key of the item taken back (None: nothing to undo)."""
+    def undo_newest(self, stack: list, undo: Callable[[Any], Write], then: Callable[[Any], None]) -> str | None:
+        """Take back this session's newest write: a kept one is dropped unwritten; else ``undo(entry)`` undoes the
+        newest entry of the undo ``stack`` still standing (after the undos already kept), now or kept; once it is
+        stored the entry leaves the stack and goes to ``then``. Returns the key of the item taken back (None:
+        nothing to undo)."""
         key = self.writes.drop_newest()
         if key is not None:
             self.notify("undid a write that was not saved yet", timeout=2)  # type: ignore[attr-defined]
@@ -125,9 +169,15 @@ class KeepsWrites:
         if standing <= 0:
             self.notify("nothing to undo in this session", timeout=2)  # type: ignore[attr-defined]
             return None
-        key = stack[standing - 1].key
-        self.write(undo, then, None)
-        return key
+        entry = stack[standing - 1]
+
+        def undone(_: Any) -> None:
+            # the newest entry by then: kept writes go in in order, and only stored writes are on the stack
+            del stack[max(i for i, e in enumerate(stack) if e is entry)]
+            then(entry)
+
+        self.write(undo(entry), undone, None)
+        return entry.key
 
     def retry_writes(self) -> None:
         if not self.writes:
@@ -137,6 +187,7 @@ class KeepsWrites:
         if len(self.writes) < before:
             self.writes_changed()
         if done and self._quit_when_saved:
+            self.writes.close()
             self.exit()  # type: ignore[attr-defined]
 
     def writes_changed(self) -> None:
@@ -152,4 +203,5 @@ class KeepsWrites:
             self.notify(f"{len(self.writes)} write(s) not saved yet: the run store is busy (another process is "  # type: ignore[attr-defined]
                         "writing it); quitting as soon as they are saved", timeout=6)
             return
+        self.writes.close()
         self.exit()  # type: ignore[attr-defined]

@@ -1,0 +1,242 @@
+"""The viewer's kept writes on disk: a verdict the store could not take yet survives a kill.
+
+A write the run store refuses while another process holds its lock is kept and retried
+(rlaif/viewer/writes.py). Kept in memory only, a SIGKILL or a power cut before the retry lost it. Now
+each kept write is appended to the session's journal, ``RUN/viewer-journal/<session>.jsonl``
+(``RunLayout.viewer_journals``), and fsync'd before the key returns: one JSON line
+``{"seq": N, "op": ..., "args": {...}}`` per write (``Write``), in the order the keys were pressed.
+
+- When a kept write goes in, the same transaction marks its ``seq`` stored (``Store.journaled``), so
+  a kill between the two never writes it twice. Once no write is kept the file is emptied; a session
+  that ends with nothing kept removes it.
+- Undo of a kept write cuts its line off the journal (it is the newest line).
+- The session holds an exclusive ``flock`` on its journal; the kernel drops it however the session
+  ends. ``replay`` (the next `rlaif view`, `rlaif run`) writes the unstored entries of every journal
+  nobody holds into the store, in order, each once, then removes the file: the verdicts then show
+  as saved. A last line cut short by a kill mid-append is ignored (it never reached the disk whole,
+  so its key never returned); any other bad line is an error naming the file and line.
+
+Plain JSON lines and a lock file rather than a second SQLite database: the point is a write that does
+not need the run store's lock, and an append of one line with fsync is the smallest such write.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import os
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from rlaif import safeio
+from rlaif.errors import RlaifError
+from rlaif.layout import RunLayout
+from rlaif.records import Feedback, HumanLabel
+from rlaif.store import Store, is_busy
+
+SUFFIX = ".jsonl"
+_NEW = ".new"  # a journal being created: locked first, then renamed to its name (a replay never sees it unlocked)
+_NEW_STALE_S = 60  # a .new file this old was left by a kill (its maker locks and renames it within microseconds)
+_RECORDS = {"HumanLabel": HumanLabel, "Feedback": Feedback}
+_RECORD = "$record"  # the key naming a record's type in an encoded argument
+
+
+def _ops() -> dict[str, Any]:
+    """Each write the viewer makes, by name: fn(store, **args) -> what its screen's undo needs."""
+    from rlaif.viewer import rating as R
+    from rlaif.viewer import verdicts as V
+
+    return {"label": V.put_label, "note": V.put_note, "undo-label": V.undo_label,
+            "feedback": R.put_feedback, "comment": R.put_comment, "undo-feedback": R.undo_feedback}
+
+
+def _encode(v: Any) -> Any:
+    if dataclasses.is_dataclass(v) and type(v).__name__ in _RECORDS:
+        return {_RECORD: type(v).__name__, **{f.name: getattr(v, f.name) for f in dataclasses.fields(v)}}
+    return v
+
+
+def _decode(v: Any) -> Any:
+    if isinstance(v, dict) and _RECORD in v:
+        fields = dict(v)
+        return _RECORDS[fields.pop(_RECORD)](**fields)
+    return v
+
+
+@dataclass(frozen=True)
+class Write:
+    """One store write of the viewer, as data: ``write(store)`` makes it; the journal keeps it as JSON."""
+
+    op: str
+    args: dict[str, Any]
+
+    def __call__(self, store: Store) -> Any:
+        return _ops()[self.op](store, **self.args)
+
+    def line(self, seq: int) -> bytes:
+        return (json.dumps({"seq": seq, "op": self.op, "args": {k: _encode(v) for k, v in self.args.items()}},
+                           ensure_ascii=False) + "\n").encode()
+
+    @classmethod
+    def parse(cls, raw: bytes) -> tuple[int, Write]:
+        """(seq, write) of a journal line; ValueError, KeyError or TypeError when it is not one."""
+        obj = json.loads(raw)
+        seq, op, args = obj["seq"], obj["op"], obj["args"]
+        if not isinstance(seq, int) or op not in _ops() or not isinstance(args, dict):
+            raise ValueError("not a journal entry")
+        return seq, cls(op, {k: _decode(v) for k, v in args.items()})
+
+
+def _fsync_dir(d: Path) -> None:
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Journal:
+    """The journal of one viewer session in ``directory``; the file appears with the first kept write."""
+
+    def __init__(self, directory: Path):
+        self.dir = Path(directory)
+        self.name: str | None = None
+        self._f: IO[bytes] | None = None
+        self._seq = 0
+
+    @property
+    def path(self) -> Path | None:
+        return self.dir / (self.name + SUFFIX) if self.name else None
+
+    def _open(self) -> IO[bytes]:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        name = f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}"  # sorts in the order sessions began
+        new = self.dir / (name + _NEW)
+        f = open(new, "xb", buffering=0)
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # a file just made: nobody else holds it
+            os.rename(new, self.dir / (name + SUFFIX))
+            _fsync_dir(self.dir)
+        except BaseException:
+            f.close()
+            new.unlink(missing_ok=True)
+            raise
+        self.name, self._f = name, f
+        return f
+
+    def append(self, write: Write) -> tuple[int, int]:
+        """Add ``write`` and fsync it: (its seq, the journal's length before it, for ``cut``). OSError: the
+        journal is as it was (a partly written line is cut off again)."""
+        f = self._f if self._f is not None else self._open()
+        at = f.seek(0, os.SEEK_END)
+        data = memoryview(write.line(self._seq + 1))
+        try:
+            while data:  # an unbuffered write may take part of it
+                data = data[f.write(data):]
+            os.fsync(f.fileno())
+        except OSError:
+            self.cut(at)
+            raise
+        self._seq += 1
+        return self._seq, at
+
+    def cut(self, at: int) -> None:
+        """Drop the journal's lines from byte ``at`` on (an undone kept write: the newest line)."""
+        if self._f is not None:
+            self._f.truncate(at)
+            os.fsync(self._f.fileno())
+
+    def clear(self) -> None:
+        """Every entry is stored: empty the file (the next entries go on numbering after the last)."""
+        if self._f is not None and self._f.seek(0, os.SEEK_END):
+            self.cut(0)
+
+    def close(self, store: Store, remove: bool) -> None:
+        """End the session: ``remove`` (nothing kept) deletes the file and its mark; else it stays, unlocked, for
+        the next ``replay``."""
+        if self._f is None:
+            return
+        if remove:
+            self.path.unlink(missing_ok=True)
+        self._f.close()
+        self._f = None
+        if remove:
+            _forget(store, self.name)
+
+
+def _forget(store: Store, name: str) -> None:
+    """Delete a removed journal's mark; a busy store keeps it (a stale mark of a name never used again)."""
+    try:
+        store.forget_journal(name)
+    except sqlite3.OperationalError as e:
+        if not is_busy(e):
+            raise
+
+
+def _entries(path: Path, f: IO[bytes]) -> list[tuple[int, Write]]:
+    """The entries of a journal in order; a last line cut short (a kill mid-append) is left out."""
+    safeio.check_regular_file(path, "viewer journal")  # bounded in size like any file read
+    # Each entry is one write of its line and newline: a kill mid-append leaves a last line without its newline
+    # (the key never returned). It is what follows the last newline, left out here.
+    *lines, _torn = f.read().split(b"\n")
+    out = []
+    for n, raw in enumerate(lines, 1):
+        try:
+            out.append(Write.parse(raw))
+        except (ValueError, KeyError, TypeError) as e:
+            raise RlaifError(f"{path}:{n}: not a viewer journal entry ({e}); the file holds verdicts a viewer kept "
+                             "while the store was busy: move it out of the run directory to open the run without "
+                             "them") from None
+    return out
+
+
+def replay(layout: RunLayout, store: Store) -> int:
+    """Write into ``store`` what the journals of ended viewer sessions hold and it does not, in the order the
+    sessions began and their keys were pressed, each entry once; remove those journals. A journal a running
+    viewer holds is left to it. Returns how many writes went in. RlaifError (exit 1) when the store stays busy
+    past its busy timeout: nothing is lost, the next opening replays."""
+    d = layout.viewer_journals
+    if not d.is_dir():
+        return 0
+    n = 0
+    for path in sorted(d.iterdir()):
+        if path.suffix not in (SUFFIX, _NEW):
+            continue
+        try:
+            f = open(path, "rb")
+        except FileNotFoundError:  # replayed by another process meanwhile
+            continue
+        with f:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a running viewer's: it stores its own
+            if os.fstat(f.fileno()).st_nlink == 0:
+                continue  # replayed and removed by another process meanwhile
+            if path.suffix == _NEW:  # a session killed while making its journal (renamed at once): nothing in it
+                if time.time() - os.fstat(f.fileno()).st_mtime > _NEW_STALE_S:
+                    path.unlink()
+                continue
+            name = path.stem
+            try:
+                stored = store.journal_stored(name)
+                for seq, write in _entries(path, f):
+                    if seq > stored:
+                        with store.journaled(name, seq):
+                            write(store)
+                        n += 1
+            except sqlite3.OperationalError as e:
+                if not is_busy(e):
+                    raise
+                raise RlaifError(f"{store.path}: another process kept the run store busy for {store.busy_timeout:g} s; "
+                                 f"the writes a viewer kept in {path} are not all stored yet (nothing is lost): "
+                                 "try again", exit_code=1) from None
+            path.unlink()
+            _fsync_dir(d)
+        _forget(store, name)
+    return n
