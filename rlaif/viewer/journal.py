@@ -28,7 +28,9 @@ import json
 import os
 import secrets
 import sqlite3
+import stat
 import time
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -38,6 +40,7 @@ from rlaif.errors import RlaifError
 from rlaif.layout import RunLayout
 from rlaif.records import Feedback, HumanLabel
 from rlaif.store import Store, is_busy
+from rlaif.vocab import FEEDBACK_KINDS, LABELS, VIEWER
 
 SUFFIX = ".jsonl"
 _NEW = ".new"  # a journal being created: locked first, then renamed to its name (a replay never sees it unlocked)
@@ -68,6 +71,38 @@ def _decode(v: Any) -> Any:
     return v
 
 
+def _conforms(v: Any, hint: Any) -> bool:
+    """Whether the decoded value ``v`` is of the annotated type ``hint`` (the few kinds an op's arguments have)."""
+    if typing.get_args(hint):  # X | None
+        return any(_conforms(v, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return v is None
+    if hint in (int, float):  # JSON's numbers; a bool is not one
+        return isinstance(v, (int, float) if hint is float else int) and not isinstance(v, bool)
+    if dataclasses.is_dataclass(hint):
+        return isinstance(v, hint) and all(_conforms(getattr(v, n), h) for n, h in typing.get_type_hints(hint).items())
+    return isinstance(v, hint)
+
+
+def _check(op: str, args: dict[str, Any]) -> None:
+    """ValueError unless ``args`` are the arguments ``op`` takes, each of its type, and the write is one a viewer
+    makes: its rows' sources are viewer sources, its label words and feedback kinds known ones. A journal is a
+    file in the run directory: what it holds is checked before any of it goes into the store."""
+    hints = typing.get_type_hints(_ops()[op])
+    want = {k: h for k, h in hints.items() if k not in ("store", "return")}
+    if set(args) != set(want):
+        raise ValueError(f"{op!r} takes {', '.join(sorted(want))}")
+    for k, v in args.items():
+        if not _conforms(v, want[k]):
+            raise ValueError(f"{op!r}: {k} is not {getattr(want[k], '__name__', want[k])}")
+        rows = [v] if isinstance(v, (HumanLabel, Feedback)) else []
+        if k == "source" and not v.startswith(VIEWER) or any(not r.source.startswith(VIEWER) for r in rows):
+            raise ValueError(f"{op!r}: a source that is not {VIEWER}ANNOTATOR")
+        if any(isinstance(r, HumanLabel) and r.label not in LABELS or isinstance(r, Feedback)
+               and r.kind not in FEEDBACK_KINDS for r in rows):
+            raise ValueError(f"{op!r}: an unknown label word or feedback kind")
+
+
 @dataclass(frozen=True)
 class Write:
     """One store write of the viewer, as data: ``write(store)`` makes it; the journal keeps it as JSON."""
@@ -83,13 +118,16 @@ class Write:
                            ensure_ascii=False) + "\n").encode()
 
     @classmethod
-    def parse(cls, raw: bytes) -> tuple[int, Write]:
-        """(seq, write) of a journal line; ValueError, KeyError or TypeError when it is not one."""
-        obj = json.loads(raw)
+    def parse(cls, raw: bytes, where: str) -> tuple[int, Write]:
+        """(seq, write) of a journal line (``where``: its file:line); ValueError, KeyError or TypeError when it is
+        not one, RlaifError when it is hostile JSON (nested too deep, a lone surrogate)."""
+        obj = safeio.loads_bounded(raw.decode("utf-8"), where)
         seq, op, args = obj["seq"], obj["op"], obj["args"]
-        if not isinstance(seq, int) or op not in _ops() or not isinstance(args, dict):
+        if type(seq) is not int or seq < 1 or op not in _ops() or not isinstance(args, dict):
             raise ValueError("not a journal entry")
-        return seq, cls(op, {k: _decode(v) for k, v in args.items()})
+        args = {k: _decode(v) for k, v in args.items()}
+        _check(op, args)
+        return seq, cls(op, args)
 
 
 def _fsync_dir(d: Path) -> None:
@@ -178,21 +216,53 @@ def _forget(store: Store, name: str) -> None:
             raise
 
 
+_MOVE_IT = ("the file holds verdicts a viewer kept while the store was busy: move it out of the run directory to "
+            "open the run without them")
+
+
 def _entries(path: Path, f: IO[bytes]) -> list[tuple[int, Write]]:
-    """The entries of a journal in order; a last line cut short (a kill mid-append) is left out."""
-    safeio.check_regular_file(path, "viewer journal")  # bounded in size like any file read
+    """The entries of a journal in order, each checked (``Write.parse``), their seqs increasing; a last line cut
+    short (a kill mid-append) is left out. Bounded like any file read (rlaif/safeio.py): the file's size, each
+    line's."""
+    limit, line_limit = safeio.max_file_bytes(), safeio.max_line_bytes()
+    data = f.read(limit + 1)
+    if len(data) > limit:
+        raise RlaifError(f"{path}: viewer journal is over the limit of {limit:,} bytes (raise RLAIF_MAX_FILE_BYTES); "
+                         + _MOVE_IT)
     # Each entry is one write of its line and newline: a kill mid-append leaves a last line without its newline
     # (the key never returned). It is what follows the last newline, left out here.
-    *lines, _torn = f.read().split(b"\n")
-    out = []
+    *lines, _torn = data.split(b"\n")
+    out: list[tuple[int, Write]] = []
     for n, raw in enumerate(lines, 1):
+        where = f"{path}:{n}"
+        if len(raw) > line_limit:
+            raise RlaifError(f"{where}: viewer journal entry is over the limit of {line_limit:,} bytes (raise "
+                             "RLAIF_MAX_LINE_BYTES); " + _MOVE_IT)
         try:
-            out.append(Write.parse(raw))
-        except (ValueError, KeyError, TypeError) as e:
-            raise RlaifError(f"{path}:{n}: not a viewer journal entry ({e}); the file holds verdicts a viewer kept "
-                             "while the store was busy: move it out of the run directory to open the run without "
-                             "them") from None
+            seq, write = Write.parse(raw, where)
+            if out and seq <= out[-1][0]:
+                raise ValueError(f"seq {seq} after {out[-1][0]}")
+        except (ValueError, KeyError, TypeError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            raise RlaifError(f"{where}: not a viewer journal entry ({str(e)[:120]}); " + _MOVE_IT) from None
+        except RlaifError as e:
+            raise RlaifError(f"{e}; " + _MOVE_IT) from None
+        out.append((seq, write))
     return out
+
+
+def _open_journal(path: Path) -> IO[bytes] | None:
+    """``path`` opened for reading, never blocking (a FIFO put in its place); None when it is gone (replayed by
+    another process meanwhile). RlaifError when it is not a regular file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    except OSError as e:  # a symbolic link (ELOOP), no permission
+        raise RlaifError(f"{path}: cannot read the viewer journal ({e.strerror}); " + _MOVE_IT) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO, a directory, a device
+        os.close(fd)
+        raise RlaifError(f"{path}: not a regular file, so not a viewer journal; " + _MOVE_IT)
+    return os.fdopen(fd, "rb")
 
 
 def replay(layout: RunLayout, store: Store) -> int:
@@ -207,9 +277,8 @@ def replay(layout: RunLayout, store: Store) -> int:
     for path in sorted(d.iterdir()):
         if path.suffix not in (SUFFIX, _NEW):
             continue
-        try:
-            f = open(path, "rb")
-        except FileNotFoundError:  # replayed by another process meanwhile
+        f = _open_journal(path)
+        if f is None:  # replayed by another process meanwhile
             continue
         with f:
             try:
