@@ -17,12 +17,17 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from rlaif.constitution import Constitution
 from rlaif.constitution_diff import ConstitutionDiff
 from rlaif.errors import RlaifError
+
+# The sections of a run's recorded config the plan reads (the judge section; Run.human_split: seed, mix, the
+# policy-eval prompts of eval and data.system_prompt); name and data are required. Only these are validated: a
+# manifest written by an older rlaif whose other sections hold a key this one no longer takes (or lack one it
+# added) plans as before, while a change in what the plan reads is still an error naming the field.
+_PLAN_READS = ("name", "seed", "data", "judge", "mix", "eval")
 
 
 def _recorded_run(run_dir: Path, store, constitution_path: str):
@@ -43,12 +48,15 @@ def _recorded_run(run_dir: Path, store, constitution_path: str):
     if not path.is_file():
         raise RlaifError(f"{run_dir}: no manifest.json (run `rlaif run CONFIG` or a stage first)")
     try:
-        m = json.loads(safeio.read_text(path, "manifest", safeio.max_yaml_bytes()))
-        cfg = PipelineConfig.model_validate(m["config"])
+        m = safeio.loads_bounded(safeio.read_text(path, "manifest", safeio.max_yaml_bytes()), str(path))
+        recorded = m["config"]
+        cfg = PipelineConfig.model_validate({k: recorded[k] for k in _PLAN_READS if k in recorded})
     except ValidationError as e:
         err = e.errors()[0]
         where = ".".join(str(x) for x in err["loc"])
         raise RlaifError(f"{path}: config.{where}: {err['msg']}; re-run a stage to rewrite it") from None
+    except RlaifError as e:  # too large, not UTF-8, nested too deep
+        raise RlaifError(f"{e}; re-run a stage to rewrite it") from None
     except (ValueError, KeyError, TypeError) as e:
         raise RlaifError(f"{path}: unreadable run manifest ({type(e).__name__}: {str(e)[:80]}); re-run a stage to "
                          "rewrite it") from None

@@ -313,6 +313,9 @@ BAD_MANIFEST = {
     "not-json": (lambda cfg: "{", "unreadable run manifest"),
     "no-config": (lambda cfg: {}, "unreadable run manifest"),
     "bad-config": (lambda cfg: {"config": cfg | {"judge": cfg["judge"] | {"batch_size": -1}}}, "config.judge.batch_size"),
+    "unknown-key-in-a-section-the-plan-reads": (lambda cfg: {"config": cfg | {"mix": cfg["mix"] | {"gone": 1}}},
+                                                "config.mix.gone"),
+    "deep-json": (lambda cfg: '{"config": ' + "[" * 5000 + "]" * 5000 + "}", "nested deeper"),
     "round-2-without-round-1": (lambda cfg: {"config": cfg, "round": 2}, "unreadable round"),
     "bad-iteration": (lambda cfg: {"config": cfg, "round": 2, "round_1_dir": "/x", "iteration": {"bogus": 1}},
                       "unreadable round"),
@@ -334,6 +337,33 @@ def test_bad_run_manifest_is_one_line_exit_2(case, tiny_project, tmp_path, capsy
     assert main(["constitution", "diff", str(old), str(old), "--run", str(run)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "manifest.json" in err and msg in err and "re-run a stage" in err, err
+
+
+OLDER_MANIFEST = {  # what an older (or other) rlaif recorded in sections the plan does not read
+    "removed-key-in-policy-training": lambda cfg: cfg | {"policy_training": cfg["policy_training"] | {"gone": 1}},
+    "removed-key-in-policy": lambda cfg: cfg | {"policy": cfg["policy"] | {"old_knob": "x"}},
+    "removed-section": lambda cfg: cfg | {"distill": {"enabled": False}},
+    "section-before-it-existed": lambda cfg: {k: v for k, v in cfg.items() if k not in ("critique", "iteration")},
+}
+
+
+@pytest.mark.parametrize("case", sorted(OLDER_MANIFEST), ids=str)
+def test_a_manifest_with_keys_the_plan_does_not_read_still_plans(case, tiny_project, tmp_path):
+    """`constitution diff --run` validated only the judge and mix sections of the recorded config; since it reads
+    the run through Run it validated the whole config, so a run recorded by an rlaif whose config had a key this
+    one no longer takes (in policy, policy_training...) was refused (exit 2) though the plan never reads it."""
+    from rlaif.config import load_config
+    from rlaif.rejudge import _recorded_run
+    from rlaif.store import Store
+
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = load_config(tiny_project / "pipeline.yaml", []).model_dump(mode="json")
+    (run / "manifest.json").write_text(json.dumps({"config": OLDER_MANIFEST[case](copy.deepcopy(cfg))}))
+    with Store(run / "store.sqlite") as store:
+        got, jcfg = _recorded_run(run, store, "new.yaml")
+    assert got.cfg.model_dump(mode="json")["mix"] == cfg["mix"] and got.cfg.seed == cfg["seed"]
+    assert jcfg.model_dump(mode="json") == cfg["judge"] | {"constitution": "new.yaml"}
 
 
 def test_label_changes_count_pairs_and_principle_verdicts(tmp_path):
