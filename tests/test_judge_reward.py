@@ -151,6 +151,9 @@ BAD_STATE = {
     "float-count": '{"processes": [{"scored_sum": 1.0, "scored_n": 1.5}]}',
     "nan-sum": '{"processes": [{"scored_sum": NaN, "scored_n": 1}]}',
     "not-a-list": '{"processes": {"scored_sum": 1.0, "scored_n": 1}}',
+    "bool-count": '{"processes": [{"scored_sum": 1.0, "scored_n": true}]}',
+    "bool-sum": '{"processes": [{"scored_sum": true, "scored_n": 1}]}',
+    "deep-nesting": '{"processes": ' + "[" * 5000 + "]" * 5000 + "}",
 }
 
 

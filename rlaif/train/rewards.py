@@ -192,12 +192,12 @@ def _read_states(path: Path) -> list[dict]:
     from rlaif import safeio
 
     try:
-        data = json.loads(safeio.read_text(path, "judge reward state", 1 << 20))
+        data = safeio.loads_bounded(safeio.read_text(path, "judge reward state", 1 << 20), str(path))
         states = data["processes"]
-        ok = isinstance(states, list) and states and all(
-            isinstance(st, dict) and isinstance(st.get("scored_n"), int) and st["scored_n"] >= 0
-            and isinstance(st.get("scored_sum"), (int, float)) and math.isfinite(st["scored_sum"]) for st in states)
-    except (ValueError, TypeError, KeyError):
+        ok = isinstance(states, list) and states and all(  # a JSON true is no count or sum
+            isinstance(st, dict) and type(st.get("scored_n")) is int and st["scored_n"] >= 0
+            and type(st.get("scored_sum")) in (int, float) and math.isfinite(st["scored_sum"]) for st in states)
+    except (ValueError, TypeError, KeyError, RlaifError):  # RlaifError: too large, not UTF-8, nested too deep
         ok = False
     if not ok:
         raise RlaifError(f"{path}: not a judge reward state (processes: a list of scored_sum, scored_n); delete "
