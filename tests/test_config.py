@@ -107,7 +107,7 @@ def test_gradient_checkpointing_is_not_in_the_sft_and_reward_model_hashes():
     assert not base.policy.gradient_checkpointing and not base.reward_model.gradient_checkpointing
     assert on.policy.hash_view() == base.policy.hash_view() and "sft_data" not in base.policy.hash_view()
     assert on.reward_model.hash_view() == base.reward_model.hash_view()
-    assert load_config(ROOT / "pipelines" / "quickstart.yaml", ["policy.sft.epochs=5"]).policy.hash_view() != \
+    assert load_config(ROOT / "pipelines" / "quickstart.yaml", ["policy.sft.epochs=2"]).policy.hash_view() != \
         base.policy.hash_view()
 
 
