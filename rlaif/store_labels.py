@@ -74,13 +74,18 @@ class LabelQueries:
 
     def import_human_labels(self, labels: Iterable[HumanLabel],
                             then_feedback: Callable[[], Iterable[Feedback]] | None = None,
-                            supersede: tuple[Iterable[str], str] | None = None) -> int:
+                            supersede: tuple[Iterable[str], str] | None = None,
+                            copies: tuple[Iterable[str], int] = ((), 0)) -> int:
         """Upsert ``labels`` (streamed), then the feedback ``then_feedback()`` gives (known once the
         labels are read), all or nothing: an error from either leaves the store as it was. Returns how
         many labels were read. ``supersede`` (old prefixes, new prefix): then delete every label and feedback
         whose source is ``old + REST`` for one of the old prefixes where the same one (same key) is now stored
         as ``new + REST`` (a file imported again with the other ``--human`` choice, or into a run that stored
-        its records under the bare file name). The run store's write lock is held
+        its records under the bare file name). ``copies`` (starts, hash length): also delete, whole, each group
+        of records (one source) whose source is ``start + HASH:REST`` (HASH that many characters, the source not
+        the new one's) where the new prefix's ``new + REST`` holds the same comparisons or responses (same keys,
+        as many): the same file imported from another path (moved, or through another folder), superseded as
+        its own import at the same path is. The run store's write lock is held
         only for the final copy, not while ``labels`` are read (see above)."""
         now, n = time.time(), 0
 
@@ -109,7 +114,7 @@ class LabelQueries:
                 raise RlaifError(f"no room to stage the labels to import ({e}): SQLite stages them in the temp "
                                  "folder; free space there or point SQLITE_TMPDIR at a folder with room") from None
             try:
-                self._swap_in_staged(supersede)
+                self._swap_in_staged(supersede, copies)
             except sqlite3.OperationalError as e:
                 if not is_busy(e):
                     raise
@@ -120,7 +125,24 @@ class LabelQueries:
             self.db.execute(f"PRAGMA cache_size={int(cache)}")
         return n
 
-    def _swap_in_staged(self, supersede: tuple[Iterable[str], str] | None) -> None:
+    # A group of an earlier import of the file from another path (``import_human_labels``'s ``copies``): ``old``
+    # holds its records with the source the new import gives that line (``twin``); a group goes when every record
+    # of it has its twin and the twin group is no larger. Grouped in one pass (human_feedback has no source
+    # index), twins found through UNIQUE(key, source).
+    _COPIES = """WITH old AS (SELECT source, {key} AS k, :new || substr(source, :after + :hash + 2) AS twin FROM {table}
+                            WHERE source >= :lo AND source < :hi AND substr(source, 1, :after) = :start
+                            AND substr(source, 1, length(:new)) != :new
+                            AND substr(source, :after + :hash + 1, 1) = ':'),
+                    grp AS (SELECT source, twin, COUNT(*) AS c FROM old GROUP BY source),
+                    hit AS (SELECT o.source, COUNT(*) AS c FROM old o JOIN {table} n ON n.{key} = o.k AND n.source = o.twin
+                            GROUP BY o.source),
+                    new AS (SELECT source, COUNT(*) AS c FROM {table} WHERE source >= :new AND source < :new_hi
+                            GROUP BY source)
+                 DELETE FROM {table} WHERE source IN (SELECT g.source FROM grp g JOIN hit h ON h.source = g.source
+                                                      JOIN new n ON n.source = g.twin WHERE h.c = g.c AND n.c = g.c)"""
+
+    def _swap_in_staged(self, supersede: tuple[Iterable[str], str] | None,
+                        copies: tuple[Iterable[str], int] = ((), 0)) -> None:
         with self.db:  # the swap: one short write transaction, no Python per row
             self.db.execute(f"INSERT INTO human_labels(pair_key, {self._LABEL_COLS}) SELECT * FROM "
                             "temp.import_labels WHERE true ORDER BY rowid " + self._ON_LABEL_CONFLICT.format(prompt=""))
@@ -133,6 +155,12 @@ class LabelQueries:
                         f"DELETE FROM {table} AS o WHERE o.source >= ? AND o.source < ? AND substr(o.source, 1, ?) = ? "
                         f"AND EXISTS (SELECT 1 FROM {table} n WHERE n.{key} = o.{key} AND n.source = ? || "
                         "substr(o.source, ?))", (old, old[:-1] + chr(ord(old[-1]) + 1), len(old), old, new, len(old) + 1))
+            starts, hash_chars = copies
+            for start in starts:
+                for table, key in (("human_labels", "pair_key"), ("human_feedback", "feedback_key")):
+                    self.db.execute(self._COPIES.format(table=table, key=key), {
+                        "new": new, "new_hi": new[:-1] + chr(ord(new[-1]) + 1), "start": start, "after": len(start),
+                        "lo": start, "hi": start[:-1] + chr(ord(start[-1]) + 1), "hash": hash_chars})
 
     def human_labels(self) -> list[HumanLabel]:
         """Every human label, oldest first."""

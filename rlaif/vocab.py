@@ -55,7 +55,16 @@ def import_name(path: str | Path) -> str:
     Runs from before this stored the bare name (``import:rank.jsonl:3``); `labels import` supersedes
     those of the file it imports again (rlaif/viewer/commands.py)."""
     p = os.path.abspath(path)  # not resolved: a symlink re-pointed to a new version is the same import
-    return f"{Path(p).name}@{hashlib.sha256(p.encode()).hexdigest()[:8]}"
+    return f"{Path(p).name}@{hashlib.sha256(p.encode()).hexdigest()[:IMPORT_PATH_HASH_CHARS]}"
+
+
+IMPORT_PATH_HASH_CHARS = 8  # hex digits of the path hash in ``import_name``
+
+
+def import_names_start(file_name: str, human: bool = False) -> str:
+    """The start of the sources `labels import` gives the records of every file called ``file_name``, whatever
+    its folder (``import:rank.jsonl@``): then the path hash of ``import_name``, ``:``, the line."""
+    return f"{IMPORT_HUMAN if human else IMPORT}{file_name}@"
 
 
 def import_prefix(name: str, human: bool = False) -> str:

@@ -16,7 +16,7 @@ from rlaif.cli import main
 from rlaif.config import MixConfig
 from rlaif.mixing import mix
 from rlaif.records import HumanLabel
-from rlaif.vocab import import_name
+from rlaif.vocab import import_name, import_prefix
 
 
 def _rows(path: Path) -> list[dict]:
@@ -26,6 +26,11 @@ def _rows(path: Path) -> list[dict]:
 def _write(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+def _write_in(folder: Path, rows: list[dict]) -> Path:
+    folder.mkdir()
+    return _write(folder / "rank.jsonl", rows)
 
 
 def _human_count(run: Path) -> int:
@@ -238,3 +243,50 @@ def test_importing_a_file_again_into_a_run_that_stored_its_bare_name_replaces_th
         feedback = [r[0] for r in db.execute("SELECT source FROM human_feedback")]
     assert labels == [("good", f"import:{import_name(f)}:1"), ("kept", import_source("mine.jsonl", 2, old_human))]
     assert feedback == [f"import:{import_name(f)}:2"]
+
+
+@pytest.mark.parametrize("human", [(False, False), (False, True), (True, False)],
+                         ids=["import-both-times", "then-human", "human-then-plain"])
+def test_a_moved_file_imported_again_replaces_what_it_stored_from_its_old_path(run, tmp_path, human):
+    """Sources name the path (import_name), so a file moved (or given through another folder) and imported again
+    added a second copy of every record: the run's count doubled, the thumbs went into KTO twice and `labels
+    stats` listed the file twice. A group stored from another path of the same file name is now replaced when
+    the new import stores the same comparisons or responses on its line, as an import of the same path is."""
+    import shutil
+    import sqlite3
+
+    rows = [{"prompt": "q", "chosen": "good", "rejected": "bad"},
+            {"prompt": "q", "completion": "good", "label": True},
+            {"prompt": "r", "completions": ["x", "y", "z"], "ranking": [2, 1, 3]}]
+    f = _write_in(tmp_path / "a", rows)
+    assert main(["labels", "import", str(f), str(run)] + ["--human"] * human[0]) == 0
+    moved = tmp_path / "b" / "rank.jsonl"
+    moved.parent.mkdir()
+    shutil.move(f, moved)
+    assert main(["labels", "import", str(moved), str(run)] + ["--human"] * human[1]) == 0
+    prefix = import_prefix(import_name(moved), human[1])
+    with sqlite3.connect(run / "store.sqlite") as db:
+        labels = [r[0] for r in db.execute("SELECT source FROM human_labels")]
+        feedback = sorted(r[0] for r in db.execute("SELECT source FROM human_feedback"))
+    assert labels == [prefix + "1"] and feedback == [prefix + "2"] + [prefix + "3"] * 3
+
+
+def test_a_same_named_file_elsewhere_keeps_its_groups_unless_its_line_holds_the_same_records(run, tmp_path):
+    """Another file of the same name is not a copy: its groups stay, except one whose line holds the same
+    comparison or the same responses as the new file's line (those are replaced, as on a re-import)."""
+    import sqlite3
+
+    a = [{"prompt": "q", "chosen": "good", "rejected": "bad"},  # the same comparison as b's line 1: a copy
+         {"prompt": "r", "completions": ["x", "y"], "ranking": [1, 2]},  # b ranks x against w: its own
+         {"prompt": "s", "completion": "fine", "label": True}]  # b's line 3 is another response
+    b = [a[0], {"prompt": "r", "completions": ["x", "w"], "ranking": [1, 2]},
+         {"prompt": "s", "completion": "other", "label": False}]
+    fa, fb = _write_in(tmp_path / "a", a), _write_in(tmp_path / "b", b)
+    for path in (fa, fb):
+        assert main(["labels", "import", str(path), str(run)]) == 0
+    pa, pb = (import_prefix(import_name(p)) for p in (fa, fb))
+    with sqlite3.connect(run / "store.sqlite") as db:
+        labels = sorted(r[0] for r in db.execute("SELECT source FROM human_labels"))
+        feedback = sorted(r[0] for r in db.execute("SELECT source FROM human_feedback"))
+    assert labels == [pb + "1"]
+    assert feedback == sorted([pa + "2"] * 2 + [pa + "3"] + [pb + "2"] * 2 + [pb + "3"])

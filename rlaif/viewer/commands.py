@@ -199,7 +199,7 @@ def cmd_labels_import(args) -> int:
     from rlaif.labels_reader import read_labels_file
     from rlaif.safeio import check_regular_file
     from rlaif.viewer.queue import open_run_store
-    from rlaif.vocab import import_name, import_prefix
+    from rlaif.vocab import IMPORT_PATH_HASH_CHARS, import_name, import_names_start, import_prefix
 
     check_regular_file(args.file, "labels import file")
     feedback: list = []
@@ -212,13 +212,17 @@ def cmd_labels_import(args) -> int:
             head = []
         # staged while the file is read, then one transaction: a bad record anywhere leaves nothing imported
         # importing the file again with the other --human choice replaces what the earlier import stored, as
-        # it does what a run from before import_name stored under the bare file name (either choice)
+        # it does what a run from before import_name stored under the bare file name (either choice), and the
+        # same records on the same line that an import of a file of this name from another path stored (the file
+        # moved, or was given through another folder: a copy, not a second file's records)
         name, bare = import_name(args.file), Path(args.file).name
         new = import_prefix(name, args.human)
         n = store.import_human_labels(itertools.chain(head, labels),
                                       then_feedback=lambda: with_system_all(feedback, system),
                                       supersede=((import_prefix(name, not args.human), import_prefix(bare, False),
-                                                  import_prefix(bare, True)), new))
+                                                  import_prefix(bare, True)), new),
+                                      copies=((import_names_start(bare, False), import_names_start(bare, True)),
+                                              IMPORT_PATH_HASH_CHARS))
         total = store.human_label_count()
     fb = f" and {len(feedback)} single-response feedback" if feedback else ""
     print(f"imported {n} labels{fb} from {args.file} into {args.run_dir} as {new}LINE ({total} human labels in "
