@@ -23,11 +23,22 @@ from rlaif.constitution import Constitution
 from rlaif.constitution_diff import ConstitutionDiff
 from rlaif.errors import RlaifError
 
-# The sections of a run's recorded config the plan reads (the judge section; Run.human_split: seed, mix, the
-# policy-eval prompts of eval and data.system_prompt); name and data are required. Only these are validated: a
-# manifest written by an older rlaif whose other sections hold a key this one no longer takes (or lack one it
-# added) plans as before, while a change in what the plan reads is still an error naming the field.
-_PLAN_READS = ("name", "seed", "data", "judge", "mix", "eval")
+# What the plan reads of a run's recorded config (the judge section; Run.human_split: seed, mix, the policy-eval
+# prompts of eval and data.system_prompt; name and data.prompts are required): a section whole, or (a tuple) some
+# of its fields. Only these are validated: a manifest written by an older rlaif whose other sections or fields
+# hold a key this one no longer takes (or lack one it added) plans as before, while a change in what the plan
+# reads is still an error naming the field.
+_PLAN_READS = {"name": None, "seed": None, "judge": None, "mix": None, "data": ("prompts", "system_prompt"),
+               "eval": ("prompts", "max_prompts")}
+
+
+def _plan_part(recorded: dict) -> dict:
+    out = {}
+    for k, fields in _PLAN_READS.items():
+        if k in recorded:
+            v = recorded[k]
+            out[k] = {f: v[f] for f in fields if f in v} if fields and isinstance(v, dict) else v
+    return out
 
 
 def _recorded_run(run_dir: Path, store, constitution_path: str):
@@ -49,8 +60,7 @@ def _recorded_run(run_dir: Path, store, constitution_path: str):
         raise RlaifError(f"{run_dir}: no manifest.json (run `rlaif run CONFIG` or a stage first)")
     try:
         m = safeio.loads_bounded(safeio.read_text(path, "manifest", safeio.max_yaml_bytes()), str(path))
-        recorded = m["config"]
-        cfg = PipelineConfig.model_validate({k: recorded[k] for k in _PLAN_READS if k in recorded})
+        cfg = PipelineConfig.model_validate(_plan_part(m["config"]))
     except ValidationError as e:
         err = e.errors()[0]
         where = ".".join(str(x) for x in err["loc"])

@@ -315,6 +315,8 @@ BAD_MANIFEST = {
     "bad-config": (lambda cfg: {"config": cfg | {"judge": cfg["judge"] | {"batch_size": -1}}}, "config.judge.batch_size"),
     "unknown-key-in-a-section-the-plan-reads": (lambda cfg: {"config": cfg | {"mix": cfg["mix"] | {"gone": 1}}},
                                                 "config.mix.gone"),
+    "bad-field-the-plan-reads": (lambda cfg: {"config": cfg | {"eval": cfg["eval"] | {"max_prompts": 0}}},
+                                 "config.eval.max_prompts"),
     "deep-json": (lambda cfg: '{"config": ' + "[" * 5000 + "]" * 5000 + "}", "nested deeper"),
     "round-2-without-round-1": (lambda cfg: {"config": cfg, "round": 2}, "unreadable round"),
     "bad-iteration": (lambda cfg: {"config": cfg, "round": 2, "round_1_dir": "/x", "iteration": {"bogus": 1}},
@@ -343,6 +345,8 @@ OLDER_MANIFEST = {  # what an older (or other) rlaif recorded in sections the pl
     "removed-key-in-policy-training": lambda cfg: cfg | {"policy_training": cfg["policy_training"] | {"gone": 1}},
     "removed-key-in-policy": lambda cfg: cfg | {"policy": cfg["policy"] | {"old_knob": "x"}},
     "removed-section": lambda cfg: cfg | {"distill": {"enabled": False}},
+    "removed-key-in-eval": lambda cfg: cfg | {"eval": cfg["eval"] | {"old_metric": True}},
+    "removed-key-in-data": lambda cfg: cfg | {"data": cfg["data"] | {"shuffle": True}},
     "section-before-it-existed": lambda cfg: {k: v for k, v in cfg.items() if k not in ("critique", "iteration")},
 }
 
@@ -363,6 +367,8 @@ def test_a_manifest_with_keys_the_plan_does_not_read_still_plans(case, tiny_proj
     with Store(run / "store.sqlite") as store:
         got, jcfg = _recorded_run(run, store, "new.yaml")
     assert got.cfg.model_dump(mode="json")["mix"] == cfg["mix"] and got.cfg.seed == cfg["seed"]
+    assert (got.cfg.eval.prompts, got.cfg.eval.max_prompts) == (cfg["eval"]["prompts"], cfg["eval"]["max_prompts"])
+    assert got.cfg.data.system_prompt == cfg["data"]["system_prompt"]
     assert jcfg.model_dump(mode="json") == cfg["judge"] | {"constitution": "new.yaml"}
 
 
