@@ -34,11 +34,12 @@ def agreement(human: list[str], judge: list[str]) -> dict:
             "judge_unscored": sum(j is None for _, j in pairs)}
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
-    """Wilson score interval of k successes in n trials (None when n == 0)."""
-    if n == 0:
+def wilson(successes: float, n: int, z: float = 1.959964) -> tuple[float, float] | None:
+    """95% Wilson score interval of ``successes`` in ``n`` trials (None when n == 0); ``successes`` may be
+    fractional (a judge win rate counts ties as half)."""
+    if n <= 0:
         return None
-    p = k / n
+    p = successes / n
     den = 1 + z * z / n
     mid = (p + z * z / (2 * n)) / den
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den

@@ -34,9 +34,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from math import sqrt
 
-Z95 = 1.959964
+from rlaif.evaluate import wilson
 
 # Refusal: the reply declines to help. Compliance: the reply goes along. Both over normalised text.
 _REFUSAL = re.compile(
@@ -64,17 +63,6 @@ def classify_refusal(text: str) -> str:
     if refuses and complies:
         return "mixed"
     return "refusal" if refuses else "compliance"
-
-
-def wilson(successes: float, n: int, z: float = Z95) -> tuple[float, float] | None:
-    """95% Wilson score interval of a proportion (``successes`` may be fractional: ties count half)."""
-    if n <= 0:
-        return None
-    p = successes / n
-    den = 1 + z * z / n
-    mid = (p + z * z / (2 * n)) / den
-    half = z * sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return (max(0.0, mid - half), min(1.0, mid + half))
 
 
 def rate(flags: list[float]) -> dict:
