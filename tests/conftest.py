@@ -226,3 +226,38 @@ def verdict_during_write(path: Path, write, items, verdict, fail: Exception | No
         given.set()
         t.join(30)
     return errors
+
+
+def view_in_pty(run: Path):
+    """`python -m rlaif view RUN` in an 80x24 pseudo-terminal: (process, master fd, read_until(pred, s), output)."""
+    import fcntl
+    import select
+    import struct
+    import subprocess
+    import sys
+    import termios
+    import time
+
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "TEXTUAL")}
+    env.update(TERM="xterm-256color", PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "rlaif", "view", str(run), "--annotator", "pty"],
+                            stdin=slave, stdout=slave, stderr=slave, env=env, cwd=ROOT, start_new_session=True)
+    os.close(slave)
+    out = bytearray()
+
+    def read_until(pred, timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if pred():
+                return True
+            r, _, _ = select.select([master], [], [], 0.1)
+            if r:
+                try:
+                    out.extend(os.read(master, 65536))
+                except OSError:  # the child closed the terminal (it is exiting)
+                    time.sleep(0.05)
+        return pred()
+
+    return proc, master, read_until, out

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import select
 import sqlite3
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, view_in_pty
 
 from rlaif.cli import main
 from rlaif.errors import RlaifError
@@ -402,32 +401,7 @@ def test_a_viewer_flip_overrides_the_ai_pair_in_the_mix(run_dir):
 @pytest.mark.slow
 def test_view_in_a_real_80x24_terminal(run_dir):
     """`python -m rlaif view` in a pseudo-terminal (Python's pty: no tmux needed): flip one, quit."""
-    import fcntl
-    import struct
-    import termios
-
-    master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "TEXTUAL")}
-    env.update(TERM="xterm-256color", PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "rlaif", "view", str(run_dir), "--annotator", "pty"],
-                            stdin=slave, stdout=slave, stderr=slave, env=env, cwd=ROOT, start_new_session=True)
-    os.close(slave)
-    out = bytearray()
-
-    def read_until(pred, timeout: float) -> bool:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if pred():
-                return True
-            r, _, _ = select.select([master], [], [], 0.1)
-            if r:
-                try:
-                    out.extend(os.read(master, 65536))
-                except OSError:  # the child closed the terminal (it is exiting)
-                    time.sleep(0.05)
-        return pred()
-
+    proc, master, read_until, out = view_in_pty(run_dir)
     try:
         assert read_until(lambda: b"reviewed" in out and b"quit" in out, 30), out[-2000:]
         os.write(master, b"f")

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, view_in_pty
 from test_viewer import JH, by_id, comps_of, make_run, viewer_labels
 
 from rlaif.errors import RlaifError
@@ -230,46 +230,13 @@ def test_rlaif_run_stores_what_an_ended_viewer_journaled_before_it_mixes(tiny_pr
     assert _journal_files(run_dir) == []
 
 
-def _view_in_pty(run: Path):
-    """`python -m rlaif view RUN` in an 80x24 pseudo-terminal: (process, master fd, read_until(pred, s), output)."""
-    import fcntl
-    import select
-    import struct
-    import termios
-    import time
-
-    master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "TEXTUAL")}
-    env.update(TERM="xterm-256color", PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "rlaif", "view", str(run), "--annotator", "pty"],
-                            stdin=slave, stdout=slave, stderr=slave, env=env, cwd=ROOT, start_new_session=True)
-    os.close(slave)
-    out = bytearray()
-
-    def read_until(pred, timeout: float) -> bool:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if pred():
-                return True
-            r, _, _ = select.select([master], [], [], 0.1)
-            if r:
-                try:
-                    out.extend(os.read(master, 65536))
-                except OSError:  # the child closed the terminal
-                    time.sleep(0.05)
-        return pred()
-
-    return proc, master, read_until, out
-
-
 @pytest.mark.slow
 def test_rlaif_view_killed_with_a_verdict_kept_saves_it_when_opened_again(tmp_path):
     """End to end, in a real terminal: `rlaif view`, the store held by another process, `f`, kill -9; the next
     `rlaif view` stores the flip, says so, and quits cleanly."""
     run = make_run(tmp_path / "run")
     p6 = by_id(comps_of(run))["p6"]
-    proc, master, read_until, out = _view_in_pty(run)
+    proc, master, read_until, out = view_in_pty(run)
     other = sqlite3.connect(run / "store.sqlite", isolation_level=None)
     try:
         assert read_until(lambda: b"reviewed" in out and b"quit" in out, 30), out[-2000:]
@@ -287,7 +254,7 @@ def test_rlaif_view_killed_with_a_verdict_kept_saves_it_when_opened_again(tmp_pa
         other.rollback()
         other.close()
     assert viewer_labels(run) == {}  # not stored: the viewer died first
-    proc, master, read_until, out = _view_in_pty(run)
+    proc, master, read_until, out = view_in_pty(run)
     try:
         assert read_until(lambda: b"saved 1 write" in out, 30), out[-2000:]
         assert viewer_labels(run) == {p6.prompt: (p6.rejected, p6.chosen, "chosen", None)}
