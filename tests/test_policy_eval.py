@@ -118,7 +118,8 @@ ALGO_SETS = {
     "rloo": ["--set", "policy_training.rloo.steps=2", "--set", "policy_training.rloo.max_new_tokens=8",
              "--set", "policy_training.train.batch_size=8"],
     "grpo": ["--set", "policy_training.grpo.steps=2", "--set", "policy_training.grpo.max_new_tokens=8",
-             "--set", "policy_training.train.batch_size=8"],    "kto": ["--set", "policy_training.train.batch_size=4"],  # the mixed pairs unpaired (kto.with_pairs)
+             "--set", "policy_training.train.batch_size=8"],
+    "kto": ["--set", "policy_training.train.batch_size=4"],  # the mixed pairs unpaired (kto.with_pairs)
 }
 
 
