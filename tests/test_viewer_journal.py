@@ -267,3 +267,28 @@ def test_rlaif_view_killed_with_a_verdict_kept_saves_it_when_opened_again(tmp_pa
         os.close(master)
     assert proc.returncode == 0 and b"Traceback" not in out, out[-2000:]
     assert _journal_files(run) == []
+
+
+@pytest.mark.parametrize("command", [["labels", "stats"], ["labels", "export", "--format", "jsonl", "-o"]],
+                         ids=["stats", "export"])
+def test_read_only_label_commands_say_how_many_journaled_writes_are_not_stored_yet(tmp_path, capsys, command):
+    """`labels stats` and `labels export` read the store only: a write a killed viewer journaled is not in what
+    they count or write until `rlaif view` / `rlaif run` stores it. They do not store it (a write from a read-only
+    command), but say so in one line on stderr, so an export never silently lacks it; the journal stays."""
+    from rlaif.cli import main
+
+    run = make_run(tmp_path / "run")
+    c = by_id(comps_of(run))
+    writes = [V.verdict_write(c["p1"], "agree", "ann"), V.verdict_write(c["p2"], "flip", "ann"),
+              V.verdict_write(c["p3"], "tie", "ann")]
+    argv = [*command, str(run)] if command[1] == "stats" else [*command, str(tmp_path / "out.jsonl"), str(run)]
+    assert main(argv) == 0
+    assert "journaled" not in capsys.readouterr().err  # no journal: nothing said
+    path = _journal_of(run, writes)
+    with Store(run / "store.sqlite") as s:  # the session stored the first before it was killed
+        with s.journaled(path.stem, 1):
+            writes[0](s)
+    assert main(argv) == 0
+    [line] = [x for x in capsys.readouterr().err.splitlines() if "journaled" in x]
+    assert line.startswith("warning: 2 viewer write(s) journaled in ") and f"`rlaif view {run}`" in line
+    assert path.exists() and len(viewer_labels(run)) == 1  # nothing stored by a read-only command

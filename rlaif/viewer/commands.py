@@ -154,6 +154,22 @@ def cmd_show(args) -> int:
     return 0
 
 
+def say_pending(store, what: str) -> None:
+    """One line on stderr when viewer journals hold writes the store does not yet (rlaif/viewer/journal.py): a
+    read-only command does not store them (that is a write), so it says that ``what`` lacks them and what will."""
+    import sys
+
+    from rlaif.layout import RunLayout
+    from rlaif.viewer.journal import pending
+
+    layout = RunLayout.of_store(store.path)
+    n = pending(layout, store)
+    if n:
+        print(f"warning: {n} viewer write(s) journaled in {layout.viewer_journals} are not in the run store yet, so "
+              f"not in this {what}: `rlaif view {layout.root}` (or `rlaif run`) stores them; a viewer still running "
+              "stores its own", file=sys.stderr)
+
+
 def cmd_labels_stats(args) -> int:
     from pathlib import Path
 
@@ -166,6 +182,7 @@ def cmd_labels_stats(args) -> int:
     if args.json_out:
         check_target(Path(args.json_out), "--json")  # a bad --json is exit 2 before the work
     with open_run_store(args.run_dir, readonly=True) as store, reading(store):
+        say_pending(store, "count")
         st = label_stats(store, resolve_judge_hash(store))
     print_stats(st, Console())
     if args.json_out:
@@ -179,6 +196,8 @@ def cmd_labels_export(args) -> int:
     from rlaif.viewer.queue import open_run_store, reading, resolve_judge_hash
 
     with open_run_store(args.run_dir, readonly=True) as store, reading(store):
+        if args.source != AI:
+            say_pending(store, "export")
         jh = resolve_judge_hash(store) if args.source != HUMAN else None
         feedback = feedback_records(store.feedback()) if args.source != AI else []
         n, skipped = write_export(export_records(store, jh, args.source), args.format, args.output, feedback)

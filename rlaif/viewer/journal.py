@@ -265,6 +265,27 @@ def _open_journal(path: Path) -> IO[bytes] | None:
     return os.fdopen(fd, "rb")
 
 
+def pending(layout: RunLayout, store: Store) -> int:
+    """How many journaled writes the store does not hold yet (a running viewer's included: it stores its own as
+    the store frees; an ended one's wait for ``replay``). Reads only: no lock is taken (a shared one would make a
+    concurrent ``replay`` pass the journal by), nothing is written; a bad journal is ``replay``'s error."""
+    d = layout.viewer_journals
+    if not d.is_dir():
+        return 0
+    n = 0
+    for path in sorted(d.iterdir()):
+        if path.suffix != SUFFIX:
+            continue
+        f = _open_journal(path)
+        if f is None:  # replayed by another process meanwhile
+            continue
+        with f:  # the entries first, then the mark: an entry a live viewer stores meanwhile is not counted
+            seqs = [seq for seq, _ in _entries(path, f)]
+        stored = store.journal_stored(path.stem)
+        n += sum(seq > stored for seq in seqs)
+    return n
+
+
 def replay(layout: RunLayout, store: Store) -> int:
     """Write into ``store`` what the journals of ended viewer sessions hold and it does not, in the order the
     sessions began and their keys were pressed, each entry once; remove those journals. A journal a running
