@@ -52,8 +52,8 @@ class TrainArgs(_Section):
 
 
 def gradient_checkpointing_field():
-    """``policy.gradient_checkpointing`` and ``reward_model.gradient_checkpointing``: a speed/memory knob only
-    (the recomputed activations are the same), so their stages' input hashes leave it out."""
+    """``policy.gradient_checkpointing`` and ``reward_model.gradient_checkpointing``: a speed/memory knob (their
+    stages' input hashes take it only when on: ``config_models.gc_default``)."""
     return Field(False, description="recompute activations in the backward pass: less memory, about a third more "
                                     "compute; for a model that does not fit otherwise (trl defaults it on; rlaif off)")
 
