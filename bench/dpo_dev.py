@@ -46,6 +46,8 @@ and its PPO run meet every target of issue #11 (harmless rate up at least 30 poi
 judge win rate >= 0.6 with its lower bound above 0.5, repeated 3-grams up at most 0.5 points, no warning).
 Among eligible variants, the highest DPO harmful log-odds change replaces the committed SFT setting (which is
 not eligible); with none eligible, nothing changes. The quickstart must still finish within its 300 s budget.
+Outcome (README "Quickstart figures"): sft_5ep was the only eligible variant, so the quickstart's SFT now trains
+5 epochs (238.7 s for the whole quickstart on a quiet machine).
 """
 
 from __future__ import annotations
