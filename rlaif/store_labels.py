@@ -32,6 +32,10 @@ class LabelQueries:
     db: sqlite3.Connection
     path: Path
     busy_timeout: float
+    _dated: float | None = None  # the time the labels and feedback written now are dated (``journaled``'s ``at``)
+
+    def _now(self) -> float:
+        return self._dated if self._dated is not None else time.time()
 
     # ---------------------------------------------------------- human labels
     # One row per (pair_key, source): a second label from the same source replaces the first.
@@ -46,7 +50,7 @@ class LabelQueries:
     def add_human_labels(self, labels: Iterable[HumanLabel]) -> int:
         """Upsert ``labels`` in one transaction; returns how many. For labels already in hand (a viewer
         verdict, the config's labels file); a file being read goes in through ``import_human_labels``."""
-        now = time.time()
+        now = self._now()
         rows = [(h.key, h.prompt, h.chosen, h.rejected, h.label, h.source, h.annotator, h.note, now) for h in labels]
         with self.db:
             self.db.executemany(self._UPSERT_LABEL.format(prompt=""), rows)
@@ -226,7 +230,7 @@ class LabelQueries:
                     {_ON_FEEDBACK_CONFLICT}"""
 
     def add_feedback(self, items: Iterable[Feedback]) -> int:
-        now = time.time()
+        now = self._now()
         with self.db:
             cur = self.db.executemany(self._UPSERT_FEEDBACK, [_feedback_row(f, now) for f in items])
         return cur.rowcount
@@ -267,12 +271,14 @@ class LabelQueries:
 
     # ---------------------------------------------------------- viewer journals (rlaif/viewer/journal.py)
     @contextlib.contextmanager
-    def journaled(self, journal: str, seq: int) -> Iterator[None]:
+    def journaled(self, journal: str, seq: int, at: float | None = None) -> Iterator[None]:
         """One write transaction holding what the block writes and the mark that entry ``seq`` of the viewer
         journal ``journal`` is stored: a kill after it leaves both, before it neither, so a replay writes each
-        entry once. Busy: raises as any write does, before the block runs."""
+        entry once. ``at``: the labels and feedback the block stores are dated then (the entry's key press), not
+        now. Busy: raises as any write does, before the block runs."""
         self.db.execute("BEGIN IMMEDIATE")
         self.db.nested += 1
+        self._dated = at
         try:
             yield
             self.db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
@@ -281,6 +287,8 @@ class LabelQueries:
             self.db.nested -= 1
             self.db.rollback()
             raise
+        finally:
+            self._dated = None
         self.db.nested -= 1
         self.db.commit()
 

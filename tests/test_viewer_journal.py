@@ -164,9 +164,9 @@ def test_entries_the_store_took_before_the_kill_are_not_written_again(tmp_path):
     writes = [V.note_write(c, "ann", "typed first"), V.verdict_write(c, "agree", "ann"),
               V.verdict_write(c, "flip", "ann")]
     path = _journal_of(run, writes)
-    with Store(run / "store.sqlite") as s:  # what the session stored, each with its entry's mark
+    with Store(run / "store.sqlite") as s:  # what the session stored, each with its entry's mark and key press
         for seq, w in enumerate(writes[:2], 1):
-            with s.journaled(path.stem, seq):
+            with s.journaled(path.stem, seq, w.at):
                 w(s)
         assert replay(RunLayout(run), s) == 1
     assert viewer_labels(run) == {c.prompt: (c.rejected, c.chosen, "chosen", None)}
@@ -292,3 +292,74 @@ def test_read_only_label_commands_say_how_many_journaled_writes_are_not_stored_y
     [line] = [x for x in capsys.readouterr().err.splitlines() if "journaled" in x]
     assert line.startswith("warning: 2 viewer write(s) journaled in ") and f"`rlaif view {run}`" in line
     assert path.exists() and len(viewer_labels(run)) == 1  # nothing stored by a read-only command
+
+
+# Two viewers of the same annotator on one run: a write one of them journaled (kept while the store was busy, then
+# killed) must not replace, when replayed, a newer verdict the other stored on the same comparison meanwhile.
+def _label_write(c, verdict: str, at: float):
+    from rlaif.viewer.journal import Write
+
+    w = V.verdict_write(c, verdict, "ann")
+    return Write(w.op, w.args, at)
+
+
+def test_a_replayed_write_does_not_replace_a_newer_verdict_another_viewer_stored(tmp_path):
+    import time
+
+    run = make_run(tmp_path / "run")
+    c = by_id(comps_of(run))
+    path = _journal_of(run, [_label_write(c["p1"], "agree", time.time() - 60),  # session 1, store busy, killed
+                             _label_write(c["p2"], "agree", time.time() - 60)])
+    with Store(run / "store.sqlite") as s:
+        V.record_verdict(s, c["p1"], "flip", "ann")  # session 2, same annotator, later, stored at once
+        assert replay(RunLayout(run), s) == 1  # p2's only
+    p1, p2 = c["p1"], c["p2"]
+    assert viewer_labels(run) == {p1.prompt: (p1.rejected, p1.chosen, "chosen", None),
+                                  p2.prompt: (p2.chosen, p2.rejected, "chosen", None)}
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("newer_first", [True, False], ids=["newer-session-journal-first", "older-first"])
+def test_two_sessions_journals_leave_the_newest_verdict_in_either_order(tmp_path, newer_first):
+    """A replayed write is dated by its key press, not by when the replay stored it: else the journal replayed
+    first would look newer than the other's later verdict and hide it."""
+    import time
+
+    run = make_run(tmp_path / "run")
+    p1 = by_id(comps_of(run))["p1"]
+    old, new = _label_write(p1, "agree", time.time() - 60), _label_write(p1, "flip", time.time() - 30)
+    for w in (new, old) if newer_first else (old, new):  # journals replay in the order their sessions began
+        _journal_of(run, [w])
+    with open_run_store(run) as s:
+        assert replay(RunLayout(run), s) == (1 if newer_first else 2)
+        assert s.human_label(p1.key, "viewer:ann").created_at == new.at
+    assert viewer_labels(run) == {p1.prompt: (p1.rejected, p1.chosen, "chosen", None)}
+
+
+def test_a_kept_write_stored_by_the_session_is_dated_by_its_key_press(tmp_path):
+    """Killed after its retry stored the first of two kept writes on one comparison: the replay of the second
+    (pressed later) must not be taken for older than the first, which it would if the first were dated when the
+    retry stored it."""
+    from rlaif.viewer.writes import Writes
+
+    run = make_run(tmp_path / "run")
+    p1 = by_id(comps_of(run))["p1"]
+    store = open_run_store(run)
+    writes = Writes(store, Journal(RunLayout(run).viewer_journals))
+    other = sqlite3.connect(run / "store.sqlite", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock: both are kept and journaled
+    assert not writes.submit(V.verdict_write(p1, "agree", "ann"), lambda _: None, p1.key)
+    assert not writes.submit(V.verdict_write(p1, "flip", "ann"), lambda _: None, p1.key)
+    other.rollback()
+
+    def killed(_):
+        raise KeyboardInterrupt  # after the first went in: the session dies before the second
+
+    writes._queue[0] = writes._queue[0]._replace(then=killed)
+    with pytest.raises(KeyboardInterrupt):
+        writes.flush()
+    writes.journal._f.close()  # the kernel drops its lock
+    store.close()
+    with open_run_store(run) as s:
+        assert replay(RunLayout(run), s) == 1
+    assert viewer_labels(run) == {p1.prompt: (p1.rejected, p1.chosen, "chosen", None)}  # the flip, pressed last

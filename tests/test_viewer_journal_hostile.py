@@ -47,6 +47,10 @@ BAD_LINES = {
     "lone-surrogate": b'{"seq": 1, "op": "note", "args": {"key": "k", "source": "viewer:a", "note": "\\ud800"}}\n',
     "not-utf8": b'{"seq": 1, "op": "note", "args": {"key": "\xff", "source": "viewer:a", "note": null}}\n',
     "seq-goes-back": _entry("label", seq=10, label=LABEL, keep_note=True, what="agree") + GOOD,
+    "time-is-a-string": GOOD.replace(b'"args"', b'"t": "noon", "args"'),
+    "time-is-a-bool": GOOD.replace(b'"args"', b'"t": true, "args"'),
+    "time-is-not-finite": GOOD.replace(b'"args"', b'"t": Infinity, "args"'),
+    "time-is-negative": GOOD.replace(b'"args"', b'"t": -5, "args"'),
 }
 
 

@@ -4,7 +4,8 @@ A write the run store refuses while another process holds its lock is kept and r
 (rlaif/viewer/writes.py). Kept in memory only, a SIGKILL or a power cut before the retry lost it. Now
 each kept write is appended to the session's journal, ``RUN/viewer-journal/<session>.jsonl``
 (``RunLayout.viewer_journals``), and fsync'd before the key returns: one JSON line
-``{"seq": N, "op": ..., "args": {...}}`` per write (``Write``), in the order the keys were pressed.
+``{"seq": N, "op": ..., "args": {...}, "t": KEY_PRESS_TIME}`` per write (``Write``), in the order the keys were
+pressed.
 
 - When a kept write goes in, the same transaction marks its ``seq`` stored (``Store.journaled``), so
   a kill between the two never writes it twice. Once no write is kept the file is emptied; a session
@@ -13,7 +14,10 @@ each kept write is appended to the session's journal, ``RUN/viewer-journal/<sess
 - The session holds an exclusive ``flock`` on its journal; the kernel drops it however the session
   ends. ``replay`` (the next `rlaif view`, `rlaif run`) writes the unstored entries of every journal
   nobody holds into the store, in order, each once, then removes the file: the verdicts then show
-  as saved. A last line cut short by a kill mid-append is ignored (it never reached the disk whole,
+  as saved. A journaled write is stored dated by its key press, not by when it went in, and a replayed one
+  whose row (same comparison or response, same ``viewer:`` source) is stored with a later time is passed by:
+  two viewers of the same annotator on one run, the newer verdict, stored directly by the other, stands.
+  A last line cut short by a kill mid-append is ignored (it never reached the disk whole,
   so its key never returned); any other bad line is an error naming the file and line.
 
 Plain JSON lines and a lock file rather than a second SQLite database: the point is a write that does
@@ -25,13 +29,14 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import json
+import math
 import os
 import secrets
 import sqlite3
 import stat
 import time
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -103,31 +108,55 @@ def _check(op: str, args: dict[str, Any]) -> None:
             raise ValueError(f"{op!r}: an unknown label word or feedback kind")
 
 
+def _target(op: str, args: dict[str, Any]) -> tuple[bool, str, str]:
+    """The row a write changes: (a human label, not feedback; its key; its source)."""
+    row = args.get("label", args.get("feedback"))
+    key, source = (row.key, row.source) if row is not None else (args["key"], args["source"])
+    return op in ("label", "note", "undo-label"), key, source
+
+
 @dataclass(frozen=True)
 class Write:
-    """One store write of the viewer, as data: ``write(store)`` makes it; the journal keeps it as JSON."""
+    """One store write of the viewer, as data: ``write(store)`` makes it; the journal keeps it as JSON. ``at``:
+    when its key was pressed (None: a journal line from before entries were timed)."""
 
     op: str
     args: dict[str, Any]
+    at: float | None = field(default_factory=time.time, compare=False)
 
     def __call__(self, store: Store) -> Any:
         return _ops()[self.op](store, **self.args)
 
+    def superseded(self, store: Store) -> bool:
+        """Whether the row this write changes is stored with a later time than its key press: another session
+        (the same annotator in a second viewer) stored a newer verdict there directly meanwhile. Such a write is
+        not replayed over it (``replay``): the newest verdict stands, whichever order sessions are replayed in,
+        since a journaled write is dated by its key press (``Store.journaled``'s ``at``)."""
+        if self.at is None:
+            return False
+        is_label, key, source = _target(self.op, self.args)
+        row = store.human_label(key, source) if is_label else store.feedback_from(key, source)
+        return row is not None and row.created_at is not None and row.created_at > self.at
+
     def line(self, seq: int) -> bytes:
-        return (json.dumps({"seq": seq, "op": self.op, "args": {k: _encode(v) for k, v in self.args.items()}},
-                           ensure_ascii=False) + "\n").encode()
+        entry = {"seq": seq, "op": self.op, "args": {k: _encode(v) for k, v in self.args.items()}}
+        if self.at is not None:
+            entry["t"] = self.at
+        return (json.dumps(entry, ensure_ascii=False) + "\n").encode()
 
     @classmethod
     def parse(cls, raw: bytes, where: str) -> tuple[int, Write]:
         """(seq, write) of a journal line (``where``: its file:line); ValueError, KeyError or TypeError when it is
         not one, RlaifError when it is hostile JSON (nested too deep, a lone surrogate)."""
         obj = safeio.loads_bounded(raw.decode("utf-8"), where)
-        seq, op, args = obj["seq"], obj["op"], obj["args"]
+        seq, op, args, at = obj["seq"], obj["op"], obj["args"], obj.get("t")
         if type(seq) is not int or seq < 1 or op not in _ops() or not isinstance(args, dict):
             raise ValueError("not a journal entry")
+        if at is not None and (type(at) not in (int, float) or not math.isfinite(at) or at <= 0):
+            raise ValueError("t is not a time")
         args = {k: _decode(v) for k, v in args.items()}
         _check(op, args)
-        return seq, cls(op, args)
+        return seq, cls(op, args, at)
 
 
 def _fsync_dir(d: Path) -> None:
@@ -289,7 +318,9 @@ def pending(layout: RunLayout, store: Store) -> int:
 def replay(layout: RunLayout, store: Store) -> int:
     """Write into ``store`` what the journals of ended viewer sessions hold and it does not, in the order the
     sessions began and their keys were pressed, each entry once; remove those journals. A journal a running
-    viewer holds is left to it. Returns how many writes went in. RlaifError (exit 1) when the store stays busy
+    viewer holds is left to it. A write whose row is stored with a time later than its key press is passed by
+(``Write.superseded``: a second viewer of the same annotator stored a newer verdict). Returns how many writes
+went in. RlaifError (exit 1) when the store stays busy
     past its busy timeout: nothing is lost, the next opening replays."""
     d = layout.viewer_journals
     if not d.is_dir():
@@ -317,7 +348,9 @@ def replay(layout: RunLayout, store: Store) -> int:
                 stored = store.journal_stored(name)
                 for seq, write in _entries(path, f):
                     if seq > stored:
-                        with store.journaled(name, seq):
+                        with store.journaled(name, seq, write.at):
+                            if write.superseded(store):  # read in the write transaction: nothing slips between
+                                continue
                             write(store)
                         n += 1
             except sqlite3.OperationalError as e:

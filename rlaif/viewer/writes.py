@@ -90,7 +90,8 @@ class Writes:
     def _apply(self, k: Kept) -> Any:
         if k.seq is None:
             return k.write(self.store)
-        with self.store.journaled(self.journal.name, k.seq):  # the write and its entry's mark: one transaction
+        # the write and its entry's mark: one transaction; dated by its key press, as a replay of it would be
+        with self.store.journaled(self.journal.name, k.seq, k.write.at):
             return k.write(self.store)
 
     def flush(self, wait: float = RETRY_WAIT_S) -> bool:
