@@ -129,3 +129,46 @@ def test_all_unscored_batches_after_a_resume_get_the_uninterrupted_running_mean(
     resumed_judge.close()
     after = [x["judge_reward"] for x in resumed["history"] if "judge_reward" in x]
     assert after[-2:] == [pytest.approx(judged[2])] * 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", ["rloo", "grpo"])
+def test_a_resume_inside_a_num_iterations_block_counts_its_batch_once(algo, word_model, tmp_path, monkeypatch,
+                                                                        one_thread):
+    """num_iterations: 2 trains two steps on one generated batch. Saved after step 1 (inside the block), the
+    checkpoint held the running mean with that batch counted, and the resumed trainer (trl does not checkpoint
+    its buffer) generates and scores the block's batch again: counted twice. Now the mid-block checkpoint holds
+    the mean as it was before the batch, and the resumed run's mean counts each of its batches once."""
+    import json
+
+    import trl
+    from test_online_rl import group_cfg
+
+    from rlaif.train.online import run_online
+    from rlaif.train.rewards import JUDGE_STATE
+
+    base = group_cfg(algo, steps=4, num_iterations=2)
+    cfg = base.model_copy(update={"reward": RewardWeights(judge=1.0),
+                                  "train": base.train.model_copy(update={"save_steps": 1})})
+    full_judge = dark_after(100)  # scores every batch
+    run_online(algo, word_model, None, _prompts(), cfg, tmp_path / "full", judge=full_judge)
+    scored = full_judge.totals["rollouts"] - full_judge.totals["unscored"]
+    assert full_judge.running_state()["scored_n"] == scored > 0
+    full_judge.close()
+
+    trainer_cls = trl.RLOOTrainer if algo == "rloo" else trl.GRPOTrainer
+    real = interrupt_on_call(monkeypatch, trainer_cls, "training_step", 2)  # killed in step 2 (one micro-step each)
+    killed = dark_after(100)
+    with pytest.raises(KeyboardInterrupt):
+        run_online(algo, word_model, None, _prompts(), cfg, tmp_path / "killed", judge=killed)
+    killed.close()
+    ckpt = tmp_path / "killed.partial" / "checkpoints" / "checkpoint-1"
+    assert json.loads((ckpt / JUDGE_STATE).read_text())["processes"][0]["scored_n"] == 0  # before the block's batch
+    monkeypatch.setattr(trainer_cls, "training_step", real)
+    resumed_judge = dark_after(100)
+    run_online(algo, word_model, None, _prompts(), cfg, tmp_path / "killed", judge=resumed_judge)
+    # it scored the block's batch again and the next block's: the batches of the uninterrupted run
+    assert resumed_judge.totals["rollouts"] == full_judge.totals["rollouts"]
+    scored = resumed_judge.totals["rollouts"] - resumed_judge.totals["unscored"]
+    assert resumed_judge.running_state()["scored_n"] == scored  # each once (without the fix: the first twice)
+    resumed_judge.close()

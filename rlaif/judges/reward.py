@@ -127,6 +127,7 @@ class JudgeReward:
         self._judge: JudgeBackend | None = None
         self._store = None
         self._sum, self._n = 0.0, 0  # scored judge rewards so far (the all-unscored batch rule)
+        self._before = (0.0, 0)  # (sum, count) as they were before the latest batch was counted
 
     def start(self, prompts: list[str], responses: list[str]) -> concurrent.futures.Future:
         """Put a batch's judge calls in flight; the future gives ``(rewards, stats)``."""
@@ -135,10 +136,15 @@ class JudgeReward:
     def score(self, prompts: list[str], responses: list[str]) -> list[float]:
         return self.start(prompts, responses).result()[0]
 
-    def running_state(self) -> dict:
-        """The running mean's state (sum and count of the scored judge rewards so far), read on the worker
-        thread, so never with a batch half counted."""
-        return self._pool.submit(lambda: {"scored_sum": self._sum, "scored_n": self._n}).result()
+    def running_state(self, before_latest: bool = False) -> dict:
+        """The running mean's state (sum and count of the scored judge rewards so far; ``before_latest``: as it
+        was before the latest batch, one a resumed trainer scores again, rlaif/train/rewards.py), read on the
+        worker thread, so never with a batch half counted."""
+        def read():
+            total, n = self._before if before_latest else (self._sum, self._n)
+            return {"scored_sum": total, "scored_n": n}
+
+        return self._pool.submit(read).result()
 
     def restore_running_state(self, state: dict) -> None:
         """Continue the running mean from ``running_state()``'s value (a resumed run's checkpoint)."""
@@ -146,6 +152,7 @@ class JudgeReward:
 
         def put():
             self._sum, self._n = total, n
+            self._before = (total, n)
 
         self._pool.submit(put).result()
 
@@ -172,6 +179,7 @@ class JudgeReward:
             fill = sum(scored) / len(scored)
         else:
             fill = self._sum / self._n if self._n else 0.0
+        self._before = (self._sum, self._n)
         self._sum += sum(scored)
         self._n += len(scored)
         rewards = [fill if r is None else r for r in raw]

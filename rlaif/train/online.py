@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -163,9 +164,10 @@ def run_online(algorithm: str, policy_dir: str | Path, reward_fn: Callable[[list
         trainer.remove_callback(ProgressCallback)
     resume = last_checkpoint(checkpoints_dir(out_dir))
     if judge is not None:  # the judge reward's running mean is checkpointed with the trainer
-        from rlaif.train.rewards import judge_state_callback, restore_judge_state
+        from rlaif.train.rewards import judge_state_callback, regenerated_on_resume, restore_judge_state
 
-        trainer.add_callback(judge_state_callback(judge, trainer.accelerator))
+        held = weakref.ref(trainer)  # not a reference cycle: the trainer is dropped (del) before the next stage
+        trainer.add_callback(judge_state_callback(judge, trainer.accelerator, lambda: regenerated_on_resume(held())))
         if resume is not None:
             restore_judge_state(judge, resume, trainer.accelerator.process_index, trainer.accelerator.num_processes)
     trainer.train(resume_from_checkpoint=resume)

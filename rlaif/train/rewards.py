@@ -18,6 +18,14 @@ writes them to ``judge_reward_state.json`` in the checkpoint folder *before* the
 own files (PPO: into its temporary folder before the rename; trl: when a save is due at the end
 of a step, ``JudgeStateCallback``), so a checkpoint counted complete (rlaif/train/checkpoints.py)
 always has it. A resumed run reads it back (``restore_judge_state``) before its first step.
+
+RLOO/GRPO with ``num_iterations`` > 1 (or ``steps_per_generation`` over the accumulation steps) train several
+optimizer steps on one generated batch (trl's ``_buffered_inputs``, regenerated every ``steps_per_generation *
+num_iterations`` micro-steps, counted by ``_step``). A checkpoint saved inside such a block holds the mean with
+that batch counted, but the buffer is not in the checkpoint: the resumed trainer starts ``_step`` at 0 and
+generates and scores that block's batch again (same prompts: its sampler repeats them for the block). So a
+checkpoint saved mid-block keeps the state as it was before that batch (``regenerated``), and the batch is
+counted once, as in the uninterrupted run.
 """
 
 from __future__ import annotations
@@ -172,9 +180,10 @@ def judge_of(reward) -> JudgeReward | None:
     return reward.judge if isinstance(reward, MixedReward) else None
 
 
-def save_judge_state(reward, folder: Path, accelerator) -> None:
+def save_judge_state(reward, folder: Path, accelerator, before_latest: bool = False) -> None:
     """Every process's running-mean state of the judge in ``reward`` (``judge_of``; nothing without one) into
-    ``folder``, written whole by the main process. A collective: every process calls it."""
+    ``folder``, written whole by the main process (``before_latest``: as it was before each process's latest
+    batch, which the resumed run scores again). A collective: every process calls it."""
     from accelerate.utils import gather_object
 
     from rlaif.outputs import write_whole
@@ -182,7 +191,7 @@ def save_judge_state(reward, folder: Path, accelerator) -> None:
     judge = judge_of(reward)
     if judge is None:
         return
-    states = gather_object([judge.running_state()])
+    states = gather_object([judge.running_state(before_latest)])
     if accelerator.is_main_process:
         folder.mkdir(parents=True, exist_ok=True)
         write_whole(folder / JUDGE_STATE, json.dumps({"processes": states}))
@@ -225,15 +234,26 @@ def restore_judge_state(reward, checkpoint: str | Path, process_index: int, num_
                                      "scored_n": sum(st["scored_n"] for st in states)})
 
 
-def judge_state_callback(judge: JudgeReward, accelerator):
+def regenerated_on_resume(trainer) -> bool:
+    """Whether trl's RLOO/GRPO ``trainer``, resumed from a checkpoint saved now, generates and scores its buffered
+    batch again: the save falls inside a block of steps trained on one generation (see the module docstring).
+    Reads trl's own counters (``_step``, incremented before ``on_step_end``; ``steps_per_generation``,
+    ``num_iterations``): trl keeps no public name for them."""
+    return trainer._step % (trainer.args.steps_per_generation * trainer.num_iterations) != 0
+
+
+def judge_state_callback(judge: JudgeReward, accelerator, regenerated=None):
     """A transformers ``TrainerCallback`` that writes the judge's running-mean state into each checkpoint of a
     trl trainer: at the end of a step whose save is due (``control.should_save``, set by transformers'
-    ``DefaultFlowCallback``, which runs first), so before the checkpoint's own files."""
+    ``DefaultFlowCallback``, which runs first), so before the checkpoint's own files. ``regenerated()``: True
+    when a resume from this save scores the latest batch again (``regenerated_on_resume``): the state before
+    it is saved."""
     from transformers import TrainerCallback
 
     class JudgeStateCallback(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
             if control.should_save:
-                save_judge_state(judge, Path(args.output_dir) / f"checkpoint-{state.global_step}", accelerator)
+                save_judge_state(judge, Path(args.output_dir) / f"checkpoint-{state.global_step}", accelerator,
+                                 regenerated is not None and regenerated())
 
     return JudgeStateCallback()
