@@ -269,10 +269,10 @@ def test_rlaif_view_killed_with_a_verdict_kept_saves_it_when_opened_again(tmp_pa
     assert _journal_files(run) == []
 
 
-@pytest.mark.parametrize("command", [["labels", "stats"], ["labels", "export", "--format", "jsonl", "-o"]],
-                         ids=["stats", "export"])
+@pytest.mark.parametrize("command", [["labels", "stats"], ["labels", "export", "--format", "jsonl", "-o"], ["show"]],
+                         ids=["stats", "export", "show"])
 def test_read_only_label_commands_say_how_many_journaled_writes_are_not_stored_yet(tmp_path, capsys, command):
-    """`labels stats` and `labels export` read the store only: a write a killed viewer journaled is not in what
+    """`labels stats`, `labels export` and `show` read the store only: a write a killed viewer journaled is not in what
     they count or write until `rlaif view` / `rlaif run` stores it. They do not store it (a write from a read-only
     command), but say so in one line on stderr, so an export never silently lacks it; the journal stays."""
     from rlaif.cli import main
@@ -281,7 +281,7 @@ def test_read_only_label_commands_say_how_many_journaled_writes_are_not_stored_y
     c = by_id(comps_of(run))
     writes = [V.verdict_write(c["p1"], "agree", "ann"), V.verdict_write(c["p2"], "flip", "ann"),
               V.verdict_write(c["p3"], "tie", "ann")]
-    argv = [*command, str(run)] if command[1] == "stats" else [*command, str(tmp_path / "out.jsonl"), str(run)]
+    argv = [*command, str(tmp_path / "out.jsonl"), str(run)] if "export" in command else [*command, str(run)]
     assert main(argv) == 0
     assert "journaled" not in capsys.readouterr().err  # no journal: nothing said
     path = _journal_of(run, writes)

@@ -142,6 +142,7 @@ def cmd_show(args) -> int:
 
     store, jh, filters, queue = open_queue(args, readonly=True)
     try:
+        say_pending(store, "listing")  # its human labels and the reviewed/unreviewed filters lack them
         total = store.ai_pair_counts(jh)[0]
         shown = queue[: args.limit] if args.limit and args.limit > 0 else queue
         console = Console()
