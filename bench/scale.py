@@ -18,6 +18,8 @@ measures that), so the judge is a scripted backend that scores by a hash:
 - ``view``: `rlaif view` to its first screen (Textual, headless; wall time) and then
   20 moves to the next item (the viewer's CPU time per move, key to repainted screen;
   the pilot's wall time, which adds its own >= 60 ms of idle detection, is in scale.json);
+  then `rlaif view --status unreviewed` and its `End` key, to the last item of the
+  filtered queue (``view end``: CPU time, key to repainted screen; pilot wall time in scale.json);
 - ``show``, ``labels stats``, ``labels export`` (``--source all``, JSONL) and
   ``labels import`` of a TRL file with as many labels as comparisons.
 
@@ -44,7 +46,7 @@ CANDIDATES, PRINCIPLES, PAIRS_PER_PROMPT = 4, 4, 6
 WORDS = ("the a model answer question safe kind helpful clear short long reason because people often "
          "should could would never always water plant energy light travel city river music history science "
          "cook recipe garden sleep health money time friend letter write read learn explain idea").split()
-STEPS = ("generate", "judge", "mix", "rm data", "view first screen", "view move", "show", "labels stats",
+STEPS = ("generate", "judge", "mix", "rm data", "view first screen", "view move", "view end", "show", "labels stats",
          "labels export", "labels import")
 TARGETS = {"view first screen": "<= 2 s", "view move": "<= 0.1 s", "labels stats": "<= 10 s",
            "labels export": "<= 30 s, < 500 MB", "labels import": "<= 30 s, < 500 MB", "judge": "< 1 GB",
@@ -169,6 +171,33 @@ def step_view(run: Path, n: int) -> dict:
 
     asyncio.run(go())
     store.close()
+    out.update(_view_end(args))
+    return out
+
+
+def _view_end(args: argparse.Namespace) -> dict:
+    """`rlaif view --status unreviewed`, then End: the key's CPU time to the repainted last item."""
+    import asyncio
+
+    from rlaif.viewer.commands import open_queue, viewer_app
+
+    args = argparse.Namespace(**{**vars(args), "status": "unreviewed"})
+    store, judge_hash, filters, queue = open_queue(args)
+    app = viewer_app(args, store, judge_hash, filters, queue)
+    out: dict = {}
+
+    async def go():
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause()
+            t1, c1 = time.perf_counter(), time.process_time()
+            await pilot.press("end")
+            await pilot.pause()
+            out["end"], out["end_pilot_wall"] = time.process_time() - c1, time.perf_counter() - t1
+            assert app.cursor == len(queue) - 1, "End did not reach the last item"
+            await pilot.press("q")
+
+    asyncio.run(go())
+    store.close()
     return out
 
 
@@ -289,7 +318,7 @@ def main() -> int:
     if only:  # keep the figures of the steps not re-run
         if not a.out or not (base / "scale.json").is_file():
             raise SystemExit("--steps needs --out with the runs and scale.json of an earlier run")
-        redo = {"view first screen", "view move"} if "view" in only else set()
+        redo = {"view first screen", "view move", "view end"} if "view" in only else set()
         rows = [r for r in json.loads((base / "scale.json").read_text())
                 if r["step"] not in set(only) | redo and r["step"] != "store size"]
     for n in sizes:
@@ -306,6 +335,8 @@ def main() -> int:
                 rows.append({"step": "view first screen", "n": n, "seconds": res["first"], "rss_mb": rss})
                 rows.append({"step": "view move", "n": n, "seconds": res["move"], "rss_mb": rss,
                              "pilot_wall_seconds": res["move_pilot_wall"]})
+                rows.append({"step": "view end", "n": n, "seconds": res["end"], "rss_mb": rss,
+                             "pilot_wall_seconds": res["end_pilot_wall"]})
             else:
                 rows.append({"step": step, "n": n, "seconds": secs, "rss_mb": rss})
             console.log(f"{n:>9,} {step:<14} {rows[-1]['seconds']:8.2f} s {rss:8.0f} MB")
