@@ -672,3 +672,45 @@ def test_drafts_hold_a_note_until_a_verdict_and_undo_newest_first():
     d.wrote("verdict-1")
     assert d.noted("k1", "later", "note-1") is True and d.pending("k1") is None   # saved at once
     assert [d.undo(), d.undo(), d.undo()] == ["note-1", "verdict-1", None]
+
+
+def _mixed_run(run: Path, n: int = 60) -> Path:
+    """n comparisons over every review tier, confidences with ties (so the ids break them), a third labelled."""
+    tweaks = ({}, {"position_consistent": False}, {"disagree": True}, {}, {"principle_inconsistent": True})
+    run.mkdir()
+    with Store(run / "store.sqlite") as s:
+        ids = [f"m{(i * 37) % n:03d}" for i in range(n)]  # stored out of id order
+        s.put_prompts([Prompt(pid, f"question {pid}", "helpful") for pid in ids])
+        s.add_candidates([Candidate(f"{pid}-{k}", pid, k, f"answer {k} to {pid}", "pol") for pid in ids
+                          for k in (0, 1)], "gen")
+        status = ["unscored" if i % 11 == 0 else "scored" for i in range(n)]
+        s.put_ai_pairs(JH, [(pid, f"{pid}-0", f"{pid}-1", (0.5, 0.55, 0.7, 0.9)[i % 4], status[i],
+                             _details(tweaks[i % 5], status[i])) for i, pid in enumerate(ids)])
+        s.add_human_labels([HumanLabel(f"question {pid}", f"answer 0 to {pid}", f"answer 1 to {pid}", "chosen",
+                                       "viewer:x") for i, pid in enumerate(ids) if i % 3 == 1])
+        s.set_stage("judge", "h", "done", 1.0, {"judge_hash": JH})
+    return run
+
+
+@pytest.mark.parametrize("status", ["unreviewed", "reviewed", None], ids=["unreviewed", "reviewed", "all"])
+def test_end_of_a_filtered_queue_is_the_last_page_paged_from_the_top(tmp_path, monkeypatch, status):
+    """The pages near a tier's end are read backwards from it (rlaif/store_queue.py queue_page): End, and every page
+    read after it, holds what paging from the top gives, which is the review order and the filter as the
+    viewer's Python rules state them (Comparison.tier, .reviewed)."""
+    from rlaif.viewer.queue import Queue
+
+    run = _mixed_run(tmp_path / "mixed")
+    comps = comps_of(run)
+    keep = {None: lambda c: True, "reviewed": lambda c: c.reviewed, "unreviewed": lambda c: c.scored and not c.reviewed}
+    expected = [c.prompt_id for c in sorted(
+        (c for c in comps if keep[status](c)),
+        key=lambda c: (c.tier(), c.confidence, -len(c.disagreeing), c.prompt_id, c.chosen_id, c.rejected_id))]
+    assert len({c.tier() for c in comps if keep[status](c)}) >= 3 and len(expected) > 10
+    top = [c.prompt_id for c in queue_of(run, Filters(status=status))]  # one page of 200: read from the top
+    assert top == expected
+    monkeypatch.setattr(Queue, "PAGE", 4)
+    with open_run_store(run) as s:
+        q = build_queue(s, Filters(status=status))
+        last = [q[i].prompt_id for i in range(len(q) - 1, (len(q) - 1) // 4 * 4 - 1, -1)][::-1]  # End's page first
+        assert last == expected[(len(expected) - 1) // 4 * 4:]
+        assert [c.prompt_id for c in q] == expected  # then every page, each tier's back half read backwards
