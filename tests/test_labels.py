@@ -24,7 +24,7 @@ def labelled_run(tmp_path) -> Path:
     c = by_id(comps_of(d))
     with open_run_store(d) as s:
         for pid, verdict in (("p1", "agree"), ("p2", "flip"), ("p4", "flip"), ("p6", "tie"), ("p5", "agree")):
-            V.record_verdict(s, c[pid], verdict, "alice", "looked twice" if pid == "p2" else None)
+            V.verdict_write(c[pid], verdict, "alice", "looked twice" if pid == "p2" else None)(s)
         s.add_human_labels([
             HumanLabel(c["p3"].prompt, c["p3"].chosen, c["p3"].rejected, "chosen", "file:labels.jsonl:1"),
             HumanLabel("Unjudged prompt?", "good answer", "bad answer", "chosen", "file:labels.jsonl:2"),
@@ -113,7 +113,7 @@ def test_export_ai_and_all(tmp_path, capsys):
     assert all(set(r) == {"prompt", "chosen", "rejected", "rlaif_source"} and r["rlaif_source"] == "ai" for r in rows)
     c = by_id(comps_of(run))
     with open_run_store(run) as s:
-        V.record_verdict(s, c["p1"], "flip", "bob")
+        V.verdict_write(c["p1"], "flip", "bob")(s)
     full = tmp_path / "all.jsonl"
     assert main(["labels", "export", str(run), "--source", "all", "-o", str(full)]) == 0
     rows = [json.loads(x) for x in full.read_text().splitlines()]

@@ -86,7 +86,7 @@ def test_human_trl_export_round_trips(run, tmp_path):
 
     c = by_id(comps_of(run))
     with open_run_store(run) as s:
-        V.record_verdict(s, c["p1"], "flip", "bob")
+        V.verdict_write(c["p1"], "flip", "bob")(s)
     trl = tmp_path / "human.jsonl"
     assert main(["labels", "export", str(run), "--source", "human", "--format", "trl", "-o", str(trl)]) == 0
     assert [r["rlaif_source"] for r in _rows(trl)] == ["human"]

@@ -179,14 +179,14 @@ def test_wilson_interval():
 def test_verdicts_store_labels_and_undo_restores_the_replaced_one(run_dir):
     comps = by_id(comps_of(run_dir))
     with open_run_store(run_dir) as s:
-        V.record_verdict(s, comps["p1"], "agree", "ann", "first look")
-        V.record_verdict(s, comps["p2"], "both_bad", "ann")
-        second = V.record_verdict(s, comps["p1"], "flip", "ann")  # replaces, keeps the note
+        V.verdict_write(comps["p1"], "agree", "ann", "first look")(s)
+        V.verdict_write(comps["p2"], "both_bad", "ann")(s)
+        second = V.verdict_write(comps["p1"], "flip", "ann")(s)  # replaces, keeps the note
         labels = viewer_labels(run_dir)
         p1 = comps["p1"]
         assert labels[p1.prompt] == (p1.rejected, p1.chosen, "chosen", "first look")
         assert labels[comps["p2"].prompt][2] == "both_bad"
-        V.undo(s, second)
+        V.undo_write(second)(s)
         assert viewer_labels(run_dir)[p1.prompt] == (p1.chosen, p1.rejected, "chosen", "first look")
         assert s.db.execute("SELECT COUNT(*) FROM human_labels").fetchone()[0] == 2
 
@@ -386,9 +386,9 @@ def test_a_viewer_flip_overrides_the_ai_pair_in_the_mix(run_dir):
     comps = by_id(comps_of(run_dir))
     with open_run_store(run_dir) as s:
         before = mix(s.ai_pairs(JH), s.human_labels(), MixConfig(), 0)[1]
-        V.record_verdict(s, comps["p1"], "flip", "ann")
-        V.record_verdict(s, comps["p3"], "agree", "ann")
-        V.record_verdict(s, comps["p2"], "tie", "ann")
+        V.verdict_write(comps["p1"], "flip", "ann")(s)
+        V.verdict_write(comps["p3"], "agree", "ann")(s)
+        V.verdict_write(comps["p2"], "tie", "ann")(s)
         splits, stats = mix(s.ai_pairs(JH), s.human_labels(), MixConfig(human_eval_fraction=0), 0)
     assert before["human_overrides"] == 0
     assert stats["human_overrides"] == 2 and stats["human_disagreements"] == 1 and stats["human_ties"] == 1
@@ -487,7 +487,7 @@ def test_verdicts_while_another_process_writes_the_store(run_dir):
         with open_run_store(run_dir) as s:
             for _ in range(5):
                 for c in comps:
-                    V.record_verdict(s, c, "agree", "busy")
+                    V.verdict_write(c, "agree", "busy")(s)
     finally:
         stop.set()
         t.join(30)

@@ -311,7 +311,7 @@ def test_a_replayed_write_does_not_replace_a_newer_verdict_another_viewer_stored
     path = _journal_of(run, [_label_write(c["p1"], "agree", time.time() - 60),  # session 1, store busy, killed
                              _label_write(c["p2"], "agree", time.time() - 60)])
     with Store(run / "store.sqlite") as s:
-        V.record_verdict(s, c["p1"], "flip", "ann")  # session 2, same annotator, later, stored at once
+        V.verdict_write(c["p1"], "flip", "ann")(s)  # session 2, same annotator, later, stored at once
         assert replay(RunLayout(run), s) == 1  # p2's only
     p1, p2 = c["p1"], c["p2"]
     assert viewer_labels(run) == {p1.prompt: (p1.rejected, p1.chosen, "chosen", None),

@@ -63,12 +63,6 @@ def put_label(store: Store, label: HumanLabel, keep_note: bool, what: str) -> Un
     return UndoEntry(label.key, label.source, prev, what)
 
 
-def record_verdict(store: Store, c: Comparison, verdict: str, annotator: str,
-                   note: str | None = None) -> UndoEntry:
-    """Store the verdict now (what a verdict the store takes at once does)."""
-    return verdict_write(c, verdict, annotator, note)(store)
-
-
 def note_write(c: Comparison, annotator: str, note: str | None) -> Write:
     """Change the note of this annotator's label on ``c`` (``put_note``: None when there is no label yet)."""
     return Write("note", {"key": c.key, "source": viewer_source(annotator), "note": note or None})
@@ -92,7 +86,3 @@ def undo_label(store: Store, key: str, source: str, previous: HumanLabel | None)
         store.delete_human_label(key, source)
     else:
         store.restore_human_label(key, previous)
-
-
-def undo(store: Store, entry: UndoEntry) -> None:
-    undo_write(entry)(store)
