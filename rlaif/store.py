@@ -93,8 +93,7 @@ def _gap_record(r: tuple, **extra) -> dict[str, Any]:
 
 class _Connection(sqlite3.Connection):
     """A connection whose ``with`` block commits only when no ``Store.journaled`` transaction (store_labels.py)
-    encloses it
-    (that one then commits, or rolls back, the whole)."""
+    encloses it (that one then commits, or rolls back, the whole)."""
 
     nested = 0
 

@@ -249,11 +249,12 @@ def judge_state_callback(judge: JudgeReward, accelerator, regenerated=None):
     when a resume from this save scores the latest batch again (``regenerated_on_resume``): the state before
     it is saved."""
     from transformers import TrainerCallback
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
     class JudgeStateCallback(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
-            if control.should_save:
-                save_judge_state(judge, Path(args.output_dir) / f"checkpoint-{state.global_step}", accelerator,
+            if control.should_save:  # the folder transformers saves this step's checkpoint in
+                save_judge_state(judge, Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}", accelerator,
                                  regenerated is not None and regenerated())
 
     return JudgeStateCallback()

@@ -319,9 +319,9 @@ def replay(layout: RunLayout, store: Store) -> int:
     """Write into ``store`` what the journals of ended viewer sessions hold and it does not, in the order the
     sessions began and their keys were pressed, each entry once; remove those journals. A journal a running
     viewer holds is left to it. A write whose row is stored with a time later than its key press is passed by
-(``Write.superseded``: a second viewer of the same annotator stored a newer verdict). Returns how many writes
-went in. RlaifError (exit 1) when the store stays busy
-    past its busy timeout: nothing is lost, the next opening replays."""
+    (``Write.superseded``: a second viewer of the same annotator stored a newer verdict). Returns how many writes
+    went in. RlaifError (exit 1) when the store stays busy past its busy timeout: nothing is lost, the next
+    opening replays."""
     d = layout.viewer_journals
     if not d.is_dir():
         return 0
